@@ -1,0 +1,64 @@
+"""Exceptions of linebridge, one root so callers can catch everything we raise on purpose.
+
+    BridgeError
+    ├── ConfigurationError      a configuration or deployment file that cannot be used
+    │   └── MappingError        a mapping that does not validate; carries every issue found
+    ├── CodecError              a value that does not fit its register field
+    ├── StationError            a PLC that did not answer as the handshake requires
+    └── OrderRejected           an order that does not fit the mapping; names the field
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BridgeError(Exception):
+    """Root of every error linebridge raises on purpose."""
+
+
+class ConfigurationError(BridgeError):
+    """A configuration file that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class MappingIssue:
+    """One problem in a mapping, located by its dotted YAML path."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class MappingError(ConfigurationError):
+    """A mapping that does not validate. Every issue is listed, not just the first."""
+
+    def __init__(self, issues: list[MappingIssue], *, source: str = "") -> None:
+        self.issues = issues
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{head}{len(issues)} error(s) in mapping\n{lines}")
+
+
+class CodecError(BridgeError, ValueError):
+    """A value that cannot be encoded into (or decoded from) its register field."""
+
+
+class StationError(BridgeError):
+    """A station PLC that failed, refused or answered garbage; the cause is chained."""
+
+    def __init__(self, message: str, *, station: str) -> None:
+        self.station = station
+        super().__init__(f"station {station}: {message}")
+
+
+class OrderRejected(BridgeError):
+    """An order that does not fit the mapping; `field` names the offending input."""
+
+    def __init__(self, reason: str, *, field: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")

@@ -1,0 +1,123 @@
+"""The start/busy/done handshake between bridge and station PLC, as data (see docs/handshake.md).
+
+Both sides share this layout: the bridge adapter drives it, `plc_sim` implements the PLC side.
+A step is identified by a sequence number (1..65535, never 0) that the PLC echoes, so the bridge
+can always tell which step a status belongs to, whatever edges were lost or repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+SEQ_MAX = 65535
+
+
+class Command(IntEnum):
+    """Offsets in the command block (holding registers, written by the bridge)."""
+
+    START_SEQ = 0
+    ACK_SEQ = 1
+    ABORT_SEQ = 2
+
+
+COMMAND_REGISTERS = len(Command)
+
+
+class Status(IntEnum):
+    """Offsets in the status block (input registers, written by the PLC)."""
+
+    STATE = 0
+    ACCEPTED_SEQ = 1
+    DONE_SEQ = 2
+    RESULT_CODE = 3
+    ACKED_SEQ = 4
+    EXECUTED_COUNT_HI = 5
+    EXECUTED_COUNT_LO = 6
+    REEXECUTED_COUNT = 7
+
+
+STATUS_REGISTERS = len(Status)
+
+
+class PlcState(IntEnum):
+    IDLE = 0
+    BUSY = 1
+    DONE = 2
+
+
+class StepPhase(Enum):
+    NOT_STARTED = "not_started"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class ResultCode(IntEnum):
+    """Codes the handshake itself defines; stations may add their own from 100 up."""
+
+    OK = 0
+    PARAMETERS_REJECTED = 1
+    CHECK_FAILED = 2
+    ABORTED = 3
+    STATION_FAULT = 4
+
+
+@dataclass(frozen=True)
+class StatusBlock:
+    state: PlcState
+    accepted_seq: int
+    done_seq: int
+    result_code: int
+    acked_seq: int
+    executed_count: int
+    reexecuted_count: int
+
+    @classmethod
+    def from_registers(cls, words: Sequence[int]) -> StatusBlock:
+        if len(words) != STATUS_REGISTERS:
+            raise ValueError(f"status block is {STATUS_REGISTERS} registers, got {len(words)}")
+        try:
+            state = PlcState(words[Status.STATE])
+        except ValueError:
+            raise ValueError(f"PLC reports unknown state {words[Status.STATE]}") from None
+        return cls(
+            state=state,
+            accepted_seq=words[Status.ACCEPTED_SEQ],
+            done_seq=words[Status.DONE_SEQ],
+            result_code=words[Status.RESULT_CODE],
+            acked_seq=words[Status.ACKED_SEQ],
+            executed_count=(words[Status.EXECUTED_COUNT_HI] << 16) | words[Status.EXECUTED_COUNT_LO],
+            reexecuted_count=words[Status.REEXECUTED_COUNT],
+        )
+
+    def to_registers(self) -> list[int]:
+        return [
+            int(self.state),
+            self.accepted_seq,
+            self.done_seq,
+            self.result_code,
+            self.acked_seq,
+            (self.executed_count >> 16) & 0xFFFF,
+            self.executed_count & 0xFFFF,
+            self.reexecuted_count,
+        ]
+
+    def phase_of(self, seq: int) -> StepPhase:
+        """Where step `seq` stands, judged from the PLC's echo alone."""
+        if self.done_seq == seq:
+            return StepPhase.ACKNOWLEDGED if self.acked_seq == seq else StepPhase.FINISHED
+        if self.accepted_seq == seq:
+            return StepPhase.RUNNING
+        return StepPhase.NOT_STARTED
+
+    @property
+    def ready(self) -> bool:
+        """True when the PLC will accept a new start command."""
+        return self.state == PlcState.IDLE
+
+
+def next_seq(seq: int) -> int:
+    """The sequence number after `seq`, wrapping past 65535 to 1 (0 means 'none')."""
+    return 1 if seq >= SEQ_MAX else seq + 1

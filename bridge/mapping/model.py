@@ -1,0 +1,346 @@
+"""The mapping's schema: what a YAML line description may say, checked field by field.
+
+Cross-references (routes naming stations, derivations naming options, overlapping registers)
+are checked afterwards by `checks.py`, so that every such error is reported with its full path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+ProductId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=32)]
+Table = Literal["coil", "discrete_input", "holding", "input"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string", "enum"
+]
+ByteOrder = Literal["big", "little"]
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete_input"})
+WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
+REGISTER_COUNT: dict[str, int] = {
+    "bool": 1, "int16": 1, "uint16": 1, "enum": 1,
+    "int32": 2, "uint32": 2, "float32": 2, "float64": 4,
+}  # fmt: skip
+INTEGER_RANGE: dict[str, tuple[int, int]] = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+}
+# Names an order supplies besides its options; derivations may read them like options.
+ORDER_SOURCES: dict[str, str] = {
+    "order_id": "string",
+    "unit_serial": "integer",
+    "unit_index": "integer",
+    "quantity": "integer",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimBehaviour(_Strict):
+    """How the simulator fills a result or telemetry field; exactly one kind per field."""
+
+    source: Literal["state", "cycle_count", "last_cycle_ms", "executed_count"] | None = None
+    follow: Identifier | None = None
+    uniform: tuple[float, float] | None = None
+    constant: Scalar | None = None
+    nominal: float | None = None
+    gain: float = 1.0
+    noise: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SimBehaviour:
+        kinds = [k for k in ("source", "follow", "uniform", "constant", "nominal")
+                 if getattr(self, k) is not None]  # fmt: skip
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one of source, follow, uniform, constant, nominal"
+                f" (got {', '.join(kinds) or 'none'})"
+            )
+        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
+            raise ValueError("uniform: low bound above high bound")
+        return self
+
+
+class RegisterField(_Strict):
+    """One typed value in a PLC's memory: where it lives and how it is encoded."""
+
+    table: Table = "holding"
+    address: int = Field(ge=0, le=65535)
+    type: DataType
+    length: int | None = Field(None, ge=1, le=123, description="registers, for strings")
+    values: dict[Identifier, Annotated[int, Field(ge=0, le=65535)]] | None = None
+    byte_order: ByteOrder | None = None
+    word_order: ByteOrder | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+    sim: SimBehaviour | None = None
+
+    @property
+    def register_count(self) -> int:
+        return self.length if self.type == "string" else REGISTER_COUNT[self.type]
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in INTEGER_RANGE or self.type.startswith("float")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegisterField:
+        if self.type == "string":
+            if self.length is None:
+                raise ValueError("a string field needs length (registers, 2 characters each)")
+        elif self.length is not None:
+            raise ValueError(f"length applies to strings only, not {self.type}")
+        if (self.type == "enum") != (self.values is not None):
+            raise ValueError("values are required for an enum field and allowed only there")
+        if self.values is not None and len(set(self.values.values())) != len(self.values):
+            raise ValueError("enum values must have distinct codes")
+        if self.table in BIT_TABLES and self.type != "bool":
+            raise ValueError(f"a {self.table} holds one bit; type must be bool, not {self.type}")
+        if not self.is_numeric and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError(f"scale and offset apply to numbers, not {self.type}")
+        if not self.is_numeric and (self.min is not None or self.max is not None):
+            raise ValueError(f"min and max apply to numbers, not {self.type}")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.address + self.register_count - 1 > 65535:
+            raise ValueError(
+                f"address {self.address} + {self.register_count} registers runs past 65535"
+            )
+        if self.type in INTEGER_RANGE:
+            self._check_bounds_fit()
+        return self
+
+    def _check_bounds_fit(self) -> None:
+        raw_low, raw_high = INTEGER_RANGE[self.type]
+        ends = sorted((raw_low * self.scale + self.offset, raw_high * self.scale + self.offset))
+        for name in ("min", "max"):
+            bound = getattr(self, name)
+            if bound is not None and not ends[0] <= bound <= ends[1]:
+                raise ValueError(
+                    f"{name} {bound} cannot be represented by {self.type}"
+                    f" (range {ends[0]:g} to {ends[1]:g} after scale and offset)"
+                )
+
+
+class Handshake(_Strict):
+    """Where the handshake's command block (holding) and status block (input) start."""
+
+    command_address: int = Field(0, ge=0, le=65535)
+    status_address: int = Field(0, ge=0, le=65535)
+
+
+class StationType(_Strict):
+    """A kind of station: its register map, shared by every station of the kind."""
+
+    description: str = ""
+    cycle_time_s: float = Field(ge=0)
+    byte_order: ByteOrder = "big"
+    word_order: ByteOrder = "big"
+    handshake: Handshake = Handshake()
+    parameters: dict[Identifier, RegisterField] = {}
+    results: dict[Identifier, RegisterField] = {}
+    telemetry: dict[Identifier, RegisterField] = {}
+
+
+class Endpoint(_Strict):
+    """Where a station's PLC answers Modbus TCP; port 0 lets the simulator pick one."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(502, ge=0, le=65535)
+    device_id: int = Field(1, ge=0, le=255)
+
+
+class Station(_Strict):
+    type: Identifier
+    description: str = ""
+    endpoint: Endpoint = Endpoint()
+    byte_order: ByteOrder | None = None
+    word_order: ByteOrder | None = None
+
+
+class Option(_Strict):
+    """One thing a customer may choose, with its allowed values and default."""
+
+    type: Literal["enum", "bool", "string", "integer", "number"]
+    values: list[StrictInt | StrictStr] | None = None
+    default: Scalar | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = Field(None, ge=0, le=246)
+    charset: Literal["printable_ascii", "ascii"] = "printable_ascii"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Option:
+        if (self.type == "enum") != (self.values is not None):
+            raise ValueError("values are required for an enum option and allowed only there")
+        if self.values is not None:
+            if not self.values:
+                raise ValueError("an enum option needs at least one value")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError("enum values must be distinct")
+        if self.type == "string" and self.max_length is None:
+            raise ValueError("a string option needs max_length")
+        if self.type not in ("integer", "number") and (self.min is not None or self.max is not None):
+            raise ValueError(f"min and max apply to integer and number options, not {self.type}")
+        if self.default is not None:
+            reason = self.reject(self.default)
+            if reason:
+                raise ValueError(f"default {self.default!r} is not allowed: {reason}")
+        return self
+
+    def reject(self, value: Any) -> str | None:
+        """Why `value` is not allowed for this option, or None when it is."""
+        if self.type == "enum":
+            assert self.values is not None
+            if isinstance(value, bool) or value not in self.values:
+                return f"must be one of {', '.join(map(str, self.values))}"
+        elif self.type == "bool":
+            if not isinstance(value, bool):
+                return "must be true or false"
+        elif self.type == "string":
+            if not isinstance(value, str):
+                return "must be a string"
+            assert self.max_length is not None
+            if len(value) > self.max_length:
+                return f"at most {self.max_length} characters, got {len(value)}"
+            if not all(32 <= ord(c) < 127 or self.charset == "ascii" and ord(c) < 128
+                       for c in value):  # fmt: skip
+                return f"only {self.charset.replace('_', ' ')} characters are allowed"
+        else:
+            numeric = (int,) if self.type == "integer" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, numeric):
+                return f"must be {'an integer' if self.type == 'integer' else 'a number'}"
+            if self.min is not None and value < self.min:
+                return f"must be at least {self.min:g}"
+            if self.max is not None and value > self.max:
+                return f"must be at most {self.max:g}"
+        return None
+
+
+class Quantity(_Strict):
+    min: int = Field(1, ge=1)
+    max: int = Field(50, ge=1)
+    default: int = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Quantity:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} is outside {self.min}..{self.max}")
+        return self
+
+
+class Derivation(_Strict):
+    """How one station parameter follows from an order: exactly one rule, no expressions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Identifier | None = Field(None, alias="from")
+    lookup: Identifier | list[Identifier] | None = None
+    table: dict[Any, Any] | None = None
+    constant: Scalar | None = None
+    linear: Identifier | None = None
+    gain: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def sources(self) -> list[str]:
+        if self.lookup is not None:
+            return [self.lookup] if isinstance(self.lookup, str) else list(self.lookup)
+        return [s for s in (self.from_, self.linear) if s is not None]
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Derivation:
+        rules = [name for name, set_ in (("from", self.from_), ("lookup", self.lookup),
+                 ("constant", self.constant), ("linear", self.linear)) if set_ is not None]  # fmt: skip
+        if len(rules) != 1:
+            raise ValueError(
+                f"give exactly one of from, lookup, constant, linear (got {', '.join(rules) or 'none'})"
+            )
+        if (self.lookup is None) != (self.table is None):
+            raise ValueError("lookup and table go together")
+        if self.linear is None and (self.gain != 1.0 or self.offset != 0.0):
+            raise ValueError("gain and offset belong to a linear rule")
+        return self
+
+
+RouteStep = Identifier | list[Identifier]
+
+
+class Product(_Strict):
+    description: str = ""
+    options: dict[Identifier, Option]
+    quantity: Quantity = Quantity()
+    route: list[RouteStep] = Field(min_length=1)
+    parameters: dict[Identifier, dict[Identifier, Derivation]] = Field(
+        default={}, description="per station type, how each of its parameters is derived"
+    )
+
+
+class LineInfo(_Strict):
+    name: Identifier
+    description: str = ""
+
+
+DEFAULT_RESULT_CODES: dict[int, str] = {
+    0: "ok",
+    1: "parameters_rejected",
+    2: "check_failed",
+    3: "aborted",
+    4: "station_fault",
+}
+
+
+class LineMapping(_Strict):
+    """A whole line: station kinds, stations, products. The root of a mapping file."""
+
+    line: LineInfo
+    result_codes: dict[Annotated[int, Field(ge=0, le=65535)], str] = DEFAULT_RESULT_CODES
+    station_types: dict[Identifier, StationType]
+    stations: dict[Identifier, Station] = Field(min_length=1)
+    products: dict[ProductId, Product] = Field(min_length=1)
+
+    def station_type(self, station: str) -> StationType:
+        return self.station_types[self.stations[station].type]
+
+    def resolved_fields(self, station: str) -> dict[str, RegisterField]:
+        """A station's parameter, result and telemetry fields with byte and word order settled.
+
+        A field's own order wins, then the station's, then its type's.
+        """
+        st = self.stations[station]
+        kind = self.station_types[st.type]
+        byte_default = st.byte_order or kind.byte_order
+        word_default = st.word_order or kind.word_order
+        fields: dict[str, RegisterField] = {}
+        for group in (kind.parameters, kind.results, kind.telemetry):
+            for name, f in group.items():
+                fields[name] = f.model_copy(update={
+                    "byte_order": f.byte_order or byte_default,
+                    "word_order": f.word_order or word_default,
+                })  # fmt: skip
+        return fields
