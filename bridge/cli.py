@@ -10,7 +10,11 @@ from bridge.errors import MappingError
 from bridge.mapping import load_mapping
 from bridge.mapping.checks import register_usage
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="linebridge: OPC UA ⇄ Modbus TCP bridge for a production line.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="linebridge: OPC UA ⇄ Modbus TCP bridge for a production line.",
+)
 
 
 @app.callback()
@@ -29,8 +33,10 @@ def validate(mapping: Path = typer.Argument(..., help="mapping YAML file")) -> N
             typer.echo(f"  {issue}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"ok: {mapping}")
-    typer.echo(f"line {line.line.name}: {len(line.stations)} stations, "
-               f"{len(line.station_types)} station types, {len(line.products)} product(s)")  # fmt: skip
+    typer.echo(
+        f"line {line.line.name}: {len(line.stations)} stations, "
+        f"{len(line.station_types)} station types, {len(line.products)} product(s)"
+    )
     typer.echo(f"  {'station':<12} {'type':<16} {'endpoint':<22} registers used")
     for name, station in line.stations.items():
         usage = ", ".join(f"{table} {count}" for table, count in sorted(register_usage(line, name).items()))

@@ -1,11 +1,11 @@
 """Exceptions of linebridge, one root so callers can catch everything we raise on purpose.
 
-    BridgeError
-    ├── ConfigurationError      a configuration or deployment file that cannot be used
-    │   └── MappingError        a mapping that does not validate; carries every issue found
-    ├── CodecError              a value that does not fit its register field
-    ├── StationError            a PLC that did not answer as the handshake requires
-    └── OrderRejected           an order that does not fit the mapping; names the field
+BridgeError
+├── ConfigurationError      a configuration or deployment file that cannot be used
+│   └── MappingError        a mapping that does not validate; carries every issue found
+├── CodecError              a value that does not fit its register field
+├── StationError            a PLC that did not answer as the handshake requires
+└── OrderRejected           an order that does not fit the mapping; names the field
 """
 
 from __future__ import annotations

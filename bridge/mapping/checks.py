@@ -49,11 +49,19 @@ class Span:
 def spans_of(kind_path: str, kind: StationType) -> list[Span]:
     """Every address range a station type uses, handshake blocks included."""
     spans = [
-        Span("holding", kind.handshake.command_address, COMMAND_REGISTERS,
-             f"{kind_path}.handshake.command_address"),
-        Span("input", kind.handshake.status_address, STATUS_REGISTERS,
-             f"{kind_path}.handshake.status_address"),
-    ]  # fmt: skip
+        Span(
+            "holding",
+            kind.handshake.command_address,
+            COMMAND_REGISTERS,
+            f"{kind_path}.handshake.command_address",
+        ),
+        Span(
+            "input",
+            kind.handshake.status_address,
+            STATUS_REGISTERS,
+            f"{kind_path}.handshake.status_address",
+        ),
+    ]
     for group in ("parameters", "results", "telemetry"):
         for name, f in getattr(kind, group).items():
             spans.append(Span(f.table, f.address, f.register_count, f"{kind_path}.{group}.{name}"))
@@ -67,11 +75,13 @@ def check(mapping: LineMapping) -> list[MappingIssue]:
         issues += _check_station_type(f"station_types.{name}", kind)
     for name, station in mapping.stations.items():
         if station.type not in mapping.station_types:
-            issues.append(MappingIssue(
-                f"stations.{name}.type",
-                f"unknown station type {station.type!r}"
-                f" (known: {', '.join(mapping.station_types) or 'none'})",
-            ))  # fmt: skip
+            issues.append(
+                MappingIssue(
+                    f"stations.{name}.type",
+                    f"unknown station type {station.type!r}"
+                    f" (known: {', '.join(mapping.station_types) or 'none'})",
+                )
+            )
     for name, product in mapping.products.items():
         issues += _check_product(f"products.{name}", product, mapping)
     return issues
@@ -86,29 +96,35 @@ def _check_station_type(path: str, kind: StationType) -> list[MappingIssue]:
             for second in ordered[i + 1 :]:
                 if second.start > first.end:
                     break
-                issues.append(MappingIssue(
-                    first.path,
-                    f"{table} registers overlap: {first.describe()} and {second.describe()}",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        first.path,
+                        f"{table} registers overlap: {first.describe()} and {second.describe()}",
+                    )
+                )
     seen: dict[str, str] = {}
     for group in ("parameters", "results", "telemetry"):
         for name, f in getattr(kind, group).items():
             if name in seen:
-                issues.append(MappingIssue(
-                    f"{path}.{group}.{name}", f"name already used in {path}.{seen[name]}.{name}"
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(f"{path}.{group}.{name}", f"name already used in {path}.{seen[name]}.{name}")
+                )
             seen[name] = group
             if group == "parameters" and f.table not in WRITABLE_TABLES:
-                issues.append(MappingIssue(
-                    f"{path}.{group}.{name}.table",
-                    f"parameters are written by the bridge, so they live in holding registers"
-                    f" or coils, not {f.table}",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        f"{path}.{group}.{name}.table",
+                        f"parameters are written by the bridge, so they live in holding registers"
+                        f" or coils, not {f.table}",
+                    )
+                )
             if f.sim is not None and f.sim.follow is not None and f.sim.follow not in kind.parameters:
-                issues.append(MappingIssue(
-                    f"{path}.{group}.{name}.sim.follow",
-                    f"unknown parameter {f.sim.follow!r} (known: {', '.join(kind.parameters) or 'none'})",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        f"{path}.{group}.{name}.sim.follow",
+                        f"unknown parameter {f.sim.follow!r} (known: {', '.join(kind.parameters) or 'none'})",
+                    )
+                )
     return issues
 
 
@@ -116,9 +132,9 @@ def _check_product(path: str, product: Product, mapping: LineMapping) -> list[Ma
     issues: list[MappingIssue] = []
     for option in product.options:
         if option in ORDER_SOURCES:
-            issues.append(MappingIssue(
-                f"{path}.options.{option}", f"{option!r} is reserved for the order itself"
-            ))  # fmt: skip
+            issues.append(
+                MappingIssue(f"{path}.options.{option}", f"{option!r} is reserved for the order itself")
+            )
     route_types: set[str] = set()
     for i, step in enumerate(product.route):
         alternatives = [step] if isinstance(step, str) else step
@@ -127,34 +143,43 @@ def _check_product(path: str, product: Product, mapping: LineMapping) -> list[Ma
         known = [s for s in alternatives if s in mapping.stations]
         for station in alternatives:
             if station not in mapping.stations:
-                issues.append(MappingIssue(
-                    f"{path}.route[{i}]",
-                    f"unknown station {station!r} (known: {', '.join(mapping.stations)})",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        f"{path}.route[{i}]",
+                        f"unknown station {station!r} (known: {', '.join(mapping.stations)})",
+                    )
+                )
         types = {mapping.stations[s].type for s in known}
         if len(types) > 1:
-            issues.append(MappingIssue(
-                f"{path}.route[{i}]",
-                f"parallel stations must be of one type, got {', '.join(sorted(types))}",
-            ))  # fmt: skip
+            issues.append(
+                MappingIssue(
+                    f"{path}.route[{i}]",
+                    f"parallel stations must be of one type, got {', '.join(sorted(types))}",
+                )
+            )
         route_types |= types
     for kind_name, derivations in product.parameters.items():
         kind = mapping.station_types.get(kind_name)
         if kind is None or kind_name not in route_types:
-            issues.append(MappingIssue(
-                f"{path}.parameters.{kind_name}",
-                f"station type {kind_name!r} is not on this product's route"
-                f" (route types: {', '.join(sorted(route_types))})",
-            ))  # fmt: skip
+            issues.append(
+                MappingIssue(
+                    f"{path}.parameters.{kind_name}",
+                    f"station type {kind_name!r} is not on this product's route"
+                    f" (route types: {', '.join(sorted(route_types))})",
+                )
+            )
             continue
         for param, rule in derivations.items():
             target = kind.parameters.get(param)
             where = f"{path}.parameters.{kind_name}.{param}"
             if target is None:
-                issues.append(MappingIssue(
-                    where, f"{kind_name} has no parameter {param!r}"
-                    f" (known: {', '.join(kind.parameters) or 'none'})",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        where,
+                        f"{kind_name} has no parameter {param!r}"
+                        f" (known: {', '.join(kind.parameters) or 'none'})",
+                    )
+                )
                 continue
             issues += _check_derivation(where, rule, target, product)
     for kind_name in sorted(route_types):
@@ -164,11 +189,13 @@ def _check_product(path: str, product: Product, mapping: LineMapping) -> list[Ma
         derived = product.parameters.get(kind_name, {})
         for param in kind.parameters:
             if param not in derived:
-                issues.append(MappingIssue(
-                    f"{path}.parameters.{kind_name}",
-                    f"no derivation for parameter {param!r}: every parameter of a station on the"
-                    " route must be derived",
-                ))  # fmt: skip
+                issues.append(
+                    MappingIssue(
+                        f"{path}.parameters.{kind_name}",
+                        f"no derivation for parameter {param!r}: every parameter of a station on the"
+                        " route must be derived",
+                    )
+                )
     return issues
 
 
@@ -184,17 +211,20 @@ def _domain(name: str, product: Product) -> list[Any] | None:
     return None
 
 
-def _check_derivation(where: str, rule: Derivation, target: RegisterField,
-                      product: Product) -> list[MappingIssue]:  # fmt: skip
+def _check_derivation(
+    where: str, rule: Derivation, target: RegisterField, product: Product
+) -> list[MappingIssue]:
     issues: list[MappingIssue] = []
     unknown = [s for s in rule.sources if s not in product.options and s not in ORDER_SOURCES]
     for source in unknown:
         key = "lookup" if rule.lookup is not None else ("from" if rule.from_ else "linear")
-        issues.append(MappingIssue(
-            f"{where}.{key}",
-            f"unknown option {source!r} (options: {', '.join(product.options)};"
-            f" order values: {', '.join(ORDER_SOURCES)})",
-        ))  # fmt: skip
+        issues.append(
+            MappingIssue(
+                f"{where}.{key}",
+                f"unknown option {source!r} (options: {', '.join(product.options)};"
+                f" order values: {', '.join(ORDER_SOURCES)})",
+            )
+        )
     if unknown:
         return issues
     if rule.constant is not None:
@@ -206,14 +236,21 @@ def _check_derivation(where: str, rule: Derivation, target: RegisterField,
         issues += _check_copy(where, rule.from_, target, product)
     elif rule.linear is not None:
         option = product.options.get(rule.linear)
-        numeric = option is None or option.type in ("integer", "number") or (
-            option.type == "enum" and all(isinstance(v, int) for v in option.values or []))
+        numeric = (
+            option is None
+            or option.type in ("integer", "number")
+            or (option.type == "enum" and all(isinstance(v, int) for v in option.values or []))
+        )
         if not numeric:
             issues.append(MappingIssue(f"{where}.linear", f"option {rule.linear!r} is not numeric"))
         elif option is not None:
             for value in _sample(option):
-                issues += _fits(f"{where}", target, value * rule.gain + rule.offset,
-                                label=f"for {rule.linear}={value}")  # fmt: skip
+                issues += _fits(
+                    f"{where}",
+                    target,
+                    value * rule.gain + rule.offset,
+                    label=f"for {rule.linear}={value}",
+                )
     return issues
 
 
@@ -233,21 +270,26 @@ def _check_copy(where: str, source: str, target: RegisterField, product: Product
         if (kind == "string") != (target.type == "string"):
             return [MappingIssue(f"{where}.from", f"{source} is {kind}, {target.type} cannot hold it")]
         if kind == "string" and target.length is not None and 2 * target.length < 32:
-            return [MappingIssue(
-                f"{where}.from",
-                f"{target.length} registers hold {2 * target.length} characters; order ids have up to 32",
-            )]  # fmt: skip
+            return [
+                MappingIssue(
+                    f"{where}.from",
+                    f"{target.length} registers hold {2 * target.length} characters; order ids have up to 32",
+                )
+            ]
         return []
     if option.type == "string":
         if target.type != "string":
             return [MappingIssue(f"{where}.from", f"string option {source!r} into a {target.type} field")]
-        assert option.max_length is not None and target.length is not None
+        assert option.max_length is not None
+        assert target.length is not None
         if option.max_length > 2 * target.length:
-            return [MappingIssue(
-                f"{where}.from",
-                f"option {source!r} allows {option.max_length} characters but the field holds"
-                f" {2 * target.length} ({target.length} registers)",
-            )]  # fmt: skip
+            return [
+                MappingIssue(
+                    f"{where}.from",
+                    f"option {source!r} allows {option.max_length} characters but the field holds"
+                    f" {2 * target.length} ({target.length} registers)",
+                )
+            ]
         return []
     issues: list[MappingIssue] = []
     for value in _sample(option):
@@ -255,8 +297,9 @@ def _check_copy(where: str, source: str, target: RegisterField, product: Product
     return issues
 
 
-def _check_table(where: str, table: dict[Any, Any], sources: list[str], target: RegisterField,
-                 product: Product) -> list[MappingIssue]:  # fmt: skip
+def _check_table(
+    where: str, table: dict[Any, Any], sources: list[str], target: RegisterField, product: Product
+) -> list[MappingIssue]:
     source, rest = sources[0], sources[1:]
     domain = _domain(source, product)
     if domain is None:
@@ -267,9 +310,12 @@ def _check_table(where: str, table: dict[Any, Any], sources: list[str], target: 
             issues.append(MappingIssue(where, f"no entry for {source}={value}"))
     for key, entry in table.items():
         if key not in domain:
-            issues.append(MappingIssue(
-                f"{where}.{key}", f"{key!r} is not a value of {source} ({', '.join(map(str, domain))})"
-            ))  # fmt: skip
+            issues.append(
+                MappingIssue(
+                    f"{where}.{key}",
+                    f"{key!r} is not a value of {source} ({', '.join(map(str, domain))})",
+                )
+            )
         elif rest:
             if isinstance(entry, dict):
                 issues += _check_table(f"{where}.{key}", entry, rest, target, product)

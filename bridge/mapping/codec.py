@@ -17,9 +17,15 @@ from bridge.errors import CodecError
 from bridge.mapping.model import INTEGER_RANGE, RegisterField
 
 _STRUCT: dict[str, str] = {
-    "int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
-    "float32": ">f", "float64": ">d", "enum": ">H", "bool": ">H",
-}  # fmt: skip
+    "int16": ">h",
+    "uint16": ">H",
+    "int32": ">i",
+    "uint32": ">I",
+    "float32": ">f",
+    "float64": ">d",
+    "enum": ">H",
+    "bool": ">H",
+}
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -32,7 +38,9 @@ def _words_from_bytes(data: bytes, byte_order: str, word_order: str, *, reorder_
     return words
 
 
-def _bytes_from_words(words: Sequence[int], byte_order: str, word_order: str, *, reorder_words: bool) -> bytes:
+def _bytes_from_words(
+    words: Sequence[int], byte_order: str, word_order: str, *, reorder_words: bool
+) -> bytes:
     ordered = list(words)
     if reorder_words and word_order == "little":
         ordered.reverse()

@@ -17,16 +17,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None,
+                None,
+                None,
                 f"duplicate key {key!r} (first at line {seen[key] + 1})",
                 key_node.start_mark,
-            )  # fmt: skip
+            )
         seen[key] = key_node.start_mark.line
     loader.flatten_mapping(node)
     return dict(loader.construct_pairs(node, deep=deep))  # type: ignore[no-untyped-call]
@@ -41,7 +44,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise MappingError([MappingIssue("", f"cannot read file: {exc.strerror}")], source=str(path)) from exc
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise MappingError([MappingIssue("", f"not valid YAML: {exc}")], source=str(path)) from exc
 
@@ -69,8 +72,9 @@ def issues_from(error: ValidationError) -> list[MappingIssue]:
 def parse_mapping(data: Any, *, source: str = "") -> LineMapping:
     """A checked LineMapping from already-parsed YAML; raises MappingError listing every issue."""
     if not isinstance(data, dict):
-        raise MappingError([MappingIssue("", "the mapping must be a YAML mapping at the top level")],
-                           source=source)  # fmt: skip
+        raise MappingError(
+            [MappingIssue("", "the mapping must be a YAML mapping at the top level")], source=source
+        )
     try:
         mapping = LineMapping.model_validate(data)
     except ValidationError as exc:
@@ -93,7 +97,9 @@ class Deployment(BaseModel):
     stations: dict[str, Endpoint]
 
 
-def apply_deployment(mapping: LineMapping, endpoints: dict[str, Endpoint], *, source: str = "") -> LineMapping:
+def apply_deployment(
+    mapping: LineMapping, endpoints: dict[str, Endpoint], *, source: str = ""
+) -> LineMapping:
     """The mapping with the stations' endpoints replaced by `endpoints`."""
     unknown = [name for name in endpoints if name not in mapping.stations]
     if unknown:

@@ -23,18 +23,22 @@ from pydantic import (
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 ProductId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=32)]
 Table = Literal["coil", "discrete_input", "holding", "input"]
-DataType = Literal[
-    "bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string", "enum"
-]
+DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string", "enum"]
 ByteOrder = Literal["big", "little"]
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete_input"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
 REGISTER_COUNT: dict[str, int] = {
-    "bool": 1, "int16": 1, "uint16": 1, "enum": 1,
-    "int32": 2, "uint32": 2, "float32": 2, "float64": 4,
-}  # fmt: skip
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "enum": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "float64": 4,
+}
 INTEGER_RANGE: dict[str, tuple[int, int]] = {
     "int16": (-(2**15), 2**15 - 1),
     "uint16": (0, 2**16 - 1),
@@ -67,8 +71,9 @@ class SimBehaviour(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> SimBehaviour:
-        kinds = [k for k in ("source", "follow", "uniform", "constant", "nominal")
-                 if getattr(self, k) is not None]  # fmt: skip
+        kinds = [
+            k for k in ("source", "follow", "uniform", "constant", "nominal") if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
             raise ValueError(
                 "give exactly one of source, follow, uniform, constant, nominal"
@@ -127,9 +132,7 @@ class RegisterField(_Strict):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.address + self.register_count - 1 > 65535:
-            raise ValueError(
-                f"address {self.address} + {self.register_count} registers runs past 65535"
-            )
+            raise ValueError(f"address {self.address} + {self.register_count} registers runs past 65535")
         if self.type in INTEGER_RANGE:
             self._check_bounds_fit()
         return self
@@ -228,8 +231,7 @@ class Option(_Strict):
             assert self.max_length is not None
             if len(value) > self.max_length:
                 return f"at most {self.max_length} characters, got {len(value)}"
-            if not all(32 <= ord(c) < 127 or self.charset == "ascii" and ord(c) < 128
-                       for c in value):  # fmt: skip
+            if not all(32 <= ord(c) < 127 or (self.charset == "ascii" and ord(c) < 128) for c in value):
                 return f"only {self.charset.replace('_', ' ')} characters are allowed"
         else:
             numeric = (int,) if self.type == "integer" else (int, float)
@@ -275,8 +277,16 @@ class Derivation(_Strict):
 
     @model_validator(mode="after")
     def _one_rule(self) -> Derivation:
-        rules = [name for name, set_ in (("from", self.from_), ("lookup", self.lookup),
-                 ("constant", self.constant), ("linear", self.linear)) if set_ is not None]  # fmt: skip
+        rules = [
+            name
+            for name, set_ in (
+                ("from", self.from_),
+                ("lookup", self.lookup),
+                ("constant", self.constant),
+                ("linear", self.linear),
+            )
+            if set_ is not None
+        ]
         if len(rules) != 1:
             raise ValueError(
                 f"give exactly one of from, lookup, constant, linear (got {', '.join(rules) or 'none'})"
@@ -339,8 +349,10 @@ class LineMapping(_Strict):
         fields: dict[str, RegisterField] = {}
         for group in (kind.parameters, kind.results, kind.telemetry):
             for name, f in group.items():
-                fields[name] = f.model_copy(update={
-                    "byte_order": f.byte_order or byte_default,
-                    "word_order": f.word_order or word_default,
-                })  # fmt: skip
+                fields[name] = f.model_copy(
+                    update={
+                        "byte_order": f.byte_order or byte_default,
+                        "word_order": f.word_order or word_default,
+                    }
+                )
         return fields

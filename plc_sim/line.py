@@ -1,0 +1,67 @@
+"""A whole simulated line: one SimulatedPlc per station of a mapping, each on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.mapping.model import Endpoint, LineMapping
+from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults
+from plc_sim.plc import SimulatedPlc
+
+
+class SimulatedLine:
+    """Every station PLC of `mapping`. `ports` overrides the mapping's ports (0 = any free one)."""
+
+    def __init__(
+        self,
+        mapping: LineMapping,
+        *,
+        host: str = "127.0.0.1",
+        ports: dict[str, int] | None = None,
+        speed: float = 1.0,
+        control_address: int = DEFAULT_CONTROL_ADDRESS,
+        faults: dict[str, Faults] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        ports = ports or {}
+        faults = faults or {}
+        self.plcs: dict[str, SimulatedPlc] = {
+            name: SimulatedPlc(
+                mapping,
+                name,
+                host=host,
+                port=ports.get(name),
+                speed=speed,
+                control_address=control_address,
+                faults=faults.get(name),
+                seed=None if seed is None else seed + i,
+            )
+            for i, name in enumerate(mapping.stations)
+        }
+
+    def __getitem__(self, station: str) -> SimulatedPlc:
+        return self.plcs[station]
+
+    async def start(self) -> None:
+        try:
+            await asyncio.gather(*(plc.start() for plc in self.plcs.values()))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(plc.stop() for plc in self.plcs.values()))
+
+    async def __aenter__(self) -> SimulatedLine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Where each PLC really listens, for a deployment file or a bridge under test."""
+        return {
+            name: Endpoint(host=plc.host, port=plc.port, device_id=plc.device_id)
+            for name, plc in self.plcs.items()
+        }

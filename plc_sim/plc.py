@@ -1,0 +1,383 @@
+"""One simulated station PLC: a real Modbus TCP server running the PLC side of the handshake.
+
+The program is level-based like a PLC scan: every client write (and every due timer) wakes a scan
+that compares the command block with the status it last published, so lost or repeated edges
+cannot start a step twice. Steps are counted by sequence number for exactly-once proofs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import structlog
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+
+from bridge.errors import CodecError, ConfigurationError
+from bridge.handshake import COMMAND_REGISTERS, Command, PlcState, ResultCode, StatusBlock
+from bridge.mapping import codec
+from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField
+from plc_sim.faults import CONTROL_REGISTERS, DEFAULT_CONTROL_ADDRESS, Faults
+from plc_sim.memory import PlcMemory, build_device, internal_access, table_sizes
+
+log = structlog.get_logger(__name__)
+
+_WRITE_FCS = frozenset({5, 6, 15, 16, 22, 23})
+TELEMETRY_INTERVAL_S = 0.5
+
+
+class SimulatedPlc:
+    """The PLC of one station of a mapping, serving on `host:port` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        mapping: LineMapping,
+        station: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        speed: float = 1.0,
+        control_address: int = DEFAULT_CONTROL_ADDRESS,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if speed < 0:
+            raise ConfigurationError("speed must be 0 (no cycle time) or positive")
+        self.station = station
+        self.type_name = mapping.stations[station].type
+        self.kind = mapping.station_type(station)
+        self.fields = mapping.resolved_fields(station)
+        endpoint = mapping.stations[station].endpoint
+        self.host = host
+        self.port = endpoint.port if port is None else port
+        self.device_id = endpoint.device_id
+        self.cycle_time_s = 0.0 if speed == 0 else self.kind.cycle_time_s / speed
+        self.control_address = control_address
+        self.faults = faults or Faults()
+        self.executed: Counter[int] = Counter()
+        self.last_reject_reason = ""
+        self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, 0, 0)
+        self._cycle_count = 0
+        self._last_cycle_ms = 0
+        self._started_at = 0.0
+        self._due: float | None = None
+        self._result_code = 0
+        self._telemetry_due = 0.0
+        self._random = random.Random(seed)
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._server: ModbusTcpServer | None = None
+        self._scan_task: asyncio.Task[None] | None = None
+        self._memory: PlcMemory | None = None
+        self._log = log.bind(station=station)
+        self._check_control_block()
+
+    def _check_control_block(self) -> None:
+        end = self.control_address + CONTROL_REGISTERS - 1
+        cmd = self.kind.handshake.command_address
+        taken = [(cmd, cmd + COMMAND_REGISTERS - 1, "handshake.command_address")]
+        taken += [
+            (f.address, f.address + f.register_count - 1, name)
+            for name, f in self.fields.items()
+            if f.table == "holding"
+        ]
+        for start, stop, name in taken:
+            if start <= end and self.control_address <= stop:
+                raise ConfigurationError(
+                    f"station {self.station}: simulator control registers {self.control_address}-{end}"
+                    f" overlap {name} (holding {start}-{stop}); choose another --control-address"
+                )
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        sizes = table_sizes(self.kind, self.control_address, CONTROL_REGISTERS)
+        device = build_device(sizes, self.device_id, self._on_request)
+        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        self._memory = PlcMemory(self._server, self.device_id)
+        await self._server.serve_forever(background=True)
+        listener: Any = self._server.transport
+        self.port = listener.sockets[0].getsockname()[1]
+        await self._memory.write("holding", self.control_address, self.faults.to_registers())
+        await self._publish_status()
+        await self._refresh_telemetry()
+        self._scan_task = asyncio.create_task(self._scan_loop(), name=f"plc-{self.station}")
+        self._log.info("plc_started", host=self.host, port=self.port, device_id=self.device_id)
+
+    async def stop(self) -> None:
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scan_task
+            self._scan_task = None
+        if self._server is not None:
+            self.drop_connections()
+            await self._server.shutdown()
+            self._server = None
+        self._log.info("plc_stopped")
+
+    async def __aenter__(self) -> SimulatedPlc:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def memory(self) -> PlcMemory:
+        if self._memory is None:
+            raise RuntimeError(f"PLC {self.station} is not started")
+        return self._memory
+
+    @property
+    def status(self) -> StatusBlock:
+        return self._status
+
+    # -- fault injection (Python API) -------------------------------------------------------
+
+    async def set_fault(self, name: str, value: int) -> None:
+        """Set one fault setting, mirrored into the simulator control registers."""
+        offset = Faults.names().index(name)
+        self.faults.set_register(offset, value)
+        await self.memory.write("holding", self.control_address + offset, [value & 0xFFFF])
+        self._wake.set()
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, as a PLC losing its network would."""
+        if self._server is not None:
+            for connection in list(self._server.active_connections.values()):
+                connection.close()
+
+    async def wait_for(self, predicate: Any, timeout_s: float = 5.0) -> None:
+        """Wait until `predicate(self)` holds; for tests and tools that synchronise on state."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    # -- the request hook -------------------------------------------------------------------
+
+    async def _on_request(
+        self,
+        function_code: int,
+        _start: int,
+        address: int,
+        count: int,
+        _registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if internal_access.get():
+            return None
+        is_write = values is not None and function_code in _WRITE_FCS
+        holding = function_code in (3, 6, 16, 22, 23)
+        touches_control = (
+            holding
+            and address < self.control_address + CONTROL_REGISTERS
+            and (address + count > self.control_address)
+        )
+        if touches_control:
+            if is_write:
+                assert values is not None
+                for i, value in enumerate(values):
+                    offset = address + i - self.control_address
+                    if 0 <= offset < CONTROL_REGISTERS:
+                        self.faults.set_register(offset, int(value))
+                self._wake.set()
+            return None
+        if self.faults.drop_next > 0:
+            self.faults.drop_next -= 1
+            await self.memory.write("holding", self.control_address + 3, [self.faults.drop_next])
+            self._log.info("fault_connection_dropped", function_code=function_code, address=address)
+            self.drop_connections()
+            return None
+        if self.faults.corrupt_next and function_code == 3 and values is None:
+            await self._corrupt_first_parameter(_start, address, count, _registers)
+        if self.faults.delay_ms:
+            await asyncio.sleep(self.faults.delay_ms / 1000)
+        if self.faults.exception_code:
+            try:
+                return ExcCodes(self.faults.exception_code)
+            except ValueError:
+                return ExcCodes.DEVICE_FAILURE
+        if is_write:
+            self._wake.set()
+        return None
+
+    async def _corrupt_first_parameter(
+        self, start: int, address: int, count: int, registers: list[int]
+    ) -> None:
+        """Flip the low bit of the first holding parameter if this read covers it."""
+        first = min(
+            (self.fields[n] for n in self.kind.parameters if self.fields[n].table == "holding"),
+            key=lambda f: f.address,
+            default=None,
+        )
+        if first is None or not address <= first.address < address + count:
+            return
+        registers[first.address - start] ^= 0x0001
+        await self.set_fault("corrupt_next", 0)
+        self._log.info("fault_parameter_corrupted", address=first.address)
+
+    # -- the PLC program --------------------------------------------------------------------
+
+    async def _scan_loop(self) -> None:
+        internal_access.set(True)
+        while True:
+            try:
+                async with asyncio.timeout(self._sleep_s()):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._scan()
+            except Exception:  # a simulator bug must not silently kill the PLC
+                self._log.exception("plc_scan_failed")
+                raise
+
+    def _sleep_s(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._telemetry_due]
+        if self._due is not None and not self.faults.stall:
+            deadlines.append(self._due)
+        return max(0.0, min(deadlines) - now)
+
+    async def _scan(self) -> None:
+        words = [
+            int(w)
+            for w in await self.memory.read("holding", self.kind.handshake.command_address, COMMAND_REGISTERS)
+        ]
+        start_seq, ack_seq, abort_seq = (
+            words[Command.START_SEQ],
+            words[Command.ACK_SEQ],
+            words[Command.ABORT_SEQ],
+        )
+        status = self._status
+        if status.state == PlcState.BUSY:
+            if abort_seq == status.accepted_seq:
+                await self._finish(ResultCode.ABORTED)
+            elif self._due is not None and time.monotonic() >= self._due and not self.faults.stall:
+                await self._finish(self._result_code)
+        elif status.state == PlcState.DONE and ack_seq == status.done_seq:
+            await self._set_status(state=PlcState.IDLE, acked_seq=ack_seq)
+        if self._status.state == PlcState.IDLE and start_seq not in (0, self._status.accepted_seq):
+            await self._accept(start_seq)
+        if time.monotonic() >= self._telemetry_due:
+            await self._refresh_telemetry()
+
+    async def _accept(self, seq: int) -> None:
+        """Latch the parameters, check them and start the cycle of step `seq`."""
+        reexecuted = self._status.reexecuted_count + (1 if self.executed[seq] else 0)
+        self.executed[seq] += 1
+        await self._set_status(
+            state=PlcState.BUSY,
+            accepted_seq=seq,
+            result_code=0,
+            executed_count=self._status.executed_count + 1,
+            reexecuted_count=reexecuted,
+        )
+        self._started_at = time.monotonic()
+        self._due = self._started_at + self.cycle_time_s
+        params = await self._read_parameters()
+        bound = self._log.bind(seq=seq)
+        if params is None:
+            self._result_code = ResultCode.PARAMETERS_REJECTED
+            self._due = self._started_at
+            bound.warning("step_rejected", reason=self.last_reject_reason)
+        elif self.faults.reject_next:
+            self._result_code = self.faults.reject_next
+            self._due = self._started_at
+            await self.set_fault("reject_next", 0)
+            bound.info("step_rejected_by_fault", result_code=self._result_code)
+        elif self._random.random() * 1000 < self.faults.fault_permille:
+            self._result_code = ResultCode.STATION_FAULT
+        else:
+            self._result_code = ResultCode.OK
+            await self._write_results(params)
+        bound.info("step_accepted", cycle_time_s=self.cycle_time_s)
+        if self._due <= time.monotonic() and not self.faults.stall:
+            await self._finish(self._result_code)
+
+    async def _read_parameters(self) -> dict[str, Any] | None:
+        """The parameters as written, or None (with the reason kept) if one is not acceptable."""
+        params: dict[str, Any] = {}
+        for name in self.kind.parameters:
+            f = self.fields[name]
+            try:
+                value = await self.memory.read_field(f)
+                if f.is_numeric:
+                    codec.check_range(f, value)
+            except CodecError as exc:
+                self.last_reject_reason = f"{name}: {exc}"
+                return None
+            params[name] = value
+        return params
+
+    async def _write_results(self, params: dict[str, Any]) -> None:
+        for name in self.kind.results:
+            f = self.fields[name]
+            if f.sim is not None:
+                await self.memory.write_field(f, self._simulated_value(f, params))
+
+    async def _finish(self, code: int) -> None:
+        self._due = None
+        self._cycle_count += 1
+        self._last_cycle_ms = round((time.monotonic() - self._started_at) * 1000)
+        await self._set_status(state=PlcState.DONE, done_seq=self._status.accepted_seq, result_code=code)
+        await self._refresh_telemetry()
+        self._log.info("step_done", seq=self._status.done_seq, result_code=code)
+
+    async def _set_status(self, **changes: Any) -> None:
+        self._status = StatusBlock(**{**self._status.__dict__, **changes})
+        await self._publish_status()
+
+    async def _publish_status(self) -> None:
+        await self.memory.write("input", self.kind.handshake.status_address, self._status.to_registers())
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _refresh_telemetry(self) -> None:
+        self._telemetry_due = time.monotonic() + TELEMETRY_INTERVAL_S
+        for name in self.kind.telemetry:
+            f = self.fields[name]
+            if f.sim is not None:
+                await self.memory.write_field(f, self._simulated_value(f, {}))
+
+    def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
+        sim = f.sim
+        assert sim is not None
+        if sim.source is not None:
+            if sim.source == "state":
+                state = self._status.state
+                return state.name.lower() if f.type == "enum" else int(state)
+            return {
+                "cycle_count": self._cycle_count,
+                "last_cycle_ms": self._last_cycle_ms,
+                "executed_count": self._status.executed_count,
+            }[sim.source]
+        if sim.constant is not None:
+            return sim.constant
+        if sim.uniform is not None:
+            value: float = self._random.uniform(*sim.uniform)
+        elif sim.follow is not None:
+            value = params[sim.follow] * sim.gain + self._random.uniform(-sim.noise, sim.noise)
+        else:
+            assert sim.nominal is not None
+            value = sim.nominal + self._random.uniform(-sim.noise, sim.noise)
+        return _fit(f, value)
+
+
+def _fit(f: RegisterField, value: float) -> Any:
+    """A simulated number clamped into the field's range and type, so it always encodes."""
+    if f.min is not None:
+        value = max(value, f.min)
+    if f.max is not None:
+        value = min(value, f.max)
+    if f.table in BIT_TABLES or f.type == "bool":
+        return bool(value)
+    if f.type.startswith("float"):
+        return value
+    return round(value) if f.scale == 1.0 and f.offset == 0.0 else round(value / f.scale) * f.scale
