@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.mapping import LineMapping, load_mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+AC_LINE = ROOT / "mappings" / "ac_line.yaml"
+
+
+@pytest.fixture(scope="session")
+def ac_mapping() -> LineMapping:
+    return load_mapping(AC_LINE)
+
+
+@pytest.fixture
+def ac_data() -> dict:
+    """The AC line mapping as plain data, for tests that break it on purpose."""
+    return yaml.safe_load(AC_LINE.read_text())

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS, StatusBlock
+from bridge.mapping import LineMapping
+from plc_sim.plc import SimulatedPlc
+
+
+class PlainClient:
+    """A bare pymodbus client speaking the handshake by hand, as a line controller would."""
+
+    def __init__(self, plc: SimulatedPlc) -> None:
+        self.plc = plc
+        self.modbus = AsyncModbusTcpClient(plc.host, port=plc.port, timeout=2, retries=0)
+
+    async def connect(self) -> None:
+        assert await self.modbus.connect(), f"cannot connect to {self.plc.host}:{self.plc.port}"
+
+    async def status(self) -> StatusBlock:
+        reply = await self.modbus.read_input_registers(
+            self.plc.kind.handshake.status_address, count=STATUS_REGISTERS, device_id=self.plc.device_id
+        )
+        assert not reply.isError(), reply
+        return StatusBlock.from_registers(reply.registers)
+
+    async def write_holding(self, address: int, values: list[int]) -> None:
+        reply = await self.modbus.write_registers(address, values, device_id=self.plc.device_id)
+        assert not reply.isError(), reply
+
+    async def command(self, offset: int, value: int) -> None:
+        assert offset < COMMAND_REGISTERS
+        await self.write_holding(self.plc.kind.handshake.command_address + offset, [value])
+
+    async def until(self, predicate: Callable[[StatusBlock], bool], timeout_s: float = 5.0) -> StatusBlock:
+        """Poll the status block until `predicate` holds; fail after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                block = await self.status()
+                if predicate(block):
+                    return block
+                await asyncio.sleep(0.005)
+
+
+PlcFactory = Callable[..., Awaitable[SimulatedPlc]]
+
+
+@pytest.fixture
+async def start_plc(ac_mapping: LineMapping) -> AsyncIterator[PlcFactory]:
+    """Start simulated PLCs of the AC line on free loopback ports; all stopped at the end."""
+    started: list[SimulatedPlc] = []
+
+    async def start(station: str, *, speed: float = 0, **kw: object) -> SimulatedPlc:
+        plc = SimulatedPlc(ac_mapping, station, port=0, speed=speed, seed=1, **kw)
+        await plc.start()
+        started.append(plc)
+        return plc
+
+    try:
+        yield start
+    finally:
+        for plc in started:
+            await plc.stop()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[SimulatedPlc], Awaitable[PlainClient]]]:
+    clients: list[PlainClient] = []
+
+    async def make(plc: SimulatedPlc) -> PlainClient:
+        client = PlainClient(plc)
+        await client.connect()
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.modbus.close()
