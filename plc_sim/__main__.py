@@ -1,0 +1,3 @@
+from plc_sim.cli import main
+
+main()
