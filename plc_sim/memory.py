@@ -30,9 +30,8 @@ def table_sizes(kind: StationType, control_address: int, control_count: int) -> 
     hs = kind.handshake
     ends["holding"] = max(hs.command_address + COMMAND_REGISTERS, control_address + control_count)
     ends["input"] = hs.status_address + STATUS_REGISTERS
-    for group in (kind.parameters, kind.results, kind.telemetry):
-        for f in group.values():
-            ends[f.table] = max(ends[f.table], f.address + f.register_count)
+    for _, _, f in kind.fields():
+        ends[f.table] = max(ends[f.table], f.address + f.register_count)
     return ends
 
 

@@ -8,7 +8,6 @@ enum value out of a table, derived values that do not fit their register.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +61,8 @@ def spans_of(kind_path: str, kind: StationType) -> list[Span]:
             f"{kind_path}.handshake.status_address",
         ),
     ]
-    for group in ("parameters", "results", "telemetry"):
-        for name, f in getattr(kind, group).items():
-            spans.append(Span(f.table, f.address, f.register_count, f"{kind_path}.{group}.{name}"))
+    for group, name, f in kind.fields():
+        spans.append(Span(f.table, f.address, f.register_count, f"{kind_path}.{group}.{name}"))
     return spans
 
 
@@ -103,28 +101,27 @@ def _check_station_type(path: str, kind: StationType) -> list[MappingIssue]:
                     )
                 )
     seen: dict[str, str] = {}
-    for group in ("parameters", "results", "telemetry"):
-        for name, f in getattr(kind, group).items():
-            if name in seen:
-                issues.append(
-                    MappingIssue(f"{path}.{group}.{name}", f"name already used in {path}.{seen[name]}.{name}")
+    for group, name, f in kind.fields():
+        if name in seen:
+            issues.append(
+                MappingIssue(f"{path}.{group}.{name}", f"name already used in {path}.{seen[name]}.{name}")
+            )
+        seen[name] = group
+        if group == "parameters" and f.table not in WRITABLE_TABLES:
+            issues.append(
+                MappingIssue(
+                    f"{path}.{group}.{name}.table",
+                    f"parameters are written by the bridge, so they live in holding registers"
+                    f" or coils, not {f.table}",
                 )
-            seen[name] = group
-            if group == "parameters" and f.table not in WRITABLE_TABLES:
-                issues.append(
-                    MappingIssue(
-                        f"{path}.{group}.{name}.table",
-                        f"parameters are written by the bridge, so they live in holding registers"
-                        f" or coils, not {f.table}",
-                    )
+            )
+        if f.sim is not None and f.sim.follow is not None and f.sim.follow not in kind.parameters:
+            issues.append(
+                MappingIssue(
+                    f"{path}.{group}.{name}.sim.follow",
+                    f"unknown parameter {f.sim.follow!r} (known: {', '.join(kind.parameters) or 'none'})",
                 )
-            if f.sim is not None and f.sim.follow is not None and f.sim.follow not in kind.parameters:
-                issues.append(
-                    MappingIssue(
-                        f"{path}.{group}.{name}.sim.follow",
-                        f"unknown parameter {f.sim.follow!r} (known: {', '.join(kind.parameters) or 'none'})",
-                    )
-                )
+            )
     return issues
 
 
@@ -345,9 +342,3 @@ def register_usage(mapping: LineMapping, station: str) -> dict[str, int]:
     for span in spans_of("", kind):
         usage[span.table] = usage.get(span.table, 0) + span.count
     return usage
-
-
-def iter_fields(kind: StationType) -> Iterator[tuple[str, str, RegisterField]]:
-    for group in ("parameters", "results", "telemetry"):
-        for name, f in getattr(kind, group).items():
-            yield group, name, f

@@ -6,6 +6,7 @@ are checked afterwards by `checks.py`, so that every such error is reported with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -167,6 +168,12 @@ class StationType(_Strict):
     parameters: dict[Identifier, RegisterField] = {}
     results: dict[Identifier, RegisterField] = {}
     telemetry: dict[Identifier, RegisterField] = {}
+
+    def fields(self) -> Iterator[tuple[str, str, RegisterField]]:
+        """(group, name, field) for every parameter, result and telemetry field."""
+        for group in ("parameters", "results", "telemetry"):
+            for name, f in getattr(self, group).items():
+                yield group, name, f
 
 
 class Endpoint(_Strict):
@@ -347,12 +354,11 @@ class LineMapping(_Strict):
         byte_default = st.byte_order or kind.byte_order
         word_default = st.word_order or kind.word_order
         fields: dict[str, RegisterField] = {}
-        for group in (kind.parameters, kind.results, kind.telemetry):
-            for name, f in group.items():
-                fields[name] = f.model_copy(
-                    update={
-                        "byte_order": f.byte_order or byte_default,
-                        "word_order": f.word_order or word_default,
-                    }
-                )
+        for _, name, f in kind.fields():
+            fields[name] = f.model_copy(
+                update={
+                    "byte_order": f.byte_order or byte_default,
+                    "word_order": f.word_order or word_default,
+                }
+            )
         return fields
