@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
+import structlog
 import typer
 
-from bridge.errors import MappingError
-from bridge.mapping import load_mapping
+from bridge.errors import ConfigurationError, MappingError, OrderRejected
+from bridge.logging import configure_logging
+from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
+from bridge.service import Bridge, BridgeSettings
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="linebridge: OPC UA ⇄ Modbus TCP bridge for a production line.",
 )
-
-
-@app.callback()
-def _root() -> None:
-    """Keep subcommands explicit even while there is only one."""
 
 
 @app.command()
@@ -45,6 +49,89 @@ def validate(mapping: Path = typer.Argument(..., help="mapping YAML file")) -> N
     for pid, product in line.products.items():
         route = " → ".join(s if isinstance(s, str) else "|".join(s) for s in product.route)
         typer.echo(f"product {pid}: {len(product.options)} options; route {route}")
+
+
+@app.command()
+def run(
+    mapping: Path = typer.Option(Path("mappings/ac_line.yaml"), "--mapping", "-m", help="mapping YAML file"),
+    deployment: Path | None = typer.Option(None, help="deployment file with the stations' real endpoints"),
+    data_dir: Path = typer.Option(Path("var"), help="where the journal (SQLite) lives"),
+    submit: list[Path] = typer.Option([], help="JSON file of orders to submit at start (idempotent)"),
+    demo: bool = typer.Option(False, help="submit one demo order of the first product at start"),
+    exit_when_idle: bool = typer.Option(False, help="stop once no order has work left"),
+    telemetry_interval: float = typer.Option(1.0, help="seconds between telemetry polls; 0 = off"),
+    step_timeout: float | None = typer.Option(None, help="abort a step the PLC has not finished after this"),
+    request_timeout: float = typer.Option(1.0, help="seconds to wait for one Modbus answer"),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Run the bridge: reload the journal, reconcile with the PLCs, execute orders."""
+    configure_logging(log_level)
+    try:
+        line = load_mapping(mapping)
+        if deployment is not None:
+            line = load_deployment(line, deployment)
+        orders = [order for path in submit for order in _read_orders(path)]
+    except (MappingError, ConfigurationError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    settings = BridgeSettings(
+        data_dir=data_dir,
+        telemetry_interval_s=telemetry_interval,
+        step_timeout_s=step_timeout,
+        request_timeout_s=request_timeout,
+    )
+    asyncio.run(_run(line, settings, orders, demo=demo, exit_when_idle=exit_when_idle))
+
+
+def _read_orders(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: cannot read orders: {exc}") from None
+    orders = data if isinstance(data, list) else [data]
+    if not all(isinstance(o, dict) for o in orders):
+        raise ConfigurationError(f"{path}: expected an order object or a list of them")
+    return orders
+
+
+async def _run(
+    line: LineMapping,
+    settings: BridgeSettings,
+    orders: list[dict[str, Any]],
+    *,
+    demo: bool,
+    exit_when_idle: bool,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log = structlog.get_logger("bridge.cli")
+    async with Bridge(line, settings) as bridge:
+        if demo:
+            product = next(iter(line.products))
+            orders = [*orders, {"order_id": f"demo-{int(time.time())}", "product": product, "options": {}}]
+        for order in orders:
+            try:
+                accepted = await bridge.submit(
+                    order.get("order_id"),
+                    order.get("product"),
+                    order.get("options"),
+                    quantity=order.get("quantity"),
+                    priority=order.get("priority", 0),
+                )
+                log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
+            except OrderRejected as exc:
+                log.error(
+                    "order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason
+                )
+        waiters = [asyncio.create_task(stop.wait())]
+        if exit_when_idle:
+            waiters.append(asyncio.create_task(bridge.wait_idle()))
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def main() -> None:

@@ -55,6 +55,10 @@ class StationError(BridgeError):
         super().__init__(f"station {station}: {message}")
 
 
+class ParameterMismatch(StationError):
+    """Parameters read back from a PLC differ from what was written: the step must not start."""
+
+
 class OrderRejected(BridgeError):
     """An order that does not fit the mapping; `field` names the offending input."""
 
@@ -62,3 +66,10 @@ class OrderRejected(BridgeError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class UnknownOrder(OrderRejected):
+    """An order id the bridge has never accepted."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order {order_id!r}", field="order_id")

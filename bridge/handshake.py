@@ -62,6 +62,9 @@ class ResultCode(IntEnum):
     CHECK_FAILED = 2
     ABORTED = 3
     STATION_FAULT = 4
+    # Recorded by the bridge, never sent by a PLC:
+    READBACK_MISMATCH = 65533  # parameters read back differ; the step was never started
+    STEP_TIMEOUT = 65534  # the PLC did not finish within the configured step timeout; aborted
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,432 @@
+"""The order execution engine: units through their routes, one step per station at a time.
+
+Each station has a worker task. A unit waiting for its next route step sits in one dispatch list;
+the first free station that may serve it (any of a parallel group) takes the best entry: highest
+priority, then first accepted. Every step is journaled before it is started and its result before
+it is acknowledged, and each decision is taken from the PLC's handshake status, so a restart, a
+lost request or a repeated one resumes the step instead of running it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
+from bridge.domain.orders import OrderRequest, validate_order
+from bridge.domain.ports import OrderJournal, StationLink
+from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationError, UnknownOrder
+from bridge.handshake import PlcState, ResultCode, next_seq
+from bridge.handshake import StepPhase as PlcPhase
+from bridge.mapping.derive import derive_parameters
+from bridge.mapping.model import LineMapping
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    status_poll_s: float = 0.005
+    step_timeout_s: float | None = None  # None: wait for the PLC however long it takes
+    watcher_queue: int = 10_000
+
+
+@dataclass
+class _Waiting:
+    key: tuple[int, int, int]
+    order: Order
+    unit: Unit
+    stations: frozenset[str]
+
+
+class LineEngine:
+    def __init__(
+        self,
+        mapping: LineMapping,
+        journal: OrderJournal,
+        links: Mapping[str, StationLink],
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.mapping = mapping
+        self.journal = journal
+        self.links = dict(links)
+        self.settings = settings or EngineSettings()
+        self._orders: dict[str, Order] = {}  # orders with work left, in memory
+        self._waiting: list[_Waiting] = []
+        self._resume: dict[str, list[tuple[Order, Unit, Step]]] = {s: [] for s in links}
+        self._seq: dict[str, int] = {}
+        self._work = asyncio.Condition()
+        self._watchers: set[asyncio.Queue[OrderEvent]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log = log.bind(line=mapping.line.name)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reload unfinished orders from the journal, then start one worker per station."""
+        for order in self.journal.load_unfinished():
+            self._restore(order)
+        for station in self.links:
+            self._tasks.append(asyncio.create_task(self._station_worker(station), name=f"station-{station}"))
+        self._log.info("engine_started", stations=len(self.links), resumed_orders=len(self._orders))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def _restore(self, order: Order) -> None:
+        self._orders[order.order_id] = order
+        if order.state == OrderState.RECEIVED:
+            self._set_state(order, OrderState.QUEUED)
+        for unit in order.units:
+            open_step = next(
+                (
+                    s
+                    for s in reversed(order.steps)
+                    if s.unit_index == unit.index and s.phase != StepPhase.CLOSED
+                ),
+                None,
+            )
+            if open_step is not None:
+                self._resume[open_step.station].append((order, unit, open_step))
+                self._log.info(
+                    "step_resumed",
+                    order_id=order.order_id,
+                    station=open_step.station,
+                    seq=open_step.seq,
+                    phase=open_step.phase,
+                )
+            elif unit.state == UnitState.WAITING and not order.state.is_final:
+                self._enqueue(order, unit)
+        self._forget_if_settled(order)
+
+    # -- the public API ---------------------------------------------------------------------
+
+    async def submit(self, request: OrderRequest) -> Order:
+        """Accept an order (journaled before this returns) or raise OrderRejected naming the field.
+
+        Submitting an order id again with the same content returns the existing order unchanged.
+        """
+        valid = validate_order(self.mapping, request)
+        existing = self.get(valid.order_id)
+        if existing is not None:
+            same = (existing.product, existing.options, existing.quantity, existing.priority) == (
+                valid.product,
+                valid.options,
+                valid.quantity,
+                valid.priority,
+            )
+            if not same:
+                raise OrderRejected(
+                    "an order with this id exists with a different product, options, quantity or priority",
+                    field="order_id",
+                )
+            return existing
+        first_serial = self.journal.reserve_serials(valid.quantity)
+        order = Order(
+            order_id=valid.order_id,
+            product=valid.product,
+            options=valid.options,
+            quantity=valid.quantity,
+            priority=valid.priority,
+            accept_index=self.journal.next_accept_index(),
+            units=[Unit(valid.order_id, i, first_serial + i) for i in range(valid.quantity)],
+        )
+        self.journal.add_order(order, self._event(order, message="accepted"))
+        self._orders[order.order_id] = order
+        self._set_state(order, OrderState.QUEUED)
+        for unit in order.units:
+            self._enqueue(order, unit)
+        log.info("order_accepted", order_id=order.order_id, product=order.product, quantity=order.quantity)
+        return order
+
+    async def cancel(self, order_id: str) -> Order:
+        """Stop an order: waiting units never enter another station; running steps are aborted."""
+        order = self._orders.get(order_id)
+        if order is None:
+            stored = self.journal.load_order(order_id)
+            if stored is None:
+                raise UnknownOrder(order_id)
+            return stored
+        if order.state.is_final:
+            return order
+        async with self._work:
+            self._waiting = [w for w in self._waiting if w.order is not order]
+        for unit in order.units:
+            if unit.state == UnitState.WAITING:
+                unit.state = UnitState.CANCELLED
+        self._set_state(order, OrderState.CANCELLED, message="cancelled by request")
+        self._forget_if_settled(order)
+        return order
+
+    def get(self, order_id: str) -> Order | None:
+        return self._orders.get(order_id) or self.journal.load_order(order_id)
+
+    async def watch(self) -> AsyncIterator[OrderEvent]:
+        """Every order state change from now on, in order."""
+        queue: asyncio.Queue[OrderEvent] = asyncio.Queue(self.settings.watcher_queue)
+        self._watchers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._watchers.discard(queue)
+
+    @property
+    def open_orders(self) -> int:
+        return len(self._orders)
+
+    async def wait_idle(self) -> None:
+        """Return once no order has work left (for tests, tools and --exit-when-idle)."""
+        async with self._work:
+            await self._work.wait_for(lambda: not self._orders)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _enqueue(self, order: Order, unit: Unit) -> None:
+        step = self.mapping.products[order.product].route[unit.next_step]
+        stations = frozenset([step] if isinstance(step, str) else step)
+        key = (-order.priority, order.accept_index, unit.index)
+        self._waiting.append(_Waiting(key, order, unit, stations))
+        self._notify()
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self._work:
+                self._work.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    async def _take(self, station: str) -> tuple[Order, Unit]:
+        def best() -> _Waiting | None:
+            eligible = [w for w in self._waiting if station in w.stations]
+            return min(eligible, key=lambda w: w.key, default=None)
+
+        async with self._work:
+            await self._work.wait_for(lambda: best() is not None)
+            chosen = best()
+            assert chosen is not None
+            self._waiting.remove(chosen)
+            return chosen.order, chosen.unit
+
+    # -- one station ------------------------------------------------------------------------
+
+    async def _station_worker(self, station: str) -> None:
+        link = self.links[station]
+        while True:
+            if self._resume[station]:
+                order, unit, step = self._resume[station].pop(0)
+            else:
+                await self._until_reachable(station, link)
+                order, unit = await self._take(station)
+                step = self._begin(order, unit, station)
+            with structlog.contextvars.bound_contextvars(
+                order_id=order.order_id, station=station, unit=unit.index, seq=step.seq
+            ):
+                await self._drive(order, unit, step, link)
+
+    async def _until_reachable(self, station: str, link: StationLink) -> None:
+        """Wait until the PLC answers (so no unit is held by a dead station) and know its seq."""
+        while True:
+            try:
+                status = await link.status()
+            except StationError:
+                await asyncio.sleep(link.retry_delay_s())
+                continue
+            if station not in self._seq:
+                last = self.journal.last_seq(station)
+                self._seq[station] = status.accepted_seq if last is None else last
+                while next_seq(self._seq[station]) in (status.accepted_seq, status.done_seq):
+                    self._seq[station] = next_seq(self._seq[station])
+            return
+
+    def _begin(self, order: Order, unit: Unit, station: str) -> Step:
+        self._seq[station] = next_seq(self._seq[station])
+        product = self.mapping.products[order.product]
+        values = {
+            **order.options,
+            "order_id": order.order_id,
+            "unit_serial": unit.serial,
+            "unit_index": unit.index,
+            "quantity": order.quantity,
+        }
+        parameters = derive_parameters(product, self.mapping.stations[station].type, values)
+        step = Step(
+            order.order_id, unit.index, unit.next_step, station, self._seq[station], parameters, utcnow()
+        )
+        unit.state = UnitState.AT_STATION
+        if order.state == OrderState.QUEUED:
+            order.move_to(OrderState.RUNNING)
+        order.current_station = station
+        order.steps.append(step)
+        event = self._event(
+            order, station=station, unit=unit.index, message=f"unit {unit.index} at {station}"
+        )
+        self.journal.begin_step(order, unit, step, event)
+        self._emit(event)
+        return step
+
+    async def _drive(self, order: Order, unit: Unit, step: Step, link: StationLink) -> None:
+        """Take step `step` from wherever it stands to closed, deciding only from the PLC status."""
+        abort_sent = timed_out = False
+        began = time.monotonic()
+        poll = self.settings.status_poll_s
+        while True:
+            try:
+                status = await link.status()
+                phase = status.phase_of(step.seq)
+                if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
+                    if phase == PlcPhase.FINISHED:
+                        await link.acknowledge(step.seq)
+                    self._close(order, unit, step)
+                    return
+                if phase == PlcPhase.NOT_STARTED:
+                    if order.state.is_final:
+                        self._finish(step, {}, ResultCode.ABORTED)
+                        self._close(order, unit, step)
+                        return
+                    if status.state == PlcState.DONE:  # a result nobody will collect: free the PLC
+                        log.warning("stale_result_acknowledged", stale_seq=status.done_seq)
+                        await link.acknowledge(status.done_seq)
+                        continue
+                    if not status.ready:
+                        await asyncio.sleep(poll)
+                        continue
+                    try:
+                        await link.write_parameters(step.parameters)
+                    except (ParameterMismatch, CodecError) as exc:
+                        code = (
+                            ResultCode.READBACK_MISMATCH
+                            if isinstance(exc, ParameterMismatch)
+                            else ResultCode.PARAMETERS_REJECTED
+                        )
+                        log.error("step_not_started", reason=str(exc), result_code=int(code))
+                        self._finish(step, {}, code)
+                        self._close(order, unit, step, message=str(exc))
+                        return
+                    await link.start(step.seq)
+                    log.debug("step_started")
+                    continue
+                if phase == PlcPhase.RUNNING:
+                    timeout = self.settings.step_timeout_s
+                    overdue = timeout is not None and time.monotonic() - began > timeout
+                    if not abort_sent and (order.state == OrderState.CANCELLED or overdue):
+                        timed_out = overdue and order.state != OrderState.CANCELLED
+                        log.warning("step_aborting", reason="timeout" if timed_out else "cancelled")
+                        await link.abort(step.seq)
+                        abort_sent = True
+                    await asyncio.sleep(poll)
+                    continue
+                # Finished on the PLC (acknowledged already only if our journal was lost).
+                code = status.result_code
+                results = await link.read_results() if code == ResultCode.OK else {}
+                if timed_out and code == ResultCode.ABORTED:
+                    code = ResultCode.STEP_TIMEOUT
+                self._finish(step, results, code)
+                if phase == PlcPhase.FINISHED:
+                    await link.acknowledge(step.seq)
+                self._close(order, unit, step)
+                return
+            except StationError as exc:
+                delay = link.retry_delay_s()
+                log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:
+        step.results = results
+        step.result_code = int(code)
+        step.finished_at = utcnow()
+        step.phase = StepPhase.FINISHED
+        self.journal.finish_step(step)
+        log.info("step_finished", result_code=step.result_code)
+
+    def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
+        step.phase = StepPhase.CLOSED
+        route = self.mapping.products[order.product].route
+        events: list[OrderEvent] = []
+        if step.result_code == ResultCode.OK:
+            unit.next_step += 1
+            unit.state = UnitState.DONE if unit.next_step == len(route) else UnitState.WAITING
+        elif order.state == OrderState.CANCELLED:
+            unit.state = UnitState.CANCELLED
+        else:
+            unit.state = UnitState.FAULTED
+            if not order.state.is_final:
+                order.fault_station = step.station
+                order.result_code = step.result_code
+                order.move_to(OrderState.FAULTED)
+                self._waiting = [w for w in self._waiting if w.order is not order]
+                for sibling in order.units:
+                    if sibling.state == UnitState.WAITING:
+                        sibling.state = UnitState.CANCELLED
+                name = self.mapping.result_codes.get(step.result_code or 0, "")
+                events.append(
+                    self._event(
+                        order,
+                        station=step.station,
+                        unit=unit.index,
+                        code=step.result_code,
+                        message=message or name,
+                    )
+                )
+        if unit.state == UnitState.WAITING and order.state.is_final:
+            unit.state = UnitState.CANCELLED
+        if not order.state.is_final and all(u.state == UnitState.DONE for u in order.units):
+            order.current_station = None
+            order.move_to(OrderState.COMPLETED)
+            events.append(self._event(order, message="all units done"))
+        self.journal.close_step(order, unit, step, events)
+        for event in events:
+            self._emit(event)
+        if unit.state == UnitState.WAITING:
+            self._enqueue(order, unit)
+        self._forget_if_settled(order)
+
+    # -- state and events -------------------------------------------------------------------
+
+    def _set_state(self, order: Order, state: OrderState, *, message: str = "") -> None:
+        order.move_to(state)
+        event = self._event(order, message=message)
+        self.journal.save_order(order, event)
+        self._emit(event)
+
+    def _forget_if_settled(self, order: Order) -> None:
+        """Drop a final order from memory once no unit of it is still at a station."""
+        if order.state.is_final and all(u.state != UnitState.AT_STATION for u in order.units):
+            self._orders.pop(order.order_id, None)
+            self._notify()
+
+    def _event(
+        self,
+        order: Order,
+        *,
+        station: str | None = None,
+        unit: int | None = None,
+        code: int | None = None,
+        message: str = "",
+    ) -> OrderEvent:
+        return OrderEvent(order.order_id, order.state, utcnow(), station, unit, code, message)
+
+    def _emit(self, event: OrderEvent) -> None:
+        log.info(
+            "order_state",
+            order_id=event.order_id,
+            state=str(event.state),
+            at_station=event.station,
+            unit=event.unit_index,
+            result_code=event.result_code,
+        )
+        for queue in list(self._watchers):
+            if queue.full():
+                log.warning("watcher_overflow", dropped=str(queue.get_nowait()))
+            queue.put_nowait(event)

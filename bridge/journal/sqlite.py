@@ -1,0 +1,326 @@
+"""SQLite (WAL) implementation of the order journal.
+
+Each public method is one transaction, committed before it returns: the engine acknowledges
+nothing (to a client or to a PLC) that is not on disk. WAL with synchronous=NORMAL survives a
+killed process; use synchronous="FULL" to survive a power cut as well, at some cost per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    options TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    current_station TEXT,
+    fault_station TEXT,
+    result_code INTEGER,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    accept_index INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_open ON orders(state);
+CREATE TABLE IF NOT EXISTS units (
+    order_id TEXT NOT NULL REFERENCES orders(order_id),
+    unit_index INTEGER NOT NULL,
+    serial INTEGER NOT NULL UNIQUE,
+    next_step INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (order_id, unit_index)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL,
+    unit_index INTEGER NOT NULL,
+    route_index INTEGER NOT NULL,
+    station TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    parameters TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    results TEXT,
+    result_code INTEGER,
+    UNIQUE (order_id, unit_index, route_index)
+);
+CREATE INDEX IF NOT EXISTS steps_station ON steps(station, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    station TEXT,
+    unit_index INTEGER,
+    result_code INTEGER,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class SqliteJournal:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writes, one transaction each --------------------------------------------------------
+
+    def add_order(self, order: Order, event: OrderEvent) -> None:
+        with _Transaction(self._db) as db:
+            db.execute(
+                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    order.order_id,
+                    order.product,
+                    json.dumps(order.options),
+                    order.quantity,
+                    order.priority,
+                    order.state,
+                    order.current_station,
+                    order.fault_station,
+                    order.result_code,
+                    _ts(order.created_at),
+                    _ts(order.completed_at),
+                    order.accept_index,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO units VALUES (?,?,?,?,?)",
+                [(u.order_id, u.index, u.serial, u.next_step, u.state) for u in order.units],
+            )
+            self._event(db, event)
+
+    def save_order(self, order: Order, event: OrderEvent) -> None:
+        with _Transaction(self._db) as db:
+            self._update_order(db, order)
+            for unit in order.units:
+                self._update_unit(db, unit)
+            self._event(db, event)
+
+    def begin_step(self, order: Order, unit: Unit, step: Step, event: OrderEvent | None) -> None:
+        with _Transaction(self._db) as db:
+            cursor = db.execute(
+                "INSERT INTO steps (order_id, unit_index, route_index, station, seq, parameters, phase,"
+                " started_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    step.order_id,
+                    step.unit_index,
+                    step.route_index,
+                    step.station,
+                    step.seq,
+                    json.dumps(step.parameters),
+                    step.phase,
+                    _ts(step.started_at),
+                ),
+            )
+            step.id = cursor.lastrowid
+            self._update_order(db, order)
+            self._update_unit(db, unit)
+            if event is not None:
+                self._event(db, event)
+
+    def finish_step(self, step: Step) -> None:
+        with _Transaction(self._db) as db:
+            self._update_step(db, step)
+
+    def close_step(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> None:
+        with _Transaction(self._db) as db:
+            self._update_step(db, step)
+            self._update_order(db, order)
+            for u in order.units:  # a fault or cancel can settle sibling units too
+                self._update_unit(db, u)
+            for event in events:
+                self._event(db, event)
+
+    def reserve_serials(self, count: int) -> int:
+        """The first of `count` fresh unit serials, unique for the life of the journal."""
+        with _Transaction(self._db) as db:
+            return self._bump(db, "unit_serial", count, start=100001)
+
+    def next_accept_index(self) -> int:
+        with _Transaction(self._db) as db:
+            return self._bump(db, "accept_index", 1, start=1)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, count: int, *, start: int) -> int:
+        row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        first = start if row is None else row["value"]
+        db.execute("INSERT OR REPLACE INTO counters VALUES (?,?)", (name, first + count))
+        return int(first)
+
+    @staticmethod
+    def _update_order(db: sqlite3.Connection, order: Order) -> None:
+        db.execute(
+            "UPDATE orders SET state=?, current_station=?, fault_station=?, result_code=?, completed_at=?"
+            " WHERE order_id=?",
+            (
+                order.state,
+                order.current_station,
+                order.fault_station,
+                order.result_code,
+                _ts(order.completed_at),
+                order.order_id,
+            ),
+        )
+
+    @staticmethod
+    def _update_unit(db: sqlite3.Connection, unit: Unit) -> None:
+        db.execute(
+            "UPDATE units SET next_step=?, state=? WHERE order_id=? AND unit_index=?",
+            (unit.next_step, unit.state, unit.order_id, unit.index),
+        )
+
+    @staticmethod
+    def _update_step(db: sqlite3.Connection, step: Step) -> None:
+        db.execute(
+            "UPDATE steps SET phase=?, finished_at=?, results=?, result_code=? WHERE id=?",
+            (
+                step.phase,
+                _ts(step.finished_at),
+                None if step.results is None else json.dumps(step.results),
+                step.result_code,
+                step.id,
+            ),
+        )
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, event: OrderEvent) -> None:
+        db.execute(
+            "INSERT INTO events (order_id, state, station, unit_index, result_code, message, at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (
+                event.order_id,
+                event.state,
+                event.station,
+                event.unit_index,
+                event.result_code,
+                event.message,
+                _ts(event.at),
+            ),
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def load_order(self, order_id: str) -> Order | None:
+        row = self._db.execute("SELECT * FROM orders WHERE order_id=?", (order_id,)).fetchone()
+        return None if row is None else self._order(row)
+
+    def load_unfinished(self) -> list[Order]:
+        rows = self._db.execute(
+            "SELECT * FROM orders WHERE state NOT IN (?,?,?) ORDER BY accept_index",
+            (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED),
+        ).fetchall()
+        orders = [self._order(row) for row in rows]
+        # A cancelled or faulted order may still have a step on a PLC to settle.
+        rows = self._db.execute(
+            "SELECT DISTINCT o.* FROM orders o JOIN steps s USING (order_id)"
+            " WHERE o.state IN (?,?) AND s.phase != ? ORDER BY o.accept_index",
+            (OrderState.FAULTED, OrderState.CANCELLED, StepPhase.CLOSED),
+        ).fetchall()
+        return orders + [self._order(row) for row in rows]
+
+    def load_events(self, order_id: str) -> list[OrderEvent]:
+        rows = self._db.execute("SELECT * FROM events WHERE order_id=? ORDER BY id", (order_id,)).fetchall()
+        return [
+            OrderEvent(
+                r["order_id"],
+                OrderState(r["state"]),
+                datetime.fromisoformat(r["at"]),
+                r["station"],
+                r["unit_index"],
+                r["result_code"],
+                r["message"],
+            )
+            for r in rows
+        ]
+
+    def last_seq(self, station: str) -> int | None:
+        row = self._db.execute(
+            "SELECT seq FROM steps WHERE station=? ORDER BY id DESC LIMIT 1", (station,)
+        ).fetchone()
+        return None if row is None else int(row["seq"])
+
+    def _order(self, row: sqlite3.Row) -> Order:
+        order = Order(
+            order_id=row["order_id"],
+            product=row["product"],
+            options=json.loads(row["options"]),
+            quantity=row["quantity"],
+            priority=row["priority"],
+            state=OrderState(row["state"]),
+            current_station=row["current_station"],
+            fault_station=row["fault_station"],
+            result_code=row["result_code"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            completed_at=_dt(row["completed_at"]),
+            accept_index=row["accept_index"],
+        )
+        for u in self._db.execute(
+            "SELECT * FROM units WHERE order_id=? ORDER BY unit_index", (order.order_id,)
+        ).fetchall():
+            order.units.append(
+                Unit(u["order_id"], u["unit_index"], u["serial"], u["next_step"], UnitState(u["state"]))
+            )
+        for s in self._db.execute("SELECT * FROM steps WHERE order_id=? ORDER BY id", (order.order_id,)):
+            order.steps.append(_step(s))
+        return order
+
+
+def _step(s: sqlite3.Row) -> Step:
+    results: Any = None if s["results"] is None else json.loads(s["results"])
+    return Step(
+        order_id=s["order_id"],
+        unit_index=s["unit_index"],
+        route_index=s["route_index"],
+        station=s["station"],
+        seq=s["seq"],
+        parameters=json.loads(s["parameters"]),
+        started_at=datetime.fromisoformat(s["started_at"]),
+        phase=StepPhase(s["phase"]),
+        finished_at=_dt(s["finished_at"]),
+        results=results,
+        result_code=s["result_code"],
+        id=s["id"],
+    )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

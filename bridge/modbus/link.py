@@ -1,0 +1,267 @@
+"""A station PLC over Modbus TCP: one connection, one request at a time, the handshake on top.
+
+Every failure, whether an exception, a timeout or a Modbus exception answer, becomes one
+`StationError` with the cause chained. An outage is logged once at ERROR, then quietly retried
+with capped exponential backoff and jitter until the PLC answers again, which is logged too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from bridge.errors import CodecError, ParameterMismatch, StationError
+from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
+from bridge.mapping import codec
+from bridge.mapping.blocks import Block, plan_blocks
+from bridge.mapping.model import LineMapping
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LinkCounters:
+    connected: bool = False
+    requests: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+    telemetry_requests_per_poll: int = 0
+
+
+class ModbusStationLink:
+    """Implements the domain's StationLink for one station of a mapping."""
+
+    def __init__(
+        self,
+        mapping: LineMapping,
+        station: str,
+        *,
+        timeout_s: float = 1.0,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+        seed: int | None = None,
+    ) -> None:
+        self.station = station
+        self.endpoint = mapping.stations[station].endpoint
+        kind = mapping.station_type(station)
+        fields = mapping.resolved_fields(station)
+        self._command_address = kind.handshake.command_address
+        self._status_address = kind.handshake.status_address
+        self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
+        self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
+        self._telemetry_blocks = plan_blocks([(n, fields[n]) for n in kind.telemetry], max_gap=8)
+        self.timeout_s = timeout_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._random = random.Random(seed)
+        self._failures = 0
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | None = None
+        self._ever_connected = False
+        self.counters = LinkCounters()
+        self.telemetry: dict[str, Any] = {}
+        self.telemetry_read_at: float | None = None
+        self._log = log.bind(station=station, line=mapping.line.name)
+
+    # -- connection and requests --------------------------------------------------------------
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self.counters.connected = False
+
+    def retry_delay_s(self) -> float:
+        exponent = max(self._failures - 1, 0)
+        ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(exponent, 20))
+        return ceiling * self._random.uniform(0.5, 1.0)
+
+    async def _connect(self) -> AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        if self._client is not None:
+            self._client.close()
+        ep = self.endpoint
+        self._client = AsyncModbusTcpClient(
+            ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
+        )
+        if not await self._client.connect():
+            raise StationError(f"cannot connect to {ep.host}:{ep.port}", station=self.station)
+        if self._ever_connected:
+            self.counters.reconnects += 1
+        self._ever_connected = True
+        return self._client
+
+    async def _request(
+        self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+    ) -> ModbusPDU:
+        async with self._lock:
+            try:
+                client = await self._connect()
+                self.counters.requests += 1
+                async with asyncio.timeout(self.timeout_s * 2):
+                    reply = await call(client)
+            except StationError as exc:
+                raise self._failed(what, exc) from exc
+            except (ModbusException, OSError, TimeoutError) as exc:
+                if self._client is not None:
+                    self._client.close()
+                raise self._failed(what, exc) from exc
+            if reply.isError():
+                code = getattr(reply, "exception_code", "?")
+                raise self._failed(what, f"Modbus exception code {code}")
+            self._recovered()
+            return reply
+
+    def _failed(self, what: str, cause: object) -> StationError:
+        self._failures += 1
+        self.counters.errors += 1
+        self.counters.last_error = f"{what}: {cause}"
+        if self.counters.connected or self._failures == 1:
+            self._log.error("station_unavailable", request=what, error=str(cause))
+        self.counters.connected = bool(self._client is not None and self._client.connected)
+        return StationError(f"{what}: {cause}", station=self.station)
+
+    def _recovered(self) -> None:
+        if self._failures:
+            self._log.info("station_recovered", after_failures=self._failures)
+        self._failures = 0
+        self.counters.connected = True
+
+    async def _write_command(self, offset: Command, value: int) -> None:
+        address = self._command_address + offset
+        await self._request(
+            f"write {offset.name.lower()}",
+            lambda c: c.write_register(address, value, device_id=self.endpoint.device_id),
+        )
+
+    async def _read_block(self, block: Block) -> list[int] | list[bool]:
+        dev = self.endpoint.device_id
+        readers = {
+            "holding": lambda c: c.read_holding_registers(block.start, count=block.count, device_id=dev),
+            "input": lambda c: c.read_input_registers(block.start, count=block.count, device_id=dev),
+            "coil": lambda c: c.read_coils(block.start, count=block.count, device_id=dev),
+            "discrete_input": lambda c: c.read_discrete_inputs(block.start, count=block.count, device_id=dev),
+        }
+        reply = await self._request(f"read {block.table} {block.start}+{block.count}", readers[block.table])
+        values = reply.bits if block.is_bits else reply.registers
+        if len(values) < block.count:
+            raise self._failed(f"read {block.table} {block.start}", f"short answer of {len(values)} values")
+        return values[: block.count]
+
+    async def _read_fields(self, blocks: list[Block]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for block in blocks:
+            raw = await self._read_block(block)
+            for name, f in block.fields:
+                part = block.slice_for(f, raw)
+                if block.is_bits:
+                    values[name] = bool(part[0])
+                    continue
+                try:
+                    values[name] = codec.decode(f, [int(w) for w in part])
+                except CodecError as exc:
+                    raise self._failed(f"decode {name}", exc) from exc
+        return values
+
+    # -- the handshake -----------------------------------------------------------------------
+
+    async def status(self) -> StatusBlock:
+        dev = self.endpoint.device_id
+        reply = await self._request(
+            "read status",
+            lambda c: c.read_input_registers(self._status_address, count=STATUS_REGISTERS, device_id=dev),
+        )
+        try:
+            return StatusBlock.from_registers(reply.registers)
+        except ValueError as exc:
+            raise self._failed("read status", exc) from exc
+
+    def encode_parameters(self, parameters: dict[str, Any]) -> list[tuple[Block, list[int] | list[bool]]]:
+        """Every parameter block's words, encoded before anything is written (CodecError if not)."""
+        payload: list[tuple[Block, list[int] | list[bool]]] = []
+        for block in self._parameter_blocks:
+            if block.is_bits:
+                payload.append((block, [bool(parameters[name]) for name, _ in block.fields]))
+                continue
+            words: list[int] = []
+            for name, f in block.fields:
+                try:
+                    words += codec.encode(f, parameters[name])
+                except CodecError as exc:
+                    raise CodecError(f"parameter {name}: {exc}") from None
+            payload.append((block, words))
+        return payload
+
+    async def write_parameters(self, parameters: dict[str, Any]) -> None:
+        payload = self.encode_parameters(parameters)
+        dev = self.endpoint.device_id
+        for block, values in payload:
+            if block.is_bits:
+                bits = [bool(v) for v in values]
+                await self._request(
+                    f"write coils {block.start}",
+                    lambda c, b=block, v=bits: c.write_coils(b.start, v, device_id=dev),
+                )
+            else:
+                words = [int(v) for v in values]
+                await self._request(
+                    f"write holding {block.start}",
+                    lambda c, b=block, w=words: c.write_registers(b.start, w, device_id=dev),
+                )
+        for block, values in payload:
+            read = await self._read_block(block)
+            if [int(v) for v in read] != [int(v) for v in values]:
+                names = [
+                    name for name, f in block.fields if block.slice_for(f, read) != block.slice_for(f, values)
+                ]
+                self.counters.errors += 1
+                self.counters.last_error = f"parameter read-back mismatch: {', '.join(names)}"
+                raise ParameterMismatch(
+                    f"parameters read back differ from what was written: {', '.join(names)}"
+                    f" (wrote {list(values)}, read {list(read)})",
+                    station=self.station,
+                )
+
+    async def start(self, seq: int) -> None:
+        await self._write_command(Command.START_SEQ, seq)
+
+    async def acknowledge(self, seq: int) -> None:
+        await self._write_command(Command.ACK_SEQ, seq)
+
+    async def abort(self, seq: int) -> None:
+        await self._write_command(Command.ABORT_SEQ, seq)
+
+    async def read_results(self) -> dict[str, Any]:
+        return await self._read_fields(self._result_blocks)
+
+    async def read_telemetry(self) -> dict[str, Any]:
+        """One poll cycle: every telemetry field, in as few requests as the layout allows."""
+        values = await self._read_fields(self._telemetry_blocks)
+        self.counters.telemetry_requests_per_poll = len(self._telemetry_blocks)
+        self.telemetry = values
+        self.telemetry_read_at = time.time()
+        return values
+
+    async def poll_telemetry(self, interval_s: float) -> None:
+        """Poll telemetry forever; failures are logged by the request path and retried."""
+        self._log.info(
+            "telemetry_polling", interval_s=interval_s, requests_per_poll=len(self._telemetry_blocks)
+        )
+        while True:
+            try:
+                await self.read_telemetry()
+                await asyncio.sleep(interval_s)
+            except StationError:
+                await asyncio.sleep(max(interval_s, self.retry_delay_s()))

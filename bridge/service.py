@@ -1,0 +1,115 @@
+"""The bridge as one object: mapping, journal, station links and engine wired together.
+
+This is the Python API the OPC UA layer (and tests, and scripts) use: `submit`, `cancel`, `get`,
+`watch`. It owns the only place where adapters (SQLite, Modbus) meet the domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bridge.domain.engine import EngineSettings, LineEngine
+from bridge.domain.model import Order, OrderEvent
+from bridge.domain.orders import OrderRequest
+from bridge.journal import SqliteJournal
+from bridge.mapping.model import LineMapping
+from bridge.modbus import ModbusStationLink
+
+log = structlog.get_logger(__name__)
+
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    data_dir: Path = Path("var")
+    request_timeout_s: float = 1.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 5.0
+    telemetry_interval_s: float = 1.0
+    status_poll_s: float = 0.005
+    step_timeout_s: float | None = None
+    journal_synchronous: str = "NORMAL"
+
+
+class Bridge:
+    def __init__(self, mapping: LineMapping, settings: BridgeSettings | None = None) -> None:
+        self.mapping = mapping
+        self.settings = settings = settings or BridgeSettings()
+        self.journal = SqliteJournal(
+            settings.data_dir / JOURNAL_FILE, synchronous=settings.journal_synchronous
+        )
+        self.links = {
+            station: ModbusStationLink(
+                mapping,
+                station,
+                timeout_s=settings.request_timeout_s,
+                backoff_initial_s=settings.backoff_initial_s,
+                backoff_max_s=settings.backoff_max_s,
+            )
+            for station in mapping.stations
+        }
+        self.engine = LineEngine(
+            mapping,
+            self.journal,
+            self.links,
+            EngineSettings(status_poll_s=settings.status_poll_s, step_timeout_s=settings.step_timeout_s),
+        )
+        self._telemetry: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.engine.start()
+        if self.settings.telemetry_interval_s > 0:
+            for link in self.links.values():
+                task = asyncio.create_task(link.poll_telemetry(self.settings.telemetry_interval_s))
+                self._telemetry.append(task)
+        log.info("bridge_started", line=self.mapping.line.name, data_dir=str(self.settings.data_dir))
+
+    async def stop(self) -> None:
+        for task in self._telemetry:
+            task.cancel()
+        for task in self._telemetry:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.stop()
+        for link in self.links.values():
+            await link.close()
+        self.journal.close()
+        log.info("bridge_stopped")
+
+    async def __aenter__(self) -> Bridge:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def submit(
+        self,
+        order_id: Any,
+        product: Any,
+        options: Mapping[str, Any] | None = None,
+        *,
+        quantity: Any = None,
+        priority: Any = 0,
+    ) -> Order:
+        return await self.engine.submit(OrderRequest(order_id, product, options, quantity, priority))
+
+    async def cancel(self, order_id: str) -> Order:
+        return await self.engine.cancel(order_id)
+
+    def get(self, order_id: str) -> Order | None:
+        return self.engine.get(order_id)
+
+    def watch(self) -> AsyncIterator[OrderEvent]:
+        return self.engine.watch()
+
+    async def wait_idle(self) -> None:
+        await self.engine.wait_idle()
