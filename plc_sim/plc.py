@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -75,7 +76,29 @@ class SimulatedPlc:
         self._scan_task: asyncio.Task[None] | None = None
         self._memory: PlcMemory | None = None
         self._log = log.bind(station=station)
+        self.observer: Callable[[str, int], None] | None = None
         self._check_control_block()
+        self._parameter_spans = self._spans(self.kind.parameters)
+        self._result_spans = self._spans(self.kind.results)
+
+    def _spans(self, names: Iterable[str]) -> list[tuple[str, int, int]]:
+        return [
+            (
+                self.fields[n].table,
+                self.fields[n].address,
+                self.fields[n].address + self.fields[n].register_count,
+            )
+            for n in names
+        ]
+
+    def _observe(self, event: str) -> None:
+        """Tell `observer` (tests, HIL tracing) what a client just did, before it gets an answer.
+
+        Events: parameters_written, start_written, ack_written, abort_written, results_read,
+        and step_done (the PLC finished a step).
+        """
+        if self.observer is not None:
+            self.observer(event, self._status.accepted_seq)
 
     def _check_control_block(self) -> None:
         end = self.control_address + CONTROL_REGISTERS - 1
@@ -146,6 +169,7 @@ class SimulatedPlc:
         self.faults.set_register(offset, value)
         await self.memory.write("holding", self.control_address + offset, [value & 0xFFFF])
         self._wake.set()
+        await self._notify_waiters()
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a PLC losing its network would."""
@@ -192,6 +216,7 @@ class SimulatedPlc:
             await self.memory.write("holding", self.control_address + 3, [self.faults.drop_next])
             self._log.info("fault_connection_dropped", function_code=function_code, address=address)
             self.drop_connections()
+            await self._notify_waiters()
             return None
         if self.faults.corrupt_next and function_code == 3 and values is None:
             await self._corrupt_first_parameter(_start, address, count, _registers)
@@ -204,7 +229,34 @@ class SimulatedPlc:
                 return ExcCodes.DEVICE_FAILURE
         if is_write:
             self._wake.set()
+        if self.observer is not None:
+            self._classify(function_code, address, count, values)
         return None
+
+    def _classify(self, function_code: int, address: int, count: int, values: object) -> None:
+        table = {
+            1: "coil",
+            2: "discrete_input",
+            3: "holding",
+            4: "input",
+            5: "coil",
+            6: "holding",
+            15: "coil",
+            16: "holding",
+        }.get(function_code)
+        if table is None:
+            return
+        # Writes carry their values; a read's count is in registers (bit reads: approximately).
+        end = address + (count if values is None else len(values))  # type: ignore[arg-type]
+        if values is not None:
+            command = self.kind.handshake.command_address
+            for offset, name in enumerate(("start_written", "ack_written", "abort_written")):
+                if table == "holding" and address <= command + offset < end:
+                    self._observe(name)
+            if any(t == table and a < end and address < b for t, a, b in self._parameter_spans):
+                self._observe("parameters_written")
+        elif any(t == table and a < end and address < b for t, a, b in self._result_spans):
+            self._observe("results_read")
 
     async def _corrupt_first_parameter(
         self, start: int, address: int, count: int, registers: list[int]
@@ -329,6 +381,7 @@ class SimulatedPlc:
         await self._set_status(state=PlcState.DONE, done_seq=self._status.accepted_seq, result_code=code)
         await self._refresh_telemetry()
         self._log.info("step_done", seq=self._status.done_seq, result_code=code)
+        self._observe("step_done")
 
     async def _set_status(self, **changes: Any) -> None:
         self._status = StatusBlock(**{**self._status.__dict__, **changes})
@@ -336,6 +389,9 @@ class SimulatedPlc:
 
     async def _publish_status(self) -> None:
         await self.memory.write("input", self.kind.handshake.status_address, self._status.to_registers())
+        await self._notify_waiters()
+
+    async def _notify_waiters(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 

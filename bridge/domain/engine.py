@@ -142,8 +142,10 @@ class LineEngine:
             accept_index=self.journal.next_accept_index(),
             units=[Unit(valid.order_id, i, first_serial + i) for i in range(valid.quantity)],
         )
-        self.journal.add_order(order, self._event(order, message="accepted"))
+        accepted = self._event(order, message="accepted")
+        self.journal.add_order(order, accepted)
         self._orders[order.order_id] = order
+        self._emit(accepted)
         self._set_state(order, OrderState.QUEUED)
         for unit in order.units:
             self._enqueue(order, unit)

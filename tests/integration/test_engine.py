@@ -1,0 +1,303 @@
+"""The engine against the real simulated line on loopback: exactly once, faults, cancel, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from bridge.domain.model import OrderState, StepPhase
+from bridge.errors import OrderRejected, UnknownOrder
+from bridge.handshake import PlcState, ResultCode
+from bridge.mapping import apply_deployment
+from bridge.service import Bridge, BridgeSettings
+from plc_sim.line import SimulatedLine
+
+CAPACITY_TABLE = {  # ac_line.md: chassis_size, coil_rows, fin_pitch_mm, charge_g
+    9000: (1, 2, 1.5, 520), 12000: (1, 2, 1.5, 680), 18000: (2, 3, 1.4, 980), 24000: (3, 4, 1.4, 1250),
+}  # fmt: skip
+COLOR = {"white": 1, "champagne_gold": 2, "graphite": 3, "ocean_blue": 4}
+REGION = {"eu_230v_50hz": (230, 50, 1), "na_115v_60hz": (115, 60, 2), "cn_220v_50hz": (220, 50, 3)}
+
+
+@pytest.fixture
+async def line(ac_mapping):
+    async with SimulatedLine(
+        ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0, seed=3
+    ) as line:
+        yield line
+
+
+@pytest.fixture
+async def start_bridge(ac_mapping, line, tmp_path):
+    bridges: list[Bridge] = []
+
+    async def start(**settings) -> Bridge:
+        mapping = apply_deployment(ac_mapping, line.endpoints())
+        defaults = {"data_dir": tmp_path / "data", "telemetry_interval_s": 0, "backoff_max_s": 0.2}
+        bridge = Bridge(mapping, BridgeSettings(**{**defaults, **settings}))
+        await bridge.start()
+        bridges.append(bridge)
+        return bridge
+
+    try:
+        yield start
+    finally:
+        for bridge in bridges:
+            await bridge.stop()
+
+
+async def until_idle(bridge: Bridge, timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s):
+        await bridge.wait_idle()
+
+
+async def until_state(bridge: Bridge, order_id: str, predicate, timeout_s: float = 10):
+    async with asyncio.timeout(timeout_s):
+        while not predicate(bridge.get(order_id)):  # noqa: ASYNC110 - polls state, bounded by the timeout
+            await asyncio.sleep(0.005)
+    return bridge.get(order_id)
+
+
+def expected_parameters(order, unit) -> dict[str, dict]:
+    """What ac_line.md says each station type gets, computed here independently of the mapping."""
+    o = order.options
+    size, rows, pitch, charge = CAPACITY_TABLE[o["capacity_btu"]]
+    index = sorted(CAPACITY_TABLE).index(o["capacity_btu"])
+    volts, hertz, region_code = REGION[o["region"]]
+    return {
+        "press": {"chassis_size": size},
+        "brazing": {"coil_rows": rows, "fin_pitch_mm": pitch},
+        "compressor_fit": {"compressor_model": (100 if o["compressor"] == "fixed_speed" else 200) + index,
+                           "torque_nm": 12.5},
+        "charging": {"charge_g": charge, "tolerance_g": 10},
+        "panel_fit": {"color_code": COLOR[o["panel_color"]],
+                      "finish": 1 if o["panel_finish"] == "matte" else 2,
+                      "wifi_module": o["wifi_module"], "engraving": o["engraving"]},
+        "run_test": {"supply_voltage_v": volts, "supply_hz": hertz,
+                     "expected_capacity_w": pytest.approx(o["capacity_btu"] * 0.29307), "duration_s": 60},
+        "pack": {"order_ref": order.order_id, "unit_serial": unit.serial, "region_code": region_code},
+    }  # fmt: skip
+
+
+def random_options(rng: random.Random) -> dict:
+    return {
+        "capacity_btu": rng.choice(sorted(CAPACITY_TABLE)),
+        "compressor": rng.choice(["fixed_speed", "inverter"]),
+        "panel_color": rng.choice(sorted(COLOR)),
+        "panel_finish": rng.choice(["matte", "gloss"]),
+        "wifi_module": rng.choice([True, False]),
+        "engraving": rng.choice(["", "ANNA", "Li Wei 2026", "x" * 16]),
+        "region": rng.choice(sorted(REGION)),
+    }
+
+
+async def test_fifty_mixed_orders_run_every_step_exactly_once(ac_mapping, line, start_bridge):
+    bridge = await start_bridge()
+    rng = random.Random(50)
+    for i in range(50):
+        options = {k: v for k, v in random_options(rng).items() if rng.random() < 0.8}  # some use defaults
+        await bridge.submit(f"ORD-{i:03}", "AC-W", options, quantity=1 + (i % 10 == 0))
+    await until_idle(bridge)
+
+    orders = [bridge.get(f"ORD-{i:03}") for i in range(50)]
+    units = sum(o.quantity for o in orders)
+    assert units == 55
+    at_station: Counter[str] = Counter()
+    for order in orders:
+        assert order.state == OrderState.COMPLETED, order
+        assert order.units_done == order.quantity
+        for unit in order.units:
+            steps = [s for s in order.steps if s.unit_index == unit.index]
+            assert [s.route_index for s in steps] == list(range(7))
+            expected = expected_parameters(order, unit)
+            for step in steps:
+                assert step.phase == StepPhase.CLOSED
+                assert step.result_code == 0
+                assert step.parameters == expected[ac_mapping.stations[step.station].type]
+                at_station[step.station] += 1
+    for name, plc in line.plcs.items():
+        assert set(plc.executed.values()) == {1}, f"{name} ran a step twice: {plc.executed}"
+        assert sum(plc.executed.values()) == at_station[name]
+        assert plc.status.reexecuted_count == 0
+    for name in ("chassis", "coil", "compressor", "charge", "panel", "pack"):
+        assert at_station[name] == units
+    assert at_station["test_a"] + at_station["test_b"] == units
+    assert at_station["test_a"] > 0
+    assert at_station["test_b"] > 0
+
+
+async def test_rejected_step_faults_only_that_order(line, start_bridge):
+    await line["coil"].set_fault("reject_next", 7)
+    bridge = await start_bridge()
+    for i in range(4):
+        await bridge.submit(f"R{i}", "AC-W", {})
+    await until_idle(bridge)
+    faulted = bridge.get("R0")
+    assert (faulted.state, faulted.fault_station, faulted.result_code) == (OrderState.FAULTED, "coil", 7)
+    assert [s.station for s in faulted.steps] == ["chassis", "coil"]
+    assert all(bridge.get(f"R{i}").state == OrderState.COMPLETED for i in (1, 2, 3))
+    assert sum(line["compressor"].executed.values()) == 3
+
+
+async def test_cancel_before_and_during_a_run(line, start_bridge):
+    chassis = line["chassis"]
+    await chassis.set_fault("stall", 1)
+    bridge = await start_bridge()
+    await bridge.submit("RUNNING", "AC-W", {})
+    await bridge.submit("WAITING", "AC-W", {})
+    await chassis.wait_for(lambda plc: plc.status.state == PlcState.BUSY)
+
+    waiting = await bridge.cancel("WAITING")
+    assert waiting.state == OrderState.CANCELLED
+    running = await bridge.cancel("RUNNING")
+    assert running.state == OrderState.CANCELLED
+    await until_idle(bridge)
+    running = bridge.get("RUNNING")
+    assert [(s.station, s.result_code) for s in running.steps] == [("chassis", ResultCode.ABORTED)]
+    assert bridge.get("WAITING").steps == []
+    assert sum(chassis.executed.values()) == 1
+    assert sum(line["coil"].executed.values()) == 0
+    assert (await bridge.cancel("RUNNING")).state == OrderState.CANCELLED  # idempotent
+    with pytest.raises(UnknownOrder, match="order_id: no order 'NOPE'"):
+        await bridge.cancel("NOPE")
+
+
+async def test_connection_dropped_mid_step(line, start_bridge):
+    charge = line["charge"]
+    await charge.set_fault("stall", 1)
+    bridge = await start_bridge(request_timeout_s=0.3)
+    await bridge.submit("DROP", "AC-W", {"capacity_btu": 24000})
+    await charge.wait_for(lambda plc: plc.status.state == PlcState.BUSY)
+    await charge.set_fault("drop_next", 2)  # the next two requests lose the connection
+    charge.drop_connections()
+    await charge.wait_for(lambda plc: plc.faults.drop_next == 0, timeout_s=10)
+    await charge.set_fault("stall", 0)
+    await until_idle(bridge)
+    order = bridge.get("DROP")
+    assert order.state == OrderState.COMPLETED
+    assert set(charge.executed.values()) == {1}
+    assert sum(charge.executed.values()) == 1
+    assert bridge.links["charge"].counters.reconnects >= 1
+    assert abs(order.steps[3].results["actual_charge_g"] - 1250) <= 10
+
+
+async def test_station_that_stalls_times_out_the_step(line, start_bridge):
+    await line["compressor"].set_fault("stall", 1)
+    bridge = await start_bridge(step_timeout_s=0.3)
+    await bridge.submit("SLOW", "AC-W", {})
+    await until_idle(bridge)
+    order = bridge.get("SLOW")
+    assert (order.state, order.fault_station, order.result_code) == (
+        OrderState.FAULTED, "compressor", ResultCode.STEP_TIMEOUT)  # fmt: skip
+    assert sum(line["compressor"].executed.values()) == 1
+
+
+async def test_station_down_at_start_then_back(ac_mapping, line, start_bridge):
+    pack = line["pack"]
+    await pack.set_fault("exception_code", 4)  # answers every request with 'device failure'
+    bridge = await start_bridge()
+    await bridge.submit("LATE", "AC-W", {})
+    tested = {"test_a", "test_b"}
+    await until_state(bridge, "LATE", lambda o: any(s.station in tested and s.phase == StepPhase.CLOSED
+                                                    for s in o.steps))  # fmt: skip
+    assert bridge.links["pack"].counters.errors > 0
+    await pack.set_fault("exception_code", 0)
+    await until_idle(bridge)
+    assert bridge.get("LATE").state == OrderState.COMPLETED
+    assert sum(pack.executed.values()) == 1
+
+
+async def test_read_back_mismatch_never_starts_the_step(line, start_bridge):
+    await line["chassis"].set_fault("corrupt_next", 1)
+    bridge = await start_bridge()
+    await bridge.submit("BENT", "AC-W", {})
+    await until_idle(bridge)
+    order = bridge.get("BENT")
+    assert (order.state, order.fault_station, order.result_code) == (
+        OrderState.FAULTED, "chassis", ResultCode.READBACK_MISMATCH)  # fmt: skip
+    assert sum(line["chassis"].executed.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "field", "reason"),
+    [
+        ({"options": {"colour": "red"}}, "options.colour", "unknown option"),
+        ({"options": {"wifi_module": "yes"}}, "options.wifi_module", "must be true or false"),
+        ({"options": {"capacity_btu": 10000}}, "options.capacity_btu", "must be one of 9000"),
+        ({"options": {"engraving": "x" * 17}}, "options.engraving", "at most 16 characters"),
+        ({"options": {"engraving": "naïve"}}, "options.engraving", "printable ascii"),
+        ({"order_id": "bad id!"}, "order_id", "letters, digits"),
+        ({"order_id": "x" * 33}, "order_id", "1-32 characters"),
+        ({"quantity": 0}, "quantity", "must be 1 to 50"),
+        ({"quantity": 51}, "quantity", "must be 1 to 50"),
+        ({"quantity": "2"}, "quantity", "whole number"),
+        ({"product": "AC-X"}, "product", "unknown product"),
+        ({"options": ["capacity_btu"]}, "options", "object of option values"),
+    ],
+)
+async def test_malformed_order_is_rejected_and_nothing_is_written(
+    line, start_bridge, request_, field, reason
+):
+    bridge = await start_bridge()
+    order = {"order_id": "GOOD-1", "product": "AC-W", "options": {}, "quantity": 1, **request_}
+    with pytest.raises(OrderRejected) as info:
+        await bridge.submit(order["order_id"], order["product"], order["options"], quantity=order["quantity"])
+    assert info.value.field == field
+    assert reason in info.value.reason
+    assert bridge.get(order["order_id"]) is None if isinstance(order["order_id"], str) else True
+    for name, plc in line.plcs.items():
+        holding = await plc.memory.read("holding", 0, 130)
+        assert not any(holding), f"{name} holding registers were written: {holding}"
+        assert not plc.executed
+
+
+async def test_submit_is_idempotent(line, start_bridge):
+    bridge = await start_bridge()
+    first = await bridge.submit("SAME", "AC-W", {"panel_color": "graphite"}, quantity=2)
+    again = await bridge.submit(
+        "SAME", "AC-W", {"panel_color": "graphite", "panel_finish": "matte"}, quantity=2
+    )
+    assert again.order_id == first.order_id
+    assert [u.serial for u in again.units] == [u.serial for u in first.units]
+    with pytest.raises(OrderRejected, match="order_id: an order with this id exists with a different"):
+        await bridge.submit("SAME", "AC-W", {"panel_color": "white"}, quantity=2)
+    await until_idle(bridge)
+    assert sum(line["pack"].executed.values()) == 2
+
+
+async def test_priority_goes_first(line, start_bridge):
+    chassis = line["chassis"]
+    await chassis.set_fault("stall", 1)
+    bridge = await start_bridge()
+    await bridge.submit("FIRST", "AC-W", {})
+    await chassis.wait_for(lambda plc: plc.status.state == PlcState.BUSY)
+    await bridge.submit("LOW", "AC-W", {})
+    await bridge.submit("URGENT", "AC-W", {}, priority=10)
+    await chassis.set_fault("stall", 0)
+    await until_idle(bridge)
+    started = {o: bridge.get(o).steps[0].seq for o in ("FIRST", "LOW", "URGENT")}
+    assert started["FIRST"] < started["URGENT"] < started["LOW"]
+
+
+async def test_watch_streams_state_changes(line, start_bridge):
+    bridge = await start_bridge()
+    seen: list[tuple[str, str | None]] = []
+
+    async def collect() -> None:
+        async for event in bridge.watch():
+            seen.append((str(event.state), event.station))
+            if event.state == OrderState.COMPLETED:
+                return
+
+    watcher = asyncio.create_task(collect())
+    await asyncio.sleep(0)
+    await bridge.submit("WATCHED", "AC-W", {})
+    async with asyncio.timeout(10):
+        await watcher
+    assert seen[0] == ("received", None)
+    assert seen[1] == ("queued", None)
+    assert [s for _, s in seen[2:-1]][:5] == ["chassis", "coil", "compressor", "charge", "panel"]
+    assert seen[-1] == ("completed", None)
