@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MAPPING ?= mappings/ac_line.yaml
 DATA_DIR ?= var
-SPEED ?= 20
+SPEED ?= 50
 
 .PHONY: run test lint tools bench sim validate clean
 
@@ -30,8 +30,16 @@ lint: $(STAMP)
 test: $(STAMP) tools lint
 	$(BIN)/pytest
 
+# The simulated line in the background, the bridge in the foreground with one demo order;
+# Ctrl-C stops both.
 run: $(STAMP)
-	$(BIN)/plc-sim --mapping $(MAPPING) --speed $(SPEED)
+	@mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/sim-deployment.yaml
+	@$(BIN)/plc-sim --mapping $(MAPPING) --speed $(SPEED) --log-level warning \
+	    --write-deployment $(DATA_DIR)/sim-deployment.yaml & sim=$$!; \
+	  trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 100); do [ -s $(DATA_DIR)/sim-deployment.yaml ] && break; sleep 0.1; done; \
+	  $(BIN)/linebridge run --mapping $(MAPPING) --deployment $(DATA_DIR)/sim-deployment.yaml \
+	    --data-dir $(DATA_DIR) --demo
 
 validate: $(STAMP)
 	$(BIN)/linebridge validate $(MAPPING)

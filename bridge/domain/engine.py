@@ -350,7 +350,7 @@ class LineEngine:
         step.finished_at = utcnow()
         step.phase = StepPhase.FINISHED
         self.journal.finish_step(step)
-        log.info("step_finished", result_code=step.result_code)
+        log.info("step_finished", result_code=step.result_code, results=results)
 
     def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
         step.phase = StepPhase.CLOSED
