@@ -144,7 +144,8 @@ def main() -> None:
     print(f"line {mapping.line.name}: {len(mapping.stations)} stations, simulator at zero cycle time")
     print(f"orders                 {args.orders} ({steps} station steps)")
     print(
-        f"bridge                 {elapsed:.2f} s, {args.orders / elapsed:.1f} orders/s, {steps / elapsed:.0f} steps/s"
+        f"bridge                 {elapsed:.2f} s, {args.orders / elapsed:.1f} orders/s,"
+        f" {steps / elapsed:.0f} steps/s"
     )
     print(f"modbus requests        {total} ({total / steps:.1f} per step)")
     print(f"step overhead          PLC done -> step recorded: p50 {percentile(overhead_ms, 50):.2f} ms,"
