@@ -12,6 +12,7 @@ from bridge.domain.model import OrderState, StepPhase
 from bridge.errors import OrderRejected, UnknownOrder
 from bridge.handshake import PlcState, ResultCode
 from bridge.mapping import apply_deployment
+from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 
@@ -301,3 +302,22 @@ async def test_watch_streams_state_changes(line, start_bridge):
     assert seen[1] == ("queued", None)
     assert [s for _, s in seen[2:-1]][:5] == ["chassis", "coil", "compressor", "charge", "panel"]
     assert seen[-1] == ("completed", None)
+
+
+async def test_telemetry_is_polled_in_one_request_per_station(line, start_bridge):
+    bridge = await start_bridge(telemetry_interval_s=0.02)
+    link = bridge.links["chassis"]
+    async with asyncio.timeout(5):
+        while link.telemetry_read_at is None:  # noqa: ASYNC110 - waits for the first poll, bounded
+            await asyncio.sleep(0.005)
+    assert link.counters.telemetry_requests_per_poll == 1
+    assert link.telemetry["state"] == "idle"
+    assert 174 <= link.telemetry["press_force_kn"] <= 186
+    assert link.counters.connected
+    own = ModbusStationLink(bridge.mapping, "test_a")  # a link of our own: no poll task beside it
+    try:
+        values = await own.read_telemetry()
+        assert own.counters.requests == 1
+        assert set(values) == {"state", "cycle_count", "last_cycle_time_ms", "bench_air_temp_c"}
+    finally:
+        await own.close()
