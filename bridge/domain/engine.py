@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,8 @@ class LineEngine:
         self._watchers: set[asyncio.Queue[OrderEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
+        self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
+        self.step_listeners: list[Callable[[Order, Step], None]] = []  # told when a step begins or closes
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -232,10 +234,14 @@ class LineEngine:
                 await self._until_reachable(station, link)
                 order, unit = await self._take(station)
                 step = self._begin(order, unit, station)
+            self.station_steps[station] = step
+            self._tell(order, step)
             with structlog.contextvars.bound_contextvars(
                 order_id=order.order_id, station=station, unit=unit.index, seq=step.seq
             ):
                 await self._drive(order, unit, step, link)
+            self.station_steps[station] = None
+            self._tell(order, step)
 
     async def _until_reachable(self, station: str, link: StationLink) -> None:
         """Wait until the PLC answers (so no unit is held by a dead station) and know its seq."""
@@ -401,6 +407,10 @@ class LineEngine:
         event = self._event(order, message=message)
         self.journal.save_order(order, event)
         self._emit(event)
+
+    def _tell(self, order: Order, step: Step) -> None:
+        for listener in self.step_listeners:
+            listener(order, step)
 
     def _forget_if_settled(self, order: Order) -> None:
         """Drop a final order from memory once no unit of it is still at a station."""

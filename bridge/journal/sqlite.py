@@ -247,6 +247,12 @@ class SqliteJournal:
         ).fetchall()
         return orders + [self._order(row) for row in rows]
 
+    def load_finished_since(self, since: datetime) -> list[Order]:
+        rows = self._db.execute(
+            "SELECT * FROM orders WHERE completed_at >= ? ORDER BY accept_index", (since.isoformat(),)
+        ).fetchall()
+        return [self._order(row) for row in rows]
+
     def load_events(self, order_id: str) -> list[OrderEvent]:
         rows = self._db.execute("SELECT * FROM events WHERE order_id=? ORDER BY id", (order_id,)).fetchall()
         return [

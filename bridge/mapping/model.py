@@ -52,6 +52,7 @@ ORDER_SOURCES: dict[str, str] = {
     "unit_serial": "integer",
     "unit_index": "integer",
     "quantity": "integer",
+    "priority": "integer",
 }
 
 

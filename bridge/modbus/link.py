@@ -71,6 +71,9 @@ class ModbusStationLink:
         self.counters = LinkCounters()
         self.telemetry: dict[str, Any] = {}
         self.telemetry_read_at: float | None = None
+        self.last_status: StatusBlock | None = None
+        # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
+        self.listeners: list[Callable[[ModbusStationLink], Awaitable[None]]] = []
         self._log = log.bind(station=station, line=mapping.line.name)
 
     # -- connection and requests --------------------------------------------------------------
@@ -247,9 +250,11 @@ class ModbusStationLink:
         return await self._read_fields(self._result_blocks)
 
     async def read_telemetry(self) -> dict[str, Any]:
-        """One poll cycle: every telemetry field, in as few requests as the layout allows."""
+        """One poll cycle: the handshake status and every telemetry field, in as few requests as
+        the layout allows (the status block, then one per contiguous telemetry block)."""
+        self.last_status = await self.status()
         values = await self._read_fields(self._telemetry_blocks)
-        self.counters.telemetry_requests_per_poll = len(self._telemetry_blocks)
+        self.counters.telemetry_requests_per_poll = 1 + len(self._telemetry_blocks)
         self.telemetry = values
         self.telemetry_read_at = time.time()
         return values
@@ -257,11 +262,14 @@ class ModbusStationLink:
     async def poll_telemetry(self, interval_s: float) -> None:
         """Poll telemetry forever; failures are logged by the request path and retried."""
         self._log.info(
-            "telemetry_polling", interval_s=interval_s, requests_per_poll=len(self._telemetry_blocks)
+            "telemetry_polling", interval_s=interval_s, requests_per_poll=1 + len(self._telemetry_blocks)
         )
         while True:
             try:
                 await self.read_telemetry()
-                await asyncio.sleep(interval_s)
+                delay = interval_s
             except StationError:
-                await asyncio.sleep(max(interval_s, self.retry_delay_s()))
+                delay = max(interval_s, self.retry_delay_s())
+            for listener in self.listeners:
+                await listener(self)
+            await asyncio.sleep(delay)

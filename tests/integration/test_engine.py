@@ -304,20 +304,20 @@ async def test_watch_streams_state_changes(line, start_bridge):
     assert seen[-1] == ("completed", None)
 
 
-async def test_telemetry_is_polled_in_one_request_per_station(line, start_bridge):
+async def test_telemetry_is_polled_in_two_requests_per_station(line, start_bridge):
     bridge = await start_bridge(telemetry_interval_s=0.02)
     link = bridge.links["chassis"]
     async with asyncio.timeout(5):
         while link.telemetry_read_at is None:  # noqa: ASYNC110 - waits for the first poll, bounded
             await asyncio.sleep(0.005)
-    assert link.counters.telemetry_requests_per_poll == 1
+    assert link.counters.telemetry_requests_per_poll == 2  # the status block and one telemetry block
     assert link.telemetry["state"] == "idle"
     assert 174 <= link.telemetry["press_force_kn"] <= 186
     assert link.counters.connected
     own = ModbusStationLink(bridge.mapping, "test_a")  # a link of our own: no poll task beside it
     try:
         values = await own.read_telemetry()
-        assert own.counters.requests == 1
+        assert own.counters.requests == 2
         assert set(values) == {"state", "cycle_count", "last_cycle_time_ms", "bench_air_temp_c"}
     finally:
         await own.close()
