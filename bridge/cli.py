@@ -17,6 +17,7 @@ from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
+from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 
 app = typer.Typer(
@@ -62,6 +63,9 @@ def run(
     telemetry_interval: float = typer.Option(1.0, help="seconds between telemetry polls; 0 = off"),
     step_timeout: float | None = typer.Option(None, help="abort a step the PLC has not finished after this"),
     request_timeout: float = typer.Option(1.0, help="seconds to wait for one Modbus answer"),
+    opcua_endpoint: str = typer.Option(DEFAULT_ENDPOINT, help="where the OPC UA server listens"),
+    no_opcua: bool = typer.Option(False, "--no-opcua", help="run the engine without the OPC UA server"),
+    order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the bridge: reload the journal, reconcile with the PLCs, execute orders."""
@@ -80,7 +84,8 @@ def run(
         step_timeout_s=step_timeout,
         request_timeout_s=request_timeout,
     )
-    asyncio.run(_run(line, settings, orders, demo=demo, exit_when_idle=exit_when_idle))
+    opcua = None if no_opcua else OpcUaSettings(endpoint=opcua_endpoint, order_retention_s=order_retention)
+    asyncio.run(_run(line, settings, orders, opcua, demo=demo, exit_when_idle=exit_when_idle))
 
 
 def _read_orders(path: Path) -> list[dict[str, Any]]:
@@ -98,6 +103,7 @@ async def _run(
     line: LineMapping,
     settings: BridgeSettings,
     orders: list[dict[str, Any]],
+    opcua: OpcUaSettings | None,
     *,
     demo: bool,
     exit_when_idle: bool,
@@ -107,31 +113,48 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    log = structlog.get_logger("bridge.cli")
     async with Bridge(line, settings) as bridge:
-        if demo:
-            product = next(iter(line.products))
-            orders = [*orders, {"order_id": f"demo-{int(time.time())}", "product": product, "options": {}}]
-        for order in orders:
-            try:
-                accepted = await bridge.submit(
-                    order.get("order_id"),
-                    order.get("product"),
-                    order.get("options"),
-                    quantity=order.get("quantity"),
-                    priority=order.get("priority", 0),
-                )
-                log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
-            except OrderRejected as exc:
-                log.error(
-                    "order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason
-                )
-        waiters = [asyncio.create_task(stop.wait())]
-        if exit_when_idle:
-            waiters.append(asyncio.create_task(bridge.wait_idle()))
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
+        face = OpcUaFace(bridge, opcua) if opcua is not None else None
+        if face is not None:
+            await face.start()
+        try:
+            await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
+        finally:
+            if face is not None:
+                await face.stop()
+
+
+async def _serve(
+    bridge: Bridge,
+    line: LineMapping,
+    orders: list[dict[str, Any]],
+    stop: asyncio.Event,
+    *,
+    demo: bool,
+    exit_when_idle: bool,
+) -> None:
+    log = structlog.get_logger("bridge.cli")
+    if demo:
+        product = next(iter(line.products))
+        orders = [*orders, {"order_id": f"demo-{int(time.time())}", "product": product, "options": {}}]
+    for order in orders:
+        try:
+            accepted = await bridge.submit(
+                order.get("order_id"),
+                order.get("product"),
+                order.get("options"),
+                quantity=order.get("quantity"),
+                priority=order.get("priority", 0),
+            )
+            log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
+        except OrderRejected as exc:
+            log.error("order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason)
+    waiters = [asyncio.create_task(stop.wait())]
+    if exit_when_idle:
+        waiters.append(asyncio.create_task(bridge.wait_idle()))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
 
 
 def main() -> None:

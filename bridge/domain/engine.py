@@ -186,6 +186,10 @@ class LineEngine:
         finally:
             self._watchers.discard(queue)
 
+    def active_orders(self) -> list[Order]:
+        """Orders with work left, as they stand in memory."""
+        return list(self._orders.values())
+
     @property
     def open_orders(self) -> int:
         return len(self._orders)

@@ -63,7 +63,7 @@ async def start_bridge(tmp_path: Path, run: int) -> asyncio.subprocess.Process:
             sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
             "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
             "--submit", str(tmp_path / "orders.json"), "--exit-when-idle", "--telemetry-interval", "0",
-            "--request-timeout", "0.5", "--log-level", "warning",
+            "--request-timeout", "0.5", "--log-level", "warning", "--no-opcua",
             stdout=asyncio.subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     finally:

@@ -1,0 +1,476 @@
+"""The bridge's OPC UA face: the plant's address space, kept in step with the engine and PLCs.
+
+Objects/Plant/Lines/<line>/Stations/<station> and .../Orders/<order_id> (docs/opcua-model.md).
+Station values carry the time they were read from the PLC as SourceTimestamp and turn
+BadCommunicationError (keeping the last value) while the station does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+
+from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
+from bridge.errors import OrderRejected
+from bridge.handshake import PlcState
+from bridge.modbus import ModbusStationLink
+from bridge.opcua.history import TelemetryHistory
+from bridge.opcua.methods import LineMethods
+from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
+from bridge.service import Bridge
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
+SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
+
+
+@dataclass(frozen=True)
+class OpcUaSettings:
+    endpoint: str = DEFAULT_ENDPOINT
+    order_retention_s: float = 3600.0
+    history_retention_s: float = 7 * 24 * 3600.0
+    history_file: Path | None = None  # None: DATA_DIR/history.sqlite
+    server_name: str = "linebridge"
+
+
+class OpcUaFace:
+    def __init__(self, bridge: Bridge, settings: OpcUaSettings | None = None) -> None:
+        self.bridge = bridge
+        self.mapping = bridge.mapping
+        self.settings = settings or OpcUaSettings()
+        self.server = Server()
+        self.types: ModelTypes | None = None
+        self.ns = 0
+        self.line_node: Node | None = None
+        self._orders_folder: Node | None = None
+        self._order_nodes: dict[str, ua.NodeId] = {}
+        self._finished_at: dict[str, datetime] = {}
+        self._station_online: dict[str, bool | None] = dict.fromkeys(self.mapping.stations)
+        self._steps: asyncio.Queue[tuple[Order, Step]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()  # one writer of order nodes at a time
+        self._events: dict[str, list[Any]] = {}
+        self.endpoint = self.settings.endpoint
+
+    @property
+    def line_path(self) -> str:
+        return f"Plant.Lines.{self.mapping.line.name}"
+
+    def nid(self, path: str) -> ua.NodeId:
+        return ua.NodeId(path, self.ns)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        server = self.server
+        await server.init()
+        server.set_endpoint(self.settings.endpoint)
+        server.set_server_name(self.settings.server_name)
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri(f"urn:linebridge:{self.mapping.line.name}")
+        self.types = await build_types(server, self.mapping)
+        self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
+        await self._build_plant()
+        history_file = self.settings.history_file or self.bridge.settings.data_dir / "history.sqlite"
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+        history = TelemetryHistory(str(history_file))
+        await history.init()
+        server.iserver.history_manager.set_storage(history)
+        await server.start()
+        port = server.bserver.port if server.bserver is not None else None
+        self.endpoint = self.settings.endpoint.replace(":0/", f":{port}/")
+        await self._historize_telemetry()
+        await self._init_events()
+        for order in self._initial_orders():
+            await self.show_order(order)
+        self.bridge.engine.step_listeners.append(lambda order, step: self._steps.put_nowait((order, step)))
+        for link in self.bridge.links.values():
+            link.listeners.append(self._on_station_poll)
+        self._tasks += [
+            asyncio.create_task(self._follow_orders(), name="opcua-orders"),
+            asyncio.create_task(self._follow_steps(), name="opcua-steps"),
+            asyncio.create_task(self._sweep_finished(), name="opcua-retention"),
+        ]
+        log.info(
+            "opcua_listening", endpoint=self.endpoint, namespace=f"urn:linebridge:{self.mapping.line.name}"
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.server.stop()
+
+    # -- building the plant -----------------------------------------------------------------
+
+    async def _build_plant(self) -> None:
+        assert self.types is not None
+        ns, types = self.ns, self.types
+        plant = await self.server.nodes.objects.add_folder(self.nid("Plant"), ua.QualifiedName("Plant", ns))
+        lines = await plant.add_folder(self.nid("Plant.Lines"), ua.QualifiedName("Lines", ns))
+        line = await lines.add_object(
+            self.nid(self.line_path), ua.QualifiedName(self.mapping.line.name, ns), types.line_type
+        )
+        await line.write_attribute(
+            ua.AttributeIds.Description,
+            ua.DataValue(ua.Variant(ua.LocalizedText(self.mapping.line.description))),
+        )
+        self.line_node = line
+        stations = self.server.get_node(self.nid(f"{self.line_path}.Stations"))
+        for name, station in self.mapping.stations.items():
+            await stations.add_object(
+                self.nid(f"{self.line_path}.Stations.{name}"),
+                ua.QualifiedName(name, ns),
+                types.station_types[station.type],
+            )
+        self._orders_folder = self.server.get_node(self.nid(f"{self.line_path}.Orders"))
+        methods = LineMethods(
+            self.mapping, types, self._submit, self.bridge.cancel, self._node_of, self._rejected
+        )
+        await methods.add_to(line, ns)
+        # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
+        server_node = self.server.nodes.server
+        await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
+        await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
+        await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+
+    async def _historize_telemetry(self) -> None:
+        nodes = []
+        for name, station in self.mapping.stations.items():
+            for field_name in self.mapping.station_types[station.type].telemetry:
+                nodes.append(
+                    self.server.get_node(self.nid(f"{self.line_path}.Stations.{name}.Telemetry.{field_name}"))
+                )
+        for node in nodes:
+            await node.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(ua.Variant(True)))
+            await node.write_attribute(
+                ua.AttributeIds.AccessLevel,
+                ua.DataValue(
+                    ua.Variant(
+                        ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask, ua.VariantType.Byte
+                    )
+                ),
+            )
+        await self.server.historize_node_data_change(
+            nodes, period=timedelta(seconds=self.settings.history_retention_s)
+        )
+
+    async def _init_events(self) -> None:
+        assert self.types is not None
+        assert self.line_node is not None
+        for key, etype in (
+            ("order", self.types.order_event),
+            ("station", self.types.station_event),
+            ("rejected", ua.NodeId(ua.ObjectIds.BaseEventType)),
+        ):
+            self._events[key] = [
+                await self.server.get_event_generator(etype, self.line_node),
+                await self.server.get_event_generator(etype, ua.ObjectIds.Server),
+            ]
+
+    async def _fire(self, key: str, message: str, severity: int, **fields: Any) -> None:
+        for generator in self._events.get(key, []):
+            event = generator.event
+            for name, value in fields.items():
+                setattr(event, name, value)
+            event.Severity = severity
+            event.SourceName = self.mapping.line.name
+            await generator.trigger(message=message)
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def _initial_orders(self) -> list[Order]:
+        since = utcnow() - timedelta(seconds=self.settings.order_retention_s)
+        finished = self.bridge.journal.load_finished_since(since)
+        return finished + self.bridge.engine.active_orders()
+
+    async def _submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
+        order = await self.bridge.submit(order_id, product, options, quantity=quantity, priority=priority)
+        await self.show_order(order)
+        return order
+
+    async def _node_of(self, order: Order) -> ua.NodeId:
+        return await self.show_order(order)
+
+    async def _rejected(self, order_id: str, exc: OrderRejected) -> None:
+        log.warning("order_refused", order_id=order_id, field=exc.field, reason=exc.reason)
+        await self._fire("rejected", f"order {order_id} refused: {exc}", 500)
+
+    async def show_order(self, order: Order) -> ua.NodeId:
+        """Create the order's node if needed and write its current state; returns its NodeId."""
+        async with self._lock:
+            nodeid = self._order_nodes.get(order.order_id)
+            if nodeid is None:
+                nodeid = await self._create_order_node(order)
+            await self._write_order(nodeid, order)
+            return nodeid
+
+    async def _create_order_node(self, order: Order) -> ua.NodeId:
+        assert self.types is not None
+        assert self._orders_folder is not None
+        path = f"{self.line_path}.Orders.{order.order_id}"
+        node = await self._orders_folder.add_object(
+            self.nid(path), ua.QualifiedName(order.order_id, self.ns), self.types.order_types[order.product]
+        )
+        product = self.mapping.products[order.product]
+        for name, option in product.options.items():
+            value = order.options.get(name)
+            datatype = self.types.option_enums.get((order.product, name))
+            if datatype is not None:
+                value = self.types.enum_codes[datatype][value]
+            await self._write(f"{path}.Options.{name}", value, option_variant(option))
+        self._order_nodes[order.order_id] = node.nodeid
+        for step in order.steps:
+            await self._write_step(path, step)
+        return node.nodeid
+
+    async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
+        assert self.types is not None
+        path = nodeid.Identifier
+        state_code = self.types.enum_codes[self.types.order_state][order.state]
+        values: list[tuple[str, Any, ua.VariantType]] = [
+            ("State", state_code, ua.VariantType.Int32),
+            ("Product", order.product, ua.VariantType.String),
+            ("CurrentStation", order.current_station or "", ua.VariantType.String),
+            ("Progress", order.units_done, ua.VariantType.UInt32),
+            ("Quantity", order.quantity, ua.VariantType.UInt32),
+            ("Priority", order.priority, ua.VariantType.Int32),
+            ("FaultStation", order.fault_station or "", ua.VariantType.String),
+            ("ResultCode", order.result_code or 0, ua.VariantType.UInt32),
+            ("CreatedAt", order.created_at, ua.VariantType.DateTime),
+            ("CompletedAt", order.completed_at, ua.VariantType.DateTime),
+        ]
+        for name, value, vtype in values:
+            await self._write(f"{path}.{name}", value, vtype)
+        if order.state.is_final:
+            self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
+
+    async def _write_step(self, order_path: str, step: Step) -> None:
+        assert self.types is not None
+        name = f"{step.unit_index}-{step.route_index}-{step.station}"
+        path = f"{order_path}.Steps.{name}"
+        node = self.server.get_node(self.nid(path))
+        try:
+            await node.read_browse_name()
+        except ua.UaStatusCodeError:
+            steps = self.server.get_node(self.nid(f"{order_path}.Steps"))
+            await steps.add_object(self.nid(path), ua.QualifiedName(name, self.ns), self.types.step_type)
+        for field_name, value, vtype in (
+            ("Station", step.station, ua.VariantType.String),
+            ("Unit", step.unit_index, ua.VariantType.UInt32),
+            ("Sequence", step.seq, ua.VariantType.UInt32),
+            ("StartedAt", step.started_at, ua.VariantType.DateTime),
+            ("FinishedAt", step.finished_at, ua.VariantType.DateTime),
+            ("ResultCode", step.result_code or 0, ua.VariantType.UInt32),
+            ("Parameters", json.dumps(step.parameters), ua.VariantType.String),
+            ("Results", json.dumps(step.results) if step.results is not None else "", ua.VariantType.String),
+        ):
+            await self._write(f"{path}.{field_name}", value, vtype)
+
+    async def _follow_orders(self) -> None:
+        async for event in self.bridge.watch():
+            try:
+                await self._on_order_event(event)
+            except Exception:  # keep following: one bad update must not freeze the address space
+                log.exception("opcua_order_update_failed", order_id=event.order_id)
+
+    async def _on_order_event(self, event: OrderEvent) -> None:
+        order = self.bridge.get(event.order_id)
+        if order is None:
+            return
+        await self.show_order(order)
+        assert self.types is not None
+        severity = SEVERITY.get(event.state, 100)
+        await self._fire(
+            "order",
+            f"order {event.order_id} {event.state}" + (f" at {event.station}" if event.station else ""),
+            severity,
+            OrderId=event.order_id,
+            NewState=self.types.enum_codes[self.types.order_state][event.state],
+            Station=event.station or "",
+            ResultCode=event.result_code or 0,
+        )
+
+    async def _follow_steps(self) -> None:
+        while True:
+            order, step = await self._steps.get()
+            try:
+                await self._on_step(order, step)
+            except Exception:
+                log.exception("opcua_step_update_failed", order_id=order.order_id, station=step.station)
+
+    async def _on_step(self, order: Order, step: Step) -> None:
+        nodeid = await self.show_order(order)
+        async with self._lock:
+            await self._write_step(nodeid.Identifier, step)
+        station_path = f"{self.line_path}.Stations.{step.station}"
+        running = step.phase != StepPhase.CLOSED
+        await self._write(
+            f"{station_path}.CurrentOrder", order.order_id if running else "", ua.VariantType.String
+        )
+        fields = self.mapping.resolved_fields(step.station)
+        if step.phase == StepPhase.BEGUN:
+            for name, value in step.parameters.items():
+                await self._write_field(
+                    f"{station_path}.Parameters.{name}",
+                    step.station,
+                    name,
+                    fields[name],
+                    value,
+                    step.started_at,
+                )
+        if not running and step.finished_at is not None:
+            cycle_ms = (step.finished_at - step.started_at).total_seconds() * 1000
+            await self._write(
+                f"{station_path}.LastCycleTime", cycle_ms, ua.VariantType.Double, step.finished_at
+            )
+            for name, value in (step.results or {}).items():
+                await self._write_field(
+                    f"{station_path}.Results.{name}",
+                    step.station,
+                    name,
+                    fields[name],
+                    value,
+                    step.finished_at,
+                )
+
+    async def _sweep_finished(self) -> None:
+        """Finished orders leave the address space after the retention (they stay in the journal)."""
+        retention = self.settings.order_retention_s
+        while True:
+            await asyncio.sleep(min(max(retention / 4, 0.05), 60))
+            cutoff = utcnow() - timedelta(seconds=retention)
+            for order_id, finished in list(self._finished_at.items()):
+                if finished <= cutoff:
+                    async with self._lock:
+                        nodeid = self._order_nodes.pop(order_id, None)
+                        self._finished_at.pop(order_id, None)
+                        if nodeid is not None:
+                            await self.server.delete_nodes([self.server.get_node(nodeid)], recursive=True)
+                    log.info("order_left_address_space", order_id=order_id)
+
+    # -- stations ---------------------------------------------------------------------------
+
+    async def _on_station_poll(self, link: ModbusStationLink) -> None:
+        assert self.types is not None
+        name = link.station
+        path = f"{self.line_path}.Stations.{name}"
+        online = link.counters.connected and link.telemetry_read_at is not None
+        read_at = datetime.fromtimestamp(link.telemetry_read_at, UTC) if link.telemetry_read_at else utcnow()
+        status = link.last_status
+        if not online:
+            state = "offline"
+        elif status is None or status.state == PlcState.IDLE:
+            state = "idle"
+        else:
+            state = "busy" if status.state == PlcState.BUSY else "done"
+        await self._write(
+            f"{path}.State",
+            self.types.enum_codes[self.types.station_state][state],
+            ua.VariantType.Int32,
+            read_at,
+        )
+        await self._write(f"{path}.Connected", online, ua.VariantType.Boolean)
+        if status is not None:
+            await self._write(
+                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, read_at, good=online
+            )
+        counters = link.counters
+        for diag, value, vtype in (
+            ("Requests", counters.requests, ua.VariantType.UInt64),
+            ("Errors", counters.errors, ua.VariantType.UInt64),
+            ("Reconnects", counters.reconnects, ua.VariantType.UInt64),
+            ("LastError", counters.last_error, ua.VariantType.String),
+            ("TelemetryRequestsPerPoll", counters.telemetry_requests_per_poll, ua.VariantType.UInt32),
+        ):
+            await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
+        fields = self.mapping.resolved_fields(name)
+        kind = self.mapping.station_type(name)
+        for field_name in kind.telemetry:
+            value = link.telemetry.get(field_name)
+            await self._write_field(
+                f"{path}.Telemetry.{field_name}",
+                name,
+                field_name,
+                fields[field_name],
+                value,
+                read_at,
+                good=online,
+            )
+        if online != self._station_online[name]:
+            was = self._station_online[name]
+            self._station_online[name] = online
+            if was is not None or not online:
+                await self._fire(
+                    "station",
+                    f"station {name} {'online' if online else 'offline'}",
+                    200 if online else 800,
+                    Station=name,
+                    Connected=online,
+                    ResultCode=0,
+                )
+            if not online:
+                await self._mark_station_bad(name)
+
+    async def _mark_station_bad(self, station: str) -> None:
+        """Results and parameters are last known, not live: say so while the PLC is away."""
+        fields = self.mapping.resolved_fields(station)
+        kind = self.mapping.station_type(station)
+        path = f"{self.line_path}.Stations.{station}"
+        for group, folder in ((kind.parameters, "Parameters"), (kind.results, "Results")):
+            for name in group:
+                node = self.server.get_node(self.nid(f"{path}.{folder}.{name}"))
+                current = await node.read_data_value()
+                await self._write(
+                    f"{path}.{folder}.{name}",
+                    current.Value.Value if current.Value else None,
+                    field_variant(fields[name]),
+                    current.SourceTimestamp,
+                    good=False,
+                )
+
+    async def _write_field(
+        self,
+        path: str,
+        station: str,
+        name: str,
+        f: Any,
+        value: Any,
+        at: datetime | None,
+        *,
+        good: bool = True,
+    ) -> None:
+        assert self.types is not None
+        if value is not None and f.type == "enum":
+            kind = self.mapping.stations[station].type
+            value = self.types.enum_codes[self.types.field_enums[(kind, name)]].get(value, 0)
+        if value is None:
+            node = self.server.get_node(self.nid(path))
+            value = (await node.read_data_value()).Value.Value
+            good = False
+        await self._write(path, value, field_variant(f), at, good=good)
+
+    async def _write(
+        self, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None, *, good: bool = True
+    ) -> None:
+        status = ua.StatusCode() if good else ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+        if vtype in (ua.VariantType.Float, ua.VariantType.Double) and isinstance(value, int | float):
+            value = float(value)
+        variant = ua.Variant(value, vtype)  # a null DateTime stays typed: clients see "no time yet"
+        now = utcnow()
+        await self.server.write_attribute_value(
+            self.nid(path),
+            ua.DataValue(variant, StatusCode=status, SourceTimestamp=at or now, ServerTimestamp=now),
+        )

@@ -1,0 +1,255 @@
+"""The line's methods: SubmitOrder (JSON options), one typed SubmitOrder_<product>, CancelOrder.
+
+Every refusal is an answer, never an exception: a status code the client can act on, the
+offending argument marked in InputArgumentResults with the reason in its diagnostic, plus an
+event and a log line. Nothing reaches a PLC for a refused call: the engine validates first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from asyncua import Node, ua
+
+from bridge.domain.model import Order
+from bridge.errors import OrderRejected, UnknownOrder
+from bridge.mapping.model import LineMapping
+from bridge.opcua.uatypes import ModelTypes, option_variant
+
+log = structlog.get_logger(__name__)
+
+MethodResult = ua.CallMethodResult
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    vtype: ua.VariantType
+    description: str = ""
+    datatype: ua.NodeId | None = None
+
+    def argument(self) -> ua.Argument:
+        return ua.Argument(
+            Name=self.name,
+            DataType=self.datatype or ua.NodeId(self.vtype.value),
+            ValueRank=ua.ValueRank.Scalar,
+            Description=ua.LocalizedText(self.description),
+        )
+
+
+JSON_ARGS = [
+    Arg("OrderId", ua.VariantType.String, "1-32 letters, digits, '-' or '_'"),
+    Arg("Product", ua.VariantType.String, "a product of the mapping, e.g. AC-W"),
+    Arg("Options", ua.VariantType.String, 'JSON object of options; may hold "quantity" and "priority"'),
+]
+CANCEL_ARGS = [Arg("OrderId", ua.VariantType.String, "the order to cancel")]
+
+
+def typed_args(mapping: LineMapping, types: ModelTypes, product_id: str) -> list[Arg]:
+    product = mapping.products[product_id]
+    args = [
+        Arg("OrderId", ua.VariantType.String, "1-32 letters, digits, '-' or '_'"),
+        Arg("Quantity", ua.VariantType.UInt32, f"units, {product.quantity.min} to {product.quantity.max}"),
+    ]
+    for name, option in product.options.items():
+        default = "" if option.default is None else f" (default {option.default!r})"
+        args.append(
+            Arg(
+                name,
+                option_variant(option),
+                f"{option.description or name}{default}",
+                types.option_enums.get((product_id, name)),
+            )
+        )
+    return args
+
+
+def refused(code: int, index: int | None, count: int, reason: str) -> MethodResult:
+    result = ua.CallMethodResult()
+    result.StatusCode = ua.StatusCode(code)
+    result.InputArgumentResults = [ua.StatusCode() for _ in range(count)]
+    result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo() for _ in range(count)]
+    if index is not None and index < count:
+        result.InputArgumentResults[index] = ua.StatusCode(code)
+        result.InputArgumentDiagnosticInfos[index] = ua.DiagnosticInfo(AdditionalInfo=reason)
+    return result
+
+
+def check_arguments(args: tuple[ua.Variant, ...], spec: list[Arg]) -> MethodResult | None:
+    """A refusal if the call's arguments do not match the method's declaration."""
+    if len(args) < len(spec):
+        return refused(ua.StatusCodes.BadArgumentsMissing, None, len(args), "arguments missing")
+    if len(args) > len(spec):
+        return refused(ua.StatusCodes.BadTooManyArguments, None, len(args), "too many arguments")
+    for i, (arg, want) in enumerate(zip(args, spec, strict=True)):
+        ok = arg.VariantType == want.vtype or (
+            want.vtype in _INTEGERS and arg.VariantType in _INTEGERS and isinstance(arg.Value, int)
+        )
+        if not ok:
+            reason = f"{want.name}: expected {want.vtype.name}, got {arg.VariantType.name}"
+            return refused(ua.StatusCodes.BadTypeMismatch, i, len(args), reason)
+    return None
+
+
+_INTEGERS = {
+    ua.VariantType.SByte,
+    ua.VariantType.Byte,
+    ua.VariantType.Int16,
+    ua.VariantType.UInt16,
+    ua.VariantType.Int32,
+    ua.VariantType.UInt32,
+    ua.VariantType.Int64,
+    ua.VariantType.UInt64,
+}
+
+Submit = Callable[[str | Any, Any, Any, Any, Any], Awaitable[Order]]
+Rejected = Callable[[str, OrderRejected], Awaitable[None]]
+NodeOf = Callable[[Order], Awaitable[ua.NodeId]]
+
+
+class LineMethods:
+    """The callables behind the line's method nodes."""
+
+    def __init__(
+        self,
+        mapping: LineMapping,
+        types: ModelTypes,
+        submit: Submit,
+        cancel: Callable[[str], Awaitable[Order]],
+        node_of: NodeOf,
+        on_rejected: Rejected,
+    ) -> None:
+        self.mapping = mapping
+        self.types = types
+        self._submit = submit
+        self._cancel = cancel
+        self._node_of = node_of
+        self._on_rejected = on_rejected
+
+    async def add_to(self, line: Node, ns: int) -> None:
+        base = line.nodeid.Identifier
+        out = [
+            ua.Argument(
+                Name="OrderNode",
+                DataType=ua.NodeId(ua.ObjectIds.NodeId),
+                ValueRank=-1,
+                Description=ua.LocalizedText("NodeId of the order under Orders"),
+            )
+        ]
+        await line.add_method(
+            ua.NodeId(f"{base}.SubmitOrder", ns),
+            ua.QualifiedName("SubmitOrder", ns),
+            self.submit_json,
+            [a.argument() for a in JSON_ARGS],
+            out,
+        )
+        await line.add_method(
+            ua.NodeId(f"{base}.CancelOrder", ns),
+            ua.QualifiedName("CancelOrder", ns),
+            self.cancel,
+            [a.argument() for a in CANCEL_ARGS],
+            [],
+        )
+        for product_id in self.mapping.products:
+            name = f"SubmitOrder_{product_id}"
+            spec = typed_args(self.mapping, self.types, product_id)
+
+            async def typed(
+                parent: ua.NodeId, *args: ua.Variant, product_id: str = product_id
+            ) -> MethodResult:
+                return await self.submit_typed(product_id, args)
+
+            await line.add_method(
+                ua.NodeId(f"{base}.{name}", ns),
+                ua.QualifiedName(name, ns),
+                typed,
+                [a.argument() for a in spec],
+                out,
+            )
+
+    async def submit_json(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult:
+        bad = check_arguments(args, JSON_ARGS)
+        if bad is not None:
+            return bad
+        order_id, product, options_text = (a.Value for a in args)
+        try:
+            options = json.loads(options_text or "{}")
+        except ValueError as exc:
+            return await self._refuse(order_id, OrderRejected(f"not valid JSON: {exc}", field="options"), 3)
+        if not isinstance(options, dict):
+            return await self._refuse(order_id, OrderRejected("must be a JSON object", field="options"), 3)
+        quantity = options.pop("quantity", None)
+        priority = options.pop("priority", 0)
+        return await self._accept(order_id, product, options, quantity, priority, arg_of=_json_arg, count=3)
+
+    async def submit_typed(self, product_id: str, args: tuple[ua.Variant, ...]) -> MethodResult:
+        spec = typed_args(self.mapping, self.types, product_id)
+        bad = check_arguments(args, spec)
+        if bad is not None:
+            return bad
+        values = [a.Value for a in args]
+        options: dict[str, Any] = {}
+        for arg, value in zip(spec[2:], values[2:], strict=True):
+            if arg.datatype is not None:  # an enumeration: the wire carries its code
+                by_code = {code: v for v, code in self.types.enum_codes[arg.datatype].items()}
+                options[arg.name] = by_code.get(value, value)
+            else:
+                options[arg.name] = value
+        names = [a.name for a in spec]
+
+        def arg_of(field: str) -> int | None:
+            key = {"order_id": "OrderId", "quantity": "Quantity"}.get(field, field.removeprefix("options."))
+            return names.index(key) if key in names else None
+
+        return await self._accept(
+            values[0], product_id, options, values[1], 0, arg_of=arg_of, count=len(spec)
+        )
+
+    async def cancel(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult | ua.StatusCode:
+        bad = check_arguments(args, CANCEL_ARGS)
+        if bad is not None:
+            return bad
+        order_id = args[0].Value
+        try:
+            await self._cancel(order_id)
+        except UnknownOrder as exc:
+            log.info("cancel_refused", order_id=order_id, reason=exc.reason)
+            return refused(ua.StatusCodes.BadNotFound, 0, 1, str(exc))
+        return ua.StatusCode()
+
+    async def _accept(
+        self,
+        order_id: Any,
+        product: Any,
+        options: Any,
+        quantity: Any,
+        priority: Any,
+        *,
+        arg_of: Callable[[str], int | None],
+        count: int,
+    ) -> MethodResult:
+        try:
+            order = await self._submit(order_id, product, options, quantity, priority)
+        except OrderRejected as exc:
+            result = refused(ua.StatusCodes.BadInvalidArgument, arg_of(exc.field), count, str(exc))
+            await self._on_rejected(str(order_id), exc)
+            return result
+        result = ua.CallMethodResult()
+        result.OutputArguments = [ua.Variant(await self._node_of(order), ua.VariantType.NodeId)]
+        return result
+
+    async def _refuse(self, order_id: Any, exc: OrderRejected, count: int) -> MethodResult:
+        await self._on_rejected(str(order_id), exc)
+        return refused(ua.StatusCodes.BadInvalidArgument, _json_arg(exc.field), count, str(exc))
+
+
+def _json_arg(field: str) -> int | None:
+    if field == "order_id":
+        return 0
+    if field == "product":
+        return 1
+    return 2  # options.*, quantity, priority all come in the Options argument
