@@ -123,12 +123,13 @@ class SimulatedPlc:
         device = build_device(sizes, self.device_id, self._on_request)
         self._server = ModbusTcpServer(device, address=(self.host, self.port))
         self._memory = PlcMemory(self._server, self.device_id)
-        await self._server.serve_forever(background=True)
-        listener: Any = self._server.transport
-        self.port = listener.sockets[0].getsockname()[1]
+        # A PLC answers with its real status and telemetry from the first request on.
         await self._memory.write("holding", self.control_address, self.faults.to_registers())
         await self._publish_status()
         await self._refresh_telemetry()
+        await self._server.serve_forever(background=True)
+        listener: Any = self._server.transport
+        self.port = listener.sockets[0].getsockname()[1]
         self._scan_task = asyncio.create_task(self._scan_loop(), name=f"plc-{self.station}")
         self._log.info("plc_started", host=self.host, port=self.port, device_id=self.device_id)
 

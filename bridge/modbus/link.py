@@ -133,7 +133,7 @@ class ModbusStationLink:
         self.counters.last_error = f"{what}: {cause}"
         if self.counters.connected or self._failures == 1:
             self._log.error("station_unavailable", request=what, error=str(cause))
-        self.counters.connected = bool(self._client is not None and self._client.connected)
+        self.counters.connected = False  # "connected" means answering properly, not just a TCP socket
         return StationError(f"{what}: {cause}", station=self.station)
 
     def _recovered(self) -> None:

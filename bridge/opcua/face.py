@@ -135,6 +135,7 @@ class OpcUaFace:
                 ua.QualifiedName(name, ns),
                 types.station_types[station.type],
             )
+            await self._mark_station(name, ua.StatusCodes.BadWaitingForInitialData)
         self._orders_folder = self.server.get_node(self.nid(f"{self.line_path}.Orders"))
         methods = LineMethods(
             self.mapping, types, self._submit, self.bridge.cancel, self._node_of, self._rejected
@@ -422,24 +423,31 @@ class OpcUaFace:
                     ResultCode=0,
                 )
             if not online:
-                await self._mark_station_bad(name)
+                await self._mark_station(name, ua.StatusCodes.BadCommunicationError, live_only=True)
 
-    async def _mark_station_bad(self, station: str) -> None:
-        """Results and parameters are last known, not live: say so while the PLC is away."""
-        fields = self.mapping.resolved_fields(station)
+    async def _mark_station(self, station: str, code: int, *, live_only: bool = False) -> None:
+        """Give a station's PLC values a bad status, keeping the last value and its timestamp:
+        BadWaitingForInitialData before the first read, BadCommunicationError while it is away."""
         kind = self.mapping.station_type(station)
         path = f"{self.line_path}.Stations.{station}"
-        for group, folder in ((kind.parameters, "Parameters"), (kind.results, "Results")):
-            for name in group:
-                node = self.server.get_node(self.nid(f"{path}.{folder}.{name}"))
-                current = await node.read_data_value()
-                await self._write(
-                    f"{path}.{folder}.{name}",
-                    current.Value.Value if current.Value else None,
-                    field_variant(fields[name]),
-                    current.SourceTimestamp,
-                    good=False,
-                )
+        paths = [f"{path}.Parameters.{n}" for n in kind.parameters] + [
+            f"{path}.Results.{n}" for n in kind.results
+        ]
+        if not live_only:
+            paths += [f"{path}.Telemetry.{n}" for n in kind.telemetry] + [f"{path}.CycleCount"]
+        for node_path in paths:
+            current = await self.server.get_node(self.nid(node_path)).read_data_value(
+                raise_on_bad_status=False
+            )
+            await self.server.write_attribute_value(
+                self.nid(node_path),
+                ua.DataValue(
+                    current.Value,
+                    StatusCode=ua.StatusCode(code),
+                    SourceTimestamp=current.SourceTimestamp,
+                    ServerTimestamp=utcnow(),
+                ),
+            )
 
     async def _write_field(
         self,
@@ -458,7 +466,7 @@ class OpcUaFace:
             value = self.types.enum_codes[self.types.field_enums[(kind, name)]].get(value, 0)
         if value is None:
             node = self.server.get_node(self.nid(path))
-            value = (await node.read_data_value()).Value.Value
+            value = (await node.read_data_value(raise_on_bad_status=False)).Value.Value
             good = False
         await self._write(path, value, field_variant(f), at, good=good)
 

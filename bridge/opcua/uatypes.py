@@ -145,14 +145,34 @@ async def add_variable(
     *,
     mandatory: bool | None = True,
     description: str = "",
+    analog: bool = False,
 ) -> Node:
-    var = await parent.add_variable(
-        nodeid, ua.QualifiedName(name, ns), ua.Variant(value, vtype), vtype, datatype
+    """A variable (an AnalogItem when `analog`) under `parent`.
+
+    The type definition is set in the AddNodes request itself: the reference a parent keeps to its
+    child carries the child's type, and instantiation copies it from there.
+    """
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = nodeid
+    item.BrowseName = ua.QualifiedName(name, ns)
+    item.NodeClass = ua.NodeClass.Variable
+    item.ParentNodeId = parent.nodeid
+    item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasComponent)
+    item.TypeDefinition = ua.NodeId(
+        ua.ObjectIds.AnalogItemType if analog else ua.ObjectIds.BaseDataVariableType
     )
-    if description:
-        await var.write_attribute(
-            ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description)))
-        )
+    attrs = ua.VariableAttributes()
+    attrs.DisplayName = ua.LocalizedText(name)
+    attrs.Description = ua.LocalizedText(description or name)
+    attrs.DataType = datatype or ua.NodeId(vtype.value)
+    attrs.Value = ua.Variant(value, vtype)
+    attrs.ValueRank = ua.ValueRank.Scalar
+    attrs.AccessLevel = ua.AccessLevel.CurrentRead.mask
+    attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+    item.NodeAttributes = attrs
+    (result,) = await parent.session.add_nodes([item])
+    result.StatusCode.check()
+    var = Node(parent.session, result.AddedNodeId)
     if mandatory is not None:
         await var.set_modelling_rule(mandatory)
     return var
@@ -161,9 +181,7 @@ async def add_variable(
 async def make_analog(
     var: Node, ns: int, f: RegisterField | Option, *, mandatory: bool | None = True
 ) -> None:
-    """Turn a variable into an AnalogItem with EngineeringUnits and EURange from the mapping."""
-    await var.delete_reference(ua.NodeId(ua.ObjectIds.BaseDataVariableType), ua.ObjectIds.HasTypeDefinition)
-    await var.add_reference(ua.NodeId(ua.ObjectIds.AnalogItemType), ua.ObjectIds.HasTypeDefinition)
+    """EngineeringUnits and EURange of an AnalogItem (created with `analog=True`), from the mapping."""
     low = f.min if f.min is not None else -1e308
     high = f.max if f.max is not None else 1e308
     base = var.nodeid.Identifier
@@ -275,6 +293,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         0.0,
         ua.VariantType.Double,
         description="Duration of the last step, start to done",
+        analog=True,
     )
     await make_analog(cycle, ns, RegisterField(address=0, type="float64", unit="ms", min=0))
     diag = await station.add_object(tid(ns, f"{p}.Diagnostics"), ua.QualifiedName("Diagnostics", ns))
@@ -322,6 +341,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
                     vtype,
                     datatype,
                     description=f.description,
+                    analog=f.is_numeric,
                 )
                 if f.is_numeric:
                     await make_analog(var, ns, f)
@@ -388,6 +408,7 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
                 vtype,
                 datatype,
                 description=option.description,
+                analog=option.type in ("integer", "number"),
             )
             if option.type in ("integer", "number"):
                 await make_analog(var, ns, option)

@@ -1,0 +1,18 @@
+"""Export of the generated model as NodeSet2 XML, for other tools to import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncua import Server
+
+from bridge.mapping.model import LineMapping
+from bridge.opcua.uatypes import TYPES_URI, build_types
+
+
+async def export_nodeset(mapping: LineMapping, path: Path) -> None:
+    """Write the types of `mapping` (namespace urn:linebridge:types) as a NodeSet2 file."""
+    server = Server()
+    await server.init()
+    await build_types(server, mapping)
+    await server.export_xml_by_ns(str(path), [TYPES_URI])

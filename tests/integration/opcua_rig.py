@@ -1,0 +1,74 @@
+"""A running bridge with its OPC UA face over the simulated line, for OPC UA tests."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, Node, ua
+
+from bridge.mapping import LineMapping, apply_deployment
+from bridge.opcua.face import OpcUaFace, OpcUaSettings
+from bridge.service import Bridge, BridgeSettings
+from plc_sim.line import SimulatedLine
+
+
+def free_port() -> int:
+    """A port the system just handed out; the server binds it right after (a test-only race)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Rig:
+    line: SimulatedLine
+    bridge: Bridge
+    face: OpcUaFace
+    client: Client
+    ns: int
+    types_ns: int
+    url: str
+
+    def node(self, path: str) -> Node:
+        return self.client.get_node(ua.NodeId(path, self.ns))
+
+    @property
+    def line_node(self) -> Node:
+        return self.node("Plant.Lines.ac_line")
+
+    async def call(self, method: str, *args: ua.Variant) -> ua.CallMethodResult:
+        """A raw Call, so the test sees the status and the per-argument results as sent."""
+        request = ua.CallMethodRequest(
+            ObjectId=self.line_node.nodeid,
+            MethodId=ua.NodeId(f"Plant.Lines.ac_line.{method}", self.ns),
+            InputArguments=list(args),
+        )
+        (result,) = await self.client.uaclient.call([request])
+        return result
+
+
+def s(value: str) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.String)
+
+
+@asynccontextmanager
+async def opcua_rig(mapping: LineMapping, data_dir: Path, **opcua: Any):
+    ports = dict.fromkeys(mapping.stations, 0)
+    async with SimulatedLine(mapping, ports=ports, speed=0, seed=5) as line:
+        settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=0.05, backoff_max_s=0.2,
+                                  request_timeout_s=0.5)  # fmt: skip
+        async with Bridge(apply_deployment(mapping, line.endpoints()), settings) as bridge:
+            url = f"opc.tcp://127.0.0.1:{free_port()}/"
+            face = OpcUaFace(bridge, OpcUaSettings(endpoint=url, **opcua))
+            await face.start()
+            try:
+                async with Client(url, timeout=10) as client:
+                    ns = await client.get_namespace_index(f"urn:linebridge:{mapping.line.name}")
+                    types_ns = await client.get_namespace_index("urn:linebridge:types")
+                    yield Rig(line, bridge, face, client, ns, types_ns, url)
+            finally:
+                await face.stop()

@@ -1,0 +1,343 @@
+"""The OPC UA face, seen by a real asyncua client: model, methods, errors, events, history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asyncua import Server, ua
+
+from bridge.domain.model import OrderState
+from bridge.handshake import PlcState
+from bridge.opcua.nodeset import export_nodeset
+from tests.integration.opcua_rig import opcua_rig, s
+
+ORDER_STATES = {state: i for i, state in enumerate(OrderState)}
+STATION_CHILDREN = {
+    "State",
+    "Connected",
+    "CurrentOrder",
+    "CycleCount",
+    "LastCycleTime",
+    "Telemetry",
+    "Parameters",
+    "Results",
+    "Diagnostics",
+}
+
+
+@pytest.fixture
+async def rig(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        yield rig
+
+
+async def names(node) -> set[str]:
+    return {(await child.read_browse_name()).Name for child in await node.get_children()}
+
+
+class StateChanges:
+    """Subscription handler collecting data changes of one node."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+        self.changed = asyncio.Event()
+
+    def datachange_notification(self, node, value, data) -> None:
+        self.values.append(value)
+        self.changed.set()
+
+    async def until(self, value: int, timeout_s: float = 10) -> None:
+        async with asyncio.timeout(timeout_s):
+            while value not in self.values:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class Events:
+    def __init__(self) -> None:
+        self.events: list = []
+        self.arrived = asyncio.Event()
+
+    def event_notification(self, event) -> None:
+        self.events.append(event)
+        self.arrived.set()
+
+    async def until(self, predicate, timeout_s: float = 10):
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def test_documented_paths_and_types(rig, ac_mapping):
+    objects = rig.client.nodes.objects
+    plant = await objects.get_child([f"{rig.ns}:Plant"])
+    line = await plant.get_child([f"{rig.ns}:Lines", f"{rig.ns}:ac_line"])
+    assert line.nodeid == rig.line_node.nodeid
+    assert await names(line) >= {"Stations", "Orders", "SubmitOrder", "CancelOrder", "SubmitOrder_AC-W"}
+    assert (await line.read_type_definition()) == ua.NodeId("T.LineType", rig.types_ns)
+    stations = rig.node("Plant.Lines.ac_line.Stations")
+    assert await names(stations) == set(ac_mapping.stations)
+    for station, spec in ac_mapping.stations.items():
+        node = rig.node(f"Plant.Lines.ac_line.Stations.{station}")
+        assert await names(node) == STATION_CHILDREN
+        kind = ac_mapping.station_types[spec.type]
+        assert await names(rig.node(f"Plant.Lines.ac_line.Stations.{station}.Telemetry")) == set(
+            kind.telemetry
+        )
+        assert await names(rig.node(f"Plant.Lines.ac_line.Stations.{station}.Parameters")) == set(
+            kind.parameters
+        )
+        assert await names(rig.node(f"Plant.Lines.ac_line.Stations.{station}.Results")) == set(kind.results)
+    diagnostics = rig.node("Plant.Lines.ac_line.Stations.coil.Diagnostics")
+    assert await names(diagnostics) >= {"Requests", "Errors", "Reconnects", "LastError"}
+
+    # Numbers are AnalogItems with EngineeringUnits and EURange from the mapping.
+    charge = rig.node("Plant.Lines.ac_line.Stations.charge.Parameters.charge_g")
+    assert (await charge.read_type_definition()) == ua.NodeId(ua.ObjectIds.AnalogItemType)
+    eu = await (await charge.get_child(["0:EngineeringUnits"])).read_value()
+    assert eu.DisplayName.Text == "g"
+    eu_range = await (await charge.get_child(["0:EURange"])).read_value()
+    assert (eu_range.Low, eu_range.High) == (100, 2000)
+    assert await charge.read_data_type() == ua.NodeId(ua.ObjectIds.UInt16)
+
+    # Enumerations carry EnumValues (and EnumStrings where values run 0..n-1) besides the definition.
+    state = rig.node("Plant.Lines.ac_line.Stations.coil.State")
+    enum = rig.client.get_node(await state.read_data_type())
+    assert (await enum.read_browse_name()).Name == "StationStateEnum"
+    strings = await (await enum.get_child(["0:EnumStrings"])).read_value()
+    assert [t.Text for t in strings] == ["offline", "idle", "busy", "done"]
+    capacity = rig.client.get_node(ua.NodeId("T.ACWCapacityBtuEnum", rig.types_ns))
+    values = await (await capacity.get_child(["0:EnumValues"])).read_value()
+    assert [(v.Value, v.DisplayName.Text) for v in values] == [
+        (9000, "9000"),
+        (12000, "12000"),
+        (18000, "18000"),
+        (24000, "24000"),
+    ]
+    definition = await capacity.read_data_type_definition()
+    assert [f.Value for f in definition.Fields] == [9000, 12000, 18000, 24000]
+    enums = await rig.client.load_enums()
+    assert "OrderStateEnum" in enums
+
+
+async def test_json_and_typed_submit_reach_completed_with_the_simulators_results(rig):
+    chassis = rig.line["chassis"]
+    await chassis.set_fault("stall", 1)  # hold the first step so the subscription sees every state
+    options = json.dumps({"capacity_btu": 18000, "quantity": 2})
+    result = await rig.call("SubmitOrder", s("J-1"), s("AC-W"), s(options))
+    assert result.StatusCode.is_good(), result
+    order_node = rig.client.get_node(result.OutputArguments[0].Value)
+    assert order_node.nodeid == ua.NodeId("Plant.Lines.ac_line.Orders.J-1", rig.ns)
+    changes = StateChanges()
+    subscription = await rig.client.create_subscription(10, changes)
+    await subscription.subscribe_data_change(await order_node.get_child([f"{rig.types_ns}:State"]))
+    await chassis.wait_for(lambda plc: plc.status.state == PlcState.BUSY)
+    await changes.until(ORDER_STATES[OrderState.RUNNING])
+
+    typed = await rig.line_node.call_method(
+        f"{rig.ns}:SubmitOrder_AC-W",
+        s("T-1"),
+        ua.Variant(1, ua.VariantType.UInt32),
+        ua.Variant(24000, ua.VariantType.Int32),  # capacity_btu: the enum's value is the BTU figure
+        ua.Variant(0, ua.VariantType.Int32),  # compressor: fixed_speed
+        ua.Variant(3, ua.VariantType.Int32),  # panel_color: ocean_blue
+        ua.Variant(1, ua.VariantType.Int32),  # panel_finish: gloss
+        ua.Variant(True, ua.VariantType.Boolean),
+        s("ANNA"),
+        ua.Variant(0, ua.VariantType.Int32),  # region: eu_230v_50hz
+    )
+    assert typed == ua.NodeId("Plant.Lines.ac_line.Orders.T-1", rig.ns)
+    await chassis.set_fault("stall", 0)
+    await changes.until(ORDER_STATES[OrderState.COMPLETED])
+    assert changes.values[-1] == ORDER_STATES[OrderState.COMPLETED]
+    await subscription.delete()
+
+    t1 = rig.bridge.get("T-1")
+    assert t1.options == {
+        "capacity_btu": 24000,
+        "compressor": "fixed_speed",
+        "panel_color": "ocean_blue",
+        "panel_finish": "gloss",
+        "wifi_module": True,
+        "engraving": "ANNA",
+        "region": "eu_230v_50hz",
+    }
+    async with asyncio.timeout(10):
+        while rig.bridge.get("T-1").state != OrderState.COMPLETED:  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    color = await rig.node("Plant.Lines.ac_line.Orders.T-1.Options.panel_color").read_value()
+    assert color == 3
+    assert await rig.node("Plant.Lines.ac_line.Orders.J-1.Progress").read_value() == 2
+    steps = rig.node("Plant.Lines.ac_line.Orders.J-1.Steps")
+    assert len(await steps.get_children()) == 14
+    charge_step = next(st for st in rig.bridge.get("J-1").steps if st.station == "charge")
+    node = rig.node(f"Plant.Lines.ac_line.Orders.J-1.Steps.{charge_step.unit_index}-3-charge")
+    shown = json.loads(await (await node.get_child([f"{rig.types_ns}:Results"])).read_value())
+    assert shown == charge_step.results
+    assert abs(shown["actual_charge_g"] - 980) <= 10
+
+
+async def test_refused_calls_say_which_argument_and_why(rig):
+    result = await rig.call("SubmitOrder", s("BAD-1"), s("AC-W"), s('{"capacity_btu": 10000}'))
+    assert result.StatusCode.value == ua.StatusCodes.BadInvalidArgument
+    assert [r.value for r in result.InputArgumentResults] == [0, 0, ua.StatusCodes.BadInvalidArgument]
+    assert (
+        "options.capacity_btu: must be one of 9000" in result.InputArgumentDiagnosticInfos[2].AdditionalInfo
+    )
+
+    result = await rig.call("SubmitOrder", s("bad id"), s("AC-W"), s("{}"))
+    assert result.InputArgumentResults[0].value == ua.StatusCodes.BadInvalidArgument
+    result = await rig.call("SubmitOrder", s("BAD-2"), s("AC-X"), s("{}"))
+    assert result.InputArgumentResults[1].value == ua.StatusCodes.BadInvalidArgument
+    result = await rig.call("SubmitOrder", s("BAD-3"), s("AC-W"), s("{not json"))
+    assert result.StatusCode.value == ua.StatusCodes.BadInvalidArgument
+    assert "not valid JSON" in result.InputArgumentDiagnosticInfos[2].AdditionalInfo
+    result = await rig.call("SubmitOrder", s("BAD-4"), s("AC-W"))
+    assert result.StatusCode.value == ua.StatusCodes.BadArgumentsMissing
+    result = await rig.call("SubmitOrder", s("BAD-5"), s("AC-W"), ua.Variant(5, ua.VariantType.Int32))
+    assert result.StatusCode.value == ua.StatusCodes.BadTypeMismatch
+
+    typed = [
+        s("BAD-6"),
+        ua.Variant(1, ua.VariantType.UInt32),
+        ua.Variant(9999, ua.VariantType.Int32),
+        *(ua.Variant(0, ua.VariantType.Int32) for _ in range(3)),
+        ua.Variant(False, ua.VariantType.Boolean),
+        s(""),
+        ua.Variant(0, ua.VariantType.Int32),
+    ]
+    result = await rig.call("SubmitOrder_AC-W", *typed)
+    assert result.StatusCode.value == ua.StatusCodes.BadInvalidArgument
+    assert result.InputArgumentResults[2].value == ua.StatusCodes.BadInvalidArgument
+    typed[1] = ua.Variant(0, ua.VariantType.UInt32)
+    typed[2] = ua.Variant(9000, ua.VariantType.Int32)
+    result = await rig.call("SubmitOrder_AC-W", *typed)
+    assert result.InputArgumentResults[1].value == ua.StatusCodes.BadInvalidArgument  # quantity 0
+
+    result = await rig.call("CancelOrder", s("NOPE"))
+    assert result.StatusCode.value == ua.StatusCodes.BadNotFound
+    with pytest.raises(ua.UaStatusCodeError, match="BadNotFound"):
+        await rig.line_node.call_method(f"{rig.ns}:CancelOrder", "NOPE")
+
+    for name, plc in rig.line.plcs.items():  # nothing refused reached a PLC
+        assert not plc.executed, name
+        assert not any(await plc.memory.read("holding", 0, 130)), name
+    assert await names(rig.node("Plant.Lines.ac_line.Orders")) == set()
+
+    assert (await rig.call("SubmitOrder", s("DUP"), s("AC-W"), s("{}"))).StatusCode.is_good()
+    again = await rig.call("SubmitOrder", s("DUP"), s("AC-W"), s("{}"))
+    assert again.StatusCode.is_good()  # the same order again: idempotent
+    other = await rig.call("SubmitOrder", s("DUP"), s("AC-W"), s('{"panel_color": "graphite"}'))
+    assert other.StatusCode.value == ua.StatusCodes.BadInvalidArgument
+    assert "exists with a different" in other.InputArgumentDiagnosticInfos[0].AdditionalInfo
+
+
+async def test_order_events_from_the_line_and_the_server(rig):
+    handler = Events()
+    subscription = await rig.client.create_subscription(10, handler)
+    event_type = rig.client.get_node(ua.NodeId("T.OrderStateChangedEventType", rig.types_ns))
+    await subscription.subscribe_events(ua.ObjectIds.Server, event_type)
+    on_line = Events()
+    line_subscription = await rig.client.create_subscription(10, on_line)
+    await line_subscription.subscribe_events(rig.line_node, event_type)
+    await rig.line_node.call_method(f"{rig.ns}:SubmitOrder", "EV-1", "AC-W", "{}")
+    done = await handler.until(
+        lambda e: e.OrderId == "EV-1" and e.NewState == ORDER_STATES[OrderState.COMPLETED]
+    )
+    assert done.Severity == 300
+    at_coil = await on_line.until(lambda e: e.OrderId == "EV-1" and e.Station == "coil")
+    assert at_coil.NewState == ORDER_STATES[OrderState.RUNNING]
+    await rig.line["coil"].set_fault("reject_next", 9)
+    await rig.line_node.call_method(f"{rig.ns}:SubmitOrder", "EV-2", "AC-W", "{}")
+    faulted = await handler.until(
+        lambda e: e.OrderId == "EV-2" and e.NewState == ORDER_STATES[OrderState.FAULTED]
+    )
+    assert (faulted.Station, faulted.ResultCode, faulted.Severity) == ("coil", 9, 700)
+    await subscription.delete()
+    await line_subscription.delete()
+
+
+async def test_station_offline_turns_values_bad_and_raises_an_event(rig):
+    handler = Events()
+    subscription = await rig.client.create_subscription(10, handler)
+    station_event = rig.client.get_node(ua.NodeId("T.StationStatusEventType", rig.types_ns))
+    await subscription.subscribe_events(ua.ObjectIds.Server, station_event)
+    temperature = rig.node("Plant.Lines.ac_line.Stations.test_b.Telemetry.bench_air_temp_c")
+    async with asyncio.timeout(5):
+        while not (await temperature.read_data_value()).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.02)
+    good = await temperature.read_data_value()
+    assert 26 <= good.Value.Value <= 28
+    assert datetime.now(UTC) - good.SourceTimestamp < timedelta(seconds=5)
+
+    await rig.line["test_b"].set_fault("exception_code", 4)
+    offline = await handler.until(lambda e: e.Station == "test_b" and e.Connected is False)
+    assert offline.Severity == 800
+    assert await rig.node("Plant.Lines.ac_line.Stations.test_b.Connected").read_value() is False
+    bad = await temperature.read_data_value(raise_on_bad_status=False)
+    assert bad.StatusCode.value == ua.StatusCodes.BadCommunicationError
+    assert await rig.node("Plant.Lines.ac_line.Stations.test_b.State").read_value() == 0  # offline
+
+    await rig.line["test_b"].set_fault("exception_code", 0)
+    await handler.until(lambda e: e.Station == "test_b" and e.Connected is True)
+    await subscription.delete()
+
+
+async def test_telemetry_history(rig):
+    node = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    async with asyncio.timeout(10):
+        while True:
+            history = await node.read_raw_history(start, datetime.now(UTC) + timedelta(seconds=1))
+            good = [h for h in history if h.StatusCode.is_good()]
+            if len(good) >= 3:
+                break
+            await asyncio.sleep(0.05)
+    assert all(174 <= h.Value.Value <= 186 for h in good)
+    assert len({h.SourceTimestamp for h in good}) == len(good)  # one entry per PLC read
+
+
+async def test_finished_orders_leave_the_address_space_after_the_retention(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data", order_retention_s=0.2) as rig:
+        await rig.line_node.call_method(f"{rig.ns}:SubmitOrder", "GONE", "AC-W", "{}")
+        orders = rig.node("Plant.Lines.ac_line.Orders")
+        async with asyncio.timeout(10):
+            while rig.bridge.get("GONE").state != OrderState.COMPLETED:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+            while await names(orders):  # noqa: ASYNC110 - polls the address space, bounded
+                await asyncio.sleep(0.05)
+        assert rig.bridge.get("GONE").state == OrderState.COMPLETED  # still in the journal
+
+
+async def test_nodeset_export_reimports_into_a_fresh_server(ac_mapping, tmp_path):
+    path = tmp_path / "linebridge.xml"
+    await export_nodeset(ac_mapping, path)
+    server = Server()
+    await server.init()
+    await server.import_xml(str(path))
+    ns = await server.get_namespace_index("urn:linebridge:types")
+    for name in (
+        "LineType",
+        "StationType",
+        "RunTestStationType",
+        "OrderType",
+        "ACWOrderType",
+        "OrderStateEnum",
+        "StationStateEnum",
+        "OrderStateChangedEventType",
+    ):
+        node = server.get_node(ua.NodeId(f"T.{name}", ns))
+        assert (await node.read_browse_name()).Name == name
+    bench = server.get_node(ua.NodeId("T.RunTestStationType.Telemetry.bench_air_temp_c", ns))
+    assert (await bench.read_type_definition()) == ua.NodeId(ua.ObjectIds.AnalogItemType)
+    enum = server.get_node(ua.NodeId("T.OrderStateEnum", ns))
+    definition = await enum.read_data_type_definition()
+    assert [f.Name for f in definition.Fields] == [s.value for s in OrderState]
