@@ -1,0 +1,179 @@
+"""A small OPC UA client for the shell: submit, cancel, show and watch orders, and a health probe.
+
+It finds the line by browsing Objects/Plant/Lines, so it needs nothing but the endpoint URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asyncua import Client, Node, ua
+
+from bridge.domain.model import OrderState
+from bridge.opcua.uatypes import TYPES_URI
+
+ORDER_STATES = list(OrderState)
+
+
+class ClientError(Exception):
+    """What the shell should print, with no traceback."""
+
+
+@dataclass
+class Line:
+    client: Client
+    node: Node
+    ns: int
+    types_ns: int
+
+    @property
+    def path(self) -> str:
+        return str(self.node.nodeid.Identifier)
+
+    def child(self, path: str) -> Node:
+        return self.client.get_node(ua.NodeId(f"{self.path}.{path}", self.ns))
+
+
+async def find_line(client: Client, name: str | None = None) -> Line:
+    plant = None
+    for child in await client.nodes.objects.get_children():
+        if (await child.read_browse_name()).Name == "Plant":
+            plant = child
+            break
+    if plant is None:
+        raise ClientError("no Objects/Plant here: is this a linebridge server?")
+    ns = plant.nodeid.NamespaceIndex
+    lines = await (await plant.get_child([f"{ns}:Lines"])).get_children()
+    by_name = {(await line.read_browse_name()).Name: line for line in lines}
+    if not by_name:
+        raise ClientError("the plant has no lines")
+    if name is None:
+        name = next(iter(by_name))
+    if name not in by_name:
+        raise ClientError(f"no line {name!r} (lines: {', '.join(by_name)})")
+    return Line(client, by_name[name], ns, await client.get_namespace_index(TYPES_URI))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`name=value` pairs; values are JSON where they parse (18000, true), text otherwise."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ClientError(f"--option {pair!r}: expected name=value")
+        options[name] = _parse_value(value)
+    return options
+
+
+async def call(line: Line, method: str, *args: ua.Variant) -> ua.CallMethodResult:
+    request = ua.CallMethodRequest(
+        ObjectId=line.node.nodeid,
+        MethodId=ua.NodeId(f"{line.path}.{method}", line.ns),
+        InputArguments=list(args),
+    )
+    (result,) = await line.client.uaclient.call([request])
+    if not result.StatusCode.is_good():
+        reasons = [d.AdditionalInfo for d in result.InputArgumentDiagnosticInfos or [] if d.AdditionalInfo]
+        name = result.StatusCode.name
+        raise ClientError(f"{method} refused ({name})" + (f": {'; '.join(reasons)}" if reasons else ""))
+    return result
+
+
+async def submit(line: Line, order_id: str, product: str, options: dict[str, Any]) -> ua.NodeId:
+    result = await call(
+        line, "SubmitOrder", ua.Variant(order_id, ua.VariantType.String),
+        ua.Variant(product, ua.VariantType.String), ua.Variant(json.dumps(options), ua.VariantType.String),
+    )  # fmt: skip
+    nodeid: ua.NodeId = result.OutputArguments[0].Value
+    return nodeid
+
+
+async def cancel(line: Line, order_id: str) -> None:
+    await call(line, "CancelOrder", ua.Variant(order_id, ua.VariantType.String))
+
+
+async def _order_node(line: Line, order_id: str) -> Node:
+    order = line.child(f"Orders.{order_id}")
+    try:
+        await order.read_browse_name()
+    except ua.UaStatusCodeError:
+        raise ClientError(f"no order {order_id!r} in the address space (finished orders leave it)") from None
+    return order
+
+
+async def _order_var(line: Line, order_id: str, name: str) -> Node:
+    return await (await _order_node(line, order_id)).get_child([f"{line.types_ns}:{name}"])
+
+
+async def show(line: Line, order_id: str) -> dict[str, Any]:
+    order = await _order_node(line, order_id)
+    info: dict[str, Any] = {"order_id": order_id}
+    for name in ("State", "Product", "CurrentStation", "Progress", "Quantity", "FaultStation", "ResultCode",
+                 "CreatedAt", "CompletedAt"):  # fmt: skip
+        info[name] = await (await order.get_child([f"{line.types_ns}:{name}"])).read_value()
+    info["State"] = ORDER_STATES[info["State"]].value
+    steps = []
+    for step in await (await order.get_child([f"{line.types_ns}:Steps"])).get_children():
+        values = {}
+        for name in ("Station", "Unit", "Sequence", "ResultCode", "Results"):
+            values[name] = await (await step.get_child([f"{line.types_ns}:{name}"])).read_value()
+        steps.append(values)
+    info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["Sequence"]))
+    return info
+
+
+class _EventPrinter:
+    def __init__(self, order_id: str | None, emit: Callable[[str], None]) -> None:
+        self.order_id = order_id
+        self.emit = emit
+        self.finished = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        if self.order_id is not None and event.OrderId != self.order_id:
+            return
+        state = ORDER_STATES[event.NewState]
+        where = f" at {event.Station}" if event.Station else ""
+        code = f" (result code {event.ResultCode})" if event.ResultCode else ""
+        self.emit(f"{event.Time:%H:%M:%S.%f}"[:-3] + f"  {event.OrderId}  {state.value}{where}{code}")
+        if self.order_id is not None and state.is_final:
+            self.finished.set()
+
+
+async def watch(
+    line: Line, order_id: str | None, emit: Callable[[str], None], timeout_s: float | None
+) -> None:
+    """Print order state changes as events arrive; with an order id, until that order finishes."""
+    printer = _EventPrinter(order_id, emit)
+    subscription = await line.client.create_subscription(50, printer)
+    event_type = line.client.get_node(ua.NodeId("T.OrderStateChangedEventType", line.types_ns))
+    await subscription.subscribe_events(line.node, event_type)
+    if order_id is not None:  # subscribed first, so nothing falls between this read and the events
+        state = ORDER_STATES[await (await _order_var(line, order_id, "State")).read_value()]
+        emit(f"{order_id}  {state.value} (now)")
+        if state.is_final:
+            printer.finished.set()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await printer.finished.wait()
+    finally:
+        await subscription.delete()
+
+
+async def health(client: Client) -> str:
+    """'ok' and the line's name, or ClientError: the server runs and serves a linebridge line."""
+    state = await client.get_node(ua.ObjectIds.Server_ServerStatus_State).read_value()
+    if state != ua.ServerState.Running:
+        raise ClientError(f"server state is {ua.ServerState(state).name}")
+    line = await find_line(client)
+    return (await line.node.read_browse_name()).Name

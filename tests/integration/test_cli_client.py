@@ -1,0 +1,105 @@
+"""`linebridge run` as a process, driven from the shell: health, order submit/watch/show/cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plc_sim.line import SimulatedLine
+from tests.conftest import AC_LINE
+from tests.integration.opcua_rig import free_port
+
+pytestmark = pytest.mark.slow
+
+
+async def cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, tmp_path: Path):
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        deployment = tmp_path / "deployment.yaml"
+        endpoints = {n: ep.model_dump() for n, ep in line.endpoints().items()}
+        deployment.write_text(yaml.safe_dump({"stations": endpoints}))
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
+        log = (tmp_path / "bridge.log").open("wb")
+        bridge = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--mapping",
+            str(AC_LINE),
+            "--deployment",
+            str(deployment),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--opcua-endpoint",
+            endpoint,
+            "--telemetry-interval",
+            "0.2",
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        try:
+            async with asyncio.timeout(30):
+                while (result := await cli("health", "--endpoint", endpoint, "--timeout", "2"))[0] != 0:
+                    assert bridge.returncode is None, (tmp_path / "bridge.log").read_text()
+                    await asyncio.sleep(0.2)
+            assert result[1].strip() == f"ok {endpoint} line ac_line"
+
+            code, out, err = await cli(
+                "order",
+                "submit",
+                "SH-1",
+                "-p",
+                "AC-W",
+                "-o",
+                "capacity_btu=24000",
+                "-o",
+                "engraving=Hello World",
+                "--quantity",
+                "2",
+                "-e",
+                endpoint,
+            )
+            assert code == 0, err
+            assert out.startswith("accepted SH-1: ")
+            code, out, err = await cli("order", "watch", "SH-1", "--timeout", "30", "-e", endpoint)
+            assert code == 0, err
+            assert out.startswith("SH-1  ")  # the state it has now, then its changes
+            assert "SH-1  completed" in out.strip().splitlines()[-1]
+            code, out, err = await cli("order", "show", "SH-1", "-e", endpoint)
+            assert code == 0, err
+            assert out.startswith("SH-1  AC-W  completed  2/2 units")
+            assert out.count("  unit ") == 14
+
+            code, out, err = await cli(
+                "order", "submit", "SH-2", "-p", "AC-W", "-o", "capacity_btu=10000", "-e", endpoint
+            )
+            assert code == 1
+            assert "BadInvalidArgument" in err
+            assert "options.capacity_btu: must be one of 9000, 12000, 18000, 24000" in err
+            code, out, err = await cli("order", "cancel", "NOPE", "-e", endpoint)
+            assert (code, "BadNotFound" in err) == (1, True)
+        finally:
+            if bridge.returncode is None:
+                bridge.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await bridge.wait()
+        assert bridge.returncode == 0, (tmp_path / "bridge.log").read_text()
+        code, _, err = await cli("health", "--endpoint", endpoint, "--timeout", "2")
+        assert code == 1
+        assert "Connect call failed" in err or "refused" in err.lower()
