@@ -23,6 +23,12 @@ tools:
 	    (apt-get update -qq && apt-get install -y -qq mbpoll) >/dev/null 2>&1 \
 	      || echo "warning: could not install mbpoll; its interop test will be skipped"; \
 	  else echo "warning: mbpoll not installed (apt-get install mbpoll); its interop test will be skipped"; fi; }
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ tests/node/node_modules/.stamp -nt tests/node/package.json ] || { \
+	    npm install --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null \
+	      && touch tests/node/node_modules/.stamp; } \
+	      || echo "warning: could not install node-opcua; its interop test will be skipped"; \
+	else echo "warning: npm not found; the node-opcua interop test will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,55 @@
+"""Interoperability: node-opcua, an independent OPC UA stack, browses, reads, calls and listens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.opcua_rig import opcua_rig
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+
+
+@pytest.fixture
+def node_client() -> list[str]:
+    node = shutil.which("node")
+    installed = (NODE_DIR / "node_modules" / "node-opcua").is_dir()
+    if node is None or not installed:
+        missing = "node" if node is None else f"node-opcua (npm install --prefix {NODE_DIR})"
+        message = f"{missing} is not installed; `make test` installs it when npm is available"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must not skip the interoperability test")
+        pytest.skip(message)
+    return [node, str(NODE_DIR / "interop.mjs")]
+
+
+async def test_node_opcua_browses_reads_submits_and_gets_events(ac_mapping, tmp_path, node_client):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        process = await asyncio.create_subprocess_exec(
+            *node_client, rig.url, "NODE-1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(90):
+            out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()[-3000:]
+        # node-opcua may log its own notices on stdout too: the summary is the JSON line.
+        (line,) = [text for text in out.decode().splitlines() if text.startswith('{"nodes"')]
+        summary = json.loads(line)
+        assert rig.bridge.get("NODE-1").options["panel_color"] == "graphite"
+
+    assert summary["call"] == {"status": "Good", "output": f"ns={rig.ns};s=Plant.Lines.ac_line.Orders.NODE-1"}
+    assert summary["variables"] > 200
+    assert summary["plantVariables"] > 150
+    assert summary["plantGood"] > 100
+    # Only values no PLC has given yet (parameters and results of stations that ran no step) are bad.
+    assert set(summary["statuses"]) <= {"Good", "BadWaitingForInitialData"}
+    states = [e["newState"] for e in summary["events"]]
+    assert states[-1] == 3  # completed
+    stations = [e["station"] for e in summary["events"] if e["station"]]
+    assert stations[:5] == ["chassis", "coil", "compressor", "charge", "panel"]
