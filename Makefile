@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MAPPING ?= mappings/ac_line.yaml
 DATA_DIR ?= var
 SPEED ?= 50
+ENDPOINT ?= opc.tcp://127.0.0.1:4840/
 
 .PHONY: run test lint tools bench sim validate clean
 
@@ -44,7 +45,11 @@ run: $(STAMP)
 	    --write-deployment $(DATA_DIR)/sim-deployment.yaml & sim=$$!; \
 	  trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
 	  for i in $$(seq 100); do [ -s $(DATA_DIR)/sim-deployment.yaml ] && break; sleep 0.1; done; \
-	  $(BIN)/linebridge run --mapping $(MAPPING) --deployment $(DATA_DIR)/sim-deployment.yaml \
+	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; \
+	  echo "In another shell, place a custom order and watch it move station by station:"; \
+	  echo "  $(BIN)/linebridge order submit my-ac-1 -p AC-W -o capacity_btu=18000 -o panel_color=ocean_blue -o engraving=Hello \\"; \
+	  echo "    && $(BIN)/linebridge order watch my-ac-1"; echo; \
+	  $(BIN)/linebridge run --opcua-endpoint $(ENDPOINT) --mapping $(MAPPING) --deployment $(DATA_DIR)/sim-deployment.yaml \
 	    --data-dir $(DATA_DIR) --demo
 
 validate: $(STAMP)

@@ -126,10 +126,10 @@ async def show(line: Line, order_id: str) -> dict[str, Any]:
     steps = []
     for step in await (await order.get_child([f"{line.types_ns}:Steps"])).get_children():
         values = {}
-        for name in ("Station", "Unit", "Sequence", "ResultCode", "Results"):
+        for name in ("Station", "Unit", "Sequence", "StartedAt", "ResultCode", "Results"):
             values[name] = await (await step.get_child([f"{line.types_ns}:{name}"])).read_value()
         steps.append(values)
-    info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["Sequence"]))
+    info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["StartedAt"]))  # route order
     return info
 
 

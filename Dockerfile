@@ -1,0 +1,28 @@
+# linebridge: the bridge (and, as a test rig, the PLC simulator) in one image.
+#   docker build -t linebridge .
+#   docker run -p 4840:4840 -v $PWD/mappings:/config -v linebridge-data:/data linebridge
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# The same install step as the Makefile, without the dev extras.
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY plc_sim ./plc_sim
+RUN pip install . \
+ && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin linebridge \
+ && mkdir -p /config /data && chown linebridge /data
+COPY mappings /config
+
+USER linebridge
+VOLUME ["/config", "/data"]
+EXPOSE 4840
+
+# Health: ask the running bridge over OPC UA whether it serves its line.
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 \
+  CMD ["linebridge", "health", "--endpoint", "opc.tcp://127.0.0.1:4840/", "--timeout", "5"]
+
+# Listen on all interfaces inside the container; publish the port to choose who reaches it.
+ENTRYPOINT ["linebridge", "run", "--mapping", "/config/ac_line.yaml", "--data-dir", "/data", \
+            "--opcua-endpoint", "opc.tcp://0.0.0.0:4840/"]
