@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 import typer
+import yaml
 from asyncua import Client, ua
 
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
@@ -64,6 +65,10 @@ def validate(mapping: Path = typer.Argument(..., help="mapping YAML file")) -> N
 
 @app.command()
 def run(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file of these options (e.g. opcua_endpoint: ...); flags win"
+    ),
     mapping: Path = typer.Option(Path("mappings/ac_line.yaml"), "--mapping", "-m", help="mapping YAML file"),
     deployment: Path | None = typer.Option(None, help="deployment file with the stations' real endpoints"),
     data_dir: Path = typer.Option(Path("var"), help="where the journal (SQLite) lives"),
@@ -79,23 +84,47 @@ def run(
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the bridge: reload the journal, reconcile with the PLCs, execute orders."""
-    configure_logging(log_level)
+    opts = {name: value for name, value in locals().items() if name not in ("ctx", "config")}
     try:
-        line = load_mapping(mapping)
-        if deployment is not None:
-            line = load_deployment(line, deployment)
-        orders = [order for path in submit for order in _read_orders(path)]
+        if config is not None:
+            opts.update(_read_config(ctx, config, opts))
+        configure_logging(opts["log_level"])
+        line = load_mapping(opts["mapping"])
+        if opts["deployment"] is not None:
+            line = load_deployment(line, opts["deployment"])
+        orders = [order for path in opts["submit"] for order in _read_orders(Path(path))]
     except (MappingError, ConfigurationError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     settings = BridgeSettings(
-        data_dir=data_dir,
-        telemetry_interval_s=telemetry_interval,
-        step_timeout_s=step_timeout,
-        request_timeout_s=request_timeout,
+        data_dir=Path(opts["data_dir"]),
+        telemetry_interval_s=opts["telemetry_interval"],
+        step_timeout_s=opts["step_timeout"],
+        request_timeout_s=opts["request_timeout"],
     )
-    opcua = None if no_opcua else OpcUaSettings(endpoint=opcua_endpoint, order_retention_s=order_retention)
-    asyncio.run(_run(line, settings, orders, opcua, demo=demo, exit_when_idle=exit_when_idle))
+    opcua = None
+    if not opts["no_opcua"]:
+        opcua = OpcUaSettings(endpoint=opts["opcua_endpoint"], order_retention_s=opts["order_retention"])
+    asyncio.run(_run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"]))
+
+
+def _read_config(ctx: typer.Context, path: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Options from a YAML file, for every option not given on the command line."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{path}: cannot read configuration: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: expected a mapping of option names to values")
+    chosen: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in opts:
+            raise ConfigurationError(f"{path}: {key}: unknown option (known: {', '.join(sorted(opts))})")
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":  # the command line wins over the file
+            chosen[name] = Path(value) if isinstance(opts[name], Path) else value
+    return chosen
 
 
 def _read_orders(path: Path) -> list[dict[str, Any]]:

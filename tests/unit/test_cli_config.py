@@ -1,0 +1,39 @@
+"""`linebridge run --config FILE`: options from YAML, the command line winning, bad keys named."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from bridge.cli import app
+
+runner = CliRunner()
+
+
+def test_config_file_supplies_options(tmp_path):
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        f"mapping: {tmp_path / 'from-config.yaml'}\nopcua_endpoint: opc.tcp://127.0.0.1:4841/\n"
+    )
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "from-config.yaml: 1 error(s) in mapping" in result.output
+    assert "cannot read file" in result.output
+
+
+def test_the_command_line_wins_over_the_file(tmp_path):
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"mapping: {tmp_path / 'from-config.yaml'}\n")
+    result = runner.invoke(
+        app, ["run", "--config", str(config), "--mapping", str(tmp_path / "from-flag.yaml")]
+    )
+    assert result.exit_code == 2
+    assert "from-flag.yaml" in result.output
+    assert "from-config.yaml" not in result.output
+
+
+def test_unknown_keys_are_named(tmp_path):
+    config = tmp_path / "bridge.yaml"
+    config.write_text("opcua-endpoint: opc.tcp://127.0.0.1:4841/\nspeed: 3\n")
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "bridge.yaml: speed: unknown option (known: data_dir, demo" in result.output
