@@ -92,7 +92,7 @@ class OpcUaFace:
         await self._init_events()
         for order in self._initial_orders():
             await self.show_order(order)
-        self.bridge.engine.step_listeners.append(lambda order, step: self._steps.put_nowait((order, step)))
+        self.bridge.engine.step_listeners.append(self._queue_step)
         for link in self.bridge.links.values():
             link.listeners.append(self._on_station_poll)
         self._tasks += [
@@ -105,13 +105,27 @@ class OpcUaFace:
         )
 
     async def stop(self) -> None:
+        # Detach first: nothing may write to the address space (and its history store) once the
+        # server has begun to close, or a history write can wait forever on a closed database.
+        if self._queue_step in self.bridge.engine.step_listeners:
+            self.bridge.engine.step_listeners.remove(self._queue_step)
+        for link in self.bridge.links.values():
+            if self._on_station_poll in link.listeners:
+                link.listeners.remove(self._on_station_poll)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.server.stop()
+        try:
+            async with asyncio.timeout(10):
+                await self.server.stop()
+        except TimeoutError:
+            log.error("opcua_stop_timeout")
+
+    def _queue_step(self, order: Order, step: Step) -> None:
+        self._steps.put_nowait((order, step))
 
     # -- building the plant -----------------------------------------------------------------
 

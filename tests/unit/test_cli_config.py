@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+import structlog
 from typer.testing import CliRunner
 
 from bridge.cli import app
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`run` configures logging onto the runner's stream; later tests must not write to it."""
+    yield
+    structlog.reset_defaults()
 
 
 def test_config_file_supplies_options(tmp_path):
