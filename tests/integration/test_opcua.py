@@ -272,7 +272,7 @@ async def test_station_offline_turns_values_bad_and_raises_an_event(rig):
     await subscription.subscribe_events(ua.ObjectIds.Server, station_event)
     temperature = rig.node("Plant.Lines.ac_line.Stations.test_b.Telemetry.bench_air_temp_c")
     async with asyncio.timeout(5):
-        while not (await temperature.read_data_value()).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
+        while not (await temperature.read_data_value(raise_on_bad_status=False)).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
             await asyncio.sleep(0.02)
     good = await temperature.read_data_value()
     assert 26 <= good.Value.Value <= 28
