@@ -360,6 +360,16 @@ class OpcUaFace:
                     value,
                     step.finished_at,
                 )
+            if step.result_code:  # the station refused or failed the step
+                name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
+                await self._fire(
+                    "station",
+                    f"station {step.station} ended a step of {order.order_id}: {name}",
+                    700,
+                    Station=step.station,
+                    Connected=True,
+                    ResultCode=step.result_code,
+                )
 
     async def _sweep_finished(self) -> None:
         """Finished orders leave the address space after the retention (they stay in the journal)."""

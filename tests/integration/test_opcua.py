@@ -255,14 +255,20 @@ async def test_order_events_from_the_line_and_the_server(rig):
     assert done.Severity == 300
     at_coil = await on_line.until(lambda e: e.OrderId == "EV-1" and e.Station == "coil")
     assert at_coil.NewState == ORDER_STATES[OrderState.RUNNING]
+    stations = Events()
+    station_subscription = await rig.client.create_subscription(10, stations)
+    station_event = rig.client.get_node(ua.NodeId("T.StationStatusEventType", rig.types_ns))
+    await station_subscription.subscribe_events(ua.ObjectIds.Server, station_event)
     await rig.line["coil"].set_fault("reject_next", 9)
     await rig.line_node.call_method(f"{rig.ns}:SubmitOrder", "EV-2", "AC-W", "{}")
     faulted = await handler.until(
         lambda e: e.OrderId == "EV-2" and e.NewState == ORDER_STATES[OrderState.FAULTED]
     )
     assert (faulted.Station, faulted.ResultCode, faulted.Severity) == ("coil", 9, 700)
-    await subscription.delete()
-    await line_subscription.delete()
+    station_fault = await stations.until(lambda e: e.Station == "coil" and e.ResultCode == 9)
+    assert station_fault.Severity == 700
+    for sub in (subscription, line_subscription, station_subscription):
+        await sub.delete()
 
 
 async def test_station_offline_turns_values_bad_and_raises_an_event(rig):
