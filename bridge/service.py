@@ -7,7 +7,6 @@ This is the Python API the OPC UA layer (and tests, and scripts) use: `submit`, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
 from bridge.journal import SqliteJournal
+from bridge.lifecycle import cancel_and_wait
 from bridge.mapping.model import LineMapping
 from bridge.modbus import ModbusStationLink
 
@@ -73,11 +73,7 @@ class Bridge:
         log.info("bridge_started", line=self.mapping.line.name, data_dir=str(self.settings.data_dir))
 
     async def stop(self) -> None:
-        for task in self._telemetry:
-            task.cancel()
-        for task in self._telemetry:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._telemetry)
         await self.engine.stop()
         for link in self.links.values():
             await link.close()

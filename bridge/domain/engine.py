@@ -10,7 +10,6 @@ lost request or a repeated one resumes the step instead of running it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from bridge.domain.ports import OrderJournal, StationLink
 from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationError, UnknownOrder
 from bridge.handshake import PlcState, ResultCode, next_seq
 from bridge.handshake import StepPhase as PlcPhase
+from bridge.lifecycle import cancel_and_wait
 from bridge.mapping.derive import derive_parameters
 from bridge.mapping.model import LineMapping
 
@@ -79,11 +79,7 @@ class LineEngine:
         self._log.info("engine_started", stations=len(self.links), resumed_orders=len(self._orders))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     def _restore(self, order: Order) -> None:

@@ -8,7 +8,6 @@ BadCommunicationError (keeping the last value) while the station does not answer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from asyncua import Node, Server, ua
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
 from bridge.errors import OrderRejected
 from bridge.handshake import PlcState
+from bridge.lifecycle import cancel_and_wait
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
@@ -112,11 +112,7 @@ class OpcUaFace:
         for link in self.bridge.links.values():
             if self._on_station_poll in link.listeners:
                 link.listeners.remove(self._on_station_poll)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         try:
             async with asyncio.timeout(10):
