@@ -23,7 +23,7 @@ from bridge.domain.ports import OrderJournal, StationLink
 from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationError, UnknownOrder
 from bridge.handshake import PlcState, ResultCode, next_seq
 from bridge.handshake import StepPhase as PlcPhase
-from bridge.lifecycle import cancel_and_wait
+from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
 from bridge.mapping.derive import derive_parameters
 from bridge.mapping.model import LineMapping
 
@@ -246,9 +246,11 @@ class LineEngine:
     async def _until_reachable(self, station: str, link: StationLink) -> None:
         """Wait until the PLC answers (so no unit is held by a dead station) and know its seq."""
         while True:
+            raise_if_cancelled()
             try:
                 status = await link.status()
             except StationError:
+                raise_if_cancelled()
                 await asyncio.sleep(link.retry_delay_s())
                 continue
             if station not in self._seq:
@@ -290,6 +292,7 @@ class LineEngine:
         began = time.monotonic()
         poll = self.settings.status_poll_s
         while True:
+            raise_if_cancelled()  # a cancel swallowed inside the Modbus library must still stop us
             try:
                 status = await link.status()
                 phase = status.phase_of(step.seq)
@@ -346,6 +349,7 @@ class LineEngine:
                 self._close(order, unit, step)
                 return
             except StationError as exc:
+                raise_if_cancelled()
                 delay = link.retry_delay_s()
                 log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)

@@ -21,6 +21,7 @@ from pymodbus.pdu import ModbusPDU
 
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
+from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
 from bridge.mapping.blocks import Block, plan_blocks
 from bridge.mapping.model import LineMapping
@@ -120,6 +121,7 @@ class ModbusStationLink:
             except (ModbusException, OSError, TimeoutError) as exc:
                 if self._client is not None:
                     self._client.close()
+                raise_if_cancelled()
                 raise self._failed(what, exc) from exc
             if reply.isError():
                 code = getattr(reply, "exception_code", "?")
@@ -269,7 +271,9 @@ class ModbusStationLink:
                 await self.read_telemetry()
                 delay = interval_s
             except StationError:
+                raise_if_cancelled()
                 delay = max(interval_s, self.retry_delay_s())
             for listener in self.listeners:
                 await listener(self)
+            raise_if_cancelled()  # a cancel swallowed inside pymodbus must still end this loop
             await asyncio.sleep(delay)

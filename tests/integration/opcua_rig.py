@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
+from collections.abc import Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +62,37 @@ def s(value: str) -> ua.Variant:
 async def opcua_rig(mapping: LineMapping, data_dir: Path, **opcua: Any):
     ports = dict.fromkeys(mapping.stations, 0)
     async with SimulatedLine(mapping, ports=ports, speed=0, seed=5) as line:
-        settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=0.05, backoff_max_s=0.2,
-                                  request_timeout_s=0.5)  # fmt: skip
-        async with Bridge(apply_deployment(mapping, line.endpoints()), settings) as bridge:
+        settings = BridgeSettings(
+            data_dir=data_dir, telemetry_interval_s=0.05, backoff_max_s=0.2, request_timeout_s=0.5
+        )
+        bridge = Bridge(apply_deployment(mapping, line.endpoints()), settings)
+        await bridge.start()
+        try:
             url = f"opc.tcp://127.0.0.1:{free_port()}/"
             face = OpcUaFace(bridge, OpcUaSettings(endpoint=url, **opcua))
             await face.start()
+            client = Client(url, timeout=10)
             try:
-                async with Client(url, timeout=10) as client:
-                    ns = await client.get_namespace_index(f"urn:linebridge:{mapping.line.name}")
-                    types_ns = await client.get_namespace_index("urn:linebridge:types")
-                    yield Rig(line, bridge, face, client, ns, types_ns, url)
+                await client.connect()
+                ns = await client.get_namespace_index(f"urn:linebridge:{mapping.line.name}")
+                types_ns = await client.get_namespace_index("urn:linebridge:types")
+                yield Rig(line, bridge, face, client, ns, types_ns, url)
             finally:
-                await face.stop()
+                await bounded("client disconnect", client.disconnect())
+                await bounded("OPC UA server stop", face.stop())
+        finally:
+            await bounded("bridge stop", bridge.stop())
+
+
+async def bounded(what: str, work: Coroutine[Any, Any, None], timeout_s: float = 20) -> None:
+    """Teardown that fails fast, naming the step and showing the tasks, instead of hanging.
+
+    The work runs as its own task and is not awaited past the limit: a library that swallows
+    cancellation cannot hold the test hostage."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=8, file=sys.stderr)
+        raise AssertionError(f"{what} did not finish within {timeout_s} s")
+    task.result()
