@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,14 @@ CREATE TABLE IF NOT EXISTS events (
     at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    user TEXT NOT NULL,
+    thumbprint TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
 """
 
 
@@ -159,6 +167,20 @@ class SqliteJournal:
                 self._update_unit(db, u)
             for event in events:
                 self._event(db, event)
+
+    def add_audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
+        """One audit record (session, login, order, write), committed at once."""
+        with _Transaction(self._db) as db:
+            db.execute(
+                "INSERT INTO audit (at, event, user, thumbprint, outcome) VALUES (?,?,?,?,?)",
+                (datetime.now(UTC).isoformat(), event, user, thumbprint, outcome),
+            )
+
+    def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str]]:
+        rows = self._db.execute(
+            "SELECT at, event, user, thumbprint, outcome FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
 
     def reserve_serials(self, count: int) -> int:
         """The first of `count` fresh unit serials, unique for the life of the journal."""

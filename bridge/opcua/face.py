@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import structlog
 from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
-from bridge.errors import OrderRejected
+from bridge.errors import ConfigurationError, OrderRejected
 from bridge.handshake import PlcState
 from bridge.lifecycle import cancel_and_wait
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
+from bridge.security.pki import Pki, PkiValidator
+from bridge.security.rules import RoleRuleset, current_user
+from bridge.security.users import RoleUserManager
 from bridge.service import Bridge
 
 log = structlog.get_logger(__name__)
@@ -40,6 +44,25 @@ class OpcUaSettings:
     history_retention_s: float = 7 * 24 * 3600.0
     history_file: Path | None = None  # None: DATA_DIR/history.sqlite
     server_name: str = "linebridge"
+    security: SecuritySettings | None = None  # None: the None endpoint only, anonymous (local demo)
+    allow_insecure_remote: bool = False  # serve the None endpoint on a non-loopback address
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    pki_dir: Path
+    users_file: Path
+    allow_none_endpoint: bool = False  # also offer None (still no anonymous access)
+
+
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+]
 
 
 class OpcUaFace:
@@ -75,8 +98,8 @@ class OpcUaFace:
         await server.init()
         server.set_endpoint(self.settings.endpoint)
         server.set_server_name(self.settings.server_name)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         await server.set_application_uri(f"urn:linebridge:{self.mapping.line.name}")
+        await self._secure()
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
@@ -147,9 +170,7 @@ class OpcUaFace:
             )
             await self._mark_station(name, ua.StatusCodes.BadWaitingForInitialData)
         self._orders_folder = self.server.get_node(self.nid(f"{self.line_path}.Orders"))
-        methods = LineMethods(
-            self.mapping, types, self._submit, self.bridge.cancel, self._node_of, self._rejected
-        )
+        methods = LineMethods(self.mapping, types, self._submit, self._cancel, self._node_of, self._rejected)
         await methods.add_to(line, ns)
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
@@ -207,9 +228,58 @@ class OpcUaFace:
         finished = self.bridge.journal.load_finished_since(since)
         return finished + self.bridge.engine.active_orders()
 
+    async def _secure(self) -> None:
+        """Endpoints, certificates, users and roles as configured (docs/security.md)."""
+        server, settings = self.server, self.settings
+        security = settings.security
+        host = urlparse(settings.endpoint).hostname or ""
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        offers_none = security is None or security.allow_none_endpoint
+        if offers_none and not loopback:
+            if not settings.allow_insecure_remote:
+                raise ConfigurationError(
+                    f"the None (no security) endpoint on non-loopback address {host!r} needs"
+                    " --allow-insecure-remote; or turn security on with --security"
+                )
+            log.warning("opcua_insecure_endpoint_exposed", host=host)
+        if security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            return
+        pki = Pki(security.pki_dir)
+        await pki.ensure_server_certificate(f"urn:linebridge:{self.mapping.line.name}")
+        await server.load_certificate(str(pki.own_cert))
+        await server.load_private_key(str(pki.own_key))
+        policies = SECURE_POLICIES + ([ua.SecurityPolicyType.NoSecurity] if offers_none else [])
+        server.set_security_policy(policies, permission_ruleset=RoleRuleset())
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+        server.iserver.supported_tokens = (ua.UserNameIdentityToken,)  # no anonymous access
+        server.iserver.user_manager = RoleUserManager(security.users_file, audit=self.audit)
+        server.set_certificate_validator(PkiValidator(pki, audit=self.audit))  # type: ignore[arg-type]
+        log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
+
+    def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
+        """One audit record: logged and committed to the journal."""
+        log.info("audit", audit_event=event, user=user, thumbprint=thumbprint, outcome=outcome)
+        self.bridge.journal.add_audit(event, user, thumbprint, outcome)
+
+    @staticmethod
+    def _caller() -> str:
+        user = current_user.get()
+        return user.name or "" if user is not None else "anonymous"
+
     async def _submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
         order = await self.bridge.submit(order_id, product, options, quantity=quantity, priority=priority)
+        self.audit("order_submit", self._caller(), "", f"ok {order.order_id}")
         await self.show_order(order)
+        return order
+
+    async def _cancel(self, order_id: str) -> Order:
+        try:
+            order = await self.bridge.cancel(order_id)
+        except OrderRejected as exc:
+            self.audit("order_cancel", self._caller(), "", f"refused {order_id}: {exc.reason}")
+            raise
+        self.audit("order_cancel", self._caller(), "", f"ok {order_id}")
         return order
 
     async def _node_of(self, order: Order) -> ua.NodeId:
@@ -217,6 +287,7 @@ class OpcUaFace:
 
     async def _rejected(self, order_id: str, exc: OrderRejected) -> None:
         log.warning("order_refused", order_id=order_id, field=exc.field, reason=exc.reason)
+        self.audit("order_submit", self._caller(), "", f"refused {order_id}: {exc}")
         await self._fire("rejected", f"order {order_id} refused: {exc}", 500)
 
     async def show_order(self, order: Order) -> ua.NodeId:
