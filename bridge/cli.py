@@ -18,6 +18,7 @@ import yaml
 from asyncua import Client, ua
 
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
+from bridge.journal import SqliteJournal
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
@@ -27,9 +28,11 @@ from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
-from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
+from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings, SecuritySettings
 from bridge.opcua.nodeset import export_nodeset
-from bridge.service import Bridge, BridgeSettings
+from bridge.security.pki import Pki
+from bridge.security.users import ROLES, add_user
+from bridge.service import JOURNAL_FILE, Bridge, BridgeSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -81,6 +84,15 @@ def run(
     opcua_endpoint: str = typer.Option(DEFAULT_ENDPOINT, help="where the OPC UA server listens"),
     no_opcua: bool = typer.Option(False, "--no-opcua", help="run the engine without the OPC UA server"),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
+    security: bool = typer.Option(
+        False, "--security", help="signed and encrypted endpoints, users and roles"
+    ),
+    pki_dir: Path | None = typer.Option(None, help="PKI folder (default DATA_DIR/pki)"),
+    users: Path | None = typer.Option(None, help="users file (default DATA_DIR/users.yaml)"),
+    allow_none_endpoint: bool = typer.Option(False, help="with --security, also offer the None endpoint"),
+    allow_insecure_remote: bool = typer.Option(
+        False, help="allow the None endpoint on a non-loopback address"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the bridge: reload the journal, reconcile with the PLCs, execute orders."""
@@ -104,7 +116,20 @@ def run(
     )
     opcua = None
     if not opts["no_opcua"]:
-        opcua = OpcUaSettings(endpoint=opts["opcua_endpoint"], order_retention_s=opts["order_retention"])
+        data_dir = Path(opts["data_dir"])
+        secure = None
+        if opts["security"]:
+            secure = SecuritySettings(
+                pki_dir=Path(opts["pki_dir"] or data_dir / "pki"),
+                users_file=Path(opts["users"] or data_dir / "users.yaml"),
+                allow_none_endpoint=opts["allow_none_endpoint"],
+            )
+        opcua = OpcUaSettings(
+            endpoint=opts["opcua_endpoint"],
+            order_retention_s=opts["order_retention"],
+            security=secure,
+            allow_insecure_remote=opts["allow_insecure_remote"],
+        )
     asyncio.run(_run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"]))
 
 
@@ -327,6 +352,82 @@ def nodeset_export(
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     asyncio.run(export_nodeset(line, file))
     typer.echo(f"wrote {file}")
+
+
+pki_app = typer.Typer(
+    no_args_is_help=True, help="The OPC UA PKI folder: which client certificates are trusted."
+)
+app.add_typer(pki_app, name="pki")
+user_app = typer.Typer(no_args_is_help=True, help="OPC UA users and their roles.")
+app.add_typer(user_app, name="user")
+PKI_DIR = typer.Option(Path("var/pki"), "--pki-dir", help="the bridge's PKI folder")
+
+
+@pki_app.command("list")
+def pki_list(pki_dir: Path = PKI_DIR) -> None:
+    """List trusted and rejected client certificates with their thumbprints."""
+    pki = Pki(pki_dir)
+    for label, folder in (("trusted", pki.trusted), ("rejected", pki.rejected)):
+        for tp, name, path in pki.certificates(folder) if folder.exists() else []:
+            typer.echo(f"{label:<9} {tp}  {name:<30} {path.name}")
+
+
+@pki_app.command("trust")
+def pki_trust(
+    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
+) -> None:
+    """Trust a rejected client certificate (moves it from rejected/ to trusted/)."""
+    pki = Pki(pki_dir)
+    try:
+        path = pki.move(thumbprint, pki.rejected, pki.trusted)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"trusted {path}")
+
+
+@pki_app.command("reject")
+def pki_reject(
+    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
+) -> None:
+    """Stop trusting a client certificate (moves it from trusted/ to rejected/)."""
+    pki = Pki(pki_dir)
+    try:
+        path = pki.move(thumbprint, pki.trusted, pki.rejected)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"rejected {path}")
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: str = typer.Option(..., help=f"one of {', '.join(ROLES)}"),
+    users: Path = typer.Option(Path("var/users.yaml"), help="users file"),
+    password: str = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True),
+) -> None:
+    """Add or replace a user; the password is stored as a salted scrypt hash."""
+    try:
+        add_user(users, name, role, password)
+    except ConfigurationError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{name} ({role}) written to {users}")
+
+
+@app.command()
+def audit(
+    data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
+    limit: int = typer.Option(100, help="the last N records"),
+) -> None:
+    """Print the audit trail: sessions, logins, certificate checks, order submits and cancels."""
+    journal = SqliteJournal(data_dir / JOURNAL_FILE)
+    try:
+        for at, event, user, tp, outcome in journal.load_audit(limit):
+            typer.echo(f"{at}  {event:<13} {user or '-':<20} {tp or '-':<40} {outcome}")
+    finally:
+        journal.close()
 
 
 def main() -> None:
