@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -82,3 +85,19 @@ async def connect() -> AsyncIterator[Callable[[SimulatedPlc], Awaitable[PlainCli
     finally:
         for client in clients:
             client.modbus.close()
+
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+
+
+@pytest.fixture
+def node_client() -> list[str]:
+    node = shutil.which("node")
+    installed = (NODE_DIR / "node_modules" / "node-opcua").is_dir()
+    if node is None or not installed:
+        missing = "node" if node is None else f"node-opcua (npm install --prefix {NODE_DIR})"
+        message = f"{missing} is not installed; `make test` installs it when npm is available"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must not skip the interoperability test")
+        pytest.skip(message)
+    return [node, str(NODE_DIR / "interop.mjs")]

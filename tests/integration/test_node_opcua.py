@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.integration.opcua_rig import opcua_rig
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-
-
-@pytest.fixture
-def node_client() -> list[str]:
-    node = shutil.which("node")
-    installed = (NODE_DIR / "node_modules" / "node-opcua").is_dir()
-    if node is None or not installed:
-        missing = "node" if node is None else f"node-opcua (npm install --prefix {NODE_DIR})"
-        message = f"{missing} is not installed; `make test` installs it when npm is available"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: CI must not skip the interoperability test")
-        pytest.skip(message)
-    return [node, str(NODE_DIR / "interop.mjs")]
 
 
 async def test_node_opcua_browses_reads_submits_and_gets_events(ac_mapping, tmp_path, node_client):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from bridge.opcua.face import SecuritySettings
 from bridge.security.pki import Pki
 from bridge.security.users import add_user
+from tests.integration.conftest import NODE_DIR
 from tests.integration.opcua_rig import opcua_rig
 
 pytestmark = pytest.mark.slow
@@ -126,3 +130,32 @@ async def test_each_role_is_refused_what_it_may_not_do(secured):
         assert not plc.executed, name
         assert not any(await plc.memory.read("holding", 0, 130)), name
     assert rig.bridge.get("OBS-1") is None
+
+
+async def run_node(*args: str) -> tuple[int, dict]:
+    node = shutil.which("node")
+    script = NODE_DIR / "secure_submit.mjs"
+    process = await asyncio.create_subprocess_exec(
+        node, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(90):
+        out, err = await process.communicate()
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, err.decode()[-2000:]
+    return process.returncode or 0, json.loads(lines[-1])
+
+
+@pytest.mark.interop
+async def test_node_opcua_is_refused_until_its_certificate_is_trusted(secured, node_client):
+    rig, _, tmp_path = secured
+    client_pki = str(tmp_path / "node-pki")
+    code, answer = await run_node(rig.url, client_pki, "olga", "olga-pw", "NODE-SEC")
+    assert code == 2, answer
+    pki = Pki(tmp_path / "pki")
+    (rejected,) = pki.certificates(pki.rejected)
+    pki.move(rejected[0][:8], pki.rejected, pki.trusted)  # what `linebridge pki trust` does
+    code, answer = await run_node(rig.url, client_pki, "olga", "olga-pw", "NODE-SEC")
+    assert code == 0, answer
+    assert answer["status"] == "Good"
+    assert answer["output"].endswith("s=Plant.Lines.ac_line.Orders.NODE-SEC")
+    assert rig.bridge.get("NODE-SEC") is not None
