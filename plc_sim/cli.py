@@ -35,6 +35,9 @@ def serve(
         [], help="station:name=value, e.g. coil:reject_next=2, '*:fault_fraction=0.1'"
     ),
     seed: int | None = typer.Option(None, help="seed for simulated results, for reproducible runs"),
+    allow: list[str] = typer.Option(
+        [], help="accept Modbus clients only from this address or network (repeatable)"
+    ),
     write_deployment: Path | None = typer.Option(
         None, help="write the actual endpoints here as a deployment file"
     ),
@@ -67,6 +70,7 @@ def serve(
             control_address=control_address,
             faults=faults,
             seed=seed,
+            allow=allow,
         )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)

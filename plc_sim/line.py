@@ -22,6 +22,7 @@ class SimulatedLine:
         control_address: int = DEFAULT_CONTROL_ADDRESS,
         faults: dict[str, Faults] | None = None,
         seed: int | None = None,
+        allow: list[str] | None = None,
     ) -> None:
         ports = ports or {}
         faults = faults or {}
@@ -35,6 +36,7 @@ class SimulatedLine:
                 control_address=control_address,
                 faults=faults.get(name),
                 seed=None if seed is None else seed + i,
+                allow=allow,
             )
             for i, name in enumerate(mapping.stations)
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ class SimulatedPlc:
         control_address: int = DEFAULT_CONTROL_ADDRESS,
         faults: Faults | None = None,
         seed: int | None = None,
+        allow: list[str] | None = None,
     ) -> None:
         if speed < 0:
             raise ConfigurationError("speed must be 0 (no cycle time) or positive")
@@ -60,6 +62,10 @@ class SimulatedPlc:
         self.cycle_time_s = 0.0 if speed == 0 else self.kind.cycle_time_s / speed
         self.control_address = control_address
         self.faults = faults or Faults()
+        try:
+            self.allow = [ipaddress.ip_network(net, strict=False) for net in allow or []]
+        except ValueError as exc:
+            raise ConfigurationError(f"--allow: {exc}") from None
         self.executed: Counter[int] = Counter()
         self.last_reject_reason = ""
         self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, 0, 0)
@@ -121,7 +127,7 @@ class SimulatedPlc:
     async def start(self) -> None:
         sizes = table_sizes(self.kind, self.control_address, CONTROL_REGISTERS)
         device = build_device(sizes, self.device_id, self._on_request)
-        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        self._server = ModbusTcpServer(device, address=(self.host, self.port), trace_connect=self._on_connect)
         self._memory = PlcMemory(self._server, self.device_id)
         # A PLC answers with its real status and telemetry from the first request on.
         await self._memory.write("holding", self.control_address, self.faults.to_registers())
@@ -176,6 +182,20 @@ class SimulatedPlc:
         """Close every client connection now, as a PLC losing its network would."""
         if self._server is not None:
             for connection in list(self._server.active_connections.values()):
+                connection.close()
+
+    def _on_connect(self, connected: bool) -> None:
+        """Close, at once, any connection from an address outside `allow` (when it is set)."""
+        if not connected or not self.allow or self._server is None:
+            return
+        for connection in list(self._server.active_connections.values()):
+            transport = connection.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            if peer is None:
+                continue
+            address = ipaddress.ip_address(peer[0])
+            if not any(address in net for net in self.allow):
+                self._log.warning("client_refused", peer=str(address))
                 connection.close()
 
     async def wait_for(self, predicate: Any, timeout_s: float = 5.0) -> None:

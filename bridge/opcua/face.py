@@ -100,6 +100,7 @@ class OpcUaFace:
         server.set_server_name(self.settings.server_name)
         await server.set_application_uri(f"urn:linebridge:{self.mapping.line.name}")
         await self._secure()
+        self._audit_sessions()
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
@@ -256,6 +257,27 @@ class OpcUaFace:
         server.iserver.user_manager = RoleUserManager(security.users_file, audit=self.audit)
         server.set_certificate_validator(PkiValidator(pki, audit=self.audit))  # type: ignore[arg-type]
         log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
+
+    def _audit_sessions(self) -> None:
+        """Audit every client session's opening and closing.
+
+        asyncua has no session callbacks; its internal server registers and unregisters each
+        client session, so this server instance's two methods are wrapped (not the class).
+        """
+        iserver = self.server.iserver
+        register, unregister = iserver.register_external_session, iserver.unregister_external_session
+
+        def opened(session: Any) -> None:
+            register(session)
+            self.audit("session_open", "", "", f"ok {session.name}")
+
+        def closed(session: Any) -> None:
+            unregister(session)
+            user = getattr(session.user, "name", None) or "anonymous"
+            self.audit("session_close", user, "", f"ok {session.name}")
+
+        iserver.register_external_session = opened  # type: ignore[method-assign]
+        iserver.unregister_external_session = closed  # type: ignore[method-assign]
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
         """One audit record: logged and committed to the journal."""

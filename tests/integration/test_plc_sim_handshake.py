@@ -200,3 +200,12 @@ async def test_whole_line_on_free_ports(ac_mapping):
         assert list(endpoints) == list(ac_mapping.stations)
         assert len({ep.port for ep in endpoints.values()}) == 8
         assert all(ep.port > 0 for ep in endpoints.values())
+
+
+async def test_clients_outside_the_allowed_networks_are_disconnected(start_plc, connect):
+    refused = await start_plc("charge", allow=["10.0.0.0/8"])
+    client = await connect(refused)  # TCP connects, then the PLC hangs up on 127.0.0.1
+    with pytest.raises(ModbusException):
+        await client.status()
+    allowed = await start_plc("coil", allow=["127.0.0.1/32", "10.0.0.0/8"])
+    assert (await (await connect(allowed)).status()).state == PlcState.IDLE

@@ -75,6 +75,9 @@ async def test_operator_submits_over_basic256sha256_sign_and_encrypt(secured):
         node = await line.call_method(f"{ns}:SubmitOrder", "SEC-1", "AC-W", '{"capacity_btu": 9000}')
         assert node == ua.NodeId("Plant.Lines.ac_line.Orders.SEC-1", ns)
     records = audit(rig)
+    events = [r[1] for r in records]
+    assert events.index("session_open") < events.index("login") < events.index("session_close")
+    assert ("session_close", "olga") in [r[1:3] for r in records]
     assert ("login", "olga", "", "ok (operator)") in [r[1:] for r in records]
     assert ("order_submit", "olga", "", "ok SEC-1") in [r[1:] for r in records]
     assert any(r[1] == "certificate" and r[4] == "trusted" for r in records)
