@@ -130,7 +130,13 @@ def run(
             security=secure,
             allow_insecure_remote=opts["allow_insecure_remote"],
         )
-    asyncio.run(_run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"]))
+    try:
+        asyncio.run(
+            _run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
+        )
+    except ConfigurationError as exc:  # found only once the server starts (e.g. an exposed None endpoint)
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _read_config(ctx: typer.Context, path: Path, opts: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 
 from bridge.mapping import LineMapping, load_mapping
@@ -20,3 +21,11 @@ def ac_mapping() -> LineMapping:
 def ac_data() -> dict:
     """The AC line mapping as plain data, for tests that break it on purpose."""
     return yaml.safe_load(AC_LINE.read_text())
+
+
+@pytest.fixture
+def restore_logging():
+    """For tests that run the CLI in-process: `run` configures structlog onto the test runner's
+    stream, which is closed afterwards; later tests must not log into it."""
+    yield
+    structlog.reset_defaults()

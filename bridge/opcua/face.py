@@ -65,6 +65,23 @@ SECURE_POLICIES = [
 ]
 
 
+def check_exposure(settings: OpcUaSettings) -> bool:
+    """Whether the None endpoint is offered; ConfigurationError if it would be exposed beyond
+    loopback without the explicit flag (with the flag, a warning)."""
+    security = settings.security
+    host = urlparse(settings.endpoint).hostname or ""
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    offers_none = security is None or security.allow_none_endpoint
+    if offers_none and not loopback:
+        if not settings.allow_insecure_remote:
+            raise ConfigurationError(
+                f"the None (no security) endpoint on non-loopback address {host!r} needs"
+                " --allow-insecure-remote; or turn security on with --security"
+            )
+        log.warning("opcua_insecure_endpoint_exposed", host=host)
+    return offers_none
+
+
 class OpcUaFace:
     def __init__(self, bridge: Bridge, settings: OpcUaSettings | None = None) -> None:
         self.bridge = bridge
@@ -233,16 +250,7 @@ class OpcUaFace:
         """Endpoints, certificates, users and roles as configured (docs/security.md)."""
         server, settings = self.server, self.settings
         security = settings.security
-        host = urlparse(settings.endpoint).hostname or ""
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
-        offers_none = security is None or security.allow_none_endpoint
-        if offers_none and not loopback:
-            if not settings.allow_insecure_remote:
-                raise ConfigurationError(
-                    f"the None (no security) endpoint on non-loopback address {host!r} needs"
-                    " --allow-insecure-remote; or turn security on with --security"
-                )
-            log.warning("opcua_insecure_endpoint_exposed", host=host)
+        offers_none = check_exposure(settings)
         if security is None:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from bridge.cli import app
@@ -11,11 +10,7 @@ from bridge.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`run` configures logging onto the runner's stream; later tests must not write to it."""
-    yield
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_config_file_supplies_options(tmp_path):

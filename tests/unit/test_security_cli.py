@@ -1,0 +1,79 @@
+"""The security commands: users with hashed passwords, the PKI folder from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from typer.testing import CliRunner
+
+from bridge.cli import app
+from bridge.security.pki import Pki
+from bridge.security.users import verify_password
+
+runner = CliRunner()
+
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
+
+def test_user_add_stores_a_salted_hash(tmp_path):
+    users = tmp_path / "users.yaml"
+    result = runner.invoke(
+        app, ["user", "add", "olga", "--role", "operator", "--users", str(users), "--password", "s3cret"]
+    )
+    assert result.exit_code == 0, result.output
+    entry = yaml.safe_load(users.read_text())["users"]["olga"]
+    assert entry["role"] == "operator"
+    assert "s3cret" not in users.read_text()
+    assert verify_password("s3cret", entry["password"])
+    assert not verify_password("S3cret", entry["password"])
+    bad = runner.invoke(app, ["user", "add", "x", "--role", "boss", "--users", str(users), "--password", "p"])
+    assert bad.exit_code == 2
+    assert "role must be one of observer, operator, engineer, admin" in bad.output
+
+
+def test_pki_trust_and_reject_move_certificates(tmp_path):
+    pki = Pki(tmp_path / "pki")
+    pki.create()
+    key, cert = tmp_path / "c.pem", pki.rejected / "client.der"
+    asyncio.run(
+        setup_self_signed_certificate(
+            key,
+            cert,
+            "urn:test:client",
+            "localhost",
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"commonName": "client"},
+        )
+    )
+    ((thumb, _, _),) = pki.certificates(pki.rejected)
+    listed = runner.invoke(app, ["pki", "list", "--pki-dir", str(pki.root)])
+    assert listed.output.startswith(f"rejected  {thumb}")
+    assert runner.invoke(app, ["pki", "trust", thumb[:10], "--pki-dir", str(pki.root)]).exit_code == 0
+    assert [c[0] for c in pki.certificates(pki.trusted)] == [thumb]
+    assert runner.invoke(app, ["pki", "reject", thumb[:10], "--pki-dir", str(pki.root)]).exit_code == 0
+    assert pki.certificates(pki.trusted) == []
+    missing = runner.invoke(app, ["pki", "trust", "ffff", "--pki-dir", str(pki.root)])
+    assert missing.exit_code == 1
+    assert "0 certificates" in missing.output
+
+
+def test_an_exposed_none_endpoint_needs_the_explicit_flag(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--data-dir",
+            str(tmp_path),
+            "--telemetry-interval",
+            "0",
+            "--opcua-endpoint",
+            "opc.tcp://0.0.0.0:48400/",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "needs --allow-insecure-remote" in result.output
