@@ -13,22 +13,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import structlog
 from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
-from bridge.errors import ConfigurationError, OrderRejected
+from bridge.errors import OrderRejected
 from bridge.handshake import PlcState
 from bridge.lifecycle import cancel_and_wait
 from bridge.modbus import ModbusStationLink
+from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
-from bridge.security.pki import Pki, PkiValidator
-from bridge.security.rules import RoleRuleset, current_user
-from bridge.security.users import RoleUserManager
+from bridge.security.rules import current_user
 from bridge.service import Bridge
 
 log = structlog.get_logger(__name__)
@@ -46,40 +44,6 @@ class OpcUaSettings:
     server_name: str = "linebridge"
     security: SecuritySettings | None = None  # None: the None endpoint only, anonymous (local demo)
     allow_insecure_remote: bool = False  # serve the None endpoint on a non-loopback address
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    pki_dir: Path
-    users_file: Path
-    allow_none_endpoint: bool = False  # also offer None (still no anonymous access)
-
-
-SECURE_POLICIES = [
-    ua.SecurityPolicyType.Basic256Sha256_Sign,
-    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
-    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
-    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
-    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
-]
-
-
-def check_exposure(settings: OpcUaSettings) -> bool:
-    """Whether the None endpoint is offered; ConfigurationError if it would be exposed beyond
-    loopback without the explicit flag (with the flag, a warning)."""
-    security = settings.security
-    host = urlparse(settings.endpoint).hostname or ""
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    offers_none = security is None or security.allow_none_endpoint
-    if offers_none and not loopback:
-        if not settings.allow_insecure_remote:
-            raise ConfigurationError(
-                f"the None (no security) endpoint on non-loopback address {host!r} needs"
-                " --allow-insecure-remote; or turn security on with --security"
-            )
-        log.warning("opcua_insecure_endpoint_exposed", host=host)
-    return offers_none
 
 
 class OpcUaFace:
@@ -117,7 +81,7 @@ class OpcUaFace:
         server.set_server_name(self.settings.server_name)
         await server.set_application_uri(f"urn:linebridge:{self.mapping.line.name}")
         await self._secure()
-        self._audit_sessions()
+        audit_sessions(self.server, self.audit)
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
@@ -248,44 +212,10 @@ class OpcUaFace:
 
     async def _secure(self) -> None:
         """Endpoints, certificates, users and roles as configured (docs/security.md)."""
-        server, settings = self.server, self.settings
-        security = settings.security
-        offers_none = check_exposure(settings)
-        if security is None:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-            return
-        pki = Pki(security.pki_dir)
-        await pki.ensure_server_certificate(f"urn:linebridge:{self.mapping.line.name}")
-        await server.load_certificate(str(pki.own_cert))
-        await server.load_private_key(str(pki.own_key))
-        policies = SECURE_POLICIES + ([ua.SecurityPolicyType.NoSecurity] if offers_none else [])
-        server.set_security_policy(policies, permission_ruleset=RoleRuleset())
-        server.set_identity_tokens([ua.UserNameIdentityToken])
-        server.iserver.supported_tokens = (ua.UserNameIdentityToken,)  # no anonymous access
-        server.iserver.user_manager = RoleUserManager(security.users_file, audit=self.audit)
-        server.set_certificate_validator(PkiValidator(pki, audit=self.audit))  # type: ignore[arg-type]
-        log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
-
-    def _audit_sessions(self) -> None:
-        """Audit every client session's opening and closing.
-
-        asyncua has no session callbacks; its internal server registers and unregisters each
-        client session, so this server instance's two methods are wrapped (not the class).
-        """
-        iserver = self.server.iserver
-        register, unregister = iserver.register_external_session, iserver.unregister_external_session
-
-        def opened(session: Any) -> None:
-            register(session)
-            self.audit("session_open", "", "", f"ok {session.name}")
-
-        def closed(session: Any) -> None:
-            unregister(session)
-            user = getattr(session.user, "name", None) or "anonymous"
-            self.audit("session_close", user, "", f"ok {session.name}")
-
-        iserver.register_external_session = opened  # type: ignore[method-assign]
-        iserver.unregister_external_session = closed  # type: ignore[method-assign]
+        settings = self.settings
+        offers_none = check_exposure(settings.endpoint, settings.security, settings.allow_insecure_remote)
+        app_uri = f"urn:linebridge:{self.mapping.line.name}"
+        await secure_server(self.server, app_uri, settings.security, offers_none, self.audit)
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
         """One audit record: logged and committed to the journal."""

@@ -14,7 +14,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from bridge.opcua.face import SecuritySettings
+from bridge.opcua.endpoint_security import SecuritySettings
 from bridge.security.pki import Pki
 from bridge.security.users import add_user
 from tests.integration.conftest import NODE_DIR
