@@ -5,34 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 import typer
 import yaml
-from asyncua import Client, ua
 
+from bridge.cli_client import health, nodeset_app, order_app
+from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
-from bridge.journal import SqliteJournal
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
-from bridge.opcua.client import ClientError, find_line, parse_options
-from bridge.opcua.client import cancel as ua_cancel
-from bridge.opcua.client import health as ua_health
-from bridge.opcua.client import show as ua_show
-from bridge.opcua.client import submit as ua_submit
-from bridge.opcua.client import watch as ua_watch
 from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings, SecuritySettings
-from bridge.opcua.nodeset import export_nodeset
-from bridge.security.pki import Pki
-from bridge.security.users import ROLES, add_user
-from bridge.service import JOURNAL_FILE, Bridge, BridgeSettings
+from bridge.service import Bridge, BridgeSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -227,213 +216,12 @@ async def _serve(
         waiter.cancel()
 
 
-order_app = typer.Typer(no_args_is_help=True, help="Place and follow orders on a running bridge (OPC UA).")
 app.add_typer(order_app, name="order")
-nodeset_app = typer.Typer(no_args_is_help=True, help="The OPC UA model as NodeSet2 XML.")
 app.add_typer(nodeset_app, name="nodeset")
-ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's OPC UA endpoint")
-LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")
-
-
-def _client_run(work: Callable[[Client], Awaitable[None]], endpoint: str, timeout_s: float = 10.0) -> None:
-    """Connect (within `timeout_s`), run `work`, and turn every failure into one line on stderr
-    and exit 1."""
-
-    async def session() -> None:
-        client = Client(endpoint, timeout=timeout_s)
-        async with asyncio.timeout(timeout_s):
-            await client.connect()
-        try:
-            await work(client)
-        finally:
-            await client.disconnect()
-
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
-    try:
-        asyncio.run(session())
-    except ClientError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    except (OSError, TimeoutError, ua.UaError) as exc:
-        typer.echo(f"{endpoint}: {exc or type(exc).__name__}", err=True)
-        raise typer.Exit(1) from None
-
-
-@order_app.command("submit")
-def order_submit(
-    order_id: str = typer.Argument(..., help="1-32 letters, digits, '-' or '_'"),
-    product: str = typer.Option(..., "--product", "-p", help="a product of the mapping, e.g. AC-W"),
-    option: list[str] = typer.Option([], "--option", "-o", help="name=value, e.g. capacity_btu=18000"),
-    quantity: int | None = typer.Option(None, help="units"),
-    priority: int = typer.Option(0, help="higher goes first"),
-    endpoint: str = ENDPOINT,
-    line: str | None = LINE,
-) -> None:
-    """Submit an order; prints its node, or why it was refused."""
-
-    async def work(client: Client) -> None:
-        options = parse_options(option)
-        if quantity is not None:
-            options["quantity"] = quantity
-        if priority:
-            options["priority"] = priority
-        nodeid = await ua_submit(await find_line(client, line), order_id, product, options)
-        typer.echo(f"accepted {order_id}: {nodeid.to_string()}")
-
-    _client_run(work, endpoint)
-
-
-@order_app.command("cancel")
-def order_cancel(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
-    """Cancel an order: waiting units stop, a running step is aborted."""
-
-    async def work(client: Client) -> None:
-        await ua_cancel(await find_line(client, line), order_id)
-        typer.echo(f"cancelled {order_id}")
-
-    _client_run(work, endpoint)
-
-
-@order_app.command("show")
-def order_show(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
-    """Print an order's state, progress and steps."""
-
-    async def work(client: Client) -> None:
-        info = await ua_show(await find_line(client, line), order_id)
-        progress = f"{info['Progress']}/{info['Quantity']} units"
-        typer.echo(
-            f"{info['order_id']}  {info['Product']}  {info['State']}  {progress}"
-            + (f"  at {info['CurrentStation']}" if info["CurrentStation"] else "")
-            + (f"  fault {info['FaultStation']} code {info['ResultCode']}" if info["FaultStation"] else "")
-        )
-        for step in info["Steps"]:
-            typer.echo(
-                f"  unit {step['Unit']}  {step['Station']:<12} seq {step['Sequence']:<5} "
-                f"code {step['ResultCode']}  {step['Results']}"
-            )
-
-    _client_run(work, endpoint)
-
-
-@order_app.command("watch")
-def order_watch(
-    order_id: str | None = typer.Argument(None, help="follow this order until it finishes (default: all)"),
-    timeout: float | None = typer.Option(None, help="stop after this many seconds"),
-    endpoint: str = ENDPOINT,
-    line: str | None = LINE,
-) -> None:
-    """Print order state changes as they happen, station by station."""
-
-    async def work(client: Client) -> None:
-        try:
-            await ua_watch(await find_line(client, line), order_id, typer.echo, timeout)
-        except TimeoutError:
-            if order_id is not None:
-                raise ClientError(f"{order_id} did not finish within {timeout} s") from None
-
-    _client_run(work, endpoint)
-
-
-@app.command()
-def health(endpoint: str = ENDPOINT, timeout: float = typer.Option(5.0, help="seconds")) -> None:
-    """Exit 0 when the bridge answers over OPC UA and serves its line (for container health checks)."""
-
-    async def work(client: Client) -> None:
-        typer.echo(f"ok {endpoint} line {await ua_health(client)}")
-
-    _client_run(work, endpoint, timeout_s=timeout)
-
-
-@nodeset_app.command("export")
-def nodeset_export(
-    file: Path = typer.Argument(..., help="NodeSet2 XML file to write"),
-    mapping: Path = typer.Option(Path("mappings/ac_line.yaml"), "--mapping", "-m"),
-) -> None:
-    """Write the OPC UA types generated from MAPPING as NodeSet2 XML."""
-    try:
-        line = load_mapping(mapping)
-    except MappingError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
-    asyncio.run(export_nodeset(line, file))
-    typer.echo(f"wrote {file}")
-
-
-pki_app = typer.Typer(
-    no_args_is_help=True, help="The OPC UA PKI folder: which client certificates are trusted."
-)
+app.command()(health)
 app.add_typer(pki_app, name="pki")
-user_app = typer.Typer(no_args_is_help=True, help="OPC UA users and their roles.")
 app.add_typer(user_app, name="user")
-PKI_DIR = typer.Option(Path("var/pki"), "--pki-dir", help="the bridge's PKI folder")
-
-
-@pki_app.command("list")
-def pki_list(pki_dir: Path = PKI_DIR) -> None:
-    """List trusted and rejected client certificates with their thumbprints."""
-    pki = Pki(pki_dir)
-    for label, folder in (("trusted", pki.trusted), ("rejected", pki.rejected)):
-        for tp, name, path in pki.certificates(folder) if folder.exists() else []:
-            typer.echo(f"{label:<9} {tp}  {name:<30} {path.name}")
-
-
-@pki_app.command("trust")
-def pki_trust(
-    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
-) -> None:
-    """Trust a rejected client certificate (moves it from rejected/ to trusted/)."""
-    pki = Pki(pki_dir)
-    try:
-        path = pki.move(thumbprint, pki.rejected, pki.trusted)
-    except LookupError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"trusted {path}")
-
-
-@pki_app.command("reject")
-def pki_reject(
-    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
-) -> None:
-    """Stop trusting a client certificate (moves it from trusted/ to rejected/)."""
-    pki = Pki(pki_dir)
-    try:
-        path = pki.move(thumbprint, pki.trusted, pki.rejected)
-    except LookupError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"rejected {path}")
-
-
-@user_app.command("add")
-def user_add(
-    name: str,
-    role: str = typer.Option(..., help=f"one of {', '.join(ROLES)}"),
-    users: Path = typer.Option(Path("var/users.yaml"), help="users file"),
-    password: str = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True),
-) -> None:
-    """Add or replace a user; the password is stored as a salted scrypt hash."""
-    try:
-        add_user(users, name, role, password)
-    except ConfigurationError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{name} ({role}) written to {users}")
-
-
-@app.command()
-def audit(
-    data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
-    limit: int = typer.Option(100, help="the last N records"),
-) -> None:
-    """Print the audit trail: sessions, logins, certificate checks, order submits and cancels."""
-    journal = SqliteJournal(data_dir / JOURNAL_FILE)
-    try:
-        for at, event, user, tp, outcome in journal.load_audit(limit):
-            typer.echo(f"{at}  {event:<13} {user or '-':<20} {tp or '-':<40} {outcome}")
-    finally:
-        journal.close()
+app.command()(audit)
 
 
 def main() -> None:

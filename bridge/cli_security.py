@@ -1,0 +1,85 @@
+"""The shell's security commands: `linebridge pki …`, `linebridge user add`, `linebridge audit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bridge.errors import ConfigurationError
+from bridge.journal import SqliteJournal
+from bridge.security.pki import Pki
+from bridge.security.users import ROLES, add_user
+from bridge.service import JOURNAL_FILE
+
+pki_app = typer.Typer(
+    no_args_is_help=True, help="The OPC UA PKI folder: which client certificates are trusted."
+)
+user_app = typer.Typer(no_args_is_help=True, help="OPC UA users and their roles.")
+PKI_DIR = typer.Option(Path("var/pki"), "--pki-dir", help="the bridge's PKI folder")
+
+
+@pki_app.command("list")
+def pki_list(pki_dir: Path = PKI_DIR) -> None:
+    """List trusted and rejected client certificates with their thumbprints."""
+    pki = Pki(pki_dir)
+    for label, folder in (("trusted", pki.trusted), ("rejected", pki.rejected)):
+        for tp, name, path in pki.certificates(folder) if folder.exists() else []:
+            typer.echo(f"{label:<9} {tp}  {name:<30} {path.name}")
+
+
+@pki_app.command("trust")
+def pki_trust(
+    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
+) -> None:
+    """Trust a rejected client certificate (moves it from rejected/ to trusted/)."""
+    pki = Pki(pki_dir)
+    try:
+        path = pki.move(thumbprint, pki.rejected, pki.trusted)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"trusted {path}")
+
+
+@pki_app.command("reject")
+def pki_reject(
+    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
+) -> None:
+    """Stop trusting a client certificate (moves it from trusted/ to rejected/)."""
+    pki = Pki(pki_dir)
+    try:
+        path = pki.move(thumbprint, pki.trusted, pki.rejected)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"rejected {path}")
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: str = typer.Option(..., help=f"one of {', '.join(ROLES)}"),
+    users: Path = typer.Option(Path("var/users.yaml"), help="users file"),
+    password: str = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True),
+) -> None:
+    """Add or replace a user; the password is stored as a salted scrypt hash."""
+    try:
+        add_user(users, name, role, password)
+    except ConfigurationError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{name} ({role}) written to {users}")
+
+
+def audit(
+    data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
+    limit: int = typer.Option(100, help="the last N records"),
+) -> None:
+    """Print the audit trail: sessions, logins, certificate checks, order submits and cancels."""
+    journal = SqliteJournal(data_dir / JOURNAL_FILE)
+    try:
+        for at, event, user, tp, outcome in journal.load_audit(limit):
+            typer.echo(f"{at}  {event:<13} {user or '-':<20} {tp or '-':<40} {outcome}")
+    finally:
+        journal.close()
