@@ -20,7 +20,8 @@ from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
-from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings, SecuritySettings
+from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
+from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 
 app = typer.Typer(
@@ -120,10 +121,12 @@ def run(
             allow_insecure_remote=opts["allow_insecure_remote"],
         )
     try:
+        if opcua is not None:  # an exposed None endpoint is refused before anything starts
+            check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
         asyncio.run(
             _run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
         )
-    except ConfigurationError as exc:  # found only once the server starts (e.g. an exposed None endpoint)
+    except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
