@@ -32,3 +32,5 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    # pymodbus logs every failed request at ERROR; the Modbus adapter reports those itself, once.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL)
