@@ -28,32 +28,30 @@ def pki_list(pki_dir: Path = PKI_DIR) -> None:
             typer.echo(f"{label:<9} {tp}  {name:<30} {path.name}")
 
 
-@pki_app.command("trust")
-def pki_trust(
-    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
-) -> None:
-    """Trust a rejected client certificate (moves it from rejected/ to trusted/)."""
+THUMBPRINT = typer.Argument(..., help="thumbprint, or its first characters")
+
+
+def _move(thumbprint: str, pki_dir: Path, *, trust: bool) -> None:
     pki = Pki(pki_dir)
+    source, target = (pki.rejected, pki.trusted) if trust else (pki.trusted, pki.rejected)
     try:
-        path = pki.move(thumbprint, pki.rejected, pki.trusted)
+        path = pki.move(thumbprint, source, target)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"trusted {path}")
+    typer.echo(f"{'trusted' if trust else 'rejected'} {path}")
+
+
+@pki_app.command("trust")
+def pki_trust(thumbprint: str = THUMBPRINT, pki_dir: Path = PKI_DIR) -> None:
+    """Trust a rejected client certificate (moves it from rejected/ to trusted/)."""
+    _move(thumbprint, pki_dir, trust=True)
 
 
 @pki_app.command("reject")
-def pki_reject(
-    thumbprint: str = typer.Argument(..., help="thumbprint, or its first characters"), pki_dir: Path = PKI_DIR
-) -> None:
+def pki_reject(thumbprint: str = THUMBPRINT, pki_dir: Path = PKI_DIR) -> None:
     """Stop trusting a client certificate (moves it from trusted/ to rejected/)."""
-    pki = Pki(pki_dir)
-    try:
-        path = pki.move(thumbprint, pki.trusted, pki.rejected)
-    except LookupError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"rejected {path}")
+    _move(thumbprint, pki_dir, trust=False)
 
 
 @user_app.command("add")
