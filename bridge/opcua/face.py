@@ -2,7 +2,8 @@
 
 Objects/Plant/Lines/<line>/Stations/<station> and .../Orders/<order_id> (docs/opcua-model.md).
 Station values carry the time they were read from the PLC as SourceTimestamp and turn
-BadCommunicationError (keeping the last value) while the station does not answer.
+BadCommunicationError while the station does not answer (asyncua then withholds the value, as
+OPC UA Part 4 requires with a Bad status; the SourceTimestamp of the last read stays).
 """
 
 from __future__ import annotations
@@ -477,8 +478,9 @@ class OpcUaFace:
                 await self._mark_station(name, ua.StatusCodes.BadCommunicationError, live_only=True)
 
     async def _mark_station(self, station: str, code: int, *, live_only: bool = False) -> None:
-        """Give a station's PLC values a bad status, keeping the last value and its timestamp:
-        BadWaitingForInitialData before the first read, BadCommunicationError while it is away."""
+        """Give a station's PLC values a bad status, keeping the last read's timestamp (the value is
+        withheld, as a Bad status requires): BadWaitingForInitialData before the first read,
+        BadCommunicationError while the PLC is away."""
         kind = self.mapping.station_type(station)
         path = f"{self.line_path}.Stations.{station}"
         paths = [f"{path}.Parameters.{n}" for n in kind.parameters] + [
