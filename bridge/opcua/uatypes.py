@@ -145,9 +145,10 @@ async def add_variable(
     *,
     mandatory: bool | None = True,
     description: str = "",
-    analog: bool = False,
+    analog: RegisterField | Option | None = None,
 ) -> Node:
-    """A variable (an AnalogItem when `analog`) under `parent`.
+    """A variable under `parent`; an AnalogItem with EngineeringUnits and EURange when `analog`
+    gives the mapping field or option they come from.
 
     The type definition is set in the AddNodes request itself: the reference a parent keeps to its
     child carries the child's type, and instantiation copies it from there.
@@ -175,13 +176,15 @@ async def add_variable(
     var = Node(parent.session, result.AddedNodeId)
     if mandatory is not None:
         await var.set_modelling_rule(mandatory)
+    if analog is not None:
+        await _add_analog_properties(var, ns, analog, mandatory=mandatory)
     return var
 
 
-async def make_analog(
+async def _add_analog_properties(
     var: Node, ns: int, f: RegisterField | Option, *, mandatory: bool | None = True
 ) -> None:
-    """EngineeringUnits and EURange of an AnalogItem (created with `analog=True`), from the mapping."""
+    """EngineeringUnits and EURange of an AnalogItem, from the mapping."""
     low = f.min if f.min is not None else -1e308
     high = f.max if f.max is not None else 1e308
     base = var.nodeid.Identifier
@@ -285,7 +288,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         ua.VariantType.UInt32,
         description="Steps the PLC has executed since power-up",
     )
-    cycle = await add_variable(
+    await add_variable(
         station,
         tid(ns, f"{p}.LastCycleTime"),
         "LastCycleTime",
@@ -293,9 +296,8 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         0.0,
         ua.VariantType.Double,
         description="Duration of the last step, start to done",
-        analog=True,
+        analog=RegisterField(address=0, type="float64", unit="ms", min=0),
     )
-    await make_analog(cycle, ns, RegisterField(address=0, type="float64", unit="ms", min=0))
     diag = await station.add_object(tid(ns, f"{p}.Diagnostics"), ua.QualifiedName("Diagnostics", ns))
     await diag.set_modelling_rule(True)
     for name, vtype, value in (
@@ -332,7 +334,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
                     types.field_enums[(kind_name, name)] = datatype
                     types.enum_codes[datatype] = dict(f.values)
                 vtype = field_variant(f)
-                var = await add_variable(
+                await add_variable(
                     holder,
                     tid(ns, f"{tname}.{folder}.{name}"),
                     name,
@@ -341,10 +343,8 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
                     vtype,
                     datatype,
                     description=f.description,
-                    analog=f.is_numeric,
+                    analog=f if f.is_numeric else None,
                 )
-                if f.is_numeric:
-                    await make_analog(var, ns, f)
 
 
 async def _build_order_types(server: Server, mapping: LineMapping, types: ModelTypes, base: Node) -> None:
@@ -399,7 +399,7 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
                     v: code for v, (_, code) in zip(option.values or [], members, strict=True)
                 }
             vtype = option_variant(option)
-            var = await add_variable(
+            await add_variable(
                 holder,
                 tid(ns, f"{tname}.Options.{name}"),
                 name,
@@ -408,10 +408,8 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
                 vtype,
                 datatype,
                 description=option.description,
-                analog=option.type in ("integer", "number"),
+                analog=option if option.type in ("integer", "number") else None,
             )
-            if option.type in ("integer", "number"):
-                await make_analog(var, ns, option)
 
 
 async def _build_event_types(server: Server, types: ModelTypes) -> None:
