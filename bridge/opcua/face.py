@@ -51,6 +51,8 @@ class OpcUaFace:
     def __init__(self, bridge: Bridge, settings: OpcUaSettings | None = None) -> None:
         self.bridge = bridge
         self.mapping = bridge.mapping
+        # Settled once: polls and steps look fields up many times a second.
+        self._fields = {station: self.mapping.resolved_fields(station) for station in self.mapping.stations}
         self.settings = settings or OpcUaSettings()
         self.server = Server()
         self.types: ModelTypes | None = None
@@ -363,7 +365,7 @@ class OpcUaFace:
         await self._write(
             f"{station_path}.CurrentOrder", order.order_id if running else "", ua.VariantType.String
         )
-        fields = self.mapping.resolved_fields(step.station)
+        fields = self._fields[step.station]
         if step.phase == StepPhase.BEGUN:
             for name, value in step.parameters.items():
                 await self._write_field(
@@ -449,7 +451,7 @@ class OpcUaFace:
             ("TelemetryRequestsPerPoll", counters.telemetry_requests_per_poll, ua.VariantType.UInt32),
         ):
             await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
-        fields = self.mapping.resolved_fields(name)
+        fields = self._fields[name]
         kind = self.mapping.station_type(name)
         for field_name in kind.telemetry:
             value = link.telemetry.get(field_name)

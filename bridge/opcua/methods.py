@@ -129,6 +129,7 @@ class LineMethods:
         self._cancel = cancel
         self._node_of = node_of
         self._on_rejected = on_rejected
+        self._typed_specs = {p: typed_args(mapping, types, p) for p in mapping.products}
 
     async def add_to(self, line: Node, ns: int) -> None:
         base = line.nodeid.Identifier
@@ -156,7 +157,7 @@ class LineMethods:
         )
         for product_id in self.mapping.products:
             name = f"SubmitOrder_{product_id}"
-            spec = typed_args(self.mapping, self.types, product_id)
+            spec = self._typed_specs[product_id]
 
             async def typed(
                 parent: ua.NodeId, *args: ua.Variant, product_id: str = product_id
@@ -187,7 +188,7 @@ class LineMethods:
         return await self._accept(order_id, product, options, quantity, priority, arg_of=_json_arg, count=3)
 
     async def submit_typed(self, product_id: str, args: tuple[ua.Variant, ...]) -> MethodResult:
-        spec = typed_args(self.mapping, self.types, product_id)
+        spec = self._typed_specs[product_id]
         bad = check_arguments(args, spec)
         if bad is not None:
             return bad
