@@ -130,14 +130,14 @@ class LineEngine:
                     field="order_id",
                 )
             return existing
-        first_serial = self.journal.reserve_serials(valid.quantity)
+        accept_index, first_serial = self.journal.reserve(valid.quantity)
         order = Order(
             order_id=valid.order_id,
             product=valid.product,
             options=valid.options,
             quantity=valid.quantity,
             priority=valid.priority,
-            accept_index=self.journal.next_accept_index(),
+            accept_index=accept_index,
             units=[Unit(valid.order_id, i, first_serial + i) for i in range(valid.quantity)],
         )
         accepted = self._event(order, message="accepted")

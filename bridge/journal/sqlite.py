@@ -182,14 +182,13 @@ class SqliteJournal:
         ).fetchall()
         return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
 
-    def reserve_serials(self, count: int) -> int:
-        """The first of `count` fresh unit serials, unique for the life of the journal."""
+    def reserve(self, units: int) -> tuple[int, int]:
+        """The next accept index and the first of `units` fresh unit serials, both unique for the
+        life of the journal, in one transaction."""
         with _Transaction(self._db) as db:
-            return self._bump(db, "unit_serial", count, start=100001)
-
-    def next_accept_index(self) -> int:
-        with _Transaction(self._db) as db:
-            return self._bump(db, "accept_index", 1, start=1)
+            return self._bump(db, "accept_index", 1, start=1), self._bump(
+                db, "unit_serial", units, start=100001
+            )
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, count: int, *, start: int) -> int:
