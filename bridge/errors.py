@@ -56,7 +56,8 @@ class StationError(BridgeError):
 
 
 class ParameterMismatch(StationError):
-    """Parameters read back from a PLC differ from what was written: the step must not start."""
+    """Parameters or a setpoint read back from a PLC differ from what was written: a step with
+    such parameters must not start, and such a setpoint write is reported failed."""
 
 
 class OrderRejected(BridgeError):

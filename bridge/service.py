@@ -101,6 +101,12 @@ class Bridge:
     async def cancel(self, order_id: str) -> Order:
         return await self.engine.cancel(order_id)
 
+    async def write_setpoint(self, station: str, name: str, value: Any) -> None:
+        """Change a setpoint the mapping declares for `station`: checked against the mapping before
+        anything is written (CodecError), read back after (ParameterMismatch, a StationError)."""
+        await self.links[station].write_setpoint(name, value)
+        log.info("setpoint_written", line=self.mapping.line.name, station=station, setpoint=name, value=value)
+
     def get(self, order_id: str) -> Order | None:
         return self.engine.get(order_id)
 

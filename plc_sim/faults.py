@@ -10,13 +10,15 @@ and at run time through holding registers at `control_address` (docs/plc_sim.md)
     +4  exception_code   answer every request with this Modbus exception (0 = off)
     +5  delay_ms         answer every request this late
     +6  corrupt_next     1 = the next parameter read-back shows a corrupted first parameter word
+    +7  clamp_setpoints  1 = setpoint writes land altered (first word's low bit flipped, a bit inverted),
+                         as on a PLC whose program overrides a setting, until set back to 0
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-CONTROL_REGISTERS = 7
+CONTROL_REGISTERS = 8
 DEFAULT_CONTROL_ADDRESS = 9000
 
 
@@ -29,6 +31,7 @@ class Faults:
     exception_code: int = 0
     delay_ms: int = 0
     corrupt_next: int = 0
+    clamp_setpoints: int = 0
 
     def to_registers(self) -> list[int]:
         return [getattr(self, f.name) & 0xFFFF for f in fields(self)]

@@ -86,6 +86,7 @@ class SimulatedPlc:
         self._check_control_block()
         self._parameter_spans = self._spans(self.kind.parameters)
         self._result_spans = self._spans(self.kind.results)
+        self._setpoint_spans = self._spans(self.kind.setpoints)
 
     def _spans(self, names: Iterable[str]) -> list[tuple[str, int, int]]:
         return [
@@ -100,8 +101,8 @@ class SimulatedPlc:
     def _observe(self, event: str) -> None:
         """Tell `observer` (tests, HIL tracing) what a client just did, before it gets an answer.
 
-        Events: parameters_written, start_written, ack_written, abort_written, results_read,
-        and step_done (the PLC finished a step).
+        Events: parameters_written, setpoints_written, start_written, ack_written, abort_written,
+        results_read, and step_done (the PLC finished a step).
         """
         if self.observer is not None:
             self.observer(event, self._status.accepted_seq)
@@ -131,6 +132,9 @@ class SimulatedPlc:
         self._memory = PlcMemory(self._server, self.device_id)
         # A PLC answers with its real status and telemetry from the first request on.
         await self._memory.write("holding", self.control_address, self.faults.to_registers())
+        for name, f in self.kind.setpoints.items():  # a PLC powers up with its retained settings
+            if f.sim is not None:
+                await self._memory.write_field(self.fields[name], f.sim.constant)
         await self._publish_status()
         await self._refresh_telemetry()
         await self._server.serve_forever(background=True)
@@ -241,6 +245,8 @@ class SimulatedPlc:
             return None
         if self.faults.corrupt_next and function_code == 3 and values is None:
             await self._corrupt_first_parameter(_start, address, count, _registers)
+        if self.faults.clamp_setpoints and is_write and values:
+            self._clamp_setpoint(function_code, address, count, values)
         if self.faults.delay_ms:
             await asyncio.sleep(self.faults.delay_ms / 1000)
         if self.faults.exception_code:
@@ -276,8 +282,20 @@ class SimulatedPlc:
                     self._observe(name)
             if any(t == table and a < end and address < b for t, a, b in self._parameter_spans):
                 self._observe("parameters_written")
+            if any(t == table and a < end and address < b for t, a, b in self._setpoint_spans):
+                self._observe("setpoints_written")
         elif any(t == table and a < end and address < b for t, a, b in self._result_spans):
             self._observe("results_read")
+
+    def _clamp_setpoint(
+        self, function_code: int, address: int, count: int, values: list[int] | list[bool]
+    ) -> None:
+        """Alter a setpoint write before it lands (pymodbus applies this very list after the hook)."""
+        table = "coil" if function_code in (5, 15) else "holding"
+        if not any(t == table and a < address + count and address < b for t, a, b in self._setpoint_spans):
+            return
+        values[0] = (not values[0]) if table == "coil" else int(values[0]) ^ 0x0001
+        self._log.info("fault_setpoint_clamped", table=table, address=address)
 
     async def _corrupt_first_parameter(
         self, start: int, address: int, count: int, registers: list[int]
@@ -390,10 +408,21 @@ class SimulatedPlc:
         return params
 
     async def _write_results(self, params: dict[str, Any]) -> None:
+        values = {**params, **await self._setpoints()}
         for name in self.kind.results:
             f = self.fields[name]
             if f.sim is not None:
-                await self.memory.write_field(f, self._simulated_value(f, params))
+                await self.memory.write_field(f, self._simulated_value(f, values))
+
+    async def _setpoints(self) -> dict[str, Any]:
+        """The setpoints as they stand in memory: a client may have changed them at any time."""
+        values: dict[str, Any] = {}
+        for name in self.kind.setpoints:
+            try:
+                values[name] = await self.memory.read_field(self.fields[name])
+            except CodecError:  # garbage written by a client: telemetry following it shows nominal 0
+                values[name] = 0
+        return values
 
     async def _finish(self, code: int) -> None:
         self._due = None
@@ -418,10 +447,11 @@ class SimulatedPlc:
 
     async def _refresh_telemetry(self) -> None:
         self._telemetry_due = time.monotonic() + TELEMETRY_INTERVAL_S
+        setpoints = await self._setpoints()
         for name in self.kind.telemetry:
             f = self.fields[name]
             if f.sim is not None:
-                await self.memory.write_field(f, self._simulated_value(f, {}))
+                await self.memory.write_field(f, self._simulated_value(f, setpoints))
 
     def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
         sim = f.sim

@@ -107,21 +107,47 @@ def _check_station_type(path: str, kind: StationType) -> list[MappingIssue]:
                 MappingIssue(f"{path}.{group}.{name}", f"name already used in {path}.{seen[name]}.{name}")
             )
         seen[name] = group
-        if group == "parameters" and f.table not in WRITABLE_TABLES:
+        if group in ("parameters", "setpoints") and f.table not in WRITABLE_TABLES:
             issues.append(
                 MappingIssue(
                     f"{path}.{group}.{name}.table",
-                    f"parameters are written by the bridge, so they live in holding registers"
+                    f"{group} are written by the bridge, so they live in holding registers"
                     f" or coils, not {f.table}",
                 )
             )
-        if f.sim is not None and f.sim.follow is not None and f.sim.follow not in kind.parameters:
+        if group == "setpoints":
+            issues += _check_setpoint(f"{path}.{group}.{name}", f)
+        followable = {**kind.parameters, **kind.setpoints} if group == "results" else kind.setpoints
+        follow = f.sim.follow if f.sim is not None and group != "setpoints" else None
+        if follow is not None and follow not in followable:
             issues.append(
                 MappingIssue(
                     f"{path}.{group}.{name}.sim.follow",
-                    f"unknown parameter {f.sim.follow!r} (known: {', '.join(kind.parameters) or 'none'})",
+                    f"unknown {'parameter or setpoint' if group == 'results' else 'setpoint'}"
+                    f" {follow!r} (known: {', '.join(followable) or 'none'})",
                 )
             )
+    return issues
+
+
+def _check_setpoint(path: str, f: RegisterField) -> list[MappingIssue]:
+    """An engineer's write is checked against the mapping alone, so a number needs both bounds,
+    and the simulator's starting value (sim.constant, the only behaviour a setpoint has) must fit."""
+    issues: list[MappingIssue] = []
+    if f.is_numeric and (f.min is None or f.max is None):
+        issues.append(
+            MappingIssue(path, "a numeric setpoint needs min and max: the range an engineer may set")
+        )
+    if f.sim is not None:
+        if f.sim.constant is None:
+            issues.append(
+                MappingIssue(f"{path}.sim", "a setpoint's sim gives its starting value only: constant")
+            )
+        elif f.table not in BIT_TABLES:
+            try:
+                codec.encode(f, f.sim.constant)
+            except CodecError as exc:
+                issues.append(MappingIssue(f"{path}.sim.constant", str(exc)))
     return issues
 
 

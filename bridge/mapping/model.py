@@ -169,10 +169,13 @@ class StationType(_Strict):
     parameters: dict[Identifier, RegisterField] = {}
     results: dict[Identifier, RegisterField] = {}
     telemetry: dict[Identifier, RegisterField] = {}
+    setpoints: dict[Identifier, RegisterField] = Field(
+        default={}, description="station settings an engineer may change from OPC UA, checked and read back"
+    )
 
     def fields(self) -> Iterator[tuple[str, str, RegisterField]]:
-        """(group, name, field) for every parameter, result and telemetry field."""
-        for group in ("parameters", "results", "telemetry"):
+        """(group, name, field) for every parameter, result, telemetry and setpoint field."""
+        for group in ("parameters", "results", "telemetry", "setpoints"):
             for name, f in getattr(self, group).items():
                 yield group, name, f
 
@@ -346,7 +349,7 @@ class LineMapping(_Strict):
         return self.station_types[self.stations[station].type]
 
     def resolved_fields(self, station: str) -> dict[str, RegisterField]:
-        """A station's parameter, result and telemetry fields with byte and word order settled.
+        """A station's fields (every group) with byte and word order settled.
 
         A field's own order wins, then the station's, then its type's.
         """

@@ -61,6 +61,8 @@ class ModbusStationLink:
         self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
         self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
         self._telemetry_blocks = plan_blocks([(n, fields[n]) for n in kind.telemetry], max_gap=8)
+        self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
+        self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
         self.timeout_s = timeout_s
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
@@ -71,6 +73,7 @@ class ModbusStationLink:
         self._ever_connected = False
         self.counters = LinkCounters()
         self.telemetry: dict[str, Any] = {}
+        self.setpoints: dict[str, Any] = {}  # as last read from (or written to and read back from) the PLC
         self.telemetry_read_at: float | None = None
         self.last_status: StatusBlock | None = None
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
@@ -193,24 +196,21 @@ class ModbusStationLink:
         except ValueError as exc:
             raise self._failed("read status", exc) from exc
 
-    def encode_parameters(self, parameters: dict[str, Any]) -> list[tuple[Block, list[int] | list[bool]]]:
-        """Every parameter block's words, encoded before anything is written (CodecError if not)."""
-        payload: list[tuple[Block, list[int] | list[bool]]] = []
-        for block in self._parameter_blocks:
-            if block.is_bits:
-                payload.append((block, [bool(parameters[name]) for name, _ in block.fields]))
-                continue
-            words: list[int] = []
-            for name, f in block.fields:
-                try:
-                    words += codec.encode(f, parameters[name])
-                except CodecError as exc:
-                    raise CodecError(f"parameter {name}: {exc}") from None
-            payload.append((block, words))
-        return payload
-
     async def write_parameters(self, parameters: dict[str, Any]) -> None:
-        payload = self.encode_parameters(parameters)
+        payload = _encode_blocks(self._parameter_blocks, parameters, "parameter")
+        await self._write_verified(payload, "parameters")
+
+    async def write_setpoint(self, name: str, value: Any) -> None:
+        """Write one setpoint the mapping declares and read it back; CodecError before anything is
+        written if the value does not fit, ParameterMismatch if the PLC holds something else after."""
+        f = self._setpoint_fields.get(name)
+        if f is None:
+            raise CodecError(f"station {self.station} has no setpoint {name!r}")
+        payload = _encode_blocks(plan_blocks([(name, f)], write=True), {name: value}, "setpoint")
+        await self._write_verified(payload, "setpoint")
+        self.setpoints[name] = value
+
+    async def _write_verified(self, payload: list[tuple[Block, list[int] | list[bool]]], what: str) -> None:
         dev = self.endpoint.device_id
         for block, values in payload:
             if block.is_bits:
@@ -232,9 +232,9 @@ class ModbusStationLink:
                     name for name, f in block.fields if block.slice_for(f, read) != block.slice_for(f, values)
                 ]
                 self.counters.errors += 1
-                self.counters.last_error = f"parameter read-back mismatch: {', '.join(names)}"
+                self.counters.last_error = f"{what} read-back mismatch: {', '.join(names)}"
                 raise ParameterMismatch(
-                    f"parameters read back differ from what was written: {', '.join(names)}"
+                    f"{what} read back from the PLC differ from what was written: {', '.join(names)}"
                     f" (wrote {list(values)}, read {list(read)})",
                     station=self.station,
                 )
@@ -253,19 +253,22 @@ class ModbusStationLink:
 
     async def read_telemetry(self) -> dict[str, Any]:
         """One poll cycle: the handshake status and every telemetry field, in as few requests as
-        the layout allows (the status block, then one per contiguous telemetry block)."""
+        the layout allows (the status block, then one per contiguous telemetry or setpoint block)."""
         self.last_status = await self.status()
         values = await self._read_fields(self._telemetry_blocks)
-        self.counters.telemetry_requests_per_poll = 1 + len(self._telemetry_blocks)
-        self.telemetry = values
+        setpoints = await self._read_fields(self._setpoint_blocks)
+        self.counters.telemetry_requests_per_poll = self.requests_per_poll
+        self.telemetry, self.setpoints = values, setpoints
         self.telemetry_read_at = time.time()
         return values
 
+    @property
+    def requests_per_poll(self) -> int:
+        return 1 + len(self._telemetry_blocks) + len(self._setpoint_blocks)
+
     async def poll_telemetry(self, interval_s: float) -> None:
         """Poll telemetry forever; failures are logged by the request path and retried."""
-        self._log.info(
-            "telemetry_polling", interval_s=interval_s, requests_per_poll=1 + len(self._telemetry_blocks)
-        )
+        self._log.info("telemetry_polling", interval_s=interval_s, requests_per_poll=self.requests_per_poll)
         while True:
             try:
                 await self.read_telemetry()
@@ -277,3 +280,27 @@ class ModbusStationLink:
                 await listener(self)
             raise_if_cancelled()  # a cancel swallowed inside pymodbus must still end this loop
             await asyncio.sleep(delay)
+
+
+def _encode_blocks(
+    blocks: list[Block], values: dict[str, Any], what: str
+) -> list[tuple[Block, list[int] | list[bool]]]:
+    """Every block's words (or bits), encoded before anything is written (CodecError if not)."""
+    payload: list[tuple[Block, list[int] | list[bool]]] = []
+    for block in blocks:
+        if block.is_bits:
+            bits: list[bool] = []
+            for name, _ in block.fields:
+                if not isinstance(values[name], bool):
+                    raise CodecError(f"{what} {name}: bool needs true or false, got {values[name]!r}")
+                bits.append(values[name])
+            payload.append((block, bits))
+            continue
+        words: list[int] = []
+        for name, f in block.fields:
+            try:
+                words += codec.encode(f, values[name])
+            except CodecError as exc:
+                raise CodecError(f"{what} {name}: {exc}") from None
+        payload.append((block, words))
+    return payload

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from bridge.domain.model import OrderState, StepPhase
-from bridge.errors import OrderRejected, UnknownOrder
+from bridge.errors import CodecError, OrderRejected, ParameterMismatch, UnknownOrder
 from bridge.handshake import PlcState, ResultCode
 from bridge.mapping import apply_deployment
 from bridge.modbus import ModbusStationLink
@@ -222,6 +222,53 @@ async def test_read_back_mismatch_never_starts_the_step(line, start_bridge):
     assert sum(line["chassis"].executed.values()) == 0
 
 
+async def test_setpoint_is_written_read_back_and_followed(line, start_bridge):
+    bridge = await start_bridge(telemetry_interval_s=0.02)
+    coil = line["coil"]
+    await bridge.write_setpoint("coil", "furnace_setpoint_c", 630.5)
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(630.5)
+    assert bridge.links["coil"].setpoints["furnace_setpoint_c"] == 630.5
+    await bridge.write_setpoint("pack", "label_printer_enabled", False)
+    assert await line["pack"].memory.read("coil", 10, 1) == [False]
+    async with asyncio.timeout(5):  # the simulated furnace settles around its new setpoint
+        while not 626 <= bridge.links["coil"].telemetry.get("furnace_temp_c", 0) <= 635:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("station", "name", "value", "reason"),
+    [
+        ("coil", "furnace_setpoint_c", 700, "setpoint furnace_setpoint_c: 700 is above the maximum 650"),
+        ("test_a", "test_profile", "turbo", "setpoint test_profile: 'turbo' is not one of standard"),
+        ("pack", "label_printer_enabled", 1, "setpoint label_printer_enabled: bool needs true or false"),
+        ("charge", "charge_rate_g_s", "fast", "setpoint charge_rate_g_s: float32 needs a number"),
+        ("coil", "coil_rows", 3, "station coil has no setpoint 'coil_rows'"),
+    ],
+)
+async def test_bad_setpoint_is_refused_before_anything_is_written(
+    line, start_bridge, station, name, value, reason
+):
+    bridge = await start_bridge()
+    writes: list[str] = []
+    line[station].observer = lambda event, _seq: writes.append(event)
+    requests = bridge.links[station].counters.requests
+    with pytest.raises(CodecError, match=reason):
+        await bridge.write_setpoint(station, name, value)
+    assert bridge.links[station].counters.requests == requests  # not one request went out
+    assert writes == []
+
+
+async def test_setpoint_altered_by_the_plc_is_a_mismatch(line, start_bridge):
+    await line["chassis"].set_fault("clamp_setpoints", 1)
+    bridge = await start_bridge()
+    writes: list[str] = []
+    line["chassis"].observer = lambda event, _seq: writes.append(event)
+    with pytest.raises(ParameterMismatch, match="force_limit_kn"):
+        await bridge.write_setpoint("chassis", "force_limit_kn", 300)
+    assert writes == ["setpoints_written"]  # the observer sees writes, so the refusals above see none
+    assert "setpoint read-back mismatch" in bridge.links["chassis"].counters.last_error
+
+
 @pytest.mark.parametrize(
     ("request_", "field", "reason"),
     [
@@ -304,20 +351,22 @@ async def test_watch_streams_state_changes(line, start_bridge):
     assert seen[-1] == ("completed", None)
 
 
-async def test_telemetry_is_polled_in_two_requests_per_station(line, start_bridge):
+async def test_telemetry_is_polled_in_three_requests_per_station(line, start_bridge):
     bridge = await start_bridge(telemetry_interval_s=0.02)
     link = bridge.links["chassis"]
     async with asyncio.timeout(5):
         while link.telemetry_read_at is None:  # noqa: ASYNC110 - waits for the first poll, bounded
             await asyncio.sleep(0.005)
-    assert link.counters.telemetry_requests_per_poll == 2  # the status block and one telemetry block
+    # the status block, one telemetry block and one setpoint block
+    assert link.counters.telemetry_requests_per_poll == 3
+    assert link.setpoints == {"force_limit_kn": 250.0}
     assert link.telemetry["state"] == "idle"
     assert 174 <= link.telemetry["press_force_kn"] <= 186
     assert link.counters.connected
     own = ModbusStationLink(bridge.mapping, "test_a")  # a link of our own: no poll task beside it
     try:
         values = await own.read_telemetry()
-        assert own.counters.requests == 2
+        assert own.counters.requests == 3
         assert set(values) == {"state", "cycle_count", "last_cycle_time_ms", "bench_air_temp_c"}
     finally:
         await own.close()

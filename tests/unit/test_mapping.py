@@ -152,6 +152,33 @@ def test_default_outside_its_range(ac_data, option, change, message):
     assert message in issue
 
 
+@pytest.mark.parametrize(
+    ("setpoint", "message"),
+    [
+        ({"table": "input", "address": 300, "type": "uint16", "min": 0, "max": 9},
+         "setpoints.x.table: setpoints are written by the bridge, so they live in holding registers"),
+        ({"address": 310, "type": "uint16", "max": 9}, "setpoints.x: a numeric setpoint needs min and max"),
+        ({"address": 310, "type": "uint16", "min": 0, "max": 9, "sim": {"nominal": 3}},
+         "setpoints.x.sim: a setpoint's sim gives its starting value only: constant"),
+        ({"address": 310, "type": "uint16", "min": 0, "max": 9, "sim": {"constant": 12}},
+         "setpoints.x.sim.constant: 12 is above the maximum 9"),
+        ({"address": 300, "type": "uint16", "min": 0, "max": 9},
+         "station_types.press.setpoints.force_limit_kn (holding 300) and station_types.press.setpoints.x"),
+    ],
+)  # fmt: skip
+def test_setpoint_mistakes(ac_data, setpoint, message):
+    ac_data["station_types"]["press"]["setpoints"]["x"] = setpoint
+    assert message in one_issue(ac_data)
+
+
+def test_telemetry_follows_only_a_setpoint(ac_data):
+    ac_data["station_types"]["press"]["telemetry"]["press_force_kn"]["sim"] = {"follow": "chassis_size"}
+    assert one_issue(ac_data) == (
+        "station_types.press.telemetry.press_force_kn.sim.follow: unknown setpoint 'chassis_size'"
+        " (known: force_limit_kn)"
+    )
+
+
 def test_unknown_station_type_and_unknown_key(ac_data):
     ac_data["stations"]["pack"]["type"] = "packer"
     ac_data["stations"]["pack"]["colour"] = "red"
