@@ -9,7 +9,7 @@ import typer
 from bridge.errors import ConfigurationError
 from bridge.journal import SqliteJournal
 from bridge.security.pki import Pki
-from bridge.security.users import ROLES, add_user
+from bridge.security.users import ROLES, add_certificate_user, add_user
 from bridge.service import JOURNAL_FILE
 
 pki_app = typer.Typer(
@@ -59,22 +59,32 @@ def user_add(
     name: str,
     role: str = typer.Option(..., help=f"one of {', '.join(ROLES)}"),
     users: Path = typer.Option(Path("var/users.yaml"), help="users file"),
-    password: str = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True),
+    password: str | None = typer.Option(None, help="asked for when neither it nor --certificate is given"),
+    certificate: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="an X.509 user certificate (DER or PEM) instead of a password"
+    ),
 ) -> None:
-    """Add or replace a user; the password is stored as a salted scrypt hash."""
+    """Add or replace a user: with a password (stored as a salted scrypt hash) or an X.509 user
+    certificate (its thumbprint is stored)."""
     try:
-        add_user(users, name, role, password)
+        if certificate is not None:
+            how = f"certificate {add_certificate_user(users, name, role, certificate)}"
+        else:
+            if password is None:
+                password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+            add_user(users, name, role, password)
+            how = "password"
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{name} ({role}) written to {users}")
+    typer.echo(f"{name} ({role}, {how}) written to {users}")
 
 
 def audit(
     data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
     limit: int = typer.Option(100, help="the last N records"),
 ) -> None:
-    """Print the audit trail: sessions, logins, certificate checks, order submits and cancels."""
+    """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads."""
     journal = SqliteJournal(data_dir / JOURNAL_FILE)
     try:
         for at, event, user, tp, outcome in journal.load_audit(limit):

@@ -14,7 +14,7 @@ from asyncua import Server, ua
 from bridge.errors import ConfigurationError
 from bridge.security.pki import Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
-from bridge.security.users import RoleUserManager
+from bridge.security.users import LocalDemoUserManager, RoleUserManager
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,7 @@ async def secure_server(
 ) -> None:
     if security is None:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        server.iserver.user_manager = LocalDemoUserManager()
         return
     pki = Pki(security.pki_dir)
     await pki.ensure_server_certificate(app_uri)
@@ -66,8 +67,7 @@ async def secure_server(
     await server.load_private_key(str(pki.own_key))
     policies = SECURE_POLICIES + ([ua.SecurityPolicyType.NoSecurity] if offers_none else [])
     server.set_security_policy(policies, permission_ruleset=RoleRuleset())
-    server.set_identity_tokens([ua.UserNameIdentityToken])
-    server.iserver.supported_tokens = (ua.UserNameIdentityToken,)  # no anonymous access
+    server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])  # no anonymous access
     server.iserver.user_manager = RoleUserManager(security.users_file, audit=audit)
     server.set_certificate_validator(PkiValidator(pki, audit=audit))  # type: ignore[arg-type]
     log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
@@ -89,7 +89,7 @@ def audit_sessions(server: Server, audit: Audit) -> None:
     def closed(session: Any) -> None:
         unregister(session)
         user = getattr(session.user, "name", None) or "anonymous"
-        audit("session_close", user, "", f"ok {session.name}")
+        audit("session_close", user, getattr(session.user, "thumbprint", ""), f"ok {session.name}")
 
     iserver.register_external_session = opened  # type: ignore[method-assign]
     iserver.unregister_external_session = closed  # type: ignore[method-assign]

@@ -20,12 +20,13 @@ from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
 from bridge.errors import OrderRejected
-from bridge.handshake import PlcState
+from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
+from bridge.opcua.setpoints import Setpoint, SetpointWrites
 from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_user
 from bridge.service import Bridge
@@ -88,6 +89,10 @@ class OpcUaFace:
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
+        SetpointWrites(
+            server, self._setpoints(), self.bridge.write_setpoint, self._show_setpoint, self._audit_caller,
+            self._setpoint_mismatch,
+        )  # fmt: skip
         history_file = self.settings.history_file or self.bridge.settings.data_dir / "history.sqlite"
         history_file.parent.mkdir(parents=True, exist_ok=True)
         history = TelemetryHistory(str(history_file))
@@ -225,14 +230,15 @@ class OpcUaFace:
         log.info("audit", audit_event=event, user=user, thumbprint=thumbprint, outcome=outcome)
         self.bridge.journal.add_audit(event, user, thumbprint, outcome)
 
-    @staticmethod
-    def _caller() -> str:
+    def _audit_caller(self, event: str, outcome: str) -> None:
+        """An audit record of the request being handled, with its user and client certificate."""
         user = current_user.get()
-        return user.name or "" if user is not None else "anonymous"
+        name = (user.name or "") if user is not None else "anonymous"
+        self.audit(event, name, getattr(user, "thumbprint", ""), outcome)
 
     async def _submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
         order = await self.bridge.submit(order_id, product, options, quantity=quantity, priority=priority)
-        self.audit("order_submit", self._caller(), "", f"ok {order.order_id}")
+        self._audit_caller("order_submit", f"ok {order.order_id}")
         await self.show_order(order)
         return order
 
@@ -240,9 +246,9 @@ class OpcUaFace:
         try:
             order = await self.bridge.cancel(order_id)
         except OrderRejected as exc:
-            self.audit("order_cancel", self._caller(), "", f"refused {order_id}: {exc.reason}")
+            self._audit_caller("order_cancel", f"refused {order_id}: {exc.reason}")
             raise
-        self.audit("order_cancel", self._caller(), "", f"ok {order_id}")
+        self._audit_caller("order_cancel", f"ok {order_id}")
         return order
 
     async def _node_of(self, order: Order) -> ua.NodeId:
@@ -250,7 +256,7 @@ class OpcUaFace:
 
     async def _rejected(self, order_id: str, exc: OrderRejected) -> None:
         log.warning("order_refused", order_id=order_id, field=exc.field, reason=exc.reason)
-        self.audit("order_submit", self._caller(), "", f"refused {order_id}: {exc}")
+        self._audit_caller("order_submit", f"refused {order_id}: {exc}")
         await self._fire("rejected", f"order {order_id} refused: {exc}", 500)
 
     async def show_order(self, order: Order) -> ua.NodeId:
@@ -453,17 +459,17 @@ class OpcUaFace:
             await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
         fields = self._fields[name]
         kind = self.mapping.station_type(name)
-        for field_name in kind.telemetry:
-            value = link.telemetry.get(field_name)
-            await self._write_field(
-                f"{path}.Telemetry.{field_name}",
-                name,
-                field_name,
-                fields[field_name],
-                value,
-                read_at,
-                good=online,
-            )
+        for folder, values in (("Telemetry", link.telemetry), ("Setpoints", link.setpoints)):
+            for field_name in getattr(kind, folder.lower()):
+                await self._write_field(
+                    f"{path}.{folder}.{field_name}",
+                    name,
+                    field_name,
+                    fields[field_name],
+                    values.get(field_name),
+                    read_at,
+                    good=online,
+                )
         if online != self._station_online[name]:
             was = self._station_online[name]
             self._station_online[name] = online
@@ -490,6 +496,7 @@ class OpcUaFace:
         ]
         if not live_only:
             paths += [f"{path}.Telemetry.{n}" for n in kind.telemetry] + [f"{path}.CycleCount"]
+            paths += [f"{path}.Setpoints.{n}" for n in kind.setpoints]
         for node_path in paths:
             current = await self.server.get_node(self.nid(node_path)).read_data_value(
                 raise_on_bad_status=False
@@ -503,6 +510,36 @@ class OpcUaFace:
                     ServerTimestamp=utcnow(),
                 ),
             )
+
+    # -- setpoints --------------------------------------------------------------------------
+
+    def _setpoints(self) -> dict[ua.NodeId, Setpoint]:
+        assert self.types is not None
+        found: dict[ua.NodeId, Setpoint] = {}
+        for station, st in self.mapping.stations.items():
+            for name in self.mapping.station_types[st.type].setpoints:
+                f = self._fields[station][name]
+                enum = self.types.field_enums.get((st.type, name))
+                codes = self.types.enum_codes[enum] if enum is not None else None
+                found[self.nid(f"{self.line_path}.Stations.{station}.Setpoints.{name}")] = Setpoint(
+                    station, name, f, codes
+                )
+        return found
+
+    async def _show_setpoint(self, setpoint: Setpoint, value: Any) -> None:
+        path = f"{self.line_path}.Stations.{setpoint.station}.Setpoints.{setpoint.name}"
+        await self._write_field(path, setpoint.station, setpoint.name, setpoint.field, value, utcnow())
+
+    async def _setpoint_mismatch(self, setpoint: Setpoint, reason: str) -> None:
+        await self._fire(
+            "station",
+            f"station {setpoint.station}: setpoint {setpoint.name} read back differs from what was written",
+            800,
+            Station=setpoint.station,
+            Connected=True,
+            ResultCode=int(ResultCode.READBACK_MISMATCH),
+        )
+        log.error("setpoint_mismatch", station=setpoint.station, setpoint=setpoint.name, reason=reason)
 
     async def _write_field(
         self,

@@ -146,6 +146,7 @@ async def add_variable(
     mandatory: bool | None = True,
     description: str = "",
     analog: RegisterField | Option | None = None,
+    writable: bool = False,
 ) -> Node:
     """A variable under `parent`; an AnalogItem with EngineeringUnits and EURange when `analog`
     gives the mapping field or option they come from.
@@ -168,8 +169,9 @@ async def add_variable(
     attrs.DataType = datatype or ua.NodeId(vtype.value)
     attrs.Value = ua.Variant(value, vtype)
     attrs.ValueRank = ua.ValueRank.Scalar
-    attrs.AccessLevel = ua.AccessLevel.CurrentRead.mask
-    attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+    access = ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if writable else 0)
+    attrs.AccessLevel = access
+    attrs.UserAccessLevel = access
     item.NodeAttributes = attrs
     (result,) = await parent.session.add_nodes([item])
     result.StatusCode.check()
@@ -317,6 +319,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
             ("telemetry", "Telemetry"),
             ("parameters", "Parameters"),
             ("results", "Results"),
+            ("setpoints", "Setpoints"),
         ):
             holder = await sub.add_object(tid(ns, f"{tname}.{folder}"), ua.QualifiedName(folder, ns))
             await holder.set_modelling_rule(True)
@@ -344,6 +347,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
                     datatype,
                     description=f.description,
                     analog=f if f.is_numeric else None,
+                    writable=group == "setpoints",
                 )
 
 

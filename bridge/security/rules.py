@@ -1,7 +1,7 @@
 """Which role may do what, checked on every request before asyncua handles it.
 
 observer: browse, read, subscribe, history · operator: also submit and cancel orders ·
-engineer: also write setpoints the mapping marks writable (none yet) · admin: also change the
+engineer: also write station setpoints (bridge/opcua/setpoints.py) · admin: also change the
 address space. A refused request is answered BadUserAccessDenied and changes nothing.
 """
 

@@ -24,6 +24,7 @@ STATION_CHILDREN = {
     "Telemetry",
     "Parameters",
     "Results",
+    "Setpoints",
     "Diagnostics",
 }
 
@@ -75,6 +76,22 @@ class Events:
                 await self.arrived.wait()
 
 
+async def until_good(node, timeout_s: float = 5):
+    async with asyncio.timeout(timeout_s):
+        while not (dv := await node.read_data_value(raise_on_bad_status=False)).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.02)
+    return dv.Value.Value
+
+
+async def write(node, value, vtype) -> int:
+    """A raw Write, so the test sees the status code the server answered."""
+    item = ua.WriteValue(
+        NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value, Value=ua.DataValue(ua.Variant(value, vtype))
+    )
+    (code,) = await node.session.write(ua.WriteParameters(NodesToWrite=[item]))
+    return code.value
+
+
 async def test_documented_paths_and_types(rig, ac_mapping):
     objects = rig.client.nodes.objects
     plant = await objects.get_child([f"{rig.ns}:Plant"])
@@ -95,6 +112,9 @@ async def test_documented_paths_and_types(rig, ac_mapping):
             kind.parameters
         )
         assert await names(rig.node(f"Plant.Lines.ac_line.Stations.{station}.Results")) == set(kind.results)
+        assert await names(rig.node(f"Plant.Lines.ac_line.Stations.{station}.Setpoints")) == set(
+            kind.setpoints
+        )
     diagnostics = rig.node("Plant.Lines.ac_line.Stations.coil.Diagnostics")
     assert await names(diagnostics) >= {"Requests", "Errors", "Reconnects", "LastError"}
 
@@ -277,9 +297,7 @@ async def test_station_offline_turns_values_bad_and_raises_an_event(rig):
     station_event = rig.client.get_node(ua.NodeId("T.StationStatusEventType", rig.types_ns))
     await subscription.subscribe_events(ua.ObjectIds.Server, station_event)
     temperature = rig.node("Plant.Lines.ac_line.Stations.test_b.Telemetry.bench_air_temp_c")
-    async with asyncio.timeout(5):
-        while not (await temperature.read_data_value(raise_on_bad_status=False)).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
-            await asyncio.sleep(0.02)
+    await until_good(temperature)
     good = await temperature.read_data_value()
     assert 26 <= good.Value.Value <= 28
     assert datetime.now(UTC) - good.SourceTimestamp < timedelta(seconds=5)
@@ -294,6 +312,58 @@ async def test_station_offline_turns_values_bad_and_raises_an_event(rig):
 
     await rig.line["test_b"].set_fault("exception_code", 0)
     await handler.until(lambda e: e.Station == "test_b" and e.Connected is True)
+    await subscription.delete()
+
+
+async def test_setpoints_are_written_to_the_plc_checked_and_read_back(rig):
+    coil = rig.line["coil"]
+    furnace = rig.node("Plant.Lines.ac_line.Stations.coil.Setpoints.furnace_setpoint_c")
+    access = await furnace.read_attribute(ua.AttributeIds.AccessLevel)
+    assert access.Value.Value & ua.AccessLevel.CurrentWrite.mask
+    assert await until_good(furnace) == pytest.approx(605)
+    eu_range = await (await furnace.get_child(["0:EURange"])).read_value()
+    assert (eu_range.Low, eu_range.High) == (550, 650)
+
+    await furnace.write_value(ua.Variant(630.5, ua.VariantType.Double))
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(630.5)
+    assert await furnace.read_value() == pytest.approx(630.5)
+
+    assert await write(furnace, 700.0, ua.VariantType.Double) == ua.StatusCodes.BadOutOfRange
+    assert await write(furnace, "hot", ua.VariantType.String) == ua.StatusCodes.BadTypeMismatch
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(630.5)
+
+    profile = rig.node("Plant.Lines.ac_line.Stations.test_a.Setpoints.test_profile")
+    assert await write(profile, 1, ua.VariantType.Int32) == ua.StatusCodes.Good
+    assert await rig.line["test_a"].memory.read("holding", 300, 1) == [1]
+    assert await write(profile, 7, ua.VariantType.Int32) == ua.StatusCodes.BadOutOfRange
+    printer = rig.node("Plant.Lines.ac_line.Stations.pack.Setpoints.label_printer_enabled")
+    assert await write(printer, False, ua.VariantType.Boolean) == ua.StatusCodes.Good
+    assert await rig.line["pack"].memory.read("coil", 10, 1) == [False]
+    assert await write(printer, 0, ua.VariantType.Int32) == ua.StatusCodes.BadTypeMismatch
+
+    # Nothing else is writable, even where asyncua would let an anonymous session write.
+    state = rig.node("Plant.Lines.ac_line.Stations.coil.CurrentOrder")
+    assert await write(state, "x", ua.VariantType.String) == ua.StatusCodes.BadUserAccessDenied
+    outcomes = [r[4] for r in rig.bridge.journal.load_audit() if r[1] == "setpoint_write"]
+    assert "ok coil.furnace_setpoint_c=630.5" in outcomes
+    assert any(
+        o.startswith("refused coil.furnace_setpoint_c: setpoint furnace_setpoint_c: 700") for o in outcomes
+    )
+
+
+async def test_setpoint_the_plc_alters_is_refused_with_an_event(rig):
+    stations = Events()
+    subscription = await rig.client.create_subscription(10, stations)
+    station_event = rig.client.get_node(ua.NodeId("T.StationStatusEventType", rig.types_ns))
+    await subscription.subscribe_events(rig.line_node, station_event)
+    chassis = rig.line["chassis"]
+    await chassis.set_fault("clamp_setpoints", 1)
+    force = rig.node("Plant.Lines.ac_line.Stations.chassis.Setpoints.force_limit_kn")
+    assert await until_good(force) == pytest.approx(250)
+    assert await write(force, 300.0, ua.VariantType.Double) == ua.StatusCodes.BadDeviceFailure
+    event = await stations.until(lambda e: e.Station == "chassis" and e.ResultCode == 65533)
+    assert event.Severity == 800
+    assert "force_limit_kn" in event.Message.Text
     await subscription.delete()
 
 

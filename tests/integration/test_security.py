@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bridge.opcua.endpoint_security import SecuritySettings
 from bridge.security.pki import Pki
-from bridge.security.users import add_user
+from bridge.security.users import add_certificate_user, add_user, der_thumbprint
 from tests.integration.conftest import NODE_DIR
 from tests.integration.opcua_rig import opcua_rig
 
@@ -33,13 +33,23 @@ async def client_certificate(folder: Path, name: str) -> tuple[Path, Path, str]:
 
 
 @asynccontextmanager
-async def secure_client(url: str, cert: tuple[Path, Path, str], user: str | None, password: str | None):
+async def secure_client(
+    url: str,
+    cert: tuple[Path, Path, str],
+    user: str | None,
+    password: str | None,
+    *,
+    user_cert: tuple[Path, Path] | None = None,
+):
     key, der, uri = cert
     client = Client(url, timeout=10)
     client.application_uri = uri
     await client.set_security(
         SecurityPolicyBasic256Sha256, str(der), str(key), mode=ua.MessageSecurityMode.SignAndEncrypt
     )
+    if user_cert is not None:  # an X.509 user identity token, besides the channel's certificate
+        await client.load_client_certificate(str(user_cert[0]))
+        await client.load_private_key(user_cert[1])
     if user is not None:
         client.set_user(user)
         client.set_password(password or "")
@@ -77,10 +87,11 @@ async def test_operator_submits_over_basic256sha256_sign_and_encrypt(secured):
     records = audit(rig)
     events = [r[1] for r in records]
     assert events.index("session_open") < events.index("login") < events.index("session_close")
-    assert ("session_close", "olga") in [r[1:3] for r in records]
-    assert ("login", "olga", "", "ok (operator)") in [r[1:] for r in records]
-    assert ("order_submit", "olga", "", "ok SEC-1") in [r[1:] for r in records]
-    assert any(r[1] == "certificate" and r[4] == "trusted" for r in records)
+    tp = der_thumbprint(cert[1].read_bytes())  # every record of the session names its certificate
+    assert ("login", "olga", tp, "ok (operator)") in [r[1:] for r in records]
+    assert ("order_submit", "olga", tp, "ok SEC-1") in [r[1:] for r in records]
+    assert ("session_close", "olga", tp) in [r[1:4] for r in records]
+    assert any(r[1] == "certificate" and r[3] == tp and r[4] == "trusted" for r in records)
 
 
 async def test_untrusted_certificate_is_refused_and_lands_in_rejected(secured):
@@ -103,36 +114,82 @@ async def test_wrong_password_and_anonymous_are_refused_and_audited(secured):
     with pytest.raises(ua.UaStatusCodeError, match=r"BadIdentityTokenRejected|BadUserAccessDenied"):
         async with secure_client(rig.url, cert, None, None):
             pass
-    assert ("login", "olga", "", "refused: wrong user name or password") in [r[1:] for r in audit(rig)]
+    tp = der_thumbprint(cert[1].read_bytes())
+    assert ("login", "olga", tp, "refused: wrong user name or password") in [r[1:] for r in audit(rig)]
+
+
+FURNACE = "Plant.Lines.ac_line.Stations.coil.Setpoints.furnace_setpoint_c"
+
+
+async def refused(what) -> None:
+    with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+        await what
+
+
+async def plc_memory(rig) -> dict[str, list]:
+    """Everything a client may change on each PLC: the command and parameter registers,
+    setpoints and coils."""
+    return {
+        name: [await plc.memory.read("holding", 0, 330), await plc.memory.read("coil", 0, 16)]
+        for name, plc in rig.line.plcs.items()
+    }
 
 
 async def test_each_role_is_refused_what_it_may_not_do(secured):
     rig, cert, _ = secured
-    async with secure_client(rig.url, cert, "otto", "otto-pw") as observer:
-        ns = await observer.get_namespace_index("urn:linebridge:ac_line")
-        line = observer.get_node(ua.NodeId("Plant.Lines.ac_line", ns))
-        assert await observer.get_node(
-            ua.NodeId("Plant.Lines.ac_line.Stations.coil.Connected", ns)
-        ).read_value() in (True, False)
-        for method, args in (("SubmitOrder", ("OBS-1", "AC-W", "{}")), ("CancelOrder", ("OBS-1",))):
-            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
-                await line.call_method(f"{ns}:{method}", *args)
-        with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
-            await observer.get_node(
-                ua.NodeId("Plant.Lines.ac_line.Stations.coil.CurrentOrder", ns)
-            ).write_value("x")
-    async with secure_client(rig.url, cert, "olga", "olga-pw") as operator:
-        node = operator.get_node(ua.NodeId("Plant.Lines.ac_line.Stations.coil.CurrentOrder", ns))
-        with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
-            await node.write_value("x")
-    async with secure_client(rig.url, cert, "erik", "erik-pw") as engineer:
-        node = engineer.get_node(ua.NodeId("Plant.Lines.ac_line.Stations.coil.CurrentOrder", ns))
-        with pytest.raises(ua.UaStatusCodeError, match=r"BadNotWritable|BadUserAccessDenied"):
-            await node.write_value("x")  # nothing in the model is writable yet, not even for engineers
-    for name, plc in rig.line.plcs.items():
-        assert not plc.executed, name
-        assert not any(await plc.memory.read("holding", 0, 130)), name
-    assert rig.bridge.get("OBS-1") is None
+    before = await plc_memory(rig)
+    calls = {
+        "SubmitOrder": ("R-1", "AC-W", "{}"),
+        "SubmitOrder_AC-W": ("R-1", 1, 0),
+        "CancelOrder": ("R-1",),
+    }
+    read_only = "Plant.Lines.ac_line.Stations.coil.CurrentOrder"
+    for user, may_call in (("otto", False), ("olga", True), ("erik", True)):
+        async with secure_client(rig.url, cert, user, f"{user}-pw") as client:
+            ns = await client.get_namespace_index("urn:linebridge:ac_line")
+            line = client.get_node(ua.NodeId("Plant.Lines.ac_line", ns))
+            assert await client.get_node(ua.NodeId(FURNACE, ns)).read_value() == pytest.approx(605)
+            if not may_call:
+                for method, args in calls.items():
+                    await refused(line.call_method(f"{ns}:{method}", *args))
+            if user != "erik":
+                await refused(client.get_node(ua.NodeId(FURNACE, ns)).write_value(620.0))
+            await refused(client.get_node(ua.NodeId(read_only, ns)).write_value("x"))
+            await refused(line.add_object(ua.NodeId("Plant.Lines.ac_line.Intruder", ns), f"{ns}:Intruder"))
+            await refused(client.get_node(ua.NodeId(read_only, ns)).write_attribute(
+                ua.AttributeIds.DisplayName, ua.DataValue(ua.Variant(ua.LocalizedText("x")))))  # fmt: skip
+    assert await plc_memory(rig) == before
+    assert all(not plc.executed for plc in rig.line.plcs.values())
+    assert rig.bridge.get("R-1") is None
+    async with secure_client(rig.url, cert, "erik", "erik-pw") as engineer:  # what an engineer may do
+        ns = await engineer.get_namespace_index("urn:linebridge:ac_line")
+        await engineer.get_node(ua.NodeId(FURNACE, ns)).write_value(620.0)
+    coil = rig.line["coil"]
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(620)
+    tp = der_thumbprint(cert[1].read_bytes())
+    assert ("setpoint_write", "erik", tp, "ok coil.furnace_setpoint_c=620.0") in [r[1:] for r in audit(rig)]
+
+
+async def test_x509_user_certificate_logs_in_with_its_role(secured):
+    rig, channel, tmp_path = secured
+    user_key, user_cert, _ = await client_certificate(tmp_path, "hmi-7")
+    tp = add_certificate_user(tmp_path / "users.yaml", "hmi-7", "operator", user_cert)
+    async with secure_client(rig.url, channel, None, None, user_cert=(user_cert, user_key)) as client:
+        ns = await client.get_namespace_index("urn:linebridge:ac_line")
+        line = client.get_node(ua.NodeId("Plant.Lines.ac_line", ns))
+        await line.call_method(f"{ns}:SubmitOrder", "X509-1", "AC-W", "{}")
+        await refused(client.get_node(ua.NodeId(FURNACE, ns)).write_value(620.0))
+    records = [r[1:] for r in audit(rig)]
+    assert ("login", "hmi-7", tp, "ok (operator)") in records
+    assert ("order_submit", "hmi-7", tp, "ok X509-1") in records
+    stranger_key, stranger_cert, _ = await client_certificate(tmp_path, "stranger-user")
+    with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+        async with secure_client(rig.url, channel, None, None, user_cert=(stranger_cert, stranger_key)):
+            pass
+    stranger = der_thumbprint(stranger_cert.read_bytes())
+    assert ("login", "", stranger, "refused: anonymous, or a certificate no user has") in [
+        r[1:] for r in audit(rig)
+    ]
 
 
 async def run_node(*args: str) -> tuple[int, dict]:

@@ -7,11 +7,12 @@ import asyncio
 import pytest
 import yaml
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
 from bridge.cli import app
-from bridge.security.pki import Pki
+from bridge.security.pki import Pki, thumbprint
 from bridge.security.users import verify_password
 
 runner = CliRunner()
@@ -34,6 +35,29 @@ def test_user_add_stores_a_salted_hash(tmp_path):
     bad = runner.invoke(app, ["user", "add", "x", "--role", "boss", "--users", str(users), "--password", "p"])
     assert bad.exit_code == 2
     assert "role must be one of observer, operator, engineer, admin" in bad.output
+
+
+def test_user_add_with_a_certificate_stores_its_thumbprint(tmp_path):
+    users, key, cert = tmp_path / "users.yaml", tmp_path / "u.pem", tmp_path / "u.der"
+    asyncio.run(
+        setup_self_signed_certificate(
+            key, cert, "urn:test:hmi", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "hmi"}
+        )
+    )
+    result = runner.invoke(
+        app, ["user", "add", "hmi", "--role", "observer", "--users", str(users), "--certificate", str(cert)]
+    )
+    assert result.exit_code == 0, result.output
+    expected = thumbprint(x509.load_der_x509_certificate(cert.read_bytes()))
+    assert yaml.safe_load(users.read_text())["users"]["hmi"] == {"role": "observer", "certificate": expected}
+    assert f"hmi (observer, certificate {expected})" in result.output
+    garbage = tmp_path / "garbage.der"
+    garbage.write_bytes(b"not a certificate")
+    bad = runner.invoke(
+        app, ["user", "add", "x", "--role", "observer", "--users", str(users), "--certificate", str(garbage)]
+    )
+    assert bad.exit_code == 2
+    assert "not a DER or PEM certificate" in bad.output
 
 
 def test_pki_trust_and_reject_move_certificates(tmp_path):
