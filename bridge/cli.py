@@ -14,7 +14,7 @@ import structlog
 import typer
 import yaml
 
-from bridge.cli_client import health, nodeset_app, order_app
+from bridge.cli_client import health, mapping_app, nodeset_app, order_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.logging import configure_logging
@@ -99,6 +99,8 @@ def run(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     settings = BridgeSettings(
+        mapping_file=Path(opts["mapping"]),
+        deployment_file=opts["deployment"],
         data_dir=Path(opts["data_dir"]),
         telemetry_interval_s=opts["telemetry_interval"],
         step_timeout_s=opts["step_timeout"],
@@ -176,6 +178,8 @@ async def _run(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with Bridge(line, settings) as bridge:
+        with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
         face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
             await face.start()
@@ -184,6 +188,23 @@ async def _run(
         finally:
             if face is not None:
                 await face.stop()
+
+
+def _reload_on_signal(bridge: Bridge) -> None:
+    log = structlog.get_logger("bridge.cli")
+
+    async def reload() -> None:
+        try:
+            await bridge.reload_mapping()  # logs what changed
+        except ConfigurationError as exc:  # MappingError included: every issue, nothing changed
+            log.error("mapping_reload_refused", reason=str(exc))
+
+    task = asyncio.create_task(reload())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 async def _serve(
@@ -221,6 +242,7 @@ async def _serve(
 
 app.add_typer(order_app, name="order")
 app.add_typer(nodeset_app, name="nodeset")
+app.add_typer(mapping_app, name="mapping")
 app.command()(health)
 app.add_typer(pki_app, name="pki")
 app.add_typer(user_app, name="user")

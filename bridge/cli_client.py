@@ -1,4 +1,5 @@
-"""The shell's OPC UA client commands: `linebridge order …`, `linebridge health`, `linebridge nodeset`."""
+"""The shell's OPC UA client commands: `linebridge order …`, `linebridge health`, `linebridge nodeset`,
+`linebridge mapping reload`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bridge.mapping import load_mapping
 from bridge.opcua.client import ClientError, find_line, parse_options
 from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import health as ua_health
+from bridge.opcua.client import reload_mapping as ua_reload_mapping
 from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
@@ -23,6 +25,7 @@ from bridge.opcua.nodeset import export_nodeset
 
 order_app = typer.Typer(no_args_is_help=True, help="Place and follow orders on a running bridge (OPC UA).")
 nodeset_app = typer.Typer(no_args_is_help=True, help="The OPC UA model as NodeSet2 XML.")
+mapping_app = typer.Typer(no_args_is_help=True, help="The mapping of a running bridge.")
 ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's OPC UA endpoint")
 LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")
 
@@ -71,6 +74,19 @@ def order_submit(
             options["priority"] = priority
         nodeid = await ua_submit(await find_line(client, line), order_id, product, options)
         typer.echo(f"accepted {order_id}: {nodeid.to_string()}")
+
+    _client_run(work, endpoint)
+
+
+@mapping_app.command("reload")
+def mapping_reload(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """Make a running bridge read its mapping file again. It takes new parameter derivations (for
+    orders accepted from now on) and refuses anything that needs a restart, printing every reason.
+    `kill -HUP` on the bridge does the same."""
+
+    async def work(client: Client) -> None:
+        changed = await ua_reload_mapping(await find_line(client, line))
+        typer.echo("reloaded: " + (", ".join(changed) or "no change"))
 
     _client_run(work, endpoint)
 

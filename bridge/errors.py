@@ -3,6 +3,7 @@
 BridgeError
 ├── ConfigurationError      a configuration or deployment file that cannot be used
 │   └── MappingError        a mapping that does not validate; carries every issue found
+│       └── MappingIncompatible   a valid mapping a running bridge cannot take without a restart
 ├── CodecError              a value that does not fit its register field
 ├── StationError            a PLC that did not answer as the handshake requires
 └── OrderRejected           an order that does not fit the mapping; names the field
@@ -41,6 +42,10 @@ class MappingError(ConfigurationError):
         head = f"{source}: " if source else ""
         lines = "\n".join(f"  {issue}" for issue in issues)
         super().__init__(f"{head}{len(issues)} error(s) in mapping\n{lines}")
+
+
+class MappingIncompatible(MappingError):
+    """A valid mapping that changes what only a restart may change (bridge/mapping/reload.py)."""
 
 
 class CodecError(BridgeError, ValueError):

@@ -17,9 +17,12 @@ import structlog
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
+from bridge.errors import ConfigurationError, MappingIncompatible
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
+from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.model import LineMapping
+from bridge.mapping.reload import reload_changes
 from bridge.modbus import ModbusStationLink
 
 log = structlog.get_logger(__name__)
@@ -37,6 +40,8 @@ class BridgeSettings:
     status_poll_s: float = 0.005
     step_timeout_s: float | None = None
     journal_synchronous: str = "NORMAL"
+    mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
+    deployment_file: Path | None = None
 
 
 class Bridge:
@@ -106,6 +111,25 @@ class Bridge:
         anything is written (CodecError), read back after (ParameterMismatch, a StationError)."""
         await self.links[station].write_setpoint(name, value)
         log.info("setpoint_written", line=self.mapping.line.name, station=station, setpoint=name, value=value)
+
+    async def reload_mapping(self) -> list[str]:
+        """Read the mapping (and deployment) files again and take what a running line may take: new
+        parameter derivations, for orders accepted from now on. Returns the changed paths; raises
+        MappingError if the files do not validate, MappingIncompatible if they change anything else
+        (every such path named), and then nothing changes."""
+        if self.settings.mapping_file is None:
+            raise ConfigurationError("this bridge was not started from a mapping file: nothing to reload")
+        new = load_mapping(self.settings.mapping_file)
+        if self.settings.deployment_file is not None:
+            new = load_deployment(new, self.settings.deployment_file)
+        changed, issues = reload_changes(self.mapping, new)
+        if issues:
+            raise MappingIncompatible(issues, source=f"{self.settings.mapping_file} (reload)")
+        if changed:
+            self.mapping = new
+            self.engine.reload(new)
+        log.info("mapping_reloaded", line=new.line.name, changed=changed)
+        return changed
 
     def get(self, order_id: str) -> Order | None:
         return self.engine.get(order_id)

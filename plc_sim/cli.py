@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import typer
-import yaml
 
 from bridge.errors import ConfigurationError, MappingError
 from bridge.logging import configure_logging
@@ -105,8 +104,7 @@ async def _serve(line: SimulatedLine, write_deployment: Path | None) -> None:
     try:
         endpoints = line.endpoints()
         if write_deployment is not None:
-            doc = {"stations": {n: ep.model_dump() for n, ep in endpoints.items()}}
-            write_deployment.write_text(yaml.safe_dump(doc, sort_keys=False))  # noqa: ASYNC240 - once, at start
+            line.write_deployment(write_deployment)
         typer.echo(f"{'station':<12} {'type':<16} {'endpoint':<22} {'device':>6}  cycle s")
         for name, plc in line.plcs.items():
             ep = endpoints[name]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import yaml
 
 from bridge.mapping.model import Endpoint, LineMapping
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults
@@ -67,3 +70,8 @@ class SimulatedLine:
             name: Endpoint(host=plc.host, port=plc.port, device_id=plc.device_id)
             for name, plc in self.plcs.items()
         }
+
+    def write_deployment(self, path: Path) -> None:
+        """A deployment file (`linebridge run --deployment`) pointing at these PLCs."""
+        doc = {"stations": {name: ep.model_dump() for name, ep in self.endpoints().items()}}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))

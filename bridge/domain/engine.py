@@ -25,7 +25,7 @@ from bridge.handshake import PlcState, ResultCode, next_seq
 from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
 from bridge.mapping.derive import derive_parameters
-from bridge.mapping.model import LineMapping
+from bridge.mapping.model import LineMapping, alternatives
 
 log = structlog.get_logger(__name__)
 
@@ -138,8 +138,8 @@ class LineEngine:
             quantity=valid.quantity,
             priority=valid.priority,
             accept_index=accept_index,
-            units=[Unit(valid.order_id, i, first_serial + i) for i in range(valid.quantity)],
         )
+        order.units = [self._unit(order, i, first_serial + i) for i in range(valid.quantity)]
         accepted = self._event(order, message="accepted")
         self.journal.add_order(order, accepted)
         self._orders[order.order_id] = order
@@ -199,7 +199,7 @@ class LineEngine:
 
     def _enqueue(self, order: Order, unit: Unit) -> None:
         step = self.mapping.products[order.product].route[unit.next_step]
-        stations = frozenset([step] if isinstance(step, str) else step)
+        stations = frozenset(alternatives(step))
         key = (-order.priority, order.accept_index, unit.index)
         self._waiting.append(_Waiting(key, order, unit, stations))
         self._notify()
@@ -260,9 +260,15 @@ class LineEngine:
                     self._seq[station] = next_seq(self._seq[station])
             return
 
-    def _begin(self, order: Order, unit: Unit, station: str) -> Step:
-        self._seq[station] = next_seq(self._seq[station])
+    def _unit(self, order: Order, index: int, serial: int) -> Unit:
+        """A new unit with the parameters of every station type on its route, derived now."""
+        unit = Unit(order.order_id, index, serial)
         product = self.mapping.products[order.product]
+        kinds = {self.mapping.stations[s].type for step in product.route for s in alternatives(step)}
+        unit.parameters = {kind: self._derive(order, unit, kind) for kind in sorted(kinds)}
+        return unit
+
+    def _derive(self, order: Order, unit: Unit, kind: str) -> dict[str, Any]:
         values = {
             **order.options,
             "order_id": order.order_id,
@@ -270,7 +276,19 @@ class LineEngine:
             "unit_index": unit.index,
             "quantity": order.quantity,
         }
-        parameters = derive_parameters(product, self.mapping.stations[station].type, values)
+        return derive_parameters(self.mapping.products[order.product], kind, values)
+
+    def reload(self, mapping: LineMapping) -> None:
+        """Take a new mapping for orders accepted from now on (the caller checked it may replace the
+        running one: same routes, stations and registers; accepted orders keep their parameters)."""
+        self.mapping = mapping
+
+    def _begin(self, order: Order, unit: Unit, station: str) -> Step:
+        self._seq[station] = next_seq(self._seq[station])
+        kind = self.mapping.stations[station].type
+        parameters = unit.parameters.get(kind)
+        if parameters is None:  # a unit journaled before parameters were kept with it
+            parameters = self._derive(order, unit, kind)
         step = Step(
             order.order_id, unit.index, unit.next_step, station, self._seq[station], parameters, utcnow()
         )

@@ -84,6 +84,9 @@ class Unit:
     serial: int
     next_step: int = 0
     state: UnitState = UnitState.WAITING
+    # Station type → its parameters, derived when the order was accepted: a mapping reloaded later
+    # never changes an accepted order. Empty for units journaled before this was kept.
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

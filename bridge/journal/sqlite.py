@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS units (
     serial INTEGER NOT NULL UNIQUE,
     next_step INTEGER NOT NULL,
     state TEXT NOT NULL,
+    parameters TEXT,
     PRIMARY KEY (order_id, unit_index)
 );
 CREATE TABLE IF NOT EXISTS steps (
@@ -95,6 +96,13 @@ class SqliteJournal:
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an earlier version up to this schema (columns only added)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(units)")}
+        if "parameters" not in columns:
+            self._db.execute("ALTER TABLE units ADD COLUMN parameters TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -121,8 +129,12 @@ class SqliteJournal:
                 ),
             )
             db.executemany(
-                "INSERT INTO units VALUES (?,?,?,?,?)",
-                [(u.order_id, u.index, u.serial, u.next_step, u.state) for u in order.units],
+                "INSERT INTO units (order_id, unit_index, serial, next_step, state, parameters)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (u.order_id, u.index, u.serial, u.next_step, u.state, json.dumps(u.parameters))
+                    for u in order.units
+                ],
             )
             self._event(db, event)
 
@@ -313,8 +325,16 @@ class SqliteJournal:
         for u in self._db.execute(
             "SELECT * FROM units WHERE order_id=? ORDER BY unit_index", (order.order_id,)
         ).fetchall():
+            parameters = json.loads(u["parameters"]) if u["parameters"] else {}
             order.units.append(
-                Unit(u["order_id"], u["unit_index"], u["serial"], u["next_step"], UnitState(u["state"]))
+                Unit(
+                    u["order_id"],
+                    u["unit_index"],
+                    u["serial"],
+                    u["next_step"],
+                    UnitState(u["state"]),
+                    parameters,
+                )
             )
         for s in self._db.execute("SELECT * FROM steps WHERE order_id=? ORDER BY id", (order.order_id,)):
             order.steps.append(_step(s))

@@ -24,6 +24,7 @@ from bridge.mapping.model import (
     Product,
     RegisterField,
     StationType,
+    alternatives,
 )
 
 
@@ -160,11 +161,11 @@ def _check_product(path: str, product: Product, mapping: LineMapping) -> list[Ma
             )
     route_types: set[str] = set()
     for i, step in enumerate(product.route):
-        alternatives = [step] if isinstance(step, str) else step
-        if not alternatives:
+        stations = alternatives(step)
+        if not stations:
             issues.append(MappingIssue(f"{path}.route[{i}]", "an empty list of stations"))
-        known = [s for s in alternatives if s in mapping.stations]
-        for station in alternatives:
+        known = [s for s in stations if s in mapping.stations]
+        for station in stations:
             if station not in mapping.stations:
                 issues.append(
                     MappingIssue(

@@ -312,6 +312,11 @@ class Derivation(_Strict):
 RouteStep = Identifier | list[Identifier]
 
 
+def alternatives(step: str | list[str]) -> list[str]:
+    """The stations that may serve a route step: one, or any of a parallel group."""
+    return [step] if isinstance(step, str) else list(step)
+
+
 class Product(_Strict):
     description: str = ""
     options: dict[Identifier, Option]

@@ -85,6 +85,9 @@ async def call(line: Line, method: str, *args: ua.Variant) -> ua.CallMethodResul
     (result,) = await line.client.uaclient.call([request])
     if not result.StatusCode.is_good():
         reasons = [d.AdditionalInfo for d in result.InputArgumentDiagnosticInfos or [] if d.AdditionalInfo]
+        for out in result.OutputArguments or []:  # a refusal may list its reasons (ReloadMapping)
+            if isinstance(out.Value, list):
+                reasons += [str(v) for v in out.Value]
         name = result.StatusCode.name
         raise ClientError(f"{method} refused ({name})" + (f": {'; '.join(reasons)}" if reasons else ""))
     return result
@@ -101,6 +104,12 @@ async def submit(line: Line, order_id: str, product: str, options: dict[str, Any
 
 async def cancel(line: Line, order_id: str) -> None:
     await call(line, "CancelOrder", ua.Variant(order_id, ua.VariantType.String))
+
+
+async def reload_mapping(line: Line) -> list[str]:
+    """The paths the bridge took from its mapping file (ClientError with every reason if refused)."""
+    result = await call(line, "ReloadMapping")
+    return list(result.OutputArguments[0].Value or [])
 
 
 async def _order_node(line: Line, order_id: str) -> Node:

@@ -19,7 +19,7 @@ import structlog
 from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
-from bridge.errors import OrderRejected
+from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
 from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
 from bridge.modbus import ModbusStationLink
@@ -160,7 +160,9 @@ class OpcUaFace:
             )
             await self._mark_station(name, ua.StatusCodes.BadWaitingForInitialData)
         self._orders_folder = self.server.get_node(self.nid(f"{self.line_path}.Orders"))
-        methods = LineMethods(self.mapping, types, self._submit, self._cancel, self._node_of, self._rejected)
+        methods = LineMethods(
+            self.mapping, types, self._submit, self._cancel, self._node_of, self._rejected, self._reload
+        )
         await methods.add_to(line, ns)
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
@@ -195,7 +197,7 @@ class OpcUaFace:
         for key, etype in (
             ("order", self.types.order_event),
             ("station", self.types.station_event),
-            ("rejected", ua.NodeId(ua.ObjectIds.BaseEventType)),
+            ("notice", ua.NodeId(ua.ObjectIds.BaseEventType)),
         ):
             self._events[key] = [
                 await self.server.get_event_generator(etype, self.line_node),
@@ -257,7 +259,27 @@ class OpcUaFace:
     async def _rejected(self, order_id: str, exc: OrderRejected) -> None:
         log.warning("order_refused", order_id=order_id, field=exc.field, reason=exc.reason)
         self._audit_caller("order_submit", f"refused {order_id}: {exc}")
-        await self._fire("rejected", f"order {order_id} refused: {exc}", 500)
+        await self._fire("notice", f"order {order_id} refused: {exc}", 500)
+
+    async def _reload(self) -> tuple[int, list[str]]:
+        """ReloadMapping: audited, logged and announced as an event, whatever the outcome."""
+        try:
+            changed = await self.bridge.reload_mapping()
+        except MappingError as exc:  # MappingIncompatible too
+            report = [str(issue) for issue in exc.issues]
+            code = ua.StatusCodes.BadInvalidState
+            if not isinstance(exc, MappingIncompatible):
+                code = ua.StatusCodes.BadConfigurationError
+        except ConfigurationError as exc:
+            report, code = [str(exc)], ua.StatusCodes.BadConfigurationError
+        else:
+            self._audit_caller("mapping_reload", f"ok: {', '.join(changed) or 'no change'}")
+            await self._fire("notice", f"mapping reloaded: {len(changed)} change(s)", 300)
+            return ua.StatusCodes.Good, changed
+        log.warning("mapping_reload_refused", issues=report)
+        self._audit_caller("mapping_reload", f"refused: {'; '.join(report)}")
+        await self._fire("notice", f"mapping reload refused: {len(report)} issue(s)", 600)
+        return code, report
 
     async def show_order(self, order: Order) -> ua.NodeId:
         """Create the order's node if needed and write its current state; returns its NodeId."""

@@ -1,4 +1,5 @@
-"""The line's methods: SubmitOrder (JSON options), one typed SubmitOrder_<product>, CancelOrder.
+"""The line's methods: SubmitOrder (JSON options), one typed SubmitOrder_<product>, CancelOrder,
+ReloadMapping.
 
 Every refusal is an answer, never an exception: a status code the client can act on, the
 offending argument marked in InputArgumentResults with the reason in its diagnostic, plus an
@@ -111,6 +112,9 @@ Rejected = Callable[[str, OrderRejected], Awaitable[None]]
 NodeOf = Callable[[Order], Awaitable[ua.NodeId]]
 
 
+Reload = Callable[[], Awaitable[tuple[int, list[str]]]]  # status code, report lines
+
+
 class LineMethods:
     """The callables behind the line's method nodes."""
 
@@ -122,6 +126,7 @@ class LineMethods:
         cancel: Callable[[str], Awaitable[Order]],
         node_of: NodeOf,
         on_rejected: Rejected,
+        reload: Reload,
     ) -> None:
         self.mapping = mapping
         self.types = types
@@ -129,6 +134,7 @@ class LineMethods:
         self._cancel = cancel
         self._node_of = node_of
         self._on_rejected = on_rejected
+        self._reload = reload
         self._typed_specs = {p: typed_args(mapping, types, p) for p in mapping.products}
 
     async def add_to(self, line: Node, ns: int) -> None:
@@ -154,6 +160,20 @@ class LineMethods:
             self.cancel,
             [a.argument() for a in CANCEL_ARGS],
             [],
+        )
+        report = ua.Argument(
+            Name="Report",
+            DataType=ua.NodeId(ua.ObjectIds.String),
+            ValueRank=ua.ValueRank.OneDimension,
+            ArrayDimensions=[0],
+            Description=ua.LocalizedText("the paths that changed; if refused, every reason"),
+        )
+        await line.add_method(
+            ua.NodeId(f"{base}.ReloadMapping", ns),
+            ua.QualifiedName("ReloadMapping", ns),
+            self.reload_mapping,
+            [],
+            [report],
         )
         for product_id in self.mapping.products:
             name = f"SubmitOrder_{product_id}"
@@ -221,6 +241,17 @@ class LineMethods:
             log.info("cancel_refused", order_id=order_id, reason=exc.reason)
             return refused(ua.StatusCodes.BadNotFound, 0, 1, str(exc))
         return ua.StatusCode()
+
+    async def reload_mapping(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult:
+        """Status Good and the changed paths, or a Bad status with every reason (in the output too:
+        a refusal the engineer cannot read is no help)."""
+        if args:
+            return refused(ua.StatusCodes.BadTooManyArguments, None, len(args), "takes no arguments")
+        code, report = await self._reload()
+        result = ua.CallMethodResult()
+        result.StatusCode = ua.StatusCode(code)
+        result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
+        return result
 
     async def _accept(
         self,

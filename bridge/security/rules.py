@@ -1,7 +1,8 @@
 """Which role may do what, checked on every request before asyncua handles it.
 
 observer: browse, read, subscribe, history · operator: also submit and cancel orders ·
-engineer: also write station setpoints (bridge/opcua/setpoints.py) · admin: also change the
+engineer: also write station setpoints (bridge/opcua/setpoints.py) and reload the mapping ·
+admin: also change the
 address space. A refused request is answered BadUserAccessDenied and changes nothing.
 """
 
@@ -53,4 +54,6 @@ class RoleRuleset(PermissionRuleset):
         name = str(method.Identifier).rsplit(".", 1)[-1]
         if name.startswith(ORDER_METHODS):
             return at_least(role, "operator")
+        if name == "ReloadMapping":
+            return at_least(role, "engineer")
         return True  # standard methods (ConditionRefresh, GetMonitoredItems…) only read

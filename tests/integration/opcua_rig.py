@@ -59,11 +59,28 @@ def s(value: str) -> ua.Variant:
 
 
 @asynccontextmanager
-async def opcua_rig(mapping: LineMapping, data_dir: Path, *, anonymous: bool = True, **opcua: Any):
+async def opcua_rig(
+    mapping: LineMapping,
+    data_dir: Path,
+    *,
+    anonymous: bool = True,
+    mapping_file: Path | None = None,
+    **opcua: Any,
+):
+    """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator)."""
     ports = dict.fromkeys(mapping.stations, 0)
     async with SimulatedLine(mapping, ports=ports, speed=0, seed=5) as line:
+        deployment = None
+        if mapping_file is not None:
+            deployment = mapping_file.with_name("deployment.yaml")
+            line.write_deployment(deployment)
         settings = BridgeSettings(
-            data_dir=data_dir, telemetry_interval_s=0.05, backoff_max_s=0.2, request_timeout_s=0.5
+            data_dir=data_dir,
+            telemetry_interval_s=0.05,
+            backoff_max_s=0.2,
+            request_timeout_s=0.5,
+            mapping_file=mapping_file,
+            deployment_file=deployment,
         )
         bridge = Bridge(apply_deployment(mapping, line.endpoints()), settings)
         await bridge.start()

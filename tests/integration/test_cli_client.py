@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
@@ -27,11 +27,18 @@ async def cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def reloads(log: Path) -> list[list[str]]:
+    """What each mapping reload the bridge logged (JSON lines: its output is not a terminal) changed."""
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [e["changed"] for e in events if e.get("event") == "mapping_reloaded"]
+
+
 async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, tmp_path: Path):
+    mapping = tmp_path / "line.yaml"  # a copy the test edits, as an engineer would
+    mapping.write_text(AC_LINE.read_text())
     async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
         deployment = tmp_path / "deployment.yaml"
-        endpoints = {n: ep.model_dump() for n, ep in line.endpoints().items()}
-        deployment.write_text(yaml.safe_dump({"stations": endpoints}))
+        line.write_deployment(deployment)
         endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
         log = (tmp_path / "bridge.log").open("wb")
         bridge = await asyncio.create_subprocess_exec(
@@ -40,7 +47,7 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             "bridge",
             "run",
             "--mapping",
-            str(AC_LINE),
+            str(mapping),
             "--deployment",
             str(deployment),
             "--data-dir",
@@ -94,6 +101,32 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert "options.capacity_btu: must be one of 9000, 12000, 18000, 24000" in err
             code, out, err = await cli("order", "cancel", "NOPE", "-e", endpoint)
             assert (code, "BadNotFound" in err) == (1, True)
+
+            mapping.write_text(
+                AC_LINE.read_text().replace("tolerance_g: {constant: 10}", "tolerance_g: {constant: 12}")
+            )
+            code, out, err = await cli("mapping", "reload", "-e", endpoint)
+            assert (code, out.strip()) == (
+                0,
+                "reloaded: products.AC-W.parameters.charging.tolerance_g.constant",
+            ), err
+            mapping.write_text(mapping.read_text().replace("cycle_time_s: 25", "cycle_time_s: 26"))
+            code, out, err = await cli("mapping", "reload", "-e", endpoint)
+            assert code == 1
+            assert (
+                "ReloadMapping refused (BadInvalidState): station_types.charging.cycle_time_s: differs" in err
+            )
+            mapping.write_text(
+                AC_LINE.read_text().replace("tolerance_g: {constant: 10}", "tolerance_g: {constant: 11}")
+            )
+            bridge.send_signal(signal.SIGHUP)  # what `systemctl reload` sends
+            async with asyncio.timeout(10):
+                while len(reloads(tmp_path / "bridge.log")) < 2:  # noqa: ASYNC110 - polls the log, bounded
+                    await asyncio.sleep(0.05)
+            assert (
+                reloads(tmp_path / "bridge.log")
+                == [["products.AC-W.parameters.charging.tolerance_g.constant"]] * 2
+            )
         finally:
             if bridge.returncode is None:
                 bridge.send_signal(signal.SIGTERM)

@@ -9,12 +9,20 @@ from collections import Counter
 import pytest
 
 from bridge.domain.model import OrderState, StepPhase
-from bridge.errors import CodecError, OrderRejected, ParameterMismatch, UnknownOrder
+from bridge.errors import (
+    CodecError,
+    MappingError,
+    MappingIncompatible,
+    OrderRejected,
+    ParameterMismatch,
+    UnknownOrder,
+)
 from bridge.handshake import PlcState, ResultCode
 from bridge.mapping import apply_deployment
 from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from tests.conftest import AC_LINE
 
 CAPACITY_TABLE = {  # ac_line.md: chassis_size, coil_rows, fin_pitch_mm, charge_g
     9000: (1, 2, 1.5, 520), 12000: (1, 2, 1.5, 680), 18000: (2, 3, 1.4, 980), 24000: (3, 4, 1.4, 1250),
@@ -267,6 +275,52 @@ async def test_setpoint_altered_by_the_plc_is_a_mismatch(line, start_bridge):
         await bridge.write_setpoint("chassis", "force_limit_kn", 300)
     assert writes == ["setpoints_written"]  # the observer sees writes, so the refusals above see none
     assert "setpoint read-back mismatch" in bridge.links["chassis"].counters.last_error
+
+
+async def test_reloaded_derivations_apply_to_new_orders_only(line, start_bridge, tmp_path):
+    mapping_file, deployment = tmp_path / "line.yaml", tmp_path / "deployment.yaml"
+    mapping_file.write_text(AC_LINE.read_text())
+    line.write_deployment(deployment)
+    bridge = await start_bridge(mapping_file=mapping_file, deployment_file=deployment)
+    await line["chassis"].set_fault("stall", 1)  # OLD is accepted but waits at the first station
+    await bridge.submit("OLD", "AC-W", {})
+    await until_state(bridge, "OLD", lambda o: o.state == OrderState.RUNNING)
+
+    mapping_file.write_text(AC_LINE.read_text().replace("12000: 680,", "12000: 700,"))
+    assert await bridge.reload_mapping() == ["products.AC-W.parameters.charging.charge_g.table.12000"]
+    await bridge.submit("NEW", "AC-W", {})
+    await line["chassis"].set_fault("stall", 0)
+    await until_idle(bridge)
+    charged = {
+        s.order_id: s.parameters["charge_g"]
+        for order_id in ("OLD", "NEW")
+        for s in bridge.get(order_id).steps
+        if s.station == "charge"
+    }
+    assert charged == {"OLD": 680, "NEW": 700}
+    assert bridge.journal.load_order("OLD").units[0].parameters["charging"]["charge_g"] == 680
+
+
+async def test_reload_that_needs_a_restart_changes_nothing(line, start_bridge, tmp_path):
+    mapping_file, deployment = tmp_path / "line.yaml", tmp_path / "deployment.yaml"
+    text = AC_LINE.read_text()
+    mapping_file.write_text(text.replace("12000: 680,", "12000: 700,").replace(
+        "charge_g: {address: 100,", "charge_g: {address: 110,"))  # fmt: skip
+    line.write_deployment(deployment)
+    bridge = await start_bridge(mapping_file=mapping_file, deployment_file=deployment)
+    running = bridge.mapping
+    with pytest.raises(MappingIncompatible) as refused:
+        await bridge.reload_mapping()
+    assert [str(issue) for issue in refused.value.issues] == [
+        "station_types.charging.parameters.charge_g.address: differs from the running mapping;"
+        " only products.<product>.parameters may change without a restart"
+    ]
+    assert bridge.mapping is running
+    assert bridge.engine.mapping is running
+    mapping_file.write_text("line: {name: broken}\n")
+    with pytest.raises(MappingError, match="stations"):
+        await bridge.reload_mapping()
+    assert bridge.mapping is running
 
 
 @pytest.mark.parametrize(

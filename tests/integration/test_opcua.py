@@ -12,6 +12,7 @@ from asyncua import Server, ua
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
 from bridge.opcua.nodeset import export_nodeset
+from tests.conftest import AC_LINE
 from tests.integration.opcua_rig import opcua_rig, s
 
 ORDER_STATES = {state: i for i, state in enumerate(OrderState)}
@@ -365,6 +366,42 @@ async def test_setpoint_the_plc_alters_is_refused_with_an_event(rig):
     assert event.Severity == 800
     assert "force_limit_kn" in event.Message.Text
     await subscription.delete()
+
+
+async def test_reload_mapping_takes_new_derivations_or_says_why_not(ac_mapping, tmp_path):
+    mapping_file = tmp_path / "line.yaml"
+    mapping_file.write_text(AC_LINE.read_text())
+    async with opcua_rig(ac_mapping, tmp_path / "data", mapping_file=mapping_file) as rig:
+        events = Events()
+        subscription = await rig.client.create_subscription(10, events)
+        await subscription.subscribe_events(rig.line_node, ua.ObjectIds.BaseEventType)
+        mapping_file.write_text(
+            AC_LINE.read_text().replace("tolerance_g: {constant: 10}", "tolerance_g: {constant: 12}")
+        )
+        result = await rig.call("ReloadMapping")
+        assert result.StatusCode.is_good()
+        assert result.OutputArguments[0].Value == ["products.AC-W.parameters.charging.tolerance_g.constant"]
+        await events.until(lambda e: "mapping reloaded: 1 change(s)" in e.Message.Text)
+        await rig.line_node.call_method(f"{rig.ns}:SubmitOrder", "RL-1", "AC-W", "{}")
+        await asyncio.wait_for(rig.bridge.wait_idle(), 10)
+        (charge,) = [s for s in rig.bridge.get("RL-1").steps if s.station == "charge"]
+        assert charge.parameters["tolerance_g"] == 12
+
+        mapping_file.write_text(AC_LINE.read_text().replace("cycle_time_s: 25", "cycle_time_s: 26"))
+        result = await rig.call("ReloadMapping")
+        assert result.StatusCode.value == ua.StatusCodes.BadInvalidState
+        report = result.OutputArguments[0].Value
+        assert report[0].startswith("station_types.charging.cycle_time_s: differs from the running mapping")
+        assert len(report) == 1  # the derivation changed back too, but that alone could be taken
+        await events.until(lambda e: "mapping reload refused: 1 issue(s)" in e.Message.Text)
+        assert rig.bridge.mapping.products["AC-W"].parameters["charging"]["tolerance_g"].constant == 12
+        mapping_file.write_text("{not yaml")
+        result = await rig.call("ReloadMapping")
+        assert result.StatusCode.value == ua.StatusCodes.BadConfigurationError
+        outcomes = [r[4] for r in rig.bridge.journal.load_audit() if r[1] == "mapping_reload"]
+        assert outcomes[0] == "ok: products.AC-W.parameters.charging.tolerance_g.constant"
+        assert [o.split(":")[0] for o in outcomes] == ["ok", "refused", "refused"]
+        await subscription.delete()
 
 
 async def test_telemetry_history(rig):

@@ -13,6 +13,7 @@ from bridge.errors import MappingError
 from bridge.mapping import load_deployment, load_mapping, parse_mapping
 from bridge.mapping.checks import register_usage
 from bridge.mapping.derive import derive_parameters
+from bridge.mapping.reload import reload_changes
 from tests.conftest import AC_LINE
 
 
@@ -177,6 +178,16 @@ def test_telemetry_follows_only_a_setpoint(ac_data):
         "station_types.press.telemetry.press_force_kn.sim.follow: unknown setpoint 'chassis_size'"
         " (known: force_limit_kn)"
     )
+
+
+def test_reload_takes_derivations_and_names_everything_else(ac_mapping, ac_data):
+    ac_data["products"]["AC-W"]["parameters"]["charging"]["tolerance_g"] = {"constant": 12}
+    ac_data["products"]["AC-W"]["quantity"]["max"] = 60
+    ac_data["products"]["AC-X"] = copy.deepcopy(ac_data["products"]["AC-W"])
+    changed, issues = reload_changes(ac_mapping, parse_mapping(ac_data))
+    assert changed == ["products.AC-W.parameters.charging.tolerance_g.constant"]
+    assert [issue.path for issue in issues] == ["products.AC-W.quantity.max", "products.AC-X"]
+    assert reload_changes(ac_mapping, ac_mapping) == ([], [])
 
 
 def test_unknown_station_type_and_unknown_key(ac_data):
