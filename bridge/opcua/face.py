@@ -26,7 +26,7 @@ from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
-from bridge.opcua.setpoints import Setpoint, SetpointWrites
+from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_user
 from bridge.service import Bridge
@@ -89,7 +89,7 @@ class OpcUaFace:
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
-        SetpointWrites(
+        SetpointAccess(
             server, self._setpoints(), self.bridge.write_setpoint, self._show_setpoint, self._audit_caller,
             self._setpoint_mismatch,
         )  # fmt: skip

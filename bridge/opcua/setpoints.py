@@ -4,11 +4,13 @@ asyncua would store a written value in the node and nothing more; a setpoint mus
 mapping's checks, reach the PLC and read back equal before the node (and the client) sees it. So
 this server's attribute service `write` is wrapped: writes of a setpoint's Value are handled here,
 every other write goes on to asyncua unchanged. Each attempt is audited, and a PLC that holds
-something other than what was written raises a station event.
+something other than what was written raises a station event. Reads of a setpoint's
+UserAccessLevel are answered for the reading user, so a client shows it writable to engineers only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from asyncua import Server, ua
 
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.mapping.model import RegisterField
+from bridge.security.rules import current_user
 from bridge.security.users import at_least
 
 log = structlog.get_logger(__name__)
@@ -89,7 +92,7 @@ Show = Callable[[Setpoint, Any], Awaitable[None]]
 Mismatch = Callable[[Setpoint, str], Awaitable[None]]
 
 
-class SetpointWrites:
+class SetpointAccess:
     def __init__(
         self,
         server: Server,
@@ -106,7 +109,21 @@ class SetpointWrites:
         self._mismatch = mismatch
         service = server.iserver.attribute_service
         self._forward = service.write
+        self._read = service.read
         service.write = self.write  # type: ignore[method-assign]
+        service.read = self.read  # type: ignore[method-assign]
+
+    def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        results = self._read(params)
+        user = current_user.get()  # set for this request by the role check (with --security)
+        role = getattr(user, "lb_role", None)
+        if role is None or at_least(role, "engineer"):
+            return results
+        for i, item in enumerate(params.NodesToRead or []):
+            if item.AttributeId == ua.AttributeIds.UserAccessLevel and item.NodeId in self._setpoints:
+                read_only = ua.Variant(ua.AccessLevel.CurrentRead.mask, ua.VariantType.Byte)
+                results[i] = dataclasses.replace(results[i], Value=read_only)
+        return results
 
     async def write(self, params: ua.WriteParameters, user: Any = None) -> list[ua.StatusCode]:
         items = list(params.NodesToWrite or [])

@@ -153,7 +153,10 @@ async def test_each_role_is_refused_what_it_may_not_do(secured):
         async with secure_client(rig.url, cert, user, f"{user}-pw") as client:
             ns = await client.get_namespace_index("urn:linebridge:ac_line")
             line = client.get_node(ua.NodeId("Plant.Lines.ac_line", ns))
-            assert await client.get_node(ua.NodeId(FURNACE, ns)).read_value() == pytest.approx(605)
+            furnace = client.get_node(ua.NodeId(FURNACE, ns))
+            assert await furnace.read_value() == pytest.approx(605)
+            writable = (await furnace.get_user_access_level()) & {ua.AccessLevel.CurrentWrite}
+            assert bool(writable) is (user == "erik")  # what a client shows each user
             for method, args in calls.items():
                 await refused(line.call_method(f"{ns}:{method}", *args))
             if user != "erik":
