@@ -227,3 +227,9 @@ async def test_node_opcua_is_refused_until_its_certificate_is_trusted(secured, n
     assert answer["status"] == "Good"
     assert answer["output"].endswith("s=Plant.Lines.ac_line.Orders.NODE-SEC")
     assert rig.bridge.get("NODE-SEC") is not None
+    assert "BadUserAccessDenied" in answer["write"]  # an operator may not change setpoints
+    coil = rig.line["coil"]
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(605)
+    code, answer = await run_node(rig.url, client_pki, "erik", "erik-pw", "NODE-ENG")
+    assert (code, answer["status"], answer["write"]) == (0, "Good", "Good"), answer
+    assert await coil.memory.read_field(coil.fields["furnace_setpoint_c"]) == pytest.approx(615)

@@ -1,8 +1,9 @@
-// node-opcua over Basic256Sha256 SignAndEncrypt with a user: submit one order.
+// node-opcua over Basic256Sha256 SignAndEncrypt with a user: submit one order, then try to set the
+// coil furnace setpoint to 615 (engineers may).
 // Usage: node secure_submit.mjs URL PKI_DIR USER PASSWORD ORDER_ID — prints one JSON line;
 // exits 2 when the server refuses the connection (e.g. our certificate is not trusted yet).
 import {
-  DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAClient, SecurityPolicy, UserTokenType,
+  AttributeIds, DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAClient, SecurityPolicy, UserTokenType,
 } from "node-opcua";
 
 const [url, pkiDir, userName, password, orderId] = process.argv.slice(2);
@@ -29,7 +30,19 @@ try {
       { dataType: DataType.String, value: JSON.stringify({ capacity_btu: 24000 }) },
     ],
   });
-  console.log(JSON.stringify({ status: result.statusCode.name, output: result.outputArguments?.[0]?.value?.toString() }));
+  let write;
+  try {
+    const code = await session.write({
+      nodeId: `ns=${ns};s=Plant.Lines.ac_line.Stations.coil.Setpoints.furnace_setpoint_c`,
+      attributeId: AttributeIds.Value, value: { value: { dataType: DataType.Double, value: 615 } },
+    });
+    write = code.name;
+  } catch (err) {
+    write = String(err.message || err).slice(0, 200);  // a refused request is a service fault
+  }
+  console.log(JSON.stringify({
+    status: result.statusCode.name, output: result.outputArguments?.[0]?.value?.toString(), write,
+  }));
   await session.close();
   await client.disconnect();
   clearTimeout(deadline);
