@@ -107,6 +107,7 @@ class SetpointAccess:
         self._show = show
         self._audit = audit
         self._mismatch = mismatch
+        self._aspace = server.iserver.aspace
         service = server.iserver.attribute_service
         self._forward = service.write
         self._read = service.read
@@ -131,7 +132,9 @@ class SetpointAccess:
         others: list[int] = []
         for i, item in enumerate(items):
             setpoint = self._setpoints.get(item.NodeId)
-            if setpoint is None or item.AttributeId != ua.AttributeIds.Value:
+            if item.NodeId not in self._aspace:  # asyncua would say BadUserAccessDenied to non-admins
+                results[i] = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+            elif setpoint is None or item.AttributeId != ua.AttributeIds.Value:
                 others.append(i)
             else:
                 results[i] = await self._write_one(setpoint, item.Value, user)
