@@ -14,7 +14,7 @@ from asyncua import Server, ua
 from bridge.errors import ConfigurationError
 from bridge.security.pki import Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
-from bridge.security.users import LocalDemoUserManager, RoleUserManager
+from bridge.security.users import LocalDemoUserManager, RoleUserManager, der_thumbprint
 
 log = structlog.get_logger(__name__)
 
@@ -74,17 +74,27 @@ async def secure_server(
 
 
 def audit_sessions(server: Server, audit: Audit) -> None:
-    """Audit every client session's opening and closing.
+    """Audit every client session's opening (once its CreateSession request, which carries the
+    client certificate, is answered) and closing.
 
     asyncua has no session callbacks; its internal server registers and unregisters each client
-    session, so this server instance's two methods are wrapped (not the class).
+    session, so this server instance's two methods (and each new session's create_session) are
+    wrapped, not the classes.
     """
     iserver = server.iserver
     register, unregister = iserver.register_external_session, iserver.unregister_external_session
 
     def opened(session: Any) -> None:
         register(session)
-        audit("session_open", "", "", f"ok {session.name}")
+        create = session.create_session
+
+        async def created(params: ua.CreateSessionParameters, *args: Any, **kwargs: Any) -> Any:
+            result = await create(params, *args, **kwargs)
+            tp = der_thumbprint(params.ClientCertificate) if params.ClientCertificate else ""
+            audit("session_open", "", tp, f"ok {session.name}")
+            return result
+
+        session.create_session = created
 
     def closed(session: Any) -> None:
         unregister(session)

@@ -91,6 +91,7 @@ async def test_operator_submits_over_basic256sha256_sign_and_encrypt(secured):
     assert ("login", "olga", tp, "ok (operator)") in [r[1:] for r in records]
     assert ("order_submit", "olga", tp, "ok SEC-1") in [r[1:] for r in records]
     assert ("session_close", "olga", tp) in [r[1:4] for r in records]
+    assert ("session_open", "", tp) in [r[1:4] for r in records]
     assert any(r[1] == "certificate" and r[3] == tp and r[4] == "trusted" for r in records)
 
 
