@@ -234,7 +234,7 @@ class ModbusStationLink:
                 self.counters.errors += 1
                 self.counters.last_error = f"{what} read-back mismatch: {', '.join(names)}"
                 raise ParameterMismatch(
-                    f"{what} read back from the PLC differ from what was written: {', '.join(names)}"
+                    f"{what} {', '.join(names)} read back from the PLC not as written"
                     f" (wrote {list(values)}, read {list(read)})",
                     station=self.station,
                 )

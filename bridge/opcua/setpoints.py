@@ -20,6 +20,7 @@ from asyncua import Server, ua
 
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.mapping.model import RegisterField
+from bridge.opcua.uatypes import field_variant
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
 
@@ -83,6 +84,10 @@ def value_of(setpoint: Setpoint, variant: ua.Variant | None) -> Any:
         return names[value]
     if vtype not in _NUMERIC:
         raise Refused(ua.StatusCodes.BadTypeMismatch, f"a number required, got {vtype.name}")
+    if field_variant(f) in _INTEGER:  # an unscaled integer register: the node is an integer too
+        if isinstance(value, float) and not value.is_integer():
+            raise Refused(ua.StatusCodes.BadTypeMismatch, f"a whole number required, got {value}")
+        return int(value)
     return value
 
 
