@@ -89,7 +89,7 @@ class OpcUaFace:
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
         await self._build_plant()
-        SetpointAccess(
+        self._setpoint_access = SetpointAccess(
             server, self._setpoints(), self.bridge.write_setpoint, self._show_setpoint, self._audit_caller,
             self._setpoint_mismatch,
         )  # fmt: skip

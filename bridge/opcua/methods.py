@@ -19,7 +19,7 @@ from asyncua import Node, ua
 from bridge.domain.model import Order
 from bridge.errors import OrderRejected, UnknownOrder
 from bridge.mapping.model import LineMapping
-from bridge.opcua.uatypes import ModelTypes, option_variant
+from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
 
 log = structlog.get_logger(__name__)
 
@@ -88,24 +88,15 @@ def check_arguments(args: tuple[ua.Variant, ...], spec: list[Arg]) -> MethodResu
         return refused(ua.StatusCodes.BadTooManyArguments, None, len(args), "too many arguments")
     for i, (arg, want) in enumerate(zip(args, spec, strict=True)):
         ok = arg.VariantType == want.vtype or (
-            want.vtype in _INTEGERS and arg.VariantType in _INTEGERS and isinstance(arg.Value, int)
+            want.vtype in INTEGER_VARIANTS
+            and arg.VariantType in INTEGER_VARIANTS
+            and isinstance(arg.Value, int)
         )
         if not ok:
             reason = f"{want.name}: expected {want.vtype.name}, got {arg.VariantType.name}"
             return refused(ua.StatusCodes.BadTypeMismatch, i, len(args), reason)
     return None
 
-
-_INTEGERS = {
-    ua.VariantType.SByte,
-    ua.VariantType.Byte,
-    ua.VariantType.Int16,
-    ua.VariantType.UInt16,
-    ua.VariantType.Int32,
-    ua.VariantType.UInt32,
-    ua.VariantType.Int64,
-    ua.VariantType.UInt64,
-}
 
 Submit = Callable[[str | Any, Any, Any, Any, Any], Awaitable[Order]]
 Rejected = Callable[[str, OrderRejected], Awaitable[None]]

@@ -20,18 +20,11 @@ from asyncua import Server, ua
 
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.mapping.model import RegisterField
-from bridge.opcua.uatypes import field_variant
+from bridge.opcua.uatypes import INTEGER_VARIANTS, NUMBER_VARIANTS, field_variant
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
 
 log = structlog.get_logger(__name__)
-
-_NUMERIC = {
-    ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
-    ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
-    ua.VariantType.Float, ua.VariantType.Double,
-}  # fmt: skip
-_INTEGER = _NUMERIC - {ua.VariantType.Float, ua.VariantType.Double}
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ def value_of(setpoint: Setpoint, variant: ua.Variant | None) -> Any:
         return value
     if f.type == "enum":
         assert setpoint.enum_codes is not None
-        if vtype not in _INTEGER:
+        if vtype not in INTEGER_VARIANTS:
             raise Refused(ua.StatusCodes.BadTypeMismatch, f"an enumeration code required, got {vtype.name}")
         names = {code: name for name, code in setpoint.enum_codes.items()}
         if value not in names:
@@ -82,9 +75,9 @@ def value_of(setpoint: Setpoint, variant: ua.Variant | None) -> Any:
                 ua.StatusCodes.BadOutOfRange, f"{value} is not one of {', '.join(map(str, sorted(names)))}"
             )
         return names[value]
-    if vtype not in _NUMERIC:
+    if vtype not in NUMBER_VARIANTS:
         raise Refused(ua.StatusCodes.BadTypeMismatch, f"a number required, got {vtype.name}")
-    if field_variant(f) in _INTEGER:  # an unscaled integer register: the node is an integer too
+    if field_variant(f) in INTEGER_VARIANTS:  # an unscaled integer register: the node is an integer too
         if isinstance(value, float) and not value.is_integer():
             raise Refused(ua.StatusCodes.BadTypeMismatch, f"a whole number required, got {value}")
         return int(value)

@@ -30,6 +30,12 @@ _VARIANT = {
     "float64": ua.VariantType.Double,
     "string": ua.VariantType.String,
 }
+# Variant types a client may send for a whole number, and for any number.
+INTEGER_VARIANTS = frozenset({
+    ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
+    ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
+})  # fmt: skip
+NUMBER_VARIANTS = INTEGER_VARIANTS | {ua.VariantType.Float, ua.VariantType.Double}
 _OPTION_VARIANT = {
     "bool": ua.VariantType.Boolean,
     "string": ua.VariantType.String,
