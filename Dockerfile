@@ -19,10 +19,11 @@ USER linebridge
 VOLUME ["/config", "/data"]
 EXPOSE 4840
 
-# Health: ask the running bridge over OPC UA whether it serves its line.
+# Health: ask the running bridge over OPC UA which line it serves (GetEndpoints: no session needed).
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 \
   CMD ["linebridge", "health", "--endpoint", "opc.tcp://127.0.0.1:4840/", "--timeout", "5"]
 
-# Listen on all interfaces inside the container; publish the port to choose who reaches it.
+# Listen on all interfaces inside the container, secured (docs/security.md): certificates in
+# /data/pki, users in /data/users.yaml. Publish the port to choose who reaches it.
 ENTRYPOINT ["linebridge", "run", "--mapping", "/config/ac_line.yaml", "--data-dir", "/data", \
-            "--opcua-endpoint", "opc.tcp://0.0.0.0:4840/"]
+            "--opcua-endpoint", "opc.tcp://0.0.0.0:4840/", "--security"]

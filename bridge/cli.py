@@ -75,7 +75,7 @@ def run(
     no_opcua: bool = typer.Option(False, "--no-opcua", help="run the engine without the OPC UA server"),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     security: bool = typer.Option(
-        False, "--security", help="signed and encrypted endpoints, users and roles"
+        False, "--security/--no-security", help="signed and encrypted endpoints, users and roles"
     ),
     pki_dir: Path | None = typer.Option(None, help="PKI folder (default DATA_DIR/pki)"),
     users: Path | None = typer.Option(None, help="users file (default DATA_DIR/users.yaml)"),

@@ -30,12 +30,18 @@ ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's
 LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")
 
 
-def _client_run(work: Callable[[Client], Awaitable[None]], endpoint: str, timeout_s: float = 10.0) -> None:
+def _client_run(
+    work: Callable[[Client], Awaitable[None]], endpoint: str, timeout_s: float = 10.0, *, session: bool = True
+) -> None:
     """Connect (within `timeout_s`), run `work`, and turn every failure into one line on stderr
-    and exit 1."""
+    and exit 1. `session=False`: `work` gets the client unconnected, with `timeout_s` for all of it."""
 
-    async def session() -> None:
+    async def in_session() -> None:
         client = Client(endpoint, timeout=timeout_s)
+        if not session:
+            async with asyncio.timeout(timeout_s):
+                await work(client)
+            return
         async with asyncio.timeout(timeout_s):
             await client.connect()
         try:
@@ -45,7 +51,7 @@ def _client_run(work: Callable[[Client], Awaitable[None]], endpoint: str, timeou
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:
-        asyncio.run(session())
+        asyncio.run(in_session())
     except ClientError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -143,12 +149,13 @@ def order_watch(
 
 
 def health(endpoint: str = ENDPOINT, timeout: float = typer.Option(5.0, help="seconds")) -> None:
-    """Exit 0 when the bridge answers over OPC UA and serves its line (for container health checks)."""
+    """Exit 0 when a linebridge server answers at the endpoint and names its line (for container
+    health checks). Needs no session, so it works with --security too."""
 
     async def work(client: Client) -> None:
         typer.echo(f"ok {endpoint} line {await ua_health(client)}")
 
-    _client_run(work, endpoint, timeout_s=timeout)
+    _client_run(work, endpoint, timeout_s=timeout, session=False)
 
 
 @nodeset_app.command("export")

@@ -14,7 +14,7 @@ from typing import Any
 from asyncua import Client, Node, ua
 
 from bridge.domain.model import OrderState
-from bridge.opcua.uatypes import TYPES_URI
+from bridge.opcua.uatypes import APP_URI_PREFIX, TYPES_URI
 
 ORDER_STATES = list(OrderState)
 
@@ -180,9 +180,13 @@ async def watch(
 
 
 async def health(client: Client) -> str:
-    """'ok' and the line's name, or ClientError: the server runs and serves a linebridge line."""
-    state = await client.get_node(ua.ObjectIds.Server_ServerStatus_State).read_value()
-    if state != ua.ServerState.Running:
-        raise ClientError(f"server state is {ua.ServerState(state).name}")
-    line = await find_line(client)
-    return (await line.node.read_browse_name()).Name
+    """The line a linebridge server serves, from its endpoint descriptions, or ClientError.
+
+    GetEndpoints needs no session, so this works against a secured server too (no user, no trusted
+    certificate): the application URI, urn:linebridge:<line>, names the line."""
+    endpoints = await client.connect_and_get_server_endpoints()
+    uris = sorted({e.Server.ApplicationUri for e in endpoints})
+    lines = [uri.removeprefix(APP_URI_PREFIX) for uri in uris if uri.startswith(APP_URI_PREFIX)]
+    if not lines:
+        raise ClientError(f"not a linebridge server (application URI {', '.join(uris) or 'none'})")
+    return lines[0]

@@ -27,7 +27,7 @@ from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, che
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
-from bridge.opcua.uatypes import ModelTypes, build_types, field_variant, option_variant
+from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_user
 from bridge.service import Bridge
 
@@ -70,6 +70,11 @@ class OpcUaFace:
         self.endpoint = self.settings.endpoint
 
     @property
+    def app_uri(self) -> str:
+        """The server's application URI, also the namespace of the plant's instances."""
+        return f"{APP_URI_PREFIX}{self.mapping.line.name}"
+
+    @property
     def line_path(self) -> str:
         return f"Plant.Lines.{self.mapping.line.name}"
 
@@ -83,11 +88,11 @@ class OpcUaFace:
         await server.init()
         server.set_endpoint(self.settings.endpoint)
         server.set_server_name(self.settings.server_name)
-        await server.set_application_uri(f"urn:linebridge:{self.mapping.line.name}")
+        await server.set_application_uri(self.app_uri)
         await self._secure()
         audit_sessions(self.server, self.audit)
         self.types = await build_types(server, self.mapping)
-        self.ns = await server.register_namespace(f"urn:linebridge:{self.mapping.line.name}")
+        self.ns = await server.register_namespace(self.app_uri)
         await self._build_plant()
         self._setpoint_access = SetpointAccess(
             server, self._setpoints(), self.bridge.write_setpoint, self._show_setpoint, self._audit_caller,
@@ -113,9 +118,7 @@ class OpcUaFace:
             asyncio.create_task(self._follow_steps(), name="opcua-steps"),
             asyncio.create_task(self._sweep_finished(), name="opcua-retention"),
         ]
-        log.info(
-            "opcua_listening", endpoint=self.endpoint, namespace=f"urn:linebridge:{self.mapping.line.name}"
-        )
+        log.info("opcua_listening", endpoint=self.endpoint, namespace=self.app_uri)
 
     async def stop(self) -> None:
         # Detach first: nothing may write to the address space (and its history store) once the
@@ -224,8 +227,7 @@ class OpcUaFace:
         """Endpoints, certificates, users and roles as configured (docs/security.md)."""
         settings = self.settings
         offers_none = check_exposure(settings.endpoint, settings.security, settings.allow_insecure_remote)
-        app_uri = f"urn:linebridge:{self.mapping.line.name}"
-        await secure_server(self.server, app_uri, settings.security, offers_none, self.audit)
+        await secure_server(self.server, self.app_uri, settings.security, offers_none, self.audit)
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
         """One audit record: logged and committed to the journal."""

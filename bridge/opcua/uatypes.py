@@ -18,6 +18,7 @@ from bridge.domain.model import OrderState
 from bridge.mapping.model import LineMapping, Option, RegisterField
 
 TYPES_URI = "urn:linebridge:types"
+APP_URI_PREFIX = "urn:linebridge:"  # + the line's name: the server's application URI and its instances
 STATION_STATES = ["offline", "idle", "busy", "done"]
 
 _VARIANT = {

@@ -136,3 +136,38 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
         code, _, err = await cli("health", "--endpoint", endpoint, "--timeout", "2")
         assert code == 1
         assert "Connect call failed" in err or "refused" in err.lower()
+
+
+async def test_container_command_line_serves_secured_and_answers_health(ac_mapping, tmp_path: Path):
+    """The Dockerfile's entrypoint: all interfaces, --security; its health check needs no session."""
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        line.write_deployment(tmp_path / "deployment.yaml")
+        port = free_port()
+        code, _, err = await cli(
+            "run", "--mapping", str(AC_LINE), "--deployment", str(tmp_path / "deployment.yaml"),
+            "--data-dir", str(tmp_path / "open"), "--opcua-endpoint", f"opc.tcp://0.0.0.0:{port}/",
+            "--no-security",
+        )  # fmt: skip
+        assert code == 2
+        assert "needs --allow-insecure-remote" in err
+        log = (tmp_path / "bridge.log").open("wb")
+        bridge = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
+            "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
+            "--opcua-endpoint", f"opc.tcp://0.0.0.0:{port}/", "--security", stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        try:
+            endpoint = f"opc.tcp://127.0.0.1:{port}/"
+            async with asyncio.timeout(30):
+                while (result := await cli("health", "--endpoint", endpoint, "--timeout", "2"))[0] != 0:
+                    assert bridge.returncode is None, (tmp_path / "bridge.log").read_text()
+                    await asyncio.sleep(0.2)
+            assert result[1].strip() == f"ok {endpoint} line ac_line"
+            code, _, err = await cli("order", "show", "X", "-e", endpoint)  # a session needs a user
+            assert code == 1
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await bridge.wait()
+        assert bridge.returncode == 0, (tmp_path / "bridge.log").read_text()
