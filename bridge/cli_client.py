@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from asyncua import Client, ua
 
 from bridge.errors import MappingError
 from bridge.mapping import load_mapping
-from bridge.opcua.client import ClientError, find_line, parse_options
+from bridge.opcua.client import ClientError, Credentials, find_line, parse_options
 from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
@@ -42,6 +43,7 @@ def _client_run(
             async with asyncio.timeout(timeout_s):
                 await work(client)
             return
+        await Credentials.from_env(os.environ).apply(client)
         async with asyncio.timeout(timeout_s):
             await client.connect()
         try:

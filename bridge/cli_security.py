@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import typer
@@ -52,6 +53,18 @@ def pki_trust(thumbprint: str = THUMBPRINT, pki_dir: Path = PKI_DIR) -> None:
 def pki_reject(thumbprint: str = THUMBPRINT, pki_dir: Path = PKI_DIR) -> None:
     """Stop trusting a client certificate (moves it from trusted/ to rejected/)."""
     _move(thumbprint, pki_dir, trust=False)
+
+
+@pki_app.command("client-certificate")
+def pki_client_certificate(
+    name: str = typer.Argument("shell", help="a name for the client, e.g. shell or mes-script"),
+    pki_dir: Path = PKI_DIR,
+) -> None:
+    """Create a client certificate and key for the shell client on this host, trusted at once."""
+    cert, key = asyncio.run(Pki(pki_dir).create_client_certificate(name))
+    typer.echo(f"created and trusted {cert} (key {key}); for the shell client:")
+    typer.echo(f"  export LINEBRIDGE_CERTIFICATE={cert} LINEBRIDGE_PRIVATE_KEY={key}")
+    typer.echo("  export LINEBRIDGE_USER=<user> LINEBRIDGE_PASSWORD=<password>")
 
 
 @user_app.command("add")

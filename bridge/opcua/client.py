@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
 
 from bridge.domain.model import OrderState
 from bridge.opcua.uatypes import APP_URI_PREFIX, TYPES_URI
@@ -36,6 +39,46 @@ class Line:
 
     def child(self, path: str) -> Node:
         return self.client.get_node(ua.NodeId(f"{self.path}.{path}", self.ns))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the shell client logs in to a secured bridge (docs/security.md); all optional."""
+
+    certificate: Path | None = None  # application instance certificate (DER) the bridge trusts
+    private_key: Path | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Credentials:
+        def path(name: str) -> Path | None:
+            return Path(env[name]) if env.get(name) else None
+
+        return cls(
+            path("LINEBRIDGE_CERTIFICATE"),
+            path("LINEBRIDGE_PRIVATE_KEY"),
+            env.get("LINEBRIDGE_USER") or None,
+            env.get("LINEBRIDGE_PASSWORD"),
+        )
+
+    async def apply(self, client: Client) -> None:
+        """Basic256Sha256 SignAndEncrypt with the certificate, and the user, where given."""
+        if self.certificate is not None:
+            if self.private_key is None:
+                raise ClientError("LINEBRIDGE_CERTIFICATE needs LINEBRIDGE_PRIVATE_KEY")
+            cert = x509.load_der_x509_certificate(self.certificate.read_bytes())
+            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            client.application_uri = uris.get_values_for_type(x509.UniformResourceIdentifier)[0]
+            await client.set_security(
+                SecurityPolicyBasic256Sha256,
+                str(self.certificate),
+                str(self.private_key),
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
+        if self.user is not None:
+            client.set_user(self.user)
+            client.set_password(self.password or "")
 
 
 async def find_line(client: Client, name: str | None = None) -> Line:

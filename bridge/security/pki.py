@@ -88,6 +88,22 @@ class Pki:
         )
         self.own_key.chmod(0o600)
 
+    async def create_client_certificate(self, name: str, hostname: str | None = None) -> tuple[Path, Path]:
+        """A client certificate and key for the shell client (or a script) on this host, trusted at
+        once: whoever may write this folder may trust a client anyway. Returns (certificate, key)."""
+        self.create()
+        folder = self.root / "clients"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        cert, key = folder / f"{name}.der", folder / f"{name}.pem"
+        host = hostname or socket.gethostname()
+        await setup_self_signed_certificate(
+            key, cert, f"urn:linebridge:client:{name}", host, [ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"commonName": f"{name}@{host}", "organizationName": "linebridge"},
+        )  # fmt: skip
+        key.chmod(0o600)
+        shutil.copy(cert, self.trusted / cert.name)
+        return cert, key
+
     def certificates(self, folder: Path) -> list[tuple[str, str, Path]]:
         """(thumbprint, subject common name, file) of every certificate in `folder`."""
         found = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,10 +18,11 @@ from tests.integration.opcua_rig import free_port
 pytestmark = pytest.mark.slow
 
 
-async def cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+async def cli(*args: str, timeout_s: float = 60, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
     async with asyncio.timeout(timeout_s):
         out, err = await process.communicate()
     assert process.returncode is not None
@@ -166,6 +168,19 @@ async def test_container_command_line_serves_secured_and_answers_health(ac_mappi
             assert result[1].strip() == f"ok {endpoint} line ac_line"
             code, _, err = await cli("order", "show", "X", "-e", endpoint)  # a session needs a user
             assert code == 1
+            pki = str(tmp_path / "data" / "pki")
+            code, out, err = await cli("pki", "client-certificate", "shell", "--pki-dir", pki)
+            assert code == 0, err
+            exports = dict(pair.split("=") for pair in out.splitlines()[1].split()[1:])
+            code, _, err = await cli("user", "add", "olga", "--role", "operator", "--password", "pw",
+                                     "--users", str(tmp_path / "data" / "users.yaml"))  # fmt: skip
+            assert code == 0, err
+            shell = {**exports, "LINEBRIDGE_USER": "olga", "LINEBRIDGE_PASSWORD": "pw"}
+            code, out, err = await cli("order", "submit", "SEC-SH", "-p", "AC-W", "-e", endpoint, env=shell)
+            assert code == 0, err
+            assert out.startswith("accepted SEC-SH")
+            code, _, err = await cli("mapping", "reload", "-e", endpoint, env=shell)
+            assert (code, "BadUserAccessDenied" in err) == (1, True), err  # an operator may not
         finally:
             bridge.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
