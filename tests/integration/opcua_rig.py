@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import Coroutine
 from contextlib import asynccontextmanager
@@ -17,13 +16,6 @@ from bridge.mapping import LineMapping, apply_deployment
 from bridge.opcua.face import OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
-
-
-def free_port() -> int:
-    """A port the system just handed out; the server binds it right after (a test-only race)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -85,9 +77,10 @@ async def opcua_rig(
         bridge = Bridge(apply_deployment(mapping, line.endpoints()), settings)
         await bridge.start()
         try:
-            url = f"opc.tcp://127.0.0.1:{free_port()}/"
-            face = OpcUaFace(bridge, OpcUaSettings(endpoint=url, **opcua))
+            # Port 0: the server binds a free port itself (no race with other processes for it).
+            face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/", **opcua))
             await face.start()
+            url = face.endpoint
             client = Client(url, timeout=10)
             try:
                 ns = types_ns = 0

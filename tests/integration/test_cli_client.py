@@ -13,7 +13,6 @@ import pytest
 
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
-from tests.integration.opcua_rig import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +28,31 @@ async def cli(*args: str, timeout_s: float = 60, env: dict[str, str] | None = No
     return process.returncode, out.decode(), err.decode()
 
 
+def logged(log: Path) -> list[dict]:
+    """The bridge's log: JSON lines, as its output is not a terminal (whole lines only: the last
+    one may still be being written)."""
+    return [json.loads(line) for line in log.read_text().splitlines(keepends=True) if line.endswith("}\n")]
+
+
+async def run_bridge(log: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """`linebridge run ARGS` (OPC UA on port 0 unless ARGS say otherwise: the server binds a free
+    port itself); returns the process and the endpoint it logged."""
+    if "--opcua-endpoint" not in args:
+        args = (*args, "--opcua-endpoint", "opc.tcp://127.0.0.1:0/")
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", *args, stdout=out, stderr=out
+        )
+    async with asyncio.timeout(30):
+        while not (found := [e["endpoint"] for e in logged(log) if e.get("event") == "opcua_listening"]):
+            assert process.returncode is None, logged(log)
+            await asyncio.sleep(0.1)
+    return process, found[0]
+
+
 def reloads(log: Path) -> list[list[str]]:
     """What each mapping reload the bridge logged (JSON lines: its output is not a terminal) changed."""
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [e["changed"] for e in events if e.get("event") == "mapping_reloaded"]
+    return [e["changed"] for e in logged(log) if e.get("event") == "mapping_reloaded"]
 
 
 async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, tmp_path: Path):
@@ -41,27 +61,10 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
     async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
         deployment = tmp_path / "deployment.yaml"
         line.write_deployment(deployment)
-        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
-        log = (tmp_path / "bridge.log").open("wb")
-        bridge = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--mapping",
-            str(mapping),
-            "--deployment",
-            str(deployment),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--opcua-endpoint",
-            endpoint,
-            "--telemetry-interval",
-            "0.2",
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
+        bridge, endpoint = await run_bridge(
+            tmp_path / "bridge.log", "--mapping", str(mapping), "--deployment", str(deployment),
+            "--data-dir", str(tmp_path / "data"), "--telemetry-interval", "0.2",
+        )  # fmt: skip
         try:
             async with asyncio.timeout(30):
                 while (result := await cli("health", "--endpoint", endpoint, "--timeout", "2"))[0] != 0:
@@ -144,23 +147,19 @@ async def test_container_command_line_serves_secured_and_answers_health(ac_mappi
     """The Dockerfile's entrypoint: all interfaces, --security; its health check needs no session."""
     async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
         line.write_deployment(tmp_path / "deployment.yaml")
-        port = free_port()
         code, _, err = await cli(
             "run", "--mapping", str(AC_LINE), "--deployment", str(tmp_path / "deployment.yaml"),
-            "--data-dir", str(tmp_path / "open"), "--opcua-endpoint", f"opc.tcp://0.0.0.0:{port}/",
-            "--no-security",
+            "--data-dir", str(tmp_path / "open"), "--opcua-endpoint", "opc.tcp://0.0.0.0:0/", "--no-security",
         )  # fmt: skip
         assert code == 2
         assert "needs --allow-insecure-remote" in err
-        log = (tmp_path / "bridge.log").open("wb")
-        bridge = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
-            "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
-            "--opcua-endpoint", f"opc.tcp://0.0.0.0:{port}/", "--security", stdout=log, stderr=log,
+        bridge, listening = await run_bridge(
+            tmp_path / "bridge.log", "--mapping", str(AC_LINE), "--deployment",
+            str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
+            "--opcua-endpoint", "opc.tcp://0.0.0.0:0/", "--security",
         )  # fmt: skip
-        log.close()
         try:
-            endpoint = f"opc.tcp://127.0.0.1:{port}/"
+            endpoint = listening.replace("0.0.0.0", "127.0.0.1")
             async with asyncio.timeout(30):
                 while (result := await cli("health", "--endpoint", endpoint, "--timeout", "2"))[0] != 0:
                     assert bridge.returncode is None, (tmp_path / "bridge.log").read_text()
