@@ -37,7 +37,8 @@ async def rig(ac_mapping, tmp_path):
 
 
 async def names(node) -> set[str]:
-    return {(await child.read_browse_name()).Name for child in await node.get_children()}
+    # One Browse, names included: a child may leave between a browse and a read of its name.
+    return {ref.BrowseName.Name for ref in await node.get_children_descriptions()}
 
 
 class StateChanges:
