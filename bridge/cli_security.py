@@ -101,6 +101,6 @@ def audit(
     journal = SqliteJournal(data_dir / JOURNAL_FILE)
     try:
         for at, event, user, tp, outcome in journal.load_audit(limit):
-            typer.echo(f"{at}  {event:<13} {user or '-':<20} {tp or '-':<40} {outcome}")
+            typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {outcome}")
     finally:
         journal.close()
