@@ -67,9 +67,14 @@ class Credentials:
         if self.certificate is not None:
             if self.private_key is None:
                 raise ClientError("LINEBRIDGE_CERTIFICATE needs LINEBRIDGE_PRIVATE_KEY")
-            cert = x509.load_der_x509_certificate(self.certificate.read_bytes())
-            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            client.application_uri = uris.get_values_for_type(x509.UniformResourceIdentifier)[0]
+            try:
+                cert = x509.load_der_x509_certificate(self.certificate.read_bytes())
+                names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                client.application_uri = names.get_values_for_type(x509.UniformResourceIdentifier)[0]
+            except (ValueError, x509.ExtensionNotFound, IndexError) as exc:
+                raise ClientError(
+                    f"{self.certificate}: not a DER application certificate with an application URI ({exc})"
+                ) from None
             await client.set_security(
                 SecurityPolicyBasic256Sha256,
                 str(self.certificate),

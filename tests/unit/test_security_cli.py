@@ -101,3 +101,15 @@ def test_an_exposed_none_endpoint_needs_the_explicit_flag(tmp_path):
     )
     assert result.exit_code == 2
     assert "needs --allow-insecure-remote" in result.output
+
+
+def test_shell_client_names_a_certificate_it_cannot_use(tmp_path):
+    bad = tmp_path / "bad.der"
+    bad.write_bytes(b"garbage")
+    env = {"LINEBRIDGE_CERTIFICATE": str(bad), "LINEBRIDGE_PRIVATE_KEY": str(bad)}
+    result = runner.invoke(app, ["order", "show", "X", "-e", "opc.tcp://127.0.0.1:1/"], env=env)
+    assert result.exit_code == 1
+    assert f"{bad}: not a DER application certificate with an application URI" in result.output
+    no_key = runner.invoke(app, ["order", "show", "X"], env={"LINEBRIDGE_CERTIFICATE": str(bad)})
+    assert no_key.exit_code == 1
+    assert "LINEBRIDGE_CERTIFICATE needs LINEBRIDGE_PRIVATE_KEY" in no_key.output
