@@ -139,7 +139,7 @@ class LineEngine:
             priority=valid.priority,
             accept_index=accept_index,
         )
-        order.units = [self._unit(order, i, first_serial + i) for i in range(valid.quantity)]
+        order.units = self._units(order, first_serial)
         accepted = self._event(order, message="accepted")
         self.journal.add_order(order, accepted)
         self._orders[order.order_id] = order
@@ -260,23 +260,18 @@ class LineEngine:
                     self._seq[station] = next_seq(self._seq[station])
             return
 
-    def _unit(self, order: Order, index: int, serial: int) -> Unit:
-        """A new unit with the parameters of every station type on its route, derived now."""
-        unit = Unit(order.order_id, index, serial)
+    def _units(self, order: Order, first_serial: int) -> list[Unit]:
+        """The order's units, each with the parameters of every station type on its route, derived
+        now (once per unit, the route's station types once per order)."""
         product = self.mapping.products[order.product]
-        kinds = {self.mapping.stations[s].type for step in product.route for s in alternatives(step)}
-        unit.parameters = {kind: self._derive(order, unit, kind) for kind in sorted(kinds)}
-        return unit
-
-    def _derive(self, order: Order, unit: Unit, kind: str) -> dict[str, Any]:
-        values = {
-            **order.options,
-            "order_id": order.order_id,
-            "unit_serial": unit.serial,
-            "unit_index": unit.index,
-            "quantity": order.quantity,
-        }
-        return derive_parameters(self.mapping.products[order.product], kind, values)
+        kinds = sorted({self.mapping.stations[s].type for step in product.route for s in alternatives(step)})
+        units = []
+        for index in range(order.quantity):
+            unit = Unit(order.order_id, index, first_serial + index)
+            values = _order_values(order, unit)
+            unit.parameters = {kind: derive_parameters(product, kind, values) for kind in kinds}
+            units.append(unit)
+        return units
 
     def reload(self, mapping: LineMapping) -> None:
         """Take a new mapping for orders accepted from now on (the caller checked it may replace the
@@ -288,7 +283,9 @@ class LineEngine:
         kind = self.mapping.stations[station].type
         parameters = unit.parameters.get(kind)
         if parameters is None:  # a unit journaled before parameters were kept with it
-            parameters = self._derive(order, unit, kind)
+            parameters = derive_parameters(
+                self.mapping.products[order.product], kind, _order_values(order, unit)
+            )
         step = Step(
             order.order_id, unit.index, unit.next_step, station, self._seq[station], parameters, utcnow()
         )
@@ -464,3 +461,14 @@ class LineEngine:
             if queue.full():
                 log.warning("watcher_overflow", dropped=str(queue.get_nowait()))
             queue.put_nowait(event)
+
+
+def _order_values(order: Order, unit: Unit) -> dict[str, Any]:
+    """What a derivation may read: the order's options and its own values for this unit."""
+    return {
+        **order.options,
+        "order_id": order.order_id,
+        "unit_serial": unit.serial,
+        "unit_index": unit.index,
+        "quantity": order.quantity,
+    }
