@@ -100,7 +100,7 @@ def audit(
     """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads."""
     journal = SqliteJournal(data_dir / JOURNAL_FILE)
     try:
-        for at, event, user, tp, outcome in journal.load_audit(limit):
-            typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {outcome}")
+        for at, event, user, tp, outcome, channel in journal.load_audit(limit):
+            typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")
     finally:
         journal.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
+from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS audit (
     event TEXT NOT NULL,
     user TEXT NOT NULL,
     thumbprint TEXT NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -103,6 +105,9 @@ class SqliteJournal:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(units)")}
         if "parameters" not in columns:
             self._db.execute("ALTER TABLE units ADD COLUMN parameters TEXT")
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(audit)")}
+        if "channel" not in columns:
+            self._db.execute("ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -180,17 +185,26 @@ class SqliteJournal:
             for event in events:
                 self._event(db, event)
 
-    def add_audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
-        """One audit record (session, login, order, write), committed at once."""
+    def add_audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
+        """One audit record (session, login, order, write), committed at once. Every field is
+        clipped: a client must not be able to grow the journal with what it sends."""
         with _Transaction(self._db) as db:
             db.execute(
-                "INSERT INTO audit (at, event, user, thumbprint, outcome) VALUES (?,?,?,?,?)",
-                (datetime.now(UTC).isoformat(), event, user, thumbprint, outcome),
+                "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)",
+                (
+                    datetime.now(UTC).isoformat(),
+                    clip(event, 32),
+                    clip(user, 128),
+                    clip(thumbprint, 64),
+                    clip(outcome, AUDIT_OUTCOME_CHARS),
+                    clip(channel, 128),
+                ),
             )
 
-    def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str]]:
+    def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str, str]]:
         rows = self._db.execute(
-            "SELECT at, event, user, thumbprint, outcome FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
         ).fetchall()
         return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
 

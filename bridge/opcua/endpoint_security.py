@@ -12,6 +12,7 @@ import structlog
 from asyncua import Server, ua
 
 from bridge.errors import ConfigurationError
+from bridge.opcua.channel_guard import ChannelGuard, LoginBackoff
 from bridge.security.pki import Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
 from bridge.security.users import LocalDemoUserManager, RoleUserManager, der_thumbprint
@@ -26,6 +27,9 @@ class SecuritySettings:
     pki_dir: Path
     users_file: Path
     allow_none_endpoint: bool = False  # also offer None (still no anonymous access)
+    login_free_failures: int = 3  # failed logins from one address before attempts back off
+    login_backoff_s: float = 0.5  # the first wait after those; doubles with each further failure
+    login_backoff_max_s: float = 30.0
 
 
 SECURE_POLICIES = [
@@ -66,9 +70,16 @@ async def secure_server(
     await server.load_certificate(str(pki.own_cert))
     await server.load_private_key(str(pki.own_key))
     policies = SECURE_POLICIES + ([ua.SecurityPolicyType.NoSecurity] if offers_none else [])
-    server.set_security_policy(policies, permission_ruleset=RoleRuleset())
+    server.set_security_policy(policies, permission_ruleset=RoleRuleset(audit=audit))
     server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])  # no anonymous access
-    server.iserver.user_manager = RoleUserManager(security.users_file, audit=audit)
+    users = RoleUserManager(security.users_file, audit=audit)
+    server.iserver.user_manager = users
+    backoff = LoginBackoff(
+        free=security.login_free_failures,
+        initial_s=security.login_backoff_s,
+        max_s=security.login_backoff_max_s,
+    )
+    ChannelGuard(server, policies, users, audit, backoff).install()
     server.set_certificate_validator(PkiValidator(pki, audit=audit))  # type: ignore[arg-type]
     log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
 

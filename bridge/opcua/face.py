@@ -22,13 +22,14 @@ from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, 
 from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
 from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
+from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
-from bridge.security.rules import current_user
+from bridge.security.rules import current_channel, current_user
 from bridge.service import Bridge
 
 log = structlog.get_logger(__name__)
@@ -230,9 +231,15 @@ class OpcUaFace:
         await secure_server(self.server, self.app_uri, settings.security, offers_none, self.audit)
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
-        """One audit record: logged and committed to the journal."""
-        log.info("audit", audit_event=event, user=user, thumbprint=thumbprint, outcome=outcome)
-        self.bridge.journal.add_audit(event, user, thumbprint, outcome)
+        """One audit record, with the channel of the request being handled: logged (clipped) and
+        committed to the journal."""
+        channel = str(current_channel.get() or "")
+        outcome = clip(outcome, AUDIT_OUTCOME_CHARS)
+        user = clip(user, 128)
+        log.info(
+            "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome
+        )
+        self.bridge.journal.add_audit(event, user, thumbprint, outcome, channel)
 
     def _audit_caller(self, event: str, outcome: str) -> None:
         """An audit record of the request being handled, with its user and client certificate."""

@@ -155,13 +155,14 @@ class PkiValidator:
         self.audit = audit
 
     async def __call__(self, cert: x509.Certificate, app_description: ua.ApplicationDescription) -> None:
-        store = TrustStore(
-            [self.pki.trusted, self.pki.root / "issuers" / "certs"],
-            [self.pki.root / "trusted" / "crl", self.pki.root / "issuers" / "crl"],
-        )
-        await store.load()
+        trusted = [self.pki.trusted, self.pki.root / "issuers" / "certs"]
+        store = TrustStore(trusted, [self.pki.root / "trusted" / "crl", self.pki.root / "issuers" / "crl"])
         tp = thumbprint(cert)
         try:
+            if not any(self.pki.certificates(folder) for folder in trusted if folder.is_dir()):
+                # Nothing trusted yet (a fresh folder): asyncua cannot build an empty store.
+                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+            await store.load()
             await CertificateValidator(self.OPTIONS, store).validate(cert, app_description)
         except ServiceError as exc:
             if exc.code == ua.StatusCodes.BadCertificateUntrusted:

@@ -9,6 +9,8 @@ address space. A refused request is answered BadUserAccessDenied and changes not
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asyncua import ua
@@ -21,6 +23,24 @@ from bridge.security.users import RoleUser, at_least
 # The user of the request being handled (set here, read by the methods for the audit trail).
 current_user: contextvars.ContextVar[RoleUser | None] = contextvars.ContextVar("current_user", default=None)
 
+
+@dataclass(frozen=True)
+class Channel:
+    """The secure channel a request came on, as the audit trail records it."""
+
+    policy: str  # Basic256Sha256, None, …
+    mode: str  # Sign, SignAndEncrypt, None_
+    client: str  # address:port
+
+    def __str__(self) -> str:
+        return f"{self.policy}/{self.mode} {self.client}"
+
+
+# The channel of the request being handled (set by the channel guard with --security).
+current_channel: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
+    "current_channel", default=None
+)
+
 _CALL = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 _WRITE = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
 _READ_ONLY = {ua.NodeId(t) for t in USER_TYPES} - {_CALL, _WRITE}
@@ -29,20 +49,37 @@ ORDER_METHODS = ("SubmitOrder", "CancelOrder")
 
 
 class RoleRuleset(PermissionRuleset):
+    """`audit(event, user, thumbprint, outcome)` is told of every refusal."""
+
+    def __init__(self, audit: Callable[[str, str, str, str], None] | None = None) -> None:
+        self._audit = audit
+
     def check_validity(self, user: Any, action_type: ua.NodeId, body: Buffer) -> bool:
         role = getattr(user, "lb_role", None)
         current_user.set(user if isinstance(user, RoleUser) else None)
+        allowed, what = self._decide(role, action_type, body)
+        if not allowed and self._audit is not None:
+            name = getattr(user, "name", None) or "anonymous"
+            self._audit("denied", name, getattr(user, "thumbprint", ""), f"refused: {what} (role {role})")
+        return allowed
+
+    def _decide(self, role: str | None, action_type: ua.NodeId, body: Buffer) -> tuple[bool, str]:
+        service = ua.ObjectIdNames.get(action_type.Identifier, str(action_type)).removesuffix(
+            "Request_Encoding_DefaultBinary"
+        )
         if role is None:
-            return False
+            return False, service
         if action_type in _READ_ONLY:
-            return True
+            return True, service
         if action_type == _CALL:
-            return all(self._may_call(role, method.MethodId) for method in self._calls(body))
+            methods = [method.MethodId for method in self._calls(body)]
+            refused = [str(m.Identifier).rsplit(".", 1)[-1] for m in methods if not self._may_call(role, m)]
+            return not refused, f"Call {', '.join(refused)}"
         if action_type == _WRITE:
-            return at_least(role, "engineer")
+            return at_least(role, "engineer"), service
         if action_type in _ADMIN:
-            return role == "admin"
-        return False
+            return role == "admin", service
+        return False, service
 
     @staticmethod
     def _calls(body: Buffer) -> list[ua.CallMethodRequest]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import secrets
@@ -90,6 +91,8 @@ def load_users(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def add_user(path: Path, name: str, role: str, password: str) -> None:
+    if not password:
+        raise ConfigurationError("the password must not be empty")
     _save_user(path, name, {"role": role, "password": hash_password(password)})
 
 
@@ -116,6 +119,21 @@ def _save_user(path: Path, name: str, entry: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
+@dataclass(frozen=True)
+class PasswordVerdict:
+    """A password check done ahead of asyncua's (synchronous) user check, off the event loop."""
+
+    username: str
+    password: str
+    ok: bool
+
+
+# Set by the channel guard around an ActivateSession whose password it has checked already.
+checked_login: contextvars.ContextVar[PasswordVerdict | None] = contextvars.ContextVar(
+    "checked_login", default=None
+)
+
+
 class RoleUserManager:
     """asyncua user manager: password and certificate users from the users file; no anonymous
     access. The file is read on every login, so adding a user needs no restart."""
@@ -123,6 +141,13 @@ class RoleUserManager:
     def __init__(self, path: Path, audit: Any = None) -> None:
         self.path = path
         self.audit = audit
+
+    def check_password(self, username: str, password: str) -> PasswordVerdict:
+        """The slow part of a login (scrypt): meant for a worker thread."""
+        entry = load_users(self.path).get(username)
+        stored = entry.get("password") if entry is not None else None
+        ok = bool(password) and isinstance(stored, str) and verify_password(password, stored)
+        return PasswordVerdict(username, password, ok)
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
@@ -139,9 +164,11 @@ class RoleUserManager:
             username, entry = found[0]
         else:
             entry = users.get(username)
-            stored = entry.get("password") if entry is not None else None
-            if stored is None or password is None or not verify_password(password, stored):
-                self._audit("login", username, tp, "refused: wrong user name or password")
+            verdict = checked_login.get()
+            if verdict is None or (verdict.username, verdict.password) != (username, password):
+                verdict = self.check_password(username, password or "")
+            if entry is None or not verdict.ok:
+                self._audit("login", username[:64], tp, "refused: wrong user name or password")
                 return None
         role = entry["role"]
         self._audit("login", username, tp, f"ok ({role})")

@@ -1,0 +1,19 @@
+"""Bounds on what a client may send, and on how much of it is stored or logged.
+
+A refused input is still recorded (audit, log), so every recorded copy of client text is clipped.
+"""
+
+from __future__ import annotations
+
+AUDIT_OUTCOME_CHARS = 512
+LOGGED_TEXT_CHARS = 200  # an order id, a product or a reason as it appears in a log line
+OPTIONS_JSON_CHARS = 64 * 1024  # SubmitOrder's Options argument
+OPTIONS_JSON_DEPTH = 8  # nesting of that JSON (options are flat; a little room for what may come)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    note = f"… ({len(text)} chars)"
+    return text[: max(limit - len(note), 0)] + note
