@@ -20,9 +20,10 @@ from pydantic import (
 )
 
 from bridge.errors import OrderRejected
+from bridge.limits import clip
 from bridge.mapping.model import LineMapping, Option, Product
 
-ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # matched in full: "$" would let "x\n" through
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,12 @@ def options_model(mapping: LineMapping, product_id: str) -> type[BaseModel]:
 def validate_order(mapping: LineMapping, request: OrderRequest) -> ValidOrder:
     """The order made whole (defaults filled), or OrderRejected naming the first bad field."""
     order_id = request.order_id
-    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
+    if not isinstance(order_id, str) or not ORDER_ID.fullmatch(order_id):
         raise OrderRejected("must be 1-32 characters: letters, digits, '-' or '_'", field="order_id")
     if not isinstance(request.product, str) or request.product not in mapping.products:
         known = ", ".join(mapping.products)
-        raise OrderRejected(f"unknown product {request.product!r} (known: {known})", field="product")
+        product = clip(repr(request.product), 40)
+        raise OrderRejected(f"unknown product {product} (known: {known})", field="product")
     product = mapping.products[request.product]
     options = {} if request.options is None else request.options
     if not isinstance(options, Mapping):

@@ -83,6 +83,25 @@ def check(mapping: LineMapping) -> list[MappingIssue]:
             )
     for name, product in mapping.products.items():
         issues += _check_product(f"products.{name}", product, mapping)
+    return issues + shared_endpoints(mapping)
+
+
+def shared_endpoints(mapping: LineMapping) -> list[MappingIssue]:
+    """Two stations on one PLC address would drive one handshake from two steps at once."""
+    issues: list[MappingIssue] = []
+    first: dict[tuple[str, int, int], str] = {}
+    for name, station in mapping.stations.items():
+        ep = station.endpoint
+        key = (ep.host, ep.port, ep.device_id)
+        if key in first:
+            issues.append(
+                MappingIssue(
+                    f"stations.{name}.endpoint",
+                    f"same host, port and device_id as station {first[key]} ({ep.host}:{ep.port}"
+                    f" device {ep.device_id}): two stations cannot share one PLC",
+                )
+            )
+        first.setdefault(key, name)
     return issues
 
 

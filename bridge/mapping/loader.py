@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.errors import MappingError, MappingIssue
-from bridge.mapping.checks import check
+from bridge.mapping.checks import check, shared_endpoints
 from bridge.mapping.model import Endpoint, LineMapping
 
 
@@ -43,6 +43,9 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError([MappingIssue("", f"cannot read file: {exc.strerror}")], source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        raise MappingError([MappingIssue("", reason)], source=str(path)) from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
@@ -111,7 +114,11 @@ def apply_deployment(
         name: st.model_copy(update={"endpoint": endpoints.get(name, st.endpoint)})
         for name, st in mapping.stations.items()
     }
-    return mapping.model_copy(update={"stations": stations})
+    deployed = mapping.model_copy(update={"stations": stations})
+    issues = shared_endpoints(deployed)
+    if issues:
+        raise MappingError(issues, source=source)
+    return deployed
 
 
 def load_deployment(mapping: LineMapping, path: str | Path) -> LineMapping:

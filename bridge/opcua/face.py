@@ -22,7 +22,7 @@ from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, 
 from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
 from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
-from bridge.limits import AUDIT_OUTCOME_CHARS, clip
+from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
@@ -266,7 +266,9 @@ class OpcUaFace:
         return await self.show_order(order)
 
     async def _rejected(self, order_id: str, exc: OrderRejected) -> None:
-        log.warning("order_refused", order_id=order_id, field=exc.field, reason=exc.reason)
+        order_id = clip(order_id, LOGGED_TEXT_CHARS)
+        reason = clip(exc.reason, LOGGED_TEXT_CHARS)
+        log.warning("order_refused", order_id=order_id, field=exc.field, reason=reason)
         self._audit_caller("order_submit", f"refused {order_id}: {exc}")
         await self._fire("notice", f"order {order_id} refused: {exc}", 500)
 

@@ -18,6 +18,7 @@ from asyncua import Node, ua
 
 from bridge.domain.model import Order
 from bridge.errors import OrderRejected, UnknownOrder
+from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import LineMapping
 from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
 
@@ -87,6 +88,9 @@ def check_arguments(args: tuple[ua.Variant, ...], spec: list[Arg]) -> MethodResu
     if len(args) > len(spec):
         return refused(ua.StatusCodes.BadTooManyArguments, None, len(args), "too many arguments")
     for i, (arg, want) in enumerate(zip(args, spec, strict=True)):
+        if arg.is_array or isinstance(arg.Value, list):
+            reason = f"{want.name}: expected one {want.vtype.name}, got an array"
+            return refused(ua.StatusCodes.BadTypeMismatch, i, len(args), reason)
         ok = arg.VariantType == want.vtype or (
             want.vtype in INTEGER_VARIANTS
             and arg.VariantType in INTEGER_VARIANTS
@@ -189,11 +193,9 @@ class LineMethods:
             return bad
         order_id, product, options_text = (a.Value for a in args)
         try:
-            options = json.loads(options_text or "{}")
-        except ValueError as exc:
-            return await self._refuse(order_id, OrderRejected(f"not valid JSON: {exc}", field="options"), 3)
-        if not isinstance(options, dict):
-            return await self._refuse(order_id, OrderRejected("must be a JSON object", field="options"), 3)
+            options = parse_options(options_text or "{}")
+        except OrderRejected as exc:
+            return await self._refuse(order_id, exc, 3)
         quantity = options.pop("quantity", None)
         priority = options.pop("priority", 0)
         return await self._accept(order_id, product, options, quantity, priority, arg_of=_json_arg, count=3)
@@ -229,7 +231,7 @@ class LineMethods:
         try:
             await self._cancel(order_id)
         except UnknownOrder as exc:
-            log.info("cancel_refused", order_id=order_id, reason=exc.reason)
+            log.info("cancel_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
             return refused(ua.StatusCodes.BadNotFound, 0, 1, str(exc))
         return ua.StatusCode()
 
@@ -268,6 +270,29 @@ class LineMethods:
     async def _refuse(self, order_id: Any, exc: OrderRejected, count: int) -> MethodResult:
         await self._on_rejected(str(order_id), exc)
         return refused(ua.StatusCodes.BadInvalidArgument, _json_arg(exc.field), count, str(exc))
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """SubmitOrder's Options argument as a dict, or OrderRejected saying why not (size, depth,
+    syntax, shape), without ever recursing as deep as a client's nesting."""
+    if len(text) > OPTIONS_JSON_CHARS:
+        raise OrderRejected(f"longer than {OPTIONS_JSON_CHARS} characters ({len(text)})", field="options")
+    depth = deepest = 0
+    for char in text:  # brackets inside strings only over-count, which errs on the safe side
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > OPTIONS_JSON_DEPTH:
+        raise OrderRejected(f"nested deeper than {OPTIONS_JSON_DEPTH} levels", field="options")
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise OrderRejected(f"not valid JSON: {exc}", field="options") from None
+    if not isinstance(options, dict):
+        raise OrderRejected("must be a JSON object", field="options")
+    return options
 
 
 def _json_arg(field: str) -> int | None:
