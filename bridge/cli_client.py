@@ -1,5 +1,5 @@
 """The shell's OPC UA client commands: `linebridge order …`, `linebridge health`, `linebridge nodeset`,
-`linebridge mapping reload`."""
+`linebridge mapping reload`, `linebridge station clear`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from bridge.errors import MappingError
 from bridge.mapping import load_mapping
 from bridge.opcua.client import ClientError, Credentials, find_line, parse_options
 from bridge.opcua.client import cancel as ua_cancel
+from bridge.opcua.client import clear_station_error as ua_clear_station_error
 from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
 from bridge.opcua.client import show as ua_show
@@ -27,6 +28,7 @@ from bridge.opcua.nodeset import export_nodeset
 order_app = typer.Typer(no_args_is_help=True, help="Place and follow orders on a running bridge (OPC UA).")
 nodeset_app = typer.Typer(no_args_is_help=True, help="The OPC UA model as NodeSet2 XML.")
 mapping_app = typer.Typer(no_args_is_help=True, help="The mapping of a running bridge.")
+station_app = typer.Typer(no_args_is_help=True, help="The stations of a running bridge.")
 ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's OPC UA endpoint")
 LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")
 
@@ -95,6 +97,17 @@ def mapping_reload(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     async def work(client: Client) -> None:
         changed = await ua_reload_mapping(await find_line(client, line))
         typer.echo("reloaded: " + (", ".join(changed) or "no change"))
+
+    _client_run(work, endpoint)
+
+
+@station_app.command("clear")
+def station_clear(station: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """Let a station work again that the bridge holds because its PLC ran a step the bridge did not
+    start (another Modbus master). Find that master first: docs/handshake.md."""
+
+    async def work(client: Client) -> None:
+        typer.echo(f"{station}: " + await ua_clear_station_error(await find_line(client, line), station))
 
     _client_run(work, endpoint)
 

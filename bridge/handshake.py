@@ -7,8 +7,9 @@ can always tell which step a status belongs to, whatever edges were lost or repe
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 SEQ_MAX = 65535
@@ -63,6 +64,8 @@ class ResultCode(IntEnum):
     ABORTED = 3
     STATION_FAULT = 4
     # Recorded by the bridge, never sent by a PLC:
+    RESULTS_INVALID = 65531  # the PLC reported results that are no usable values (NaN, ±Inf, garbage)
+    HANDSHAKE_VIOLATION = 65532  # the PLC ran a step the bridge did not start; nothing recorded from it
     READBACK_MISMATCH = 65533  # parameters read back differ; the step was never started
     STEP_TIMEOUT = 65534  # the PLC did not finish within the configured step timeout; aborted
 
@@ -124,3 +127,51 @@ class StatusBlock:
 def next_seq(seq: int) -> int:
     """The sequence number after `seq`, wrapping past 65535 to 1 (0 means 'none')."""
     return 1 if seq >= SEQ_MAX else seq + 1
+
+
+@dataclass
+class HandshakeWatch:
+    """What one PLC's status block may do between the bridge's own commands; any other change
+    means another master drove the handshake (docs/handshake.md, "Another master").
+
+    The first status seen is taken as it is (a bridge restarting, or on a fresh journal, takes
+    over a PLC in any state); from then on every start must be one the bridge wrote, every result
+    one of its steps, and the re-execution count must not rise. A PLC restart (its counts since
+    power-up fall) is taken as a new first status.
+    """
+
+    executed: int | None = None
+    reexecuted: int = 0
+    done_seq: int = 0
+    pending: set[int] = field(default_factory=set)  # starts written, not yet seen taken
+    ours: deque[int] = field(default_factory=lambda: deque(maxlen=4))  # the last steps the bridge started
+
+    def reset(self) -> None:
+        self.executed = None
+
+    def started(self, seq: int) -> None:
+        """Call before writing `start_seq = seq`."""
+        self.pending.add(seq)
+        if seq not in self.ours:
+            self.ours.append(seq)
+
+    def check(self, status: StatusBlock) -> str | None:
+        """Why `status` shows work the bridge did not order, or None."""
+        if self.executed is None or status.executed_count < self.executed:
+            self.executed, self.reexecuted = status.executed_count, status.reexecuted_count
+            self.done_seq = status.done_seq
+            return None
+        if status.reexecuted_count > self.reexecuted:
+            return f"re-execution count rose from {self.reexecuted} to {status.reexecuted_count}"
+        rise = status.executed_count - self.executed
+        if rise > 1 or (rise == 1 and status.accepted_seq not in self.pending):
+            return (
+                f"{rise} step(s) started that the bridge did not start (executed count"
+                f" {self.executed} → {status.executed_count}, accepted_seq {status.accepted_seq})"
+            )
+        if status.done_seq != self.done_seq and status.done_seq not in self.ours:
+            return f"a result for step {status.done_seq}, which the bridge did not start"
+        if rise == 1:
+            self.pending.discard(status.accepted_seq)
+        self.executed, self.done_seq = status.executed_count, status.done_seq
+        return None

@@ -21,7 +21,7 @@ from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, 
 from bridge.domain.orders import OrderRequest, validate_order
 from bridge.domain.ports import OrderJournal, StationLink
 from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationError, UnknownOrder
-from bridge.handshake import PlcState, ResultCode, next_seq
+from bridge.handshake import HandshakeWatch, PlcState, ResultCode, StatusBlock, next_seq
 from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
 from bridge.mapping.derive import derive_parameters
@@ -61,6 +61,10 @@ class LineEngine:
         self._waiting: list[_Waiting] = []
         self._resume: dict[str, list[tuple[Order, Unit, Step]]] = {s: [] for s in links}
         self._seq: dict[str, int] = {}
+        self._watch = {station: HandshakeWatch() for station in links}
+        # Stations held after their PLC did what the bridge did not order, with the reason; an
+        # engineer clears them (clear_station_error) once the other master is found.
+        self.station_errors: dict[str, str] = {}
         self._work = asyncio.Condition()
         self._watchers: set[asyncio.Queue[OrderEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -232,6 +236,9 @@ class LineEngine:
                 order, unit, step = self._resume[station].pop(0)
             else:
                 await self._until_reachable(station, link)
+                if station in self.station_errors:
+                    await self._until_cleared(station)
+                    continue
                 order, unit = await self._take(station)
                 step = self._begin(order, unit, station)
             self.station_steps[station] = step
@@ -253,12 +260,35 @@ class LineEngine:
                 raise_if_cancelled()
                 await asyncio.sleep(link.retry_delay_s())
                 continue
+            self._watched(station, status)
             if station not in self._seq:
                 last = self.journal.last_seq(station)
                 self._seq[station] = status.accepted_seq if last is None else last
                 while next_seq(self._seq[station]) in (status.accepted_seq, status.done_seq):
                     self._seq[station] = next_seq(self._seq[station])
             return
+
+    def _watched(self, station: str, status: StatusBlock) -> str | None:
+        """Hold the station if `status` shows work the bridge did not order; returns the reason."""
+        problem = self._watch[station].check(status)
+        if problem is not None and station not in self.station_errors:
+            self.station_errors[station] = problem
+            log.error("station_handshake_violation", station=station, reason=problem)
+        return problem
+
+    async def _until_cleared(self, station: str) -> None:
+        async with self._work:
+            await self._work.wait_for(lambda: station not in self.station_errors)
+
+    def clear_station_error(self, station: str) -> str | None:
+        """Let a held station work again (its next status is taken as it is); returns the reason
+        it was held, or None if it was not."""
+        reason = self.station_errors.pop(station, None)
+        if reason is not None:
+            self._watch[station].reset()
+            log.warning("station_error_cleared", station=station, reason=reason)
+            self._notify()
+        return reason
 
     def _units(self, order: Order, first_serial: int) -> list[Unit]:
         """The order's units, each with the parameters of every station type on its route, derived
@@ -306,10 +336,17 @@ class LineEngine:
         abort_sent = timed_out = False
         began = time.monotonic()
         poll = self.settings.status_poll_s
+        last_error = ""
         while True:
             raise_if_cancelled()  # a cancel swallowed inside the Modbus library must still stop us
             try:
                 status = await link.status()
+                problem = self._watched(step.station, status)
+                if problem is not None:  # nothing the PLC shows now is this step's doing
+                    if step.phase != StepPhase.FINISHED:
+                        self._finish(step, {}, ResultCode.HANDSHAKE_VIOLATION)
+                    self._close(order, unit, step, message=f"station {step.station}: {problem}")
+                    return
                 phase = status.phase_of(step.seq)
                 if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
                     if phase == PlcPhase.FINISHED:
@@ -340,6 +377,7 @@ class LineEngine:
                         self._finish(step, {}, code)
                         self._close(order, unit, step, message=str(exc))
                         return
+                    self._watch[step.station].started(step.seq)
                     await link.start(step.seq)
                     log.debug("step_started")
                     continue
@@ -354,19 +392,27 @@ class LineEngine:
                     await asyncio.sleep(poll)
                     continue
                 # Finished on the PLC (acknowledged already only if our journal was lost).
-                code = status.result_code
-                results = await link.read_results() if code == ResultCode.OK else {}
+                code, message = status.result_code, ""
+                results: dict[str, Any] = {}
+                if code == ResultCode.OK:
+                    try:
+                        results = await link.read_results()
+                    except CodecError as exc:
+                        code, message = ResultCode.RESULTS_INVALID, str(exc)
+                        log.error("step_results_invalid", reason=message)
                 if timed_out and code == ResultCode.ABORTED:
                     code = ResultCode.STEP_TIMEOUT
                 self._finish(step, results, code)
                 if phase == PlcPhase.FINISHED:
                     await link.acknowledge(step.seq)
-                self._close(order, unit, step)
+                self._close(order, unit, step, message=message)
                 return
             except StationError as exc:
                 raise_if_cancelled()
                 delay = link.retry_delay_s()
-                log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))
+                if str(exc) != last_error:  # once per cause, not once per retry
+                    log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))
+                last_error = str(exc)
                 await asyncio.sleep(delay)
 
     def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:

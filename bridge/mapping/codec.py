@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import CodecError
@@ -105,6 +106,28 @@ def encode(field: RegisterField, value: Any) -> list[int]:
         raw = _to_raw(field, value)
     data = struct.pack(_STRUCT[field.type], raw)
     return _words_from_bytes(data, byte_order, word_order, reorder_words=True)
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """Why a value read from a PLC is not simply good (OPC UA Part 8 semantics): `bad` when it
+    cannot stand for a measurement at all (not finite, undecodable), else it is uncertain
+    (outside the mapping's min..max, the AnalogItem's EURange)."""
+
+    bad: bool
+    reason: str
+
+
+def assess(field: RegisterField, value: Any) -> Doubt | None:
+    """What is doubtful about a decoded `value` of `field`, or None when it is good."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return Doubt(True, f"{value} is not a finite number")
+    if field.is_numeric and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            check_range(field, value)
+        except CodecError as exc:
+            return Doubt(False, str(exc))
+    return None
 
 
 def decode(field: RegisterField, words: Sequence[int]) -> Any:

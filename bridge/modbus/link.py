@@ -68,12 +68,15 @@ class ModbusStationLink:
         self._backoff_max_s = backoff_max_s
         self._random = random.Random(seed)
         self._failures = 0
+        self._bad_status = 0  # status reads in a row that held garbage
         self._lock = asyncio.Lock()
+        self._setpoint_lock = asyncio.Lock()  # a write and its read-back, one setpoint at a time
         self._client: AsyncModbusTcpClient | None = None
         self._ever_connected = False
         self.counters = LinkCounters()
         self.telemetry: dict[str, Any] = {}
         self.setpoints: dict[str, Any] = {}  # as last read from (or written to and read back from) the PLC
+        self.doubts: dict[str, codec.Doubt] = {}  # telemetry and setpoint values of the last poll in doubt
         self.telemetry_read_at: float | None = None
         self.last_status: StatusBlock | None = None
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
@@ -89,8 +92,13 @@ class ModbusStationLink:
                 self._client = None
             self.counters.connected = False
 
+    @property
+    def status_invalid(self) -> bool:
+        """The PLC answers, but its handshake status block holds garbage."""
+        return self._bad_status > 0
+
     def retry_delay_s(self) -> float:
-        exponent = max(self._failures - 1, 0)
+        exponent = max(self._failures - 1, self._bad_status - 1, 0)
         ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(exponent, 20))
         return ceiling * self._random.uniform(0.5, 1.0)
 
@@ -168,8 +176,11 @@ class ModbusStationLink:
             raise self._failed(f"read {block.table} {block.start}", f"short answer of {len(values)} values")
         return values[: block.count]
 
-    async def _read_fields(self, blocks: list[Block]) -> dict[str, Any]:
+    async def _read_fields(self, blocks: list[Block]) -> tuple[dict[str, Any], dict[str, codec.Doubt]]:
+        """Each field's value, and what is doubtful about some of them: one value that makes no
+        sense (an unknown enum code, a NaN) is that value's problem, never the station's."""
         values: dict[str, Any] = {}
+        doubts: dict[str, codec.Doubt] = {}
         for block in blocks:
             raw = await self._read_block(block)
             for name, f in block.fields:
@@ -180,21 +191,35 @@ class ModbusStationLink:
                 try:
                     values[name] = codec.decode(f, [int(w) for w in part])
                 except CodecError as exc:
-                    raise self._failed(f"decode {name}", exc) from exc
-        return values
+                    values[name], doubts[name] = None, codec.Doubt(True, str(exc))
+                    continue
+                doubt = codec.assess(f, values[name])
+                if doubt is not None:
+                    doubts[name] = doubt
+        return values, doubts
 
     # -- the handshake -----------------------------------------------------------------------
 
     async def status(self) -> StatusBlock:
+        """The handshake status block; a StationError while it holds garbage (logged once, and
+        once when it makes sense again)."""
         dev = self.endpoint.device_id
         reply = await self._request(
             "read status",
             lambda c: c.read_input_registers(self._status_address, count=STATUS_REGISTERS, device_id=dev),
         )
         try:
-            return StatusBlock.from_registers(reply.registers)
+            status = StatusBlock.from_registers(reply.registers)
         except ValueError as exc:
-            raise self._failed("read status", exc) from exc
+            self._bad_status += 1
+            if self._bad_status == 1:
+                self._log.error("station_status_invalid", error=str(exc))
+            self.counters.last_error = f"read status: {exc}"
+            raise StationError(f"read status: {exc}", station=self.station) from exc
+        if self._bad_status:
+            self._log.info("station_status_valid", after_reads=self._bad_status)
+            self._bad_status = 0
+        return status
 
     async def write_parameters(self, parameters: dict[str, Any]) -> None:
         payload = _encode_blocks(self._parameter_blocks, parameters, "parameter")
@@ -207,8 +232,10 @@ class ModbusStationLink:
         if f is None:
             raise CodecError(f"station {self.station} has no setpoint {name!r}")
         payload = _encode_blocks(plan_blocks([(name, f)], write=True), {name: value}, "setpoint")
-        await self._write_verified(payload, "setpoint")
-        self.setpoints[name] = value
+        async with self._setpoint_lock:  # another write between ours and its read-back is no mismatch
+            await self._write_verified(payload, "setpoint")
+            self.setpoints[name] = value
+            self.doubts.pop(name, None)
 
     async def _write_verified(self, payload: list[tuple[Block, list[int] | list[bool]]], what: str) -> None:
         dev = self.endpoint.device_id
@@ -249,16 +276,30 @@ class ModbusStationLink:
         await self._write_command(Command.ABORT_SEQ, seq)
 
     async def read_results(self) -> dict[str, Any]:
-        return await self._read_fields(self._result_blocks)
+        """The step's results; CodecError naming each result that is no usable value (NaN, ±Inf,
+        undecodable). A finite value outside the mapping's range is kept, and logged."""
+        values, doubts = await self._read_fields(self._result_blocks)
+        bad = [f"{name}: {d.reason}" for name, d in doubts.items() if d.bad]
+        if bad:
+            raise CodecError(f"results not usable: {'; '.join(bad)}")
+        for name, doubt in doubts.items():
+            self._log.warning("result_out_of_range", result=name, reason=doubt.reason)
+        return values
 
     async def read_telemetry(self) -> dict[str, Any]:
         """One poll cycle: the handshake status and every telemetry field, in as few requests as
         the layout allows (the status block, then one per contiguous telemetry or setpoint block)."""
-        self.last_status = await self.status()
-        values = await self._read_fields(self._telemetry_blocks)
-        setpoints = await self._read_fields(self._setpoint_blocks)
+        try:
+            self.last_status = await self.status()
+        except StationError:
+            if not self.status_invalid:
+                raise
+            self.last_status = None  # the handshake is unusable; telemetry may still be read
+        values, doubts = await self._read_fields(self._telemetry_blocks)
+        setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
         self.counters.telemetry_requests_per_poll = self.requests_per_poll
         self.telemetry, self.setpoints = values, setpoints
+        self.doubts = {**doubts, **setpoint_doubts}
         self.telemetry_read_at = time.time()
         return values
 
@@ -277,7 +318,10 @@ class ModbusStationLink:
                 raise_if_cancelled()
                 delay = max(interval_s, self.retry_delay_s())
             for listener in self.listeners:
-                await listener(self)
+                try:
+                    await listener(self)
+                except Exception:  # a listener's bug must not end the polling, nor pass unseen
+                    self._log.exception("telemetry_listener_failed")
             raise_if_cancelled()  # a cancel swallowed inside pymodbus must still end this loop
             await asyncio.sleep(delay)
 

@@ -160,6 +160,12 @@ async def reload_mapping(line: Line) -> list[str]:
     return list(result.OutputArguments[0].Value or [])
 
 
+async def clear_station_error(line: Line, station: str) -> str:
+    """Let a station held for a handshake error work again; what was cleared."""
+    result = await call(line, "ClearStationError", ua.Variant(station, ua.VariantType.String))
+    return str(result.OutputArguments[0].Value)
+
+
 async def _order_node(line: Line, order_id: str) -> Node:
     order = line.child(f"Orders.{order_id}")
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from bridge.errors import ConfigurationError, MappingError, MappingIncompatible,
 from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
+from bridge.mapping import codec
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history import TelemetryHistory
@@ -64,6 +66,7 @@ class OpcUaFace:
         self._order_nodes: dict[str, ua.NodeId] = {}
         self._finished_at: dict[str, datetime] = {}
         self._station_online: dict[str, bool | None] = dict.fromkeys(self.mapping.stations)
+        self._station_error: dict[str, str | None] = {}
         self._steps: asyncio.Queue[tuple[Order, Step]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one writer of order nodes at a time
@@ -165,8 +168,9 @@ class OpcUaFace:
             await self._mark_station(name, ua.StatusCodes.BadWaitingForInitialData)
         self._orders_folder = self.server.get_node(self.nid(f"{self.line_path}.Orders"))
         methods = LineMethods(
-            self.mapping, types, self._submit, self._cancel, self._node_of, self._rejected, self._reload
-        )
+            self.mapping, types, self._submit, self._cancel, self._node_of, self._rejected, self._reload,
+            self._clear_station,
+        )  # fmt: skip
         await methods.add_to(line, ns)
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
@@ -292,6 +296,20 @@ class OpcUaFace:
         await self._fire("notice", f"mapping reload refused: {len(report)} issue(s)", 600)
         return code, report
 
+    async def _clear_station(self, station: str) -> tuple[int, str]:
+        """ClearStationError: audited and announced like its twin ReloadMapping."""
+        label = clip(station, LOGGED_TEXT_CHARS)
+        if station not in self.mapping.stations:
+            self._audit_caller("station_clear", f"refused {label}: no such station")
+            return (
+                ua.StatusCodes.BadNotFound,
+                f"no station {label!r} (stations: {', '.join(self.mapping.stations)})",
+            )
+        reason = self.bridge.engine.clear_station_error(station)
+        report = f"cleared: {reason}" if reason else "the station was not held"
+        self._audit_caller("station_clear", f"ok {station}: {report}")
+        return ua.StatusCodes.Good, report
+
     async def show_order(self, order: Order) -> ua.NodeId:
         """Create the order's node if needed and write its current state; returns its NodeId."""
         async with self._lock:
@@ -358,8 +376,8 @@ class OpcUaFace:
             ("StartedAt", step.started_at, ua.VariantType.DateTime),
             ("FinishedAt", step.finished_at, ua.VariantType.DateTime),
             ("ResultCode", step.result_code or 0, ua.VariantType.UInt32),
-            ("Parameters", json.dumps(step.parameters), ua.VariantType.String),
-            ("Results", json.dumps(step.results) if step.results is not None else "", ua.VariantType.String),
+            ("Parameters", valid_json(step.parameters), ua.VariantType.String),
+            ("Results", valid_json(step.results) if step.results is not None else "", ua.VariantType.String),
         ):
             await self._write(f"{path}.{field_name}", value, vtype)
 
@@ -464,12 +482,18 @@ class OpcUaFace:
         online = link.counters.connected and link.telemetry_read_at is not None
         read_at = datetime.fromtimestamp(link.telemetry_read_at, UTC) if link.telemetry_read_at else utcnow()
         status = link.last_status
+        held = self.bridge.engine.station_errors.get(name) or (
+            "status block holds garbage" if link.status_invalid else None
+        )
         if not online:
             state = "offline"
+        elif held is not None:
+            state = "error"
         elif status is None or status.state == PlcState.IDLE:
             state = "idle"
         else:
             state = "busy" if status.state == PlcState.BUSY else "done"
+        await self._announce_error(name, held)
         await self._write(
             f"{path}.State",
             self.types.enum_codes[self.types.station_state][state],
@@ -502,6 +526,7 @@ class OpcUaFace:
                     values.get(field_name),
                     read_at,
                     good=online,
+                    doubt=link.doubts.get(field_name),
                 )
         if online != self._station_online[name]:
             was = self._station_online[name]
@@ -517,6 +542,17 @@ class OpcUaFace:
                 )
             if not online:
                 await self._mark_station(name, ua.StatusCodes.BadCommunicationError, live_only=True)
+
+    async def _announce_error(self, station: str, reason: str | None) -> None:
+        """A station event when a station is held for a handshake it cannot trust, and when that ends."""
+        if reason == self._station_error.get(station):
+            return
+        self._station_error[station] = reason
+        message = f"station {station}: {reason}" if reason else f"station {station}: error cleared"
+        await self._fire(
+            "station", message, 900 if reason else 300, Station=station, Connected=True,
+            ResultCode=int(ResultCode.HANDSHAKE_VIOLATION) if reason else 0,
+        )  # fmt: skip
 
     async def _mark_station(self, station: str, code: int, *, live_only: bool = False) -> None:
         """Give a station's PLC values a bad status, keeping the last read's timestamp (the value is
@@ -584,26 +620,62 @@ class OpcUaFace:
         at: datetime | None,
         *,
         good: bool = True,
+        doubt: codec.Doubt | None = None,
     ) -> None:
+        """A PLC value with its own status: Bad while the PLC is away or when the value is no
+        usable value (not finite, undecodable; the last value stays), Uncertain outside the
+        mapping's range (the AnalogItem's EURange), as OPC UA Part 8 has it."""
         assert self.types is not None
+        if doubt is None and value is not None:
+            doubt = codec.assess(f, value)
         if value is not None and f.type == "enum":
             kind = self.mapping.stations[station].type
             value = self.types.enum_codes[self.types.field_enums[(kind, name)]].get(value, 0)
         if value is None:
             node = self.server.get_node(self.nid(path))
             value = (await node.read_data_value(raise_on_bad_status=False)).Value.Value
-            good = False
-        await self._write(path, value, field_variant(f), at, good=good)
+        if not good:
+            code = ua.StatusCodes.BadCommunicationError
+        elif doubt is None:
+            code = ua.StatusCodes.Good if value is not None else ua.StatusCodes.BadCommunicationError
+        elif not doubt.bad:
+            code = ua.StatusCodes.UncertainEngineeringUnitsExceeded
+        elif isinstance(value, float) and not math.isfinite(value):
+            code = ua.StatusCodes.BadOutOfRange
+        else:
+            code = ua.StatusCodes.BadDataEncodingInvalid
+        await self._write(path, value, field_variant(f), at, status=code)
 
     async def _write(
-        self, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None, *, good: bool = True
+        self,
+        path: str,
+        value: Any,
+        vtype: ua.VariantType,
+        at: datetime | None = None,
+        *,
+        good: bool = True,
+        status: int | None = None,
     ) -> None:
-        status = ua.StatusCode() if good else ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+        if status is None:
+            status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
         if vtype in (ua.VariantType.Float, ua.VariantType.Double) and isinstance(value, int | float):
             value = float(value)
-        variant = ua.Variant(value, vtype)  # a null DateTime stays typed: clients see "no time yet"
+        nullable = (ua.VariantType.String, ua.VariantType.DateTime, ua.VariantType.ByteString)
+        # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
+        # yet, or withheld under a Bad status.
+        variant = ua.Variant() if value is None and vtype not in nullable else ua.Variant(value, vtype)
         now = utcnow()
         await self.server.write_attribute_value(
             self.nid(path),
-            ua.DataValue(variant, StatusCode=status, SourceTimestamp=at or now, ServerTimestamp=now),
+            ua.DataValue(
+                variant, StatusCode=ua.StatusCode(status), SourceTimestamp=at or now, ServerTimestamp=now
+            ),
         )
+
+
+def valid_json(values: dict[str, Any]) -> str:
+    """JSON any client can parse: a value that is not a finite number is written as null."""
+    return json.dumps(
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()},
+        allow_nan=False,
+    )

@@ -1,5 +1,5 @@
 """The line's methods: SubmitOrder (JSON options), one typed SubmitOrder_<product>, CancelOrder,
-ReloadMapping.
+ReloadMapping, ClearStationError.
 
 Every refusal is an answer, never an exception: a status code the client can act on, the
 offending argument marked in InputArgumentResults with the reason in its diagnostic, plus an
@@ -49,6 +49,7 @@ JSON_ARGS = [
     Arg("Options", ua.VariantType.String, 'JSON object of options; may hold "quantity" and "priority"'),
 ]
 CANCEL_ARGS = [Arg("OrderId", ua.VariantType.String, "the order to cancel")]
+CLEAR_ARGS = [Arg("Station", ua.VariantType.String, "the station to let work again")]
 
 
 def typed_args(mapping: LineMapping, types: ModelTypes, product_id: str) -> list[Arg]:
@@ -108,6 +109,7 @@ NodeOf = Callable[[Order], Awaitable[ua.NodeId]]
 
 
 Reload = Callable[[], Awaitable[tuple[int, list[str]]]]  # status code, report lines
+Clear = Callable[[str], Awaitable[tuple[int, str]]]  # status code, what was cleared or why not
 
 
 class LineMethods:
@@ -122,6 +124,7 @@ class LineMethods:
         node_of: NodeOf,
         on_rejected: Rejected,
         reload: Reload,
+        clear: Clear,
     ) -> None:
         self.mapping = mapping
         self.types = types
@@ -130,6 +133,7 @@ class LineMethods:
         self._node_of = node_of
         self._on_rejected = on_rejected
         self._reload = reload
+        self._clear = clear
         self._typed_specs = {p: typed_args(mapping, types, p) for p in mapping.products}
 
     async def add_to(self, line: Node, ns: int) -> None:
@@ -169,6 +173,20 @@ class LineMethods:
             self.reload_mapping,
             [],
             [report],
+        )
+        await line.add_method(
+            ua.NodeId(f"{base}.ClearStationError", ns),
+            ua.QualifiedName("ClearStationError", ns),
+            self.clear_station_error,
+            [a.argument() for a in CLEAR_ARGS],
+            [
+                ua.Argument(
+                    Name="Report",
+                    DataType=ua.NodeId(ua.ObjectIds.String),
+                    ValueRank=ua.ValueRank.Scalar,
+                    Description=ua.LocalizedText("why the station was held, or why it cannot be cleared"),
+                )
+            ],
         )
         for product_id in self.mapping.products:
             name = f"SubmitOrder_{product_id}"
@@ -243,6 +261,16 @@ class LineMethods:
         code, report = await self._reload()
         result = ua.CallMethodResult()
         result.StatusCode = ua.StatusCode(code)
+        result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
+        return result
+
+    async def clear_station_error(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult:
+        """Let a station held for a handshake it could not trust work again (engineer)."""
+        bad = check_arguments(args, CLEAR_ARGS)
+        if bad is not None:
+            return bad
+        code, report = await self._clear(args[0].Value or "")
+        result = refused(code, 0, 1, report) if code else ua.CallMethodResult()
         result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
         return result
 

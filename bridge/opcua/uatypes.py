@@ -19,7 +19,7 @@ from bridge.mapping.model import LineMapping, Option, RegisterField
 
 TYPES_URI = "urn:linebridge:types"
 APP_URI_PREFIX = "urn:linebridge:"  # + the line's name: the server's application URI and its instances
-STATION_STATES = ["offline", "idle", "busy", "done"]
+STATION_STATES = ["offline", "idle", "busy", "done", "error"]
 
 _VARIANT = {
     "bool": ua.VariantType.Boolean,
@@ -253,7 +253,8 @@ async def build_types(server: Server, mapping: LineMapping) -> ModelTypes:
         ns,
         "StationStateEnum",
         [(s, i) for i, s in enumerate(STATION_STATES)],
-        "Handshake state of a station PLC; offline when it does not answer",
+        "Handshake state of a station PLC; offline when it does not answer, error when its handshake"
+        " cannot be trusted (garbage status, or steps the bridge did not start) until cleared",
     )
     types = ModelTypes(
         ns,

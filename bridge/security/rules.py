@@ -1,7 +1,8 @@
 """Which role may do what, checked on every request before asyncua handles it.
 
 observer: browse, read, subscribe, history · operator: also submit and cancel orders ·
-engineer: also write station setpoints (bridge/opcua/setpoints.py) and reload the mapping ·
+engineer: also write station setpoints (bridge/opcua/setpoints.py), reload the mapping and clear
+a station held for a handshake error ·
 admin: also change the
 address space. A refused request is answered BadUserAccessDenied and changes nothing.
 """
@@ -91,6 +92,6 @@ class RoleRuleset(PermissionRuleset):
         name = str(method.Identifier).rsplit(".", 1)[-1]
         if name.startswith(ORDER_METHODS):
             return at_least(role, "operator")
-        if name == "ReloadMapping":
+        if name in ("ReloadMapping", "ClearStationError"):
             return at_least(role, "engineer")
         return True  # standard methods (ConditionRefresh, GetMonitoredItems…) only read

@@ -134,7 +134,7 @@ async def test_documented_paths_and_types(rig, ac_mapping):
     enum = rig.client.get_node(await state.read_data_type())
     assert (await enum.read_browse_name()).Name == "StationStateEnum"
     strings = await (await enum.get_child(["0:EnumStrings"])).read_value()
-    assert [t.Text for t in strings] == ["offline", "idle", "busy", "done"]
+    assert [t.Text for t in strings] == ["offline", "idle", "busy", "done", "error"]
     capacity = rig.client.get_node(ua.NodeId("T.ACWCapacityBtuEnum", rig.types_ns))
     values = await (await capacity.get_child(["0:EnumValues"])).read_value()
     assert [(v.Value, v.DisplayName.Text) for v in values] == [
