@@ -37,20 +37,27 @@ lint: $(STAMP)
 test: $(STAMP) tools lint
 	$(BIN)/pytest
 
-# The simulated line in the background, the bridge in the foreground with one demo order;
-# Ctrl-C stops both.
+# The simulated line and the bridge, one demo order. Ctrl-C, `kill` or closing the terminal
+# (SIGINT, SIGTERM, SIGHUP) stops both; if the simulator cannot start, its one-line reason is all.
+# SIM_FLAGS=--ephemeral lets the system pick the simulator's ports (the tests do).
+SIM_FLAGS ?=
 run: $(STAMP)
 	@mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/sim-deployment.yaml
-	@$(BIN)/plc-sim --mapping $(MAPPING) --speed $(SPEED) --log-level warning \
-	    --write-deployment $(DATA_DIR)/sim-deployment.yaml & sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
-	  for i in $$(seq 100); do [ -s $(DATA_DIR)/sim-deployment.yaml ] && break; sleep 0.1; done; \
+	@$(BIN)/plc-sim --mapping $(MAPPING) --speed $(SPEED) --log-level warning $(SIM_FLAGS) \
+	    --write-deployment $(DATA_DIR)/sim-deployment.yaml & sim=$$!; bridge=; \
+	  trap 'kill -TERM $$sim $$bridge 2>/dev/null' HUP INT TERM; \
+	  until [ -s $(DATA_DIR)/sim-deployment.yaml ]; do \
+	    kill -0 $$sim 2>/dev/null || { wait $$sim; exit 2; }; sleep 0.1; done; \
 	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; \
 	  echo "In another shell, place a custom order and watch it move station by station:"; \
 	  echo "  $(BIN)/linebridge order submit my-ac-1 -p AC-W -o capacity_btu=18000 -o panel_color=ocean_blue -o engraving=Hello \\"; \
 	  echo "    && $(BIN)/linebridge order watch my-ac-1"; echo; \
 	  $(BIN)/linebridge run --opcua-endpoint $(ENDPOINT) --mapping $(MAPPING) --deployment $(DATA_DIR)/sim-deployment.yaml \
-	    --data-dir $(DATA_DIR) --demo
+	    --data-dir $(DATA_DIR) --demo & bridge=$$!; \
+	  wait $$bridge; code=$$?; \
+	  while kill -0 $$bridge 2>/dev/null; do wait $$bridge; code=$$?; done; \
+	  kill -TERM $$sim 2>/dev/null; wait $$sim 2>/dev/null; \
+	  case $$code in 0|129|130|143) exit 0;; *) exit $$code;; esac
 
 validate: $(STAMP)
 	$(BIN)/linebridge validate $(MAPPING)

@@ -45,15 +45,19 @@ def _client_run(
             async with asyncio.timeout(timeout_s):
                 await work(client)
             return
-        await Credentials.from_env(os.environ).apply(client)
-        async with asyncio.timeout(timeout_s):
-            await client.connect()
+        credentials = Credentials.from_env(os.environ)
+        await credentials.apply(client)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.connect()
+        except ua.UaError as exc:
+            raise ClientError(credentials.explain(endpoint, exc)) from None
         try:
             await work(client)
         finally:
             await client.disconnect()
 
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL + 1)  # every failure is said once, below
     try:
         asyncio.run(in_session())
     except ClientError as exc:
@@ -184,6 +188,6 @@ def nodeset_export(
     except MappingError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL + 1)  # every failure is said once, below
     asyncio.run(export_nodeset(line, file))
     typer.echo(f"wrote {file}")

@@ -99,7 +99,7 @@ async def _serve(line: SimulatedLine, write_deployment: Path | None) -> None:
     try:
         await line.start()
     except OSError as exc:
-        typer.echo(f"cannot listen: {exc}", err=True)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     try:
         endpoints = line.endpoints()

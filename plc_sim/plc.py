@@ -137,7 +137,14 @@ class SimulatedPlc:
                 await self._memory.write_field(self.fields[name], f.sim.constant)
         await self._publish_status()
         await self._refresh_telemetry()
-        await self._server.serve_forever(background=True)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError:  # pymodbus's word for any failure to listen
+            self._server = None
+            raise OSError(
+                f"station {self.station}: cannot listen on {self.host}:{self.port}"
+                " (the port is in use, or the address is not this machine's)"
+            ) from None
         listener: Any = self._server.transport
         self.port = listener.sockets[0].getsockname()[1]
         self._scan_task = asyncio.create_task(self._scan_loop(), name=f"plc-{self.station}")

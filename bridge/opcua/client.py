@@ -86,6 +86,35 @@ class Credentials:
             client.set_password(self.password or "")
 
 
+    def explain(self, endpoint: str, exc: Exception) -> str:
+        """What a failed connect means for someone at the shell, and what to do about it."""
+        code = getattr(exc, "code", None)
+        setup = (
+            "set LINEBRIDGE_CERTIFICATE and LINEBRIDGE_PRIVATE_KEY (`linebridge pki client-certificate NAME`"
+            " on the bridge's machine makes a pair it trusts) and LINEBRIDGE_USER / LINEBRIDGE_PASSWORD"
+            " (docs/security.md)"
+        )
+        if "No matching endpoints" in str(exc) or (
+            code == ua.StatusCodes.BadSecurityPolicyRejected and self.certificate is None
+        ):
+            return f"{endpoint} accepts secured connections only: {setup}"
+        if code == ua.StatusCodes.BadIdentityTokenRejected or (
+            code == ua.StatusCodes.BadUserAccessDenied and self.user is None
+        ):
+            return f"{endpoint} needs a user: set LINEBRIDGE_USER and LINEBRIDGE_PASSWORD"
+        if code == ua.StatusCodes.BadUserAccessDenied:
+            return (
+                f"{endpoint} refused the login of user {self.user!r}: wrong user name or password, or too"
+                " many failed logins from this address (wait, then try again; `linebridge audit` shows why)"
+            )
+        if code in (ua.StatusCodes.BadCertificateUntrusted, ua.StatusCodes.BadSecurityChecksFailed):
+            return (
+                f"{endpoint} does not trust this client's certificate ({self.certificate}) yet: on the"
+                " bridge, `linebridge pki list` then `linebridge pki trust THUMBPRINT`"
+            )
+        return f"{endpoint}: {exc or type(exc).__name__}"
+
+
 async def find_line(client: Client, name: str | None = None) -> Line:
     plant = None
     for child in await client.nodes.objects.get_children():

@@ -167,6 +167,7 @@ async def test_container_command_line_serves_secured_and_answers_health(ac_mappi
             assert result[1].strip() == f"ok {endpoint} line ac_line"
             code, _, err = await cli("order", "show", "X", "-e", endpoint)  # a session needs a user
             assert code == 1
+            assert "accepts secured connections only: set LINEBRIDGE_CERTIFICATE" in err, err
             pki = str(tmp_path / "data" / "pki")
             code, out, err = await cli("pki", "client-certificate", "shell", "--pki-dir", pki)
             assert code == 0, err
@@ -174,6 +175,10 @@ async def test_container_command_line_serves_secured_and_answers_health(ac_mappi
             code, _, err = await cli("user", "add", "olga", "--role", "operator", "--password", "pw",
                                      "--users", str(tmp_path / "data" / "users.yaml"))  # fmt: skip
             assert code == 0, err
+            wrong = {**exports, "LINEBRIDGE_USER": "olga", "LINEBRIDGE_PASSWORD": "guess"}
+            code, _, err = await cli("order", "show", "X", "-e", endpoint, env=wrong)
+            assert code == 1
+            assert "refused the login of user 'olga': wrong user name or password" in err, err
             shell = {**exports, "LINEBRIDGE_USER": "olga", "LINEBRIDGE_PASSWORD": "pw"}
             code, out, err = await cli("order", "submit", "SEC-SH", "-p", "AC-W", "-e", endpoint, env=shell)
             assert code == 0, err
