@@ -160,6 +160,8 @@ class HandshakeWatch:
         if self.executed is None or status.executed_count < self.executed:
             self.executed, self.reexecuted = status.executed_count, status.reexecuted_count
             self.done_seq = status.done_seq
+            if status.accepted_seq not in self.ours:  # a step under way at take-over may finish
+                self.ours.append(status.accepted_seq)
             return None
         if status.reexecuted_count > self.reexecuted:
             return f"re-execution count rose from {self.reexecuted} to {status.reexecuted_count}"

@@ -3,7 +3,7 @@
 asyncua would store a written value in the node and nothing more; a setpoint must instead pass the
 mapping's checks, reach the PLC and read back equal before the node (and the client) sees it. So
 this server's attribute service `write` is wrapped: writes of a setpoint's Value are handled here,
-every other write goes on to asyncua unchanged. Each attempt is audited, and a PLC that holds
+every other write goes on to asyncua unchanged. Each attempt, of either kind, is audited, and a PLC that holds
 something other than what was written raises a station event. Reads of a setpoint's
 UserAccessLevel are answered for the reading user, so a client shows it writable to engineers only.
 """
@@ -84,6 +84,7 @@ def value_of(setpoint: Setpoint, variant: ua.Variant | None) -> Any:
     return value
 
 
+_ATTRIBUTES = {a.value for a in ua.AttributeIds}
 WriteSetpoint = Callable[[str, str, Any], Awaitable[None]]
 Audit = Callable[[str, str], None]  # event, outcome (the face adds the user)
 Show = Callable[[Setpoint, Any], Awaitable[None]]
@@ -141,7 +142,14 @@ class SetpointAccess:
             rest = await (self._forward(forwarded, user) if user is not None else self._forward(forwarded))
             for i, code in zip(others, rest, strict=True):
                 results[i] = code
-        return [code or ua.StatusCode(ua.StatusCodes.BadInternalError) for code in results]
+        answers = [code or ua.StatusCode(ua.StatusCodes.BadInternalError) for code in results]
+        clients = getattr(user, "lb_role", None) is not None  # not the server's own writes
+        for item, code in zip(items, answers, strict=True) if clients else ():
+            if item.NodeId not in self._setpoints or item.AttributeId != ua.AttributeIds.Value:
+                attribute = ua.AttributeIds(item.AttributeId).name if item.AttributeId in _ATTRIBUTES else "?"
+                outcome = "ok" if code.is_good() else f"refused ({code.name})"
+                self._audit("write", f"{outcome} {item.NodeId.to_string()} {attribute}")
+        return answers
 
     async def _write_one(self, setpoint: Setpoint, data: ua.DataValue | None, user: Any) -> ua.StatusCode:
         role = getattr(user, "lb_role", None)

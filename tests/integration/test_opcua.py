@@ -348,6 +348,11 @@ async def test_setpoints_are_written_to_the_plc_checked_and_read_back(rig):
     assert await write(state, "x", ua.VariantType.String) == ua.StatusCodes.BadUserAccessDenied
     missing = rig.node("Plant.Lines.ac_line.Stations.coil.Setpoints.nope")
     assert await write(missing, 1.0, ua.VariantType.Double) == ua.StatusCodes.BadNodeIdUnknown
+    writes = [r[4] for r in rig.bridge.journal.load_audit() if r[1] == "write"]
+    assert writes == [
+        f"refused (BadUserAccessDenied) ns={rig.ns};s=Plant.Lines.ac_line.Stations.coil.CurrentOrder Value",
+        f"refused (BadNodeIdUnknown) ns={rig.ns};s=Plant.Lines.ac_line.Stations.coil.Setpoints.nope Value",
+    ]
     outcomes = [r[4] for r in rig.bridge.journal.load_audit() if r[1] == "setpoint_write"]
     assert "ok coil.furnace_setpoint_c=630.5" in outcomes
     assert any(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.handshake import PlcState, StatusBlock, StepPhase, next_seq
+from bridge.handshake import HandshakeWatch, PlcState, StatusBlock, StepPhase, next_seq
 
 
 def status(state=PlcState.IDLE, accepted=0, done=0, code=0, acked=0) -> StatusBlock:
@@ -41,3 +41,43 @@ def test_garbage_status_is_refused():
 def test_sequence_numbers_skip_zero_when_they_wrap():
     assert next_seq(1) == 2
     assert next_seq(65535) == 1
+
+
+def seen(accepted, done, executed, reexecuted=0, state=PlcState.IDLE) -> StatusBlock:
+    return StatusBlock(state, accepted, done, 0, done, executed, reexecuted)
+
+
+def test_the_watch_takes_the_first_status_as_it_is_and_then_only_the_bridges_own_starts():
+    watch = HandshakeWatch()
+    assert watch.check(seen(9, 8, 100, reexecuted=2, state=PlcState.BUSY)) is None  # take-over
+    assert watch.check(seen(9, 9, 100, reexecuted=2, state=PlcState.DONE)) is None  # that step ends
+    watch.started(10)
+    assert watch.check(seen(10, 9, 101, reexecuted=2, state=PlcState.BUSY)) is None
+    assert watch.check(seen(10, 10, 101, reexecuted=2)) is None
+    watch.started(11)
+    watch.started(11)  # a start written again after a lost reply is still one start
+    assert watch.check(seen(11, 11, 102, reexecuted=2)) is None
+
+
+@pytest.mark.parametrize(
+    ("after", "reason"),
+    [
+        (seen(11, 11, 101), "1 step(s) started that the bridge did not start"),
+        (seen(12, 12, 102), "2 step(s) started that the bridge did not start"),
+        (seen(9, 9, 101, reexecuted=1), "re-execution count rose from 0 to 1"),
+        (seen(10, 7, 100), "a result for step 7, which the bridge did not start"),
+    ],
+)
+def test_the_watch_names_what_another_master_did(after, reason):
+    watch = HandshakeWatch()
+    watch.check(seen(10, 10, 100))
+    assert reason in (watch.check(after) or "")
+
+
+def test_a_plc_restart_is_a_new_first_status():
+    watch = HandshakeWatch()
+    watch.check(seen(10, 10, 100))
+    assert watch.check(seen(0, 0, 0)) is None  # counts since power-up fell
+    assert watch.check(seen(0, 0, 0)) is None
+    watch.reset()  # what clearing a held station does
+    assert watch.check(seen(40, 40, 7)) is None

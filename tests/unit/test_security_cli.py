@@ -35,6 +35,12 @@ def test_user_add_stores_a_salted_hash(tmp_path):
     bad = runner.invoke(app, ["user", "add", "x", "--role", "boss", "--users", str(users), "--password", "p"])
     assert bad.exit_code == 2
     assert "role must be one of observer, operator, engineer, admin" in bad.output
+    empty = runner.invoke(
+        app, ["user", "add", "x", "--role", "operator", "--users", str(users), "--password", ""]
+    )
+    assert empty.exit_code == 2
+    assert "the password must not be empty" in empty.output
+    assert "x" not in yaml.safe_load(users.read_text())["users"]
 
 
 def test_user_add_with_a_certificate_stores_its_thumbprint(tmp_path):
