@@ -14,6 +14,7 @@ from bridge.logging import configure_logging
 from bridge.mapping import load_mapping
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults, parse_fault
 from plc_sim.line import SimulatedLine
+from plc_sim.plc import TELEMETRY_INTERVAL_S
 
 app = typer.Typer(add_completion=False, help="Simulated station PLCs (Modbus TCP) for a linebridge mapping.")
 
@@ -34,6 +35,9 @@ def serve(
         [], help="station:name=value, e.g. coil:reject_next=2, '*:fault_fraction=0.1'"
     ),
     seed: int | None = typer.Option(None, help="seed for simulated results, for reproducible runs"),
+    telemetry_period: float = typer.Option(
+        TELEMETRY_INTERVAL_S, help="seconds between refreshes of the simulated telemetry values"
+    ),
     allow: list[str] = typer.Option(
         [], help="accept Modbus clients only from this address or network (repeatable)"
     ),
@@ -70,6 +74,7 @@ def serve(
             faults=faults,
             seed=seed,
             allow=allow,
+            telemetry_period_s=telemetry_period,
         )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)

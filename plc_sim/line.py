@@ -9,7 +9,7 @@ import yaml
 
 from bridge.mapping.model import Endpoint, LineMapping
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults
-from plc_sim.plc import SimulatedPlc
+from plc_sim.plc import TELEMETRY_INTERVAL_S, SimulatedPlc
 
 
 class SimulatedLine:
@@ -26,6 +26,7 @@ class SimulatedLine:
         faults: dict[str, Faults] | None = None,
         seed: int | None = None,
         allow: list[str] | None = None,
+        telemetry_period_s: float = TELEMETRY_INTERVAL_S,
     ) -> None:
         ports = ports or {}
         faults = faults or {}
@@ -40,6 +41,7 @@ class SimulatedLine:
                 faults=faults.get(name),
                 seed=None if seed is None else seed + i,
                 allow=allow,
+                telemetry_period_s=telemetry_period_s,
             )
             for i, name in enumerate(mapping.stations)
         }

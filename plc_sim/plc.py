@@ -48,6 +48,7 @@ class SimulatedPlc:
         faults: Faults | None = None,
         seed: int | None = None,
         allow: list[str] | None = None,
+        telemetry_period_s: float = TELEMETRY_INTERVAL_S,
     ) -> None:
         if speed < 0:
             raise ConfigurationError("speed must be 0 (no cycle time) or positive")
@@ -75,6 +76,7 @@ class SimulatedPlc:
         self._due: float | None = None
         self._result_code = 0
         self._telemetry_due = 0.0
+        self.telemetry_period_s = telemetry_period_s
         self._random = random.Random(seed)
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -453,7 +455,7 @@ class SimulatedPlc:
             self._changed.notify_all()
 
     async def _refresh_telemetry(self) -> None:
-        self._telemetry_due = time.monotonic() + TELEMETRY_INTERVAL_S
+        self._telemetry_due = time.monotonic() + self.telemetry_period_s
         setpoints = await self._setpoints()
         for name in self.kind.telemetry:
             f = self.fields[name]

@@ -86,6 +86,27 @@ class SimBehaviour(_Strict):
         return self
 
 
+class Deadband(_Strict):
+    """A telemetry value is published only when it moved more than this since it was last
+    published (OPC UA Part 8: absolute, or percent of the EURange, the field's max - min)."""
+
+    absolute: float | None = Field(None, ge=0)
+    percent: float | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Deadband:
+        if (self.absolute is None) == (self.percent is None):
+            raise ValueError("give exactly one of absolute, percent")
+        return self
+
+
+class FieldHistory(_Strict):
+    """Whether a telemetry value's changes are kept for HistoryRead, and for how long."""
+
+    enabled: bool = True
+    retention_s: float | None = Field(None, gt=0, description="default: the bridge's history retention")
+
+
 class RegisterField(_Strict):
     """One typed value in a PLC's memory: where it lives and how it is encoded."""
 
@@ -103,6 +124,8 @@ class RegisterField(_Strict):
     max: float | None = None
     description: str = ""
     sim: SimBehaviour | None = None
+    deadband: Deadband | None = None  # telemetry only
+    history: bool | FieldHistory = True  # telemetry only: keep its changes for HistoryRead
 
     @property
     def register_count(self) -> int:
@@ -131,6 +154,11 @@ class RegisterField(_Strict):
             raise ValueError(f"min and max apply to numbers, not {self.type}")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
+        if self.deadband is not None and not self.is_numeric:
+            raise ValueError(f"a deadband applies to numbers, not {self.type}")
+        percent = self.deadband is not None and self.deadband.percent is not None
+        if percent and (self.min is None or self.max is None):
+            raise ValueError("a percent deadband needs min and max (the EURange it is a percent of)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.address + self.register_count - 1 > 65535:
@@ -371,3 +399,20 @@ class LineMapping(_Strict):
                 }
             )
         return fields
+
+
+def history_of(f: RegisterField) -> FieldHistory:
+    return f.history if isinstance(f.history, FieldHistory) else FieldHistory(enabled=f.history)
+
+
+def deadband_of(f: RegisterField) -> float:
+    """The deadband in engineering units (0: every change is published)."""
+    if f.deadband is None:
+        return 0.0
+    if f.deadband.absolute is not None:
+        return f.deadband.absolute
+    percent, low, high = f.deadband.percent, f.min, f.max
+    assert percent is not None  # the model allows a percent deadband only with min and max
+    assert low is not None
+    assert high is not None
+    return percent / 100 * (high - low)

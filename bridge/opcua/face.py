@@ -25,9 +25,10 @@ from bridge.handshake import PlcState, ResultCode
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
+from bridge.mapping.model import deadband_of, history_of
 from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
-from bridge.opcua.history import TelemetryHistory
+from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
@@ -72,6 +73,9 @@ class OpcUaFace:
         self._lock = asyncio.Lock()  # one writer of order nodes at a time
         self._events: dict[str, list[Any]] = {}
         self.endpoint = self.settings.endpoint
+        self.history: HistoryStore | None = None
+        self._history_ids: dict[str, str] = {}  # node path → node id string, of historized telemetry
+        self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
 
     @property
     def app_uri(self) -> str:
@@ -104,9 +108,12 @@ class OpcUaFace:
         )  # fmt: skip
         history_file = self.settings.history_file or self.bridge.settings.data_dir / "history.sqlite"
         history_file.parent.mkdir(parents=True, exist_ok=True)
-        history = TelemetryHistory(str(history_file))
-        await history.init()
-        server.iserver.history_manager.set_storage(history)
+        historized = self._historized()
+        self._history_ids = {path: self.nid(path).to_string() for path in historized}
+        retention = {self._history_ids[path]: keep_s for path, keep_s in historized.items()}
+        self.history = HistoryStore(history_file, retention_s=retention)
+        await self.history.init()
+        server.iserver.history_manager.set_storage(self.history)
         await server.start()
         port = server.bserver.port if server.bserver is not None else None
         self.endpoint = self.settings.endpoint.replace(":0/", f":{port}/")
@@ -134,6 +141,8 @@ class OpcUaFace:
                 link.listeners.remove(self._on_station_poll)
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        if self.history is not None:
+            await self.history.stop()
         try:
             async with asyncio.timeout(10):
                 await self.server.stop()
@@ -178,26 +187,25 @@ class OpcUaFace:
         await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
         await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
 
-    async def _historize_telemetry(self) -> None:
-        nodes = []
+    def _historized(self) -> dict[str, float]:
+        """Telemetry node path → retention (s) of every field whose history is on."""
+        found = {}
         for name, station in self.mapping.stations.items():
             for field_name in self.mapping.station_types[station.type].telemetry:
-                nodes.append(
-                    self.server.get_node(self.nid(f"{self.line_path}.Stations.{name}.Telemetry.{field_name}"))
-                )
-        for node in nodes:
+                spec = history_of(self._fields[name][field_name])
+                if spec.enabled:
+                    path = f"{self.line_path}.Stations.{name}.Telemetry.{field_name}"
+                    found[path] = spec.retention_s or self.settings.history_retention_s
+        return found
+
+    async def _historize_telemetry(self) -> None:
+        readable = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
+        for path in self._historized():
+            node = self.server.get_node(self.nid(path))
             await node.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(ua.Variant(True)))
             await node.write_attribute(
-                ua.AttributeIds.AccessLevel,
-                ua.DataValue(
-                    ua.Variant(
-                        ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask, ua.VariantType.Byte
-                    )
-                ),
+                ua.AttributeIds.AccessLevel, ua.DataValue(ua.Variant(readable, ua.VariantType.Byte))
             )
-        await self.server.historize_node_data_change(
-            nodes, period=timedelta(seconds=self.settings.history_retention_s)
-        )
 
     async def _init_events(self) -> None:
         assert self.types is not None
@@ -516,18 +524,22 @@ class OpcUaFace:
             await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
         fields = self._fields[name]
         kind = self.mapping.station_type(name)
+        rows: list[Row] = []
+        at_s = read_at.timestamp()
         for folder, values in (("Telemetry", link.telemetry), ("Setpoints", link.setpoints)):
             for field_name in getattr(kind, folder.lower()):
-                await self._write_field(
-                    f"{path}.{folder}.{field_name}",
-                    name,
-                    field_name,
-                    fields[field_name],
-                    values.get(field_name),
-                    read_at,
-                    good=online,
-                    doubt=link.doubts.get(field_name),
-                )
+                f = fields[field_name]
+                node_path = f"{path}.{folder}.{field_name}"
+                written = await self._write_field(
+                    node_path, name, field_name, f, values.get(field_name), read_at, good=online,
+                    doubt=link.doubts.get(field_name), by_exception=deadband_of(f),
+                )  # fmt: skip
+                history_id = self._history_ids.get(node_path)
+                if written is not None and history_id is not None:
+                    value, vtype, code = written
+                    rows.append((history_id, at_s, None if code & 0x80000000 else value, vtype.value, code))
+        if rows and self.history is not None:
+            self.history.add(rows)
         if online != self._station_online[name]:
             was = self._station_online[name]
             self._station_online[name] = online
@@ -567,6 +579,7 @@ class OpcUaFace:
             paths += [f"{path}.Telemetry.{n}" for n in kind.telemetry] + [f"{path}.CycleCount"]
             paths += [f"{path}.Setpoints.{n}" for n in kind.setpoints]
         for node_path in paths:
+            self._published.pop(node_path, None)  # the next good read is written whatever it holds
             current = await self.server.get_node(self.nid(node_path)).read_data_value(
                 raise_on_bad_status=False
             )
@@ -621,10 +634,14 @@ class OpcUaFace:
         *,
         good: bool = True,
         doubt: codec.Doubt | None = None,
-    ) -> None:
+        by_exception: float | None = None,
+    ) -> tuple[Any, ua.VariantType, int] | None:
         """A PLC value with its own status: Bad while the PLC is away or when the value is no
         usable value (not finite, undecodable; the last value stays), Uncertain outside the
-        mapping's range (the AnalogItem's EURange), as OPC UA Part 8 has it."""
+        mapping's range (the AnalogItem's EURange), as OPC UA Part 8 has it.
+
+        `by_exception` (a deadband, 0 for none): written only if the status changed or the value
+        moved beyond the deadband since last written; returns what was written, or None."""
         assert self.types is not None
         if doubt is None and value is not None:
             doubt = codec.assess(f, value)
@@ -644,7 +661,20 @@ class OpcUaFace:
             code = ua.StatusCodes.BadOutOfRange
         else:
             code = ua.StatusCodes.BadDataEncodingInvalid
-        await self._write(path, value, field_variant(f), at, status=code)
+        last = self._published.get(path)
+        if by_exception is not None and last is not None and last[1] == code:
+            before = last[0]
+            if value == before or (
+                by_exception
+                and isinstance(value, int | float)
+                and isinstance(before, int | float)
+                and abs(value - before) <= by_exception
+            ):
+                return None
+        vtype = field_variant(f)
+        await self._write(path, value, vtype, at, status=code)
+        self._published[path] = (value, code)
+        return value, vtype, code
 
     async def _write(
         self,

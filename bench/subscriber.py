@@ -1,0 +1,63 @@
+"""An OPC UA client in a process of its own for bench/telemetry.py: subscribes to every telemetry
+variable of the bridge's first line and prints, once a second, how many data changes arrived and
+the stations' poll counters (JSON lines on stdout)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from asyncua import Client, Node, ua
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.values = 0
+
+    def datachange_notification(self, node, value, data) -> None:
+        self.values += 1
+
+
+async def children(node):
+    return {ref.BrowseName.Name: Node(node.session, ref.NodeId) for ref in await node.get_children_descriptions()}
+
+
+async def child(node, name: str):
+    return (await children(node))[name]
+
+
+async def main(endpoint: str, interval_s: float) -> None:
+    client = Client(endpoint, timeout=30)
+    for _ in range(300):
+        try:
+            await client.connect()
+            break
+        except (OSError, TimeoutError, ua.UaError):
+            await asyncio.sleep(0.2)
+    lines = await child(await child(client.nodes.objects, "Plant"), "Lines")
+    (line,) = await lines.get_children()
+    stations = await (await child(line, "Stations")).get_children()
+    variables, diagnostics = [], []
+    for station in stations:
+        variables += await (await child(station, "Telemetry")).get_children()
+        names = await children(await child(station, "Diagnostics"))
+        diagnostics.append((names.get("PollsDone"), names.get("PollsMissed")))
+    counter = Counter()
+    subscription = await client.create_subscription(interval_s * 1000, counter)
+    for i in range(0, len(variables), 500):
+        await subscription.subscribe_data_change(variables[i : i + 500], queuesize=10)
+    print(json.dumps({"subscribed": len(variables)}), flush=True)
+    while True:
+        await asyncio.sleep(1)
+        polls = missed = 0
+        for done, miss in diagnostics:
+            polls += await done.read_value() if done is not None else 0
+            missed += await miss.read_value() if miss is not None else 0
+        line_out = {"at": time.monotonic(), "values": counter.values, "polls": polls, "missed": missed}
+        print(json.dumps(line_out), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], float(sys.argv[2])))

@@ -1,0 +1,196 @@
+"""Telemetry at plant scale (issue 11): values/s polled and published, missed polls, and the bridge's
+CPU and RSS read from /proc, with an OPC UA subscriber on every telemetry variable in another
+process and the simulated PLCs in a third, all in one run.
+
+    python -m bench.telemetry [--seconds 20] [--warmup 5] [--only NAME] [--soak SECONDS]
+
+Each workload gets a generated mapping: N stations of one type with M uint16 telemetry fields, a
+share of which the simulator changes on every refresh (the rest stay constant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    stations: int
+    registers: int
+    interval_s: float
+    changing: float = 1.0  # share of values the simulator changes on every refresh
+
+    @property
+    def values_per_s(self) -> float:
+        return self.stations * self.registers / self.interval_s
+
+
+WORKLOADS = [
+    Workload("10x100 @100ms, all change", 10, 100, 0.1),
+    Workload("10x100 @100ms, 10% change", 10, 100, 0.1, 0.1),
+    Workload("50x20 @100ms", 50, 20, 0.1),
+    Workload("100x100 @1s", 100, 100, 1.0),
+    Workload("10x20 @20ms", 10, 20, 0.02),
+]
+
+
+def mapping_for(w: Workload) -> dict:
+    changing = round(w.registers * w.changing)
+    telemetry = {
+        f"t{i:03d}": {
+            "table": "input",
+            "address": 200 + i,
+            "type": "uint16",
+            "min": 0,
+            "max": 65535,
+            "sim": {"nominal": 30000, "noise": 20000} if i < changing else {"constant": 1234},
+        }
+        for i in range(w.registers)
+    }
+    names = [f"s{i:03d}" for i in range(w.stations)]
+    return {
+        "line": {"name": "bench_line", "description": "generated for bench/telemetry.py"},
+        "station_types": {"probe": {"cycle_time_s": 0, "telemetry": telemetry}},
+        "stations": {n: {"type": "probe", "endpoint": {"port": 40000 + i}} for i, n in enumerate(names)},
+        "products": {"P": {"route": [names[0]], "options": {}}},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) -> dict:
+    with tempfile.TemporaryDirectory(prefix="lb-tel-") as tmp:
+        folder = Path(tmp)
+        (folder / "line.yaml").write_text(yaml.safe_dump(mapping_for(w)))
+        deployment = folder / "deployment.yaml"
+        sim = subprocess.Popen(
+            [BIN / "plc-sim", "--mapping", folder / "line.yaml", "--ephemeral", "--speed", "0",
+             "--telemetry-period", str(w.interval_s), "--log-level", "warning", "--write-deployment", deployment],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs = [sim]
+        try:
+            wait_for(lambda: deployment.exists() and deployment.stat().st_size > 0, 60, "plc-sim start")
+            endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
+            bridge = subprocess.Popen(
+                [BIN / "linebridge", "run", "--mapping", folder / "line.yaml", "--deployment", deployment,
+                 "--data-dir", folder / "data", "--telemetry-interval", str(w.interval_s),
+                 "--opcua-endpoint", endpoint, "--log-level", "warning"],
+                stdout=subprocess.DEVNULL, stderr=open(folder / "bridge.err", "wb"),
+            )  # fmt: skip
+            procs.append(bridge)
+            subscriber = subprocess.Popen(
+                [sys.executable, "-m", "bench.subscriber", endpoint, str(w.interval_s)],
+                stdout=subprocess.PIPE, stderr=open(folder / "subscriber.err", "wb"), cwd=ROOT, text=True,
+            )  # fmt: skip
+            procs.append(subscriber)
+            assert subscriber.stdout is not None
+            first_line = subscriber.stdout.readline()
+            if not first_line:
+                raise RuntimeError(
+                    "subscriber failed: " + (folder / "subscriber.err").read_text()[-2000:]
+                    + "\nbridge: " + (folder / "bridge.err").read_text()[-2000:]
+                )
+            ready = json.loads(first_line)  # {"subscribed": n}
+            time.sleep(warmup)
+            counts = [json.loads(subscriber.stdout.readline())]  # one line a second: {"values": total, ...}
+            cpu0, t0 = cpu_s(bridge.pid), time.monotonic()
+            rss_trace = [rss_mb(bridge.pid)]
+            while time.monotonic() - t0 < max(seconds, soak):
+                counts.append(json.loads(subscriber.stdout.readline()))
+                if soak and len(counts) % 60 == 0:
+                    rss_trace.append(rss_mb(bridge.pid))
+            cpu1, t1 = cpu_s(bridge.pid), time.monotonic()
+            rss_trace.append(rss_mb(bridge.pid))
+            first, last = counts[0], counts[-1]
+            span = last["at"] - first["at"]
+            polls = (last["polls"] - first["polls"]) / (last["at"] - first["at"]) if last["polls"] else None
+            return {
+                "workload": w.name,
+                "subscribed": ready["subscribed"],
+                "offered_values_per_s": w.values_per_s,
+                "published_values_per_s": (last["values"] - first["values"]) / span,
+                "polls_per_s": polls,
+                "missed_polls": last.get("missed", 0) - first.get("missed", 0),
+                "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+                "rss_mb": rss_trace[-1],
+                "rss_trace_mb": rss_trace,
+            }
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def table(rows: list[dict]) -> str:
+    head = f"| {'workload':<27} | values/s offered | published | polls/s | missed | CPU % of a core | RSS MB |"
+    lines = [head, "|" + "---|" * 7]
+    for r in rows:
+        polls = f"{r['polls_per_s']:.1f}" if r["polls_per_s"] is not None else "-"
+        lines.append(
+            f"| {r['workload']:<27} | {r['offered_values_per_s']:>8,.0f} | {r['published_values_per_s']:>9,.0f} |"
+            f" {polls:>7} | {r['missed_polls']:>6} | {r['cpu_percent']:>6.1f} | {r['rss_mb']:>6.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--only", help="run the workloads whose name contains this")
+    parser.add_argument("--soak", type=float, default=0, help="run the first workload this long, RSS each minute")
+    args = parser.parse_args()
+    chosen = [w for w in WORKLOADS if args.only is None or args.only in w.name]
+    if args.soak:
+        chosen = chosen[:1]
+    rows = [run_workload(w, args.seconds, args.warmup, args.soak) for w in chosen]
+    print(table(rows))
+    if args.soak:
+        print("RSS over the soak (MB, each minute):", ", ".join(f"{v:.0f}" for v in rows[0]["rss_trace_mb"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Telemetry history of our own, behind asyncua's HistoryRead.
+
+asyncua historizes through one subscription per node and writes each value in its own task and
+transaction (unbounded, one DELETE per value). Here the face hands over the values of a whole
+scan at once: they wait in a bounded queue (a full one drops the oldest rows, counted), one writer
+task stores each batch in one transaction in a worker thread, pruning runs on a timer, and reads
+go through a second connection (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.server.history import HistoryStorageInterface
+
+from bridge.lifecycle import cancel_and_wait
+
+log = structlog.get_logger(__name__)
+
+Row = tuple[str, float, Any, int, int]  # node id, source time (epoch s), value, VariantType, status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (node TEXT NOT NULL, t REAL NOT NULL, value, vtype INTEGER NOT NULL,
+                                    status INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS history_node_t ON history(node, t);
+"""
+
+
+class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_s: dict[str, float],
+        max_queued_rows: int = 200_000,
+        prune_every_s: float = 60.0,
+        max_history_data_response_size: int = 10_000,
+    ) -> None:
+        super().__init__(max_history_data_response_size)
+        self.path = path
+        self.retention_s = retention_s  # per node id (its string form); only these are stored
+        self.prune_every_s = prune_every_s
+        self.dropped_rows = 0
+        self.stored_rows = 0
+        self._queue: deque[Row] = deque(maxlen=max_queued_rows)
+        self._ready = asyncio.Event()
+        self._writing = asyncio.Lock()  # one user of the writing connection at a time
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.execute("PRAGMA synchronous=NORMAL")
+            writer.executescript(SCHEMA)
+            return writer, sqlite3.connect(self.path, check_same_thread=False)
+
+        self._write_db, self._read_db = await asyncio.to_thread(connect)
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="history-writer"),
+            asyncio.create_task(self._prune_loop(), name="history-pruner"),
+        ]
+
+    async def _off_loop(self, work: Any, *args: Any) -> Any:
+        """`work(*args)` in a worker thread that a cancel cannot orphan: stop() waits for it before
+        it closes the connection the thread is using."""
+        future = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(future)
+
+    async def stop(self) -> None:
+        """Store what is queued, then close."""
+        await cancel_and_wait(self._tasks)
+        self._tasks.clear()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        if self._queue and self._write_db is not None:
+            async with self._writing:
+                await asyncio.to_thread(self._insert, self._take())
+        for db in (self._write_db, self._read_db):
+            if db is not None:
+                db.close()
+        self._write_db = self._read_db = None
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self._tasks
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, rows: Iterable[Row]) -> None:
+        """Queue a scan's rows (never blocks; a full queue forgets its oldest rows, counted)."""
+        before = len(self._queue)
+        rows = list(rows)
+        self._queue.extend(rows)
+        overflow = before + len(rows) - len(self._queue)
+        if overflow > 0:
+            if not self.dropped_rows:
+                log.warning("history_queue_full", capacity=self._queue.maxlen)
+            self.dropped_rows += overflow
+        self._ready.set()
+
+    def _take(self) -> list[Row]:
+        rows = list(self._queue)
+        self._queue.clear()
+        return rows
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            rows = self._take()
+            if rows:
+                async with self._writing:
+                    await self._off_loop(self._insert, rows)
+
+    def _insert(self, rows: list[Row]) -> None:
+        self._transaction(lambda db: db.executemany("INSERT INTO history VALUES (?,?,?,?,?)", rows))
+        self.stored_rows += len(rows)
+
+    def _transaction(self, work: Any) -> Any:
+        """`work(db)` in one transaction of the writing connection (callers take turns: _writing)."""
+        db = self._write_db
+        assert db is not None
+        db.execute("BEGIN")
+        try:
+            result = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.prune_every_s)
+            async with self._writing:
+                removed = await self._off_loop(self._prune, time.time())
+            if removed:
+                log.info("history_pruned", rows=removed)
+
+    def _prune(self, now: float) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            delete = "DELETE FROM history WHERE node = ? AND t < ?"
+            return sum(
+                db.execute(delete, (node, now - keep_s)).rowcount for node, keep_s in self.retention_s.items()
+            )
+
+        removed: int = self._transaction(prune)
+        return removed
+
+    # -- asyncua's history storage interface -------------------------------------------------
+
+    async def new_historized_node(self, node_id: ua.NodeId, period: timedelta | None, count: int = 0) -> None:
+        """Unused: the face decides what is historized (the mapping's `history`)."""
+
+    async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
+        """Unused: values arrive in batches through `add`."""
+
+    async def read_node_history(
+        self, node_id: ua.NodeId, start: datetime | None, end: datetime | None, nb_values: int
+    ) -> tuple[list[ua.DataValue], datetime | None]:
+        epoch = ua.get_win_epoch()
+        ascending = not (start is None or start == epoch)
+        low = start.timestamp() if ascending and start is not None else 0.0
+        high = end.timestamp() if end is not None and end != epoch else time.time() + 86400
+        if low > high:
+            low, high, ascending = high, low, False
+        limit = nb_values or -1
+        rows = await asyncio.to_thread(self._select, node_id.to_string(), low, high, ascending, limit)
+        values = [
+            ua.DataValue(
+                _variant(value, ua.VariantType(vtype)),
+                StatusCode=ua.StatusCode(status),
+                SourceTimestamp=datetime.fromtimestamp(t, UTC),
+                ServerTimestamp=datetime.fromtimestamp(t, UTC),
+            )
+            for t, value, vtype, status in rows
+        ]
+        cont = None
+        if len(values) > self.max_history_data_response_size:
+            cont = values[self.max_history_data_response_size].SourceTimestamp
+            values = values[: self.max_history_data_response_size]
+        return values, cont
+
+    def _select(self, node: str, low: float, high: float, ascending: bool, limit: int) -> list[Any]:
+        assert self._read_db is not None
+        order = "ASC" if ascending else "DESC"
+        return self._read_db.execute(
+            "SELECT t, value, vtype, status FROM history WHERE node = ? AND t BETWEEN ? AND ?"
+            f" ORDER BY t {order} LIMIT ?",
+            (node, low, high, limit),
+        ).fetchall()
+
+
+def _variant(value: Any, vtype: ua.VariantType) -> ua.Variant:
+    if value is None:
+        return ua.Variant()
+    if vtype == ua.VariantType.Boolean:  # SQLite keeps booleans as 0 and 1
+        value = bool(value)
+    elif vtype in (ua.VariantType.Float, ua.VariantType.Double):
+        value = float(value)
+    return ua.Variant(value, vtype)
