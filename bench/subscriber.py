@@ -21,7 +21,9 @@ class Counter:
 
 
 async def children(node):
-    return {ref.BrowseName.Name: Node(node.session, ref.NodeId) for ref in await node.get_children_descriptions()}
+    return {
+        ref.BrowseName.Name: Node(node.session, ref.NodeId) for ref in await node.get_children_descriptions()
+    }
 
 
 async def child(node, name: str):

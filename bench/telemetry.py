@@ -103,10 +103,12 @@ def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) ->
         deployment = folder / "deployment.yaml"
         sim = subprocess.Popen(
             [BIN / "plc-sim", "--mapping", folder / "line.yaml", "--ephemeral", "--speed", "0",
-             "--telemetry-period", str(w.interval_s), "--log-level", "warning", "--write-deployment", deployment],
+             "--telemetry-period", str(w.interval_s), "--log-level", "warning",
+             "--write-deployment", deployment],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs = [sim]
+        errors = (folder / "bridge.err").open("wb"), (folder / "subscriber.err").open("wb")
         try:
             wait_for(lambda: deployment.exists() and deployment.stat().st_size > 0, 60, "plc-sim start")
             endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
@@ -114,20 +116,22 @@ def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) ->
                 [BIN / "linebridge", "run", "--mapping", folder / "line.yaml", "--deployment", deployment,
                  "--data-dir", folder / "data", "--telemetry-interval", str(w.interval_s),
                  "--opcua-endpoint", endpoint, "--log-level", "warning"],
-                stdout=subprocess.DEVNULL, stderr=open(folder / "bridge.err", "wb"),
+                stdout=subprocess.DEVNULL, stderr=errors[0],
             )  # fmt: skip
             procs.append(bridge)
             subscriber = subprocess.Popen(
                 [sys.executable, "-m", "bench.subscriber", endpoint, str(w.interval_s)],
-                stdout=subprocess.PIPE, stderr=open(folder / "subscriber.err", "wb"), cwd=ROOT, text=True,
+                stdout=subprocess.PIPE, stderr=errors[1], cwd=ROOT, text=True,
             )  # fmt: skip
             procs.append(subscriber)
             assert subscriber.stdout is not None
             first_line = subscriber.stdout.readline()
             if not first_line:
                 raise RuntimeError(
-                    "subscriber failed: " + (folder / "subscriber.err").read_text()[-2000:]
-                    + "\nbridge: " + (folder / "bridge.err").read_text()[-2000:]
+                    "subscriber failed: "
+                    + (folder / "subscriber.err").read_text()[-2000:]
+                    + "\nbridge: "
+                    + (folder / "bridge.err").read_text()[-2000:]
                 )
             ready = json.loads(first_line)  # {"subscribed": n}
             time.sleep(warmup)
@@ -162,26 +166,35 @@ def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) ->
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            for file in errors:
+                file.close()
 
 
 def table(rows: list[dict]) -> str:
-    head = f"| {'workload':<27} | values/s offered | published | polls/s | missed | CPU % of a core | RSS MB |"
+    head = (
+        f"| {'workload':<27} | values/s offered | published | polls/s | missed | CPU % of a core | RSS MB |"
+    )
     lines = [head, "|" + "---|" * 7]
     for r in rows:
         polls = f"{r['polls_per_s']:.1f}" if r["polls_per_s"] is not None else "-"
+        offered, published = r["offered_values_per_s"], r["published_values_per_s"]
         lines.append(
-            f"| {r['workload']:<27} | {r['offered_values_per_s']:>8,.0f} | {r['published_values_per_s']:>9,.0f} |"
+            f"| {r['workload']:<27} | {offered:>8,.0f} | {published:>9,.0f} |"
             f" {polls:>7} | {r['missed_polls']:>6} | {r['cpu_percent']:>6.1f} | {r['rss_mb']:>6.0f} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--only", help="run the workloads whose name contains this")
-    parser.add_argument("--soak", type=float, default=0, help="run the first workload this long, RSS each minute")
+    parser.add_argument(
+        "--soak", type=float, default=0, help="run the first workload this long, RSS each minute"
+    )
     args = parser.parse_args()
     chosen = [w for w in WORKLOADS if args.only is None or args.only in w.name]
     if args.soak:
