@@ -30,6 +30,7 @@ from bridge.modbus import ModbusStationLink
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.methods import LineMethods
+from bridge.opcua.notify import share_notified_values
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_channel, current_user
@@ -99,6 +100,7 @@ class OpcUaFace:
         await server.set_application_uri(self.app_uri)
         await self._secure()
         audit_sessions(self.server, self.audit)
+        share_notified_values(self.server)
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(self.app_uri)
         await self._build_plant()

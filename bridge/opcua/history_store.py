@@ -29,7 +29,8 @@ log = structlog.get_logger(__name__)
 Row = tuple[str, float, Any, int, int]  # node id, source time (epoch s), value, VariantType, status
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS history (node TEXT NOT NULL, t REAL NOT NULL, value, vtype INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, node TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS history (node INTEGER NOT NULL, t REAL NOT NULL, value, vtype INTEGER NOT NULL,
                                     status INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS history_node_t ON history(node, t);
 """
@@ -43,12 +44,15 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         retention_s: dict[str, float],
         max_queued_rows: int = 200_000,
         prune_every_s: float = 60.0,
+        batch_s: float = 0.5,
         max_history_data_response_size: int = 10_000,
     ) -> None:
         super().__init__(max_history_data_response_size)
         self.path = path
         self.retention_s = retention_s  # per node id (its string form); only these are stored
         self.prune_every_s = prune_every_s
+        self.batch_s = batch_s  # rows gather this long before they are written: fewer transactions
+        self._keys: dict[str, int] = {}  # node id → its integer key in the table
         self.dropped_rows = 0
         self.stored_rows = 0
         self._queue: deque[Row] = deque(maxlen=max_queued_rows)
@@ -67,6 +71,10 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
             writer.execute("PRAGMA journal_mode=WAL")
             writer.execute("PRAGMA synchronous=NORMAL")
             writer.executescript(SCHEMA)
+            writer.executemany(
+                "INSERT OR IGNORE INTO nodes (node) VALUES (?)", [(n,) for n in self.retention_s]
+            )
+            self._keys.update(writer.execute("SELECT node, id FROM nodes").fetchall())
             return writer, sqlite3.connect(self.path, check_same_thread=False)
 
         self._write_db, self._read_db = await asyncio.to_thread(connect)
@@ -123,6 +131,7 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
     async def _write_loop(self) -> None:
         while True:
             await self._ready.wait()
+            await asyncio.sleep(self.batch_s)
             self._ready.clear()
             rows = self._take()
             if rows:
@@ -130,8 +139,12 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
                     await self._off_loop(self._insert, rows)
 
     def _insert(self, rows: list[Row]) -> None:
-        self._transaction(lambda db: db.executemany("INSERT INTO history VALUES (?,?,?,?,?)", rows))
-        self.stored_rows += len(rows)
+        keys = self._keys
+        keyed = [
+            (keys[node], t, value, vtype, status) for node, t, value, vtype, status in rows if node in keys
+        ]
+        self._transaction(lambda db: db.executemany("INSERT INTO history VALUES (?,?,?,?,?)", keyed))
+        self.stored_rows += len(keyed)
 
     def _transaction(self, work: Any) -> Any:
         """`work(db)` in one transaction of the writing connection (callers take turns: _writing)."""
@@ -182,7 +195,10 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         if low > high:
             low, high, ascending = high, low, False
         limit = nb_values or -1
-        rows = await asyncio.to_thread(self._select, node_id.to_string(), low, high, ascending, limit)
+        key = self._keys.get(node_id.to_string())
+        if key is None:
+            return [], None
+        rows = await asyncio.to_thread(self._select, key, low, high, ascending, limit)
         values = [
             ua.DataValue(
                 _variant(value, ua.VariantType(vtype)),
@@ -198,7 +214,7 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
             values = values[: self.max_history_data_response_size]
         return values, cont
 
-    def _select(self, node: str, low: float, high: float, ascending: bool, limit: int) -> list[Any]:
+    def _select(self, node: int, low: float, high: float, ascending: bool, limit: int) -> list[Any]:
         assert self._read_db is not None
         order = "ASC" if ascending else "DESC"
         return self._read_db.execute(
