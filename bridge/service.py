@@ -24,6 +24,8 @@ from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.model import LineMapping
 from bridge.mapping.reload import reload_changes
 from bridge.modbus import ModbusStationLink
+from bridge.modbus.scanner import StationScanner
+from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -68,13 +70,17 @@ class Bridge:
             EngineSettings(status_poll_s=settings.status_poll_s, step_timeout_s=settings.step_timeout_s),
         )
         self._telemetry: list[asyncio.Task[None]] = []
+        default_s = settings.telemetry_interval_s
+        self.scanners = {
+            station: StationScanner(link, mapping.station_type(station).scan_interval_s or default_s)
+            for station, link in self.links.items()
+        }
 
     async def start(self) -> None:
         await self.engine.start()
         if self.settings.telemetry_interval_s > 0:
-            for link in self.links.values():
-                task = asyncio.create_task(link.poll_telemetry(self.settings.telemetry_interval_s))
-                self._telemetry.append(task)
+            for station, scanner in self.scanners.items():
+                start_supervised(self._telemetry, f"scanner-{station}", scanner.run)
         log.info("bridge_started", line=self.mapping.line.name, data_dir=str(self.settings.data_dir))
 
     async def stop(self) -> None:

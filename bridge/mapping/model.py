@@ -191,6 +191,9 @@ class StationType(_Strict):
 
     description: str = ""
     cycle_time_s: float = Field(ge=0)
+    scan_interval_s: float | None = Field(
+        None, gt=0, description="telemetry poll period of this type's stations (default: the bridge's)"
+    )
     byte_order: ByteOrder = "big"
     word_order: ByteOrder = "big"
     handshake: Handshake = Handshake()

@@ -37,6 +37,8 @@ class LinkCounters:
     reconnects: int = 0
     last_error: str = ""
     telemetry_requests_per_poll: int = 0
+    polls_done: int = 0  # telemetry polls started on schedule
+    polls_missed: int = 0  # due times skipped because the previous poll was still running
 
 
 class ModbusStationLink:
@@ -306,24 +308,6 @@ class ModbusStationLink:
     @property
     def requests_per_poll(self) -> int:
         return 1 + len(self._telemetry_blocks) + len(self._setpoint_blocks)
-
-    async def poll_telemetry(self, interval_s: float) -> None:
-        """Poll telemetry forever; failures are logged by the request path and retried."""
-        self._log.info("telemetry_polling", interval_s=interval_s, requests_per_poll=self.requests_per_poll)
-        while True:
-            try:
-                await self.read_telemetry()
-                delay = interval_s
-            except StationError:
-                raise_if_cancelled()
-                delay = max(interval_s, self.retry_delay_s())
-            for listener in self.listeners:
-                try:
-                    await listener(self)
-                except Exception:  # a listener's bug must not end the polling, nor pass unseen
-                    self._log.exception("telemetry_listener_failed")
-            raise_if_cancelled()  # a cancel swallowed inside pymodbus must still end this loop
-            await asyncio.sleep(delay)
 
 
 def _encode_blocks(

@@ -35,6 +35,7 @@ from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_channel, current_user
 from bridge.service import Bridge
+from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -126,11 +127,9 @@ class OpcUaFace:
         self.bridge.engine.step_listeners.append(self._queue_step)
         for link in self.bridge.links.values():
             link.listeners.append(self._on_station_poll)
-        self._tasks += [
-            asyncio.create_task(self._follow_orders(), name="opcua-orders"),
-            asyncio.create_task(self._follow_steps(), name="opcua-steps"),
-            asyncio.create_task(self._sweep_finished(), name="opcua-retention"),
-        ]
+        start_supervised(self._tasks, "opcua-orders", self._follow_orders)
+        start_supervised(self._tasks, "opcua-steps", self._follow_steps)
+        start_supervised(self._tasks, "opcua-retention", self._sweep_finished)
         log.info("opcua_listening", endpoint=self.endpoint, namespace=self.app_uri)
 
     async def stop(self) -> None:
@@ -522,6 +521,8 @@ class OpcUaFace:
             ("Reconnects", counters.reconnects, ua.VariantType.UInt64),
             ("LastError", counters.last_error, ua.VariantType.String),
             ("TelemetryRequestsPerPoll", counters.telemetry_requests_per_poll, ua.VariantType.UInt32),
+            ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
+            ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):
             await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
         fields = self._fields[name]

@@ -170,9 +170,8 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
     def _prune(self, now: float) -> int:
         def prune(db: sqlite3.Connection) -> int:
             delete = "DELETE FROM history WHERE node = ? AND t < ?"
-            return sum(
-                db.execute(delete, (node, now - keep_s)).rowcount for node, keep_s in self.retention_s.items()
-            )
+            limits = [(self._keys[node], now - keep_s) for node, keep_s in self.retention_s.items()]
+            return sum(db.execute(delete, limit).rowcount for limit in limits)
 
         removed: int = self._transaction(prune)
         return removed

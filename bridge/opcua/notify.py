@@ -5,7 +5,7 @@ writer that changes the value object afterwards): at thousands of telemetry valu
 copy is the largest single cost of publishing. The face never changes a DataValue once written,
 and a scalar value cannot be changed at all, so here each monitored item keeps the DataValue
 itself when its value is an immutable scalar; arrays and structures are still copied. Filters,
-deadbands and queues are asyncua's, unchanged.
+deadbands and queues are asyncua's, unchanged (but for the null value after an outage, below).
 
 asyncua creates the per-item value holder itself; this server's subscription service is wrapped
 so each new monitored item gets the sharing holder instead.
@@ -32,6 +32,19 @@ class SharedValues(MonitoredItemValues):  # type: ignore[misc]
             self.current_dvalue = cur_val
         else:
             self.current_dvalue = copy.deepcopy(cur_val)
+
+    def get_old_datavalue(self) -> ua.DataValue | None:
+        """No old value when it was null (a Bad status withholds it) and the new one is not:
+        asyncua's absolute deadband check would otherwise subtract None and drop the first good
+        value after an outage, which a client with a deadband filter then never sees."""
+        old, new = self.old_dvalue, self.current_dvalue
+        if old is not None and new is not None and _null(old) and not _null(new):
+            return None
+        return old
+
+
+def _null(value: ua.DataValue) -> bool:
+    return value.Value is None or (value.Value.Value is None and not value.Value.is_array)
 
 
 def share_notified_values(server: Server) -> None:

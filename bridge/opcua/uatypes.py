@@ -316,6 +316,8 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         ("Reconnects", ua.VariantType.UInt64, 0),
         ("LastError", ua.VariantType.String, ""),
         ("TelemetryRequestsPerPoll", ua.VariantType.UInt32, 0),
+        ("PollsDone", ua.VariantType.UInt64, 0),
+        ("PollsMissed", ua.VariantType.UInt64, 0),
     ):
         await add_variable(diag, tid(ns, f"{p}.Diagnostics.{name}"), name, ns, value, vtype)
 

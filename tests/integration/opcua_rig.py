@@ -61,7 +61,7 @@ async def opcua_rig(
 ):
     """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator)."""
     ports = dict.fromkeys(mapping.stations, 0)
-    async with SimulatedLine(mapping, ports=ports, speed=0, seed=5) as line:
+    async with SimulatedLine(mapping, ports=ports, speed=0, seed=5, telemetry_period_s=0.05) as line:
         deployment = None
         if mapping_file is not None:
             deployment = mapping_file.with_name("deployment.yaml")

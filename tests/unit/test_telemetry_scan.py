@@ -1,0 +1,118 @@
+"""The scanner's fixed-rate schedule on a fake clock, supervision of background work, and the
+history store's bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asyncua import ua
+from structlog.testing import capture_logs
+
+from bridge.modbus.scanner import Schedule
+from bridge.opcua.history_store import HistoryStore
+from bridge.supervise import supervised
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_schedule_keeps_its_rate_whatever_each_poll_costs():
+    clock = FakeClock()
+    schedule = Schedule(0.1, clock)
+    starts = []
+    for cost in [0.03, 0.07, 0.01, 0.09, 0.05] * 20:  # polls of varying cost, never over the period
+        clock.now += schedule.wait_s()
+        schedule.start()
+        starts.append(clock.now)
+        clock.now += cost
+    assert schedule.missed == 0
+    assert schedule.done == 100
+    assert starts[-1] - starts[0] == pytest.approx(9.9)  # 99 periods: no drift
+    assert all(abs((b - a) - 0.1) < 1e-9 for a, b in itertools.pairwise(starts))
+
+
+def test_a_poll_that_overruns_counts_the_missed_due_times_and_never_queues_them():
+    clock = FakeClock()
+    schedule = Schedule(0.1, clock)
+    clock.now += schedule.wait_s()
+    schedule.start()
+    clock.now += 0.35  # one slow poll: the due times at +0.1 and +0.2 passed while it ran
+    assert schedule.wait_s() == 0
+    schedule.start()  # this poll serves +0.3, late; +0.1 and +0.2 are missed, not made up
+    assert schedule.missed == 2
+    assert schedule.wait_s() == pytest.approx(0.05)  # back on the grid: next due at +0.4
+    clock.now += schedule.wait_s()
+    schedule.start()
+    assert (schedule.done, schedule.missed) == (3, 2)
+
+
+async def test_a_task_that_raises_is_logged_and_restarted():
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError(f"bug {runs}")
+        await asyncio.Event().wait()  # then runs until cancelled
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(supervised("flaky", flaky, restart_after_s=0.01))
+        async with asyncio.timeout(5):
+            while runs < 3:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    failures = [e for e in logs if e["event"] == "task_failed"]
+    assert [(e["task"], e["restarts"]) for e in failures] == [("flaky", 1), ("flaky", 2)]
+
+
+async def test_the_history_queue_is_bounded_and_counts_what_it_dropped(tmp_path):
+    store = HistoryStore(
+        tmp_path / "h.sqlite", retention_s={"ns=1;s=a": 3600.0}, max_queued_rows=100, batch_s=0
+    )
+    store.add([("ns=1;s=a", 1000.0 + i, i, ua.VariantType.Int32.value, 0) for i in range(250)])
+    assert store.dropped_rows == 150  # queued before the writer ran: the oldest went
+    await store.init()
+    try:
+        async with asyncio.timeout(5):
+            while store.stored_rows < 100:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+        start = datetime.fromtimestamp(1000, UTC)
+        values, _ = await store.read_node_history(
+            ua.NodeId.from_string("ns=1;s=a"), start, start + timedelta(seconds=1000), 0
+        )
+        assert [v.Value.Value for v in values] == list(range(150, 250))  # the newest were kept
+    finally:
+        await store.stop()
+
+
+async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
+    store = HistoryStore(
+        tmp_path / "h.sqlite", retention_s={"ns=1;s=short": 10.0, "ns=1;s=long": 1000.0}, batch_s=0
+    )
+    await store.init()
+    try:
+        now = datetime.now(UTC).timestamp()
+        store.add(
+            [
+                (n, now - age, 1.0, ua.VariantType.Double.value, 0)
+                for n in ("ns=1;s=short", "ns=1;s=long")
+                for age in (500, 5)
+            ]
+        )
+        async with asyncio.timeout(5):
+            while store.stored_rows < 4:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+        assert store._prune(now) == 1  # only the short-lived node's old row
+    finally:
+        await store.stop()
