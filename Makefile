@@ -62,8 +62,15 @@ run: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/linebridge validate $(MAPPING)
 
+# `make bench`: order throughput, then telemetry at plant scale (docs/telemetry.md).
+# `make bench SOAK=600`: the first telemetry workload for 600 s, RSS each minute.
+SOAK ?=
 bench: $(STAMP)
+ifeq ($(SOAK),)
 	$(BIN)/python -m bench
+else
+	$(BIN)/python -m bench.telemetry --soak $(SOAK)
+endif
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,3 +1,6 @@
-from bench.throughput import main
+"""`make bench`: the order path, then telemetry at plant scale, in one run."""
 
-main()
+from bench import telemetry, throughput
+
+throughput.main()
+telemetry.main()

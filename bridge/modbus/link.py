@@ -24,6 +24,7 @@ from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
 from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
 from bridge.mapping.blocks import Block, plan_blocks
+from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,10 @@ class ModbusStationLink:
         self._telemetry_blocks = plan_blocks([(n, fields[n]) for n in kind.telemetry], max_gap=8)
         self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
         self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
+        self._decoders = {
+            id(block): block_decoder(block)
+            for block in (*self._result_blocks, *self._telemetry_blocks, *self._setpoint_blocks)
+        }  # built once: the mapping is not interpreted again per value
         self.timeout_s = timeout_s
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
@@ -185,19 +190,9 @@ class ModbusStationLink:
         doubts: dict[str, codec.Doubt] = {}
         for block in blocks:
             raw = await self._read_block(block)
-            for name, f in block.fields:
-                part = block.slice_for(f, raw)
-                if block.is_bits:
-                    values[name] = bool(part[0])
-                    continue
-                try:
-                    values[name] = codec.decode(f, [int(w) for w in part])
-                except CodecError as exc:
-                    values[name], doubts[name] = None, codec.Doubt(True, str(exc))
-                    continue
-                doubt = codec.assess(f, values[name])
-                if doubt is not None:
-                    doubts[name] = doubt
+            block_values, block_doubts = self._decoders[id(block)](raw)
+            values.update(block_values)
+            doubts.update(block_doubts)
         return values, doubts
 
     # -- the handshake -----------------------------------------------------------------------

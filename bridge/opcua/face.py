@@ -40,6 +40,9 @@ from bridge.supervise import start_supervised
 log = structlog.get_logger(__name__)
 
 DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
+_FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
+_NULLABLE = (ua.VariantType.String, ua.VariantType.DateTime, ua.VariantType.ByteString)
+_VALUE = ua.AttributeIds.Value
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
 
 
@@ -62,6 +65,7 @@ class OpcUaFace:
         self._fields = {station: self.mapping.resolved_fields(station) for station in self.mapping.stations}
         self.settings = settings or OpcUaSettings()
         self.server = Server()
+        self._aspace = self.server.iserver.aspace
         self.types: ModelTypes | None = None
         self.ns = 0
         self.line_node: Node | None = None
@@ -691,15 +695,16 @@ class OpcUaFace:
     ) -> None:
         if status is None:
             status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
-        if vtype in (ua.VariantType.Float, ua.VariantType.Double) and isinstance(value, int | float):
+        if vtype in _FLOATS and isinstance(value, int | float):
             value = float(value)
-        nullable = (ua.VariantType.String, ua.VariantType.DateTime, ua.VariantType.ByteString)
         # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
         # yet, or withheld under a Bad status.
-        variant = ua.Variant() if value is None and vtype not in nullable else ua.Variant(value, vtype)
+        variant = ua.Variant() if value is None and vtype not in _NULLABLE else ua.Variant(value, vtype)
         now = utcnow()
-        await self.server.write_attribute_value(
+        # Straight to the address space (what Server.write_attribute_value ends in, two calls down).
+        await self._aspace.write_attribute_value(
             self.nid(path),
+            _VALUE,
             ua.DataValue(
                 variant, StatusCode=ua.StatusCode(status), SourceTimestamp=at or now, ServerTimestamp=now
             ),
