@@ -3,8 +3,9 @@
 asyncua historizes through one subscription per node and writes each value in its own task and
 transaction (unbounded, one DELETE per value). Here the face hands over the values of a whole
 scan at once: they wait in a bounded queue (a full one drops the oldest rows, counted), one writer
-task stores each batch in one transaction in a worker thread, pruning runs on a timer, and reads
-go through a second connection (WAL lets them run beside the writer).
+task stores each batch in one transaction in a worker thread, into one table keyed (and so ordered)
+by node and time; pruning runs on a timer, and reads go through a second connection (WAL lets
+them run beside the writer).
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ Row = tuple[str, float, Any, int, int]  # node id, source time (epoch s), value,
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, node TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS history (node INTEGER NOT NULL, t REAL NOT NULL, value, vtype INTEGER NOT NULL,
-                                    status INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS history_node_t ON history(node, t);
+                                    status INTEGER NOT NULL, PRIMARY KEY (node, t)) WITHOUT ROWID;
 """
 
 
@@ -143,7 +143,8 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         keyed = [
             (keys[node], t, value, vtype, status) for node, t, value, vtype, status in rows if node in keys
         ]
-        self._transaction(lambda db: db.executemany("INSERT INTO history VALUES (?,?,?,?,?)", keyed))
+        insert = "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?)"
+        self._transaction(lambda db: db.executemany(insert, keyed))
         self.stored_rows += len(keyed)
 
     def _transaction(self, work: Any) -> Any:
