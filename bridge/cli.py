@@ -182,7 +182,7 @@ async def _run(
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
         face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
-            await face.start()
+            await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
         try:
             await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,7 +122,18 @@ class OpcUaFace:
         self.history = HistoryStore(history_file, retention_s=retention)
         await self.history.init()
         server.iserver.history_manager.set_storage(self.history)
-        await server.start()
+        starting = logging.getLogger("asyncua.server.server")
+        level = starting.level
+        starting.setLevel(logging.CRITICAL)  # a port in use is said below in one line, not a traceback
+        try:
+            await server.start()
+        except OSError as exc:  # asyncua has stopped its internals already; ours too, then say why
+            await self.history.stop()
+            raise ConfigurationError(
+                f"OPC UA endpoint {self.settings.endpoint}: cannot listen ({exc.strerror or exc})"
+            ) from None
+        finally:
+            starting.setLevel(level)
         port = server.bserver.port if server.bserver is not None else None
         self.endpoint = self.settings.endpoint.replace(":0/", f":{port}/")
         await self._historize_telemetry()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -190,3 +191,23 @@ async def test_container_command_line_serves_secured_and_answers_health(ac_mappi
             async with asyncio.timeout(30):
                 await bridge.wait()
         assert bridge.returncode == 0, (tmp_path / "bridge.log").read_text()
+
+
+async def test_a_busy_opcua_port_is_one_line_naming_it(ac_mapping, tmp_path: Path):
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        line.write_deployment(tmp_path / "deployment.yaml")
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            code, _, err = await cli(
+                "run", "--mapping", str(AC_LINE), "--deployment", str(tmp_path / "deployment.yaml"),
+                "--data-dir", str(tmp_path / "data"), "--opcua-endpoint", f"opc.tcp://127.0.0.1:{port}/",
+                "--log-level", "warning",
+            )  # fmt: skip
+    assert code == 2
+    lines = [line for line in err.splitlines() if not line.startswith("WARNING")]
+    assert lines == [
+        f"OPC UA endpoint opc.tcp://127.0.0.1:{port}/: cannot listen (error while attempting to bind on"
+        f" address ('127.0.0.1', {port}): address already in use)"
+    ], err
