@@ -30,7 +30,7 @@ async def child(node, name: str):
     return (await children(node))[name]
 
 
-async def main(endpoint: str, interval_s: float) -> None:
+async def main(endpoint: str, interval_s: float, floor: bool = False) -> None:
     client = Client(endpoint, timeout=30)
     for _ in range(300):
         try:
@@ -38,14 +38,16 @@ async def main(endpoint: str, interval_s: float) -> None:
             break
         except (OSError, TimeoutError, ua.UaError):
             await asyncio.sleep(0.2)
-    lines = await child(await child(client.nodes.objects, "Plant"), "Lines")
-    (line,) = await lines.get_children()
-    stations = await (await child(line, "Stations")).get_children()
     variables, diagnostics = [], []
-    for station in stations:
-        variables += await (await child(station, "Telemetry")).get_children()
-        names = await children(await child(station, "Diagnostics"))
-        diagnostics.append((names.get("PollsDone"), names.get("PollsMissed")))
+    if floor:  # bench/floors.py's bare server
+        variables = list((await children(await child(client.nodes.objects, "Floor"))).values())
+    else:
+        lines = await child(await child(client.nodes.objects, "Plant"), "Lines")
+        (line,) = await lines.get_children()
+        for station in await (await child(line, "Stations")).get_children():
+            variables += await (await child(station, "Telemetry")).get_children()
+            names = await children(await child(station, "Diagnostics"))
+            diagnostics.append((names.get("PollsDone"), names.get("PollsMissed")))
     counter = Counter()
     subscription = await client.create_subscription(interval_s * 1000, counter)
     for i in range(0, len(variables), 500):
@@ -62,4 +64,4 @@ async def main(endpoint: str, interval_s: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), floor=sys.argv[3:] == ["floor"]))

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,6 +37,8 @@ class Workload:
     registers: int
     interval_s: float
     changing: float = 1.0  # share of values the simulator changes on every refresh
+    history: bool = True
+    floors: bool = False  # also measure bare pymodbus polling and a bare asyncua server on it
 
     @property
     def values_per_s(self) -> float:
@@ -43,7 +46,8 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("10x100 @100ms, all change", 10, 100, 0.1),
+    Workload("10x100 @100ms, all change", 10, 100, 0.1, floors=True),
+    Workload("10x100 @100ms, no history", 10, 100, 0.1, history=False),
     Workload("10x100 @100ms, 10% change", 10, 100, 0.1, 0.1),
     Workload("50x20 @100ms", 50, 20, 0.1),
     Workload("100x100 @1s", 100, 100, 1.0),
@@ -61,6 +65,7 @@ def mapping_for(w: Workload) -> dict:
             "min": 0,
             "max": 65535,
             "sim": {"nominal": 30000, "noise": 20000} if i < changing else {"constant": 1234},
+            "history": w.history,
         }
         for i in range(w.registers)
     }
@@ -96,90 +101,145 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) -> dict:
+def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="lb-tel-") as tmp:
         folder = Path(tmp)
         (folder / "line.yaml").write_text(yaml.safe_dump(mapping_for(w)))
         deployment = folder / "deployment.yaml"
-        sim = subprocess.Popen(
-            [BIN / "plc-sim", "--mapping", folder / "line.yaml", "--ephemeral", "--speed", "0",
-             "--telemetry-period", str(w.interval_s), "--log-level", "warning",
-             "--write-deployment", deployment],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs = [sim]
-        errors = (folder / "bridge.err").open("wb"), (folder / "subscriber.err").open("wb")
-        try:
-            wait_for(lambda: deployment.exists() and deployment.stat().st_size > 0, 60, "plc-sim start")
-            endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
-            bridge = subprocess.Popen(
-                [BIN / "linebridge", "run", "--mapping", folder / "line.yaml", "--deployment", deployment,
-                 "--data-dir", folder / "data", "--telemetry-interval", str(w.interval_s),
-                 "--opcua-endpoint", endpoint, "--log-level", "warning"],
-                stdout=subprocess.DEVNULL, stderr=errors[0],
-            )  # fmt: skip
-            procs.append(bridge)
-            subscriber = subprocess.Popen(
-                [sys.executable, "-m", "bench.subscriber", endpoint, str(w.interval_s)],
-                stdout=subprocess.PIPE, stderr=errors[1], cwd=ROOT, text=True,
-            )  # fmt: skip
-            procs.append(subscriber)
-            assert subscriber.stdout is not None
-            first_line = subscriber.stdout.readline()
-            if not first_line:
-                raise RuntimeError(
-                    "subscriber failed: "
-                    + (folder / "subscriber.err").read_text()[-2000:]
-                    + "\nbridge: "
-                    + (folder / "bridge.err").read_text()[-2000:]
-                )
-            ready = json.loads(first_line)  # {"subscribed": n}
-            time.sleep(warmup)
-            counts = [json.loads(subscriber.stdout.readline())]  # one line a second: {"values": total, ...}
-            cpu0, t0 = cpu_s(bridge.pid), time.monotonic()
-            rss_trace = [rss_mb(bridge.pid)]
-            while time.monotonic() - t0 < max(seconds, soak):
-                counts.append(json.loads(subscriber.stdout.readline()))
-                if soak and len(counts) % 60 == 0:
-                    rss_trace.append(rss_mb(bridge.pid))
-            cpu1, t1 = cpu_s(bridge.pid), time.monotonic()
-            rss_trace.append(rss_mb(bridge.pid))
-            first, last = counts[0], counts[-1]
-            span = last["at"] - first["at"]
-            polls = (last["polls"] - first["polls"]) / (last["at"] - first["at"]) if last["polls"] else None
-            return {
-                "workload": w.name,
-                "subscribed": ready["subscribed"],
-                "offered_values_per_s": w.values_per_s,
-                "published_values_per_s": (last["values"] - first["values"]) / span,
-                "polls_per_s": polls,
-                "missed_polls": last.get("missed", 0) - first.get("missed", 0),
-                "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
-                "rss_mb": rss_trace[-1],
-                "rss_trace_mb": rss_trace,
-            }
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            for file in errors:
-                file.close()
+        procs: list[subprocess.Popen] = []
+        with (folder / "bridge.err").open("wb") as bridge_err, (folder / "client.err").open("wb") as err:
+            try:
+                procs.append(subprocess.Popen(
+                    [BIN / "plc-sim", "--mapping", folder / "line.yaml", "--ephemeral", "--speed", "0",
+                     "--telemetry-period", str(w.interval_s), "--log-level", "warning",
+                     "--write-deployment", deployment],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                wait_for(lambda: deployment.exists() and deployment.stat().st_size > 0, 60, "plc-sim start")
+                endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
+                bridge = subprocess.Popen(
+                    [BIN / "linebridge", "run", "--mapping", folder / "line.yaml", "--deployment", deployment,
+                     "--data-dir", folder / "data", "--telemetry-interval", str(w.interval_s),
+                     "--opcua-endpoint", endpoint, "--log-level", "warning"],
+                    stdout=subprocess.DEVNULL, stderr=bridge_err,
+                )  # fmt: skip
+                procs.append(bridge)
+                rows = [measure(w.name, w, bridge, endpoint, err, folder, seconds, warmup, soak)]
+                bridge.terminate()
+                bridge.wait(10)
+                if w.floors:
+                    rows += floors(w, deployment, seconds, warmup, procs, err, folder)
+                return rows
+            finally:
+                for proc in reversed(procs):
+                    proc.terminate()
+                for proc in procs:
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+
+
+def measure(
+    name: str, w: Workload, server: subprocess.Popen, endpoint: str, err: Any, folder: Path,
+    seconds: float, warmup: float, soak: float = 0, *, floor: bool = False,
+) -> dict:  # fmt: skip
+    """Subscribe to every telemetry variable of `server` from another process and read the
+    server's CPU and RSS from /proc over `seconds` after `warmup`."""
+    args = [
+        sys.executable,
+        "-m",
+        "bench.subscriber",
+        endpoint,
+        str(w.interval_s),
+        *(["floor"] if floor else []),
+    ]
+    subscriber = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True)
+    try:
+        assert subscriber.stdout is not None
+        first_line = subscriber.stdout.readline()
+        if not first_line:
+            logs = "".join(f.read_text()[-2000:] for f in (folder / "client.err", folder / "bridge.err"))
+            raise RuntimeError(f"subscriber failed: {logs}")
+        ready = json.loads(first_line)  # {"subscribed": n}
+        time.sleep(warmup)
+        counts = [json.loads(subscriber.stdout.readline())]  # one line a second: {"values": total, ...}
+        cpu0, t0 = cpu_s(server.pid), time.monotonic()
+        rss_trace = [rss_mb(server.pid)]
+        while time.monotonic() - t0 < max(seconds, soak):
+            counts.append(json.loads(subscriber.stdout.readline()))
+            if soak and len(counts) % 60 == 0:
+                rss_trace.append(rss_mb(server.pid))
+        cpu1, t1 = cpu_s(server.pid), time.monotonic()
+        rss_trace.append(rss_mb(server.pid))
+    finally:
+        subscriber.terminate()
+        subscriber.wait(10)
+    first, last = counts[0], counts[-1]
+    span = last["at"] - first["at"]
+    return {
+        "workload": name,
+        "subscribed": ready["subscribed"],
+        "offered_values_per_s": w.values_per_s,
+        "published_values_per_s": (last["values"] - first["values"]) / span,
+        "polls_per_s": (last["polls"] - first["polls"]) / span if last["polls"] else None,
+        "missed_polls": last.get("missed", 0) - first.get("missed", 0),
+        "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "rss_mb": rss_trace[-1],
+        "rss_trace_mb": rss_trace,
+    }
+
+
+def floors(
+    w: Workload, deployment: Path, seconds: float, warmup: float, procs: list, err: Any, folder: Path
+) -> list[dict]:
+    """Bare pymodbus block polling of the same PLCs, and a bare asyncua server writing as many
+    values with write_attribute_value to one subscriber, measured the same way."""
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.floors", "modbus", str(deployment), str(w.registers),
+         str(w.interval_s)],
+        stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True,
+    )  # fmt: skip
+    procs.append(poller)
+    assert poller.stdout is not None
+    assert poller.stdout.readline().strip() == "ready"
+    time.sleep(warmup)
+    cpu0, t0 = cpu_s(poller.pid), time.monotonic()
+    time.sleep(seconds)
+    polling = {
+        "workload": "  floor: bare pymodbus polling", "offered_values_per_s": w.values_per_s,
+        "published_values_per_s": None, "polls_per_s": None, "missed_polls": "-",
+        "cpu_percent": 100 * (cpu_s(poller.pid) - cpu0) / (time.monotonic() - t0),
+        "rss_mb": rss_mb(poller.pid),
+    }  # fmt: skip
+    poller.terminate()
+    port = free_port()
+    values = str(w.stations * w.registers)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.floors", "asyncua", str(port), values, str(w.interval_s)],
+        stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True,
+    )  # fmt: skip
+    procs.append(server)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+    endpoint = f"opc.tcp://127.0.0.1:{port}/"
+    serving = measure(
+        "  floor: bare asyncua server", w, server, endpoint, err, folder, seconds, warmup, floor=True
+    )
+    return [polling, serving]
 
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"| {'workload':<27} | values/s offered | published | polls/s | missed | CPU % of a core | RSS MB |"
+        f"| {'workload':<31} | values/s offered | published | polls/s | missed | CPU % of a core | RSS MB |"
     )
     lines = [head, "|" + "---|" * 7]
     for r in rows:
         polls = f"{r['polls_per_s']:.1f}" if r["polls_per_s"] is not None else "-"
         offered, published = r["offered_values_per_s"], r["published_values_per_s"]
+        published_text = f"{published:>9,.0f}" if published is not None else f"{'-':>9}"
         lines.append(
-            f"| {r['workload']:<27} | {offered:>8,.0f} | {published:>9,.0f} |"
+            f"| {r['workload']:<31} | {offered:>8,.0f} | {published_text} |"
             f" {polls:>7} | {r['missed_polls']:>6} | {r['cpu_percent']:>6.1f} | {r['rss_mb']:>6.0f} |"
         )
     return "\n".join(lines)
@@ -199,7 +259,7 @@ def main() -> None:
     chosen = [w for w in WORKLOADS if args.only is None or args.only in w.name]
     if args.soak:
         chosen = chosen[:1]
-    rows = [run_workload(w, args.seconds, args.warmup, args.soak) for w in chosen]
+    rows = [row for w in chosen for row in run_workload(w, args.seconds, args.warmup, args.soak)]
     print(table(rows))
     if args.soak:
         print("RSS over the soak (MB, each minute):", ", ".join(f"{v:.0f}" for v in rows[0]["rss_trace_mb"]))
