@@ -81,7 +81,10 @@ class OpcUaFace:
         self._events: dict[str, list[Any]] = {}
         self.endpoint = self.settings.endpoint
         self.history: HistoryStore | None = None
-        self._history_ids: dict[str, str] = {}  # node path → node id string, of historized telemetry
+        self._history_keys: dict[str, int] = {}  # node path → the history store's key, if historized
+        self._nids: dict[str, ua.NodeId] = {}
+        self._seen: dict[str, tuple[Any, Any, bool]] = {}  # node path → value, doubt, online as last polled
+        self._polled: dict[str, tuple[list[Any], list[Any]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
 
     @property
@@ -94,7 +97,10 @@ class OpcUaFace:
         return f"Plant.Lines.{self.mapping.line.name}"
 
     def nid(self, path: str) -> ua.NodeId:
-        return ua.NodeId(path, self.ns)
+        nodeid = self._nids.get(path)
+        if nodeid is None:  # kept: station values are written thousands of times a second
+            nodeid = self._nids[path] = ua.NodeId(path, self.ns)
+        return nodeid
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -117,10 +123,11 @@ class OpcUaFace:
         history_file = self.settings.history_file or self.bridge.settings.data_dir / "history.sqlite"
         history_file.parent.mkdir(parents=True, exist_ok=True)
         historized = self._historized()
-        self._history_ids = {path: self.nid(path).to_string() for path in historized}
-        retention = {self._history_ids[path]: keep_s for path, keep_s in historized.items()}
+        retention = {self.nid(path).to_string(): keep_s for path, keep_s in historized.items()}
         self.history = HistoryStore(history_file, retention_s=retention)
         await self.history.init()
+        self._history_keys = {path: self.history.key_of(self.nid(path).to_string()) for path in historized}
+        self._polled = {station: self._poll_plan(station) for station in self.mapping.stations}
         server.iserver.history_manager.set_storage(self.history)
         starting = logging.getLogger("asyncua.server.server")
         level = starting.level
@@ -203,6 +210,20 @@ class OpcUaFace:
         await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
         await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
         await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+
+    def _poll_plan(self, station: str) -> tuple[list[Any], list[Any]]:
+        """Per polled field, settled once: name, field, node path, deadband, history key."""
+        kind = self.mapping.station_type(station)
+        path = f"{self.line_path}.Stations.{station}"
+        plans = []
+        for folder, names in (("Telemetry", kind.telemetry), ("Setpoints", kind.setpoints)):
+            plan = []
+            for field_name in names:
+                f = self._fields[station][field_name]
+                node_path = f"{path}.{folder}.{field_name}"
+                plan.append((field_name, f, node_path, deadband_of(f), self._history_keys.get(node_path)))
+            plans.append(plan)
+        return plans[0], plans[1]
 
     def _historized(self) -> dict[str, float]:
         """Telemetry node path → retention (s) of every field whose history is on."""
@@ -519,15 +540,11 @@ class OpcUaFace:
         else:
             state = "busy" if status.state == PlcState.BUSY else "done"
         await self._announce_error(name, held)
-        await self._write(
-            f"{path}.State",
-            self.types.enum_codes[self.types.station_state][state],
-            ua.VariantType.Int32,
-            read_at,
-        )
-        await self._write(f"{path}.Connected", online, ua.VariantType.Boolean)
+        state_code = self.types.enum_codes[self.types.station_state][state]
+        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, read_at)
+        await self._write_changed(f"{path}.Connected", online, ua.VariantType.Boolean)
         if status is not None:
-            await self._write(
+            await self._write_changed(
                 f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, read_at, good=online
             )
         counters = link.counters
@@ -540,23 +557,34 @@ class OpcUaFace:
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):
-            await self._write(f"{path}.Diagnostics.{diag}", value, vtype)
-        fields = self._fields[name]
-        kind = self.mapping.station_type(name)
+            await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype)
         rows: list[Row] = []
         at_s = read_at.timestamp()
-        for folder, values in (("Telemetry", link.telemetry), ("Setpoints", link.setpoints)):
-            for field_name in getattr(kind, folder.lower()):
-                f = fields[field_name]
-                node_path = f"{path}.{folder}.{field_name}"
+        seen, doubts = self._seen, link.doubts
+        for values, plan in (
+            (link.telemetry, self._polled[name][0]),
+            (link.setpoints, self._polled[name][1]),
+        ):
+            for field_name, f, node_path, deadband, history_key in plan:
+                value = values.get(field_name)
+                doubt = doubts.get(field_name)
+                if seen.get(node_path) == (value, doubt, online):
+                    continue  # as read last time: nothing to publish
+                seen[node_path] = (value, doubt, online)
                 written = await self._write_field(
-                    node_path, name, field_name, f, values.get(field_name), read_at, good=online,
-                    doubt=link.doubts.get(field_name), by_exception=deadband_of(f),
-                )  # fmt: skip
-                history_id = self._history_ids.get(node_path)
-                if written is not None and history_id is not None:
+                    node_path,
+                    name,
+                    field_name,
+                    f,
+                    value,
+                    read_at,
+                    good=online,
+                    doubt=doubt,
+                    by_exception=deadband,
+                )
+                if written is not None and history_key is not None:
                     value, vtype, code = written
-                    rows.append((history_id, at_s, None if code & 0x80000000 else value, vtype.value, code))
+                    rows.append((history_key, at_s, None if code & 0x80000000 else value, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
         if online != self._station_online[name]:
@@ -599,6 +627,7 @@ class OpcUaFace:
             paths += [f"{path}.Setpoints.{n}" for n in kind.setpoints]
         for node_path in paths:
             self._published.pop(node_path, None)  # the next good read is written whatever it holds
+            self._seen.pop(node_path, None)
             current = await self.server.get_node(self.nid(node_path)).read_data_value(
                 raise_on_bad_status=False
             )
@@ -694,6 +723,15 @@ class OpcUaFace:
         await self._write(path, value, vtype, at, status=code)
         self._published[path] = (value, code)
         return value, vtype, code
+
+    async def _write_changed(
+        self, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None, *, good: bool = True
+    ) -> None:
+        """`_write`, unless the node already holds this value with this status."""
+        status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
+        if self._published.get(path) != (value, status):
+            await self._write(path, value, vtype, at, status=status)
+            self._published[path] = (value, status)
 
     async def _write(
         self,

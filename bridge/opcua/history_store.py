@@ -27,7 +27,7 @@ from bridge.lifecycle import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-Row = tuple[str, float, Any, int, int]  # node id, source time (epoch s), value, VariantType, status
+Row = tuple[int, float, Any, int, int]  # node key (key_of), source time (epoch s), value, VariantType, status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, node TEXT NOT NULL UNIQUE);
@@ -138,14 +138,14 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
                 async with self._writing:
                     await self._off_loop(self._insert, rows)
 
+    def key_of(self, node_id: str) -> int:
+        """The integer key rows of `node_id` (one of `retention_s`) carry; known after init()."""
+        return self._keys[node_id]
+
     def _insert(self, rows: list[Row]) -> None:
-        keys = self._keys
-        keyed = [
-            (keys[node], t, value, vtype, status) for node, t, value, vtype, status in rows if node in keys
-        ]
         insert = "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?)"
-        self._transaction(lambda db: db.executemany(insert, keyed))
-        self.stored_rows += len(keyed)
+        self._transaction(lambda db: db.executemany(insert, rows))
+        self.stored_rows += len(rows)
 
     def _transaction(self, work: Any) -> Any:
         """`work(db)` in one transaction of the writing connection (callers take turns: _writing)."""

@@ -80,10 +80,11 @@ async def test_the_history_queue_is_bounded_and_counts_what_it_dropped(tmp_path)
     store = HistoryStore(
         tmp_path / "h.sqlite", retention_s={"ns=1;s=a": 3600.0}, max_queued_rows=100, batch_s=0
     )
-    store.add([("ns=1;s=a", 1000.0 + i, i, ua.VariantType.Int32.value, 0) for i in range(250)])
+    store.add([(1, 1000.0 + i, i, ua.VariantType.Int32.value, 0) for i in range(250)])
     assert store.dropped_rows == 150  # queued before the writer ran: the oldest went
     await store.init()
     try:
+        assert store.key_of("ns=1;s=a") == 1  # the first node of a fresh file
         async with asyncio.timeout(5):
             while store.stored_rows < 100:  # noqa: ASYNC110 - polls state, bounded
                 await asyncio.sleep(0.01)
@@ -106,7 +107,7 @@ async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
         store.add(
             [
                 (n, now - age, 1.0, ua.VariantType.Double.value, 0)
-                for n in ("ns=1;s=short", "ns=1;s=long")
+                for n in (store.key_of("ns=1;s=short"), store.key_of("ns=1;s=long"))
                 for age in (500, 5)
             ]
         )
