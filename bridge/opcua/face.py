@@ -9,6 +9,7 @@ OPC UA Part 4 requires with a Bad status; the SourceTimestamp of the last read s
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -756,9 +757,14 @@ class OpcUaFace:
             self.nid(path),
             _VALUE,
             ua.DataValue(
-                variant, StatusCode=ua.StatusCode(status), SourceTimestamp=at or now, ServerTimestamp=now
+                variant, StatusCode=_status_code(status), SourceTimestamp=at or now, ServerTimestamp=now
             ),
         )
+
+
+@functools.cache
+def _status_code(code: int) -> ua.StatusCode:
+    return ua.StatusCode(code)  # one object per code: asyncua never changes a StatusCode it is given
 
 
 def valid_json(values: dict[str, Any]) -> str:
