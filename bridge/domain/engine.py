@@ -65,7 +65,10 @@ class LineEngine:
         # Stations held after their PLC did what the bridge did not order, with the reason; an
         # engineer clears them (clear_station_error) once the other master is found.
         self.station_errors: dict[str, str] = {}
-        self._work = asyncio.Condition()
+        # Set (and replaced by a fresh one) whenever the work changes; waiters re-check their condition.
+        # No lock and no task per notification: a notifying task that is garbage collected while it
+        # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
+        self._changed = asyncio.Event()
         self._watchers: set[asyncio.Queue[OrderEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
@@ -164,8 +167,7 @@ class LineEngine:
             return stored
         if order.state.is_final:
             return order
-        async with self._work:
-            self._waiting = [w for w in self._waiting if w.order is not order]
+        self._waiting = [w for w in self._waiting if w.order is not order]
         for unit in order.units:
             if unit.state == UnitState.WAITING:
                 unit.state = UnitState.CANCELLED
@@ -196,8 +198,7 @@ class LineEngine:
 
     async def wait_idle(self) -> None:
         """Return once no order has work left (for tests, tools and --exit-when-idle)."""
-        async with self._work:
-            await self._work.wait_for(lambda: not self._orders)
+        await self._until(lambda: not self._orders)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -209,29 +210,31 @@ class LineEngine:
         self._notify()
 
     def _notify(self) -> None:
-        async def notify() -> None:
-            async with self._work:
-                self._work.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
-        asyncio.get_running_loop().create_task(notify())
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            raise_if_cancelled()  # a cancel the Modbus library swallowed earlier must still end us here
+            await self._changed.wait()
 
     async def _take(self, station: str) -> tuple[Order, Unit]:
         def best() -> _Waiting | None:
             eligible = [w for w in self._waiting if station in w.stations]
             return min(eligible, key=lambda w: w.key, default=None)
 
-        async with self._work:
-            await self._work.wait_for(lambda: best() is not None)
-            chosen = best()
-            assert chosen is not None
-            self._waiting.remove(chosen)
-            return chosen.order, chosen.unit
+        await self._until(lambda: best() is not None)
+        chosen = best()
+        assert chosen is not None
+        self._waiting.remove(chosen)
+        return chosen.order, chosen.unit
 
     # -- one station ------------------------------------------------------------------------
 
     async def _station_worker(self, station: str) -> None:
         link = self.links[station]
         while True:
+            raise_if_cancelled()
             if self._resume[station]:
                 order, unit, step = self._resume[station].pop(0)
             else:
@@ -277,8 +280,7 @@ class LineEngine:
         return problem
 
     async def _until_cleared(self, station: str) -> None:
-        async with self._work:
-            await self._work.wait_for(lambda: station not in self.station_errors)
+        await self._until(lambda: station not in self.station_errors)
 
     def clear_station_error(self, station: str) -> str | None:
         """Let a held station work again (its next status is taken as it is); returns the reason

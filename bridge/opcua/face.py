@@ -168,6 +168,12 @@ class OpcUaFace:
         self._tasks.clear()
         if self.history is not None:
             await self.history.stop()
+        # asyncua stops its clock task by a flag the task reads once a second: cancel it instead, so
+        # SIGTERM ends the bridge well within a second.
+        clock = self.server.iserver.time_task
+        if clock is not None:
+            await cancel_and_wait([clock])
+            self.server.iserver.time_task = None
         try:
             async with asyncio.timeout(10):
                 await self.server.stop()

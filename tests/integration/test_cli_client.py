@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,64 @@ async def test_a_busy_opcua_port_is_one_line_naming_it(ac_mapping, tmp_path: Pat
         f"OPC UA endpoint opc.tcp://127.0.0.1:{port}/: cannot listen (error while attempting to bind on"
         f" address ('127.0.0.1', {port}): address already in use)"
     ], err
+
+
+def completed_orders(journal: Path) -> int:
+    import sqlite3
+
+    if not journal.exists():
+        return 0
+    with sqlite3.connect(journal) as db:
+        return db.execute("SELECT count(*) FROM orders WHERE state = 'completed'").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("opcua", "sig"), [(False, signal.SIGTERM), (True, signal.SIGTERM), (True, signal.SIGINT)]
+)
+async def test_hundreds_of_orders_then_a_prompt_stop(ac_mapping, tmp_path: Path, opcua, sig):
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps([{"order_id": f"o{i}", "product": "AC-W"} for i in range(150)]))
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        line.write_deployment(tmp_path / "deployment.yaml")
+        common = [
+            "--mapping",
+            str(AC_LINE),
+            "--deployment",
+            str(tmp_path / "deployment.yaml"),
+            "--submit",
+            str(orders),
+        ]
+        if not opcua:  # --exit-when-idle ends the run once every order is done
+            code, _, err = await cli(
+                "run", *common, "--data-dir", str(tmp_path / "idle"), "--no-opcua", "--exit-when-idle"
+            )
+            assert code == 0, err[-3000:]
+            assert completed_orders(tmp_path / "idle" / "journal.sqlite") == 150
+        log = tmp_path / "bridge.log"
+        data = tmp_path / "data"
+        if opcua:
+            bridge, _ = await run_bridge(log, *common, "--data-dir", str(data), "--telemetry-interval", "0.1")
+        else:
+            with log.open("wb") as out:
+                bridge = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bridge", "run", *common, "--data-dir", str(data), "--no-opcua",
+                    stdout=out, stderr=out,
+                )  # fmt: skip
+        try:
+            async with asyncio.timeout(60):
+                while completed_orders(data / "journal.sqlite") < 150:
+                    assert bridge.returncode is None, log.read_text()[-3000:]
+                    await asyncio.sleep(0.1)
+            sent = time.monotonic()
+            bridge.send_signal(sig)
+            async with asyncio.timeout(10):
+                await bridge.wait()
+            took = time.monotonic() - sent
+        finally:
+            if bridge.returncode is None:
+                bridge.kill()
+        assert bridge.returncode == 0, log.read_text()[-3000:]
+        assert took < 5, (
+            f"stopping took {took:.2f} s"
+        )  # about 0.1 s here; 5 s of slack for a loaded CI machine
+        assert any(e.get("event") == "bridge_stopped" for e in logged(log))
