@@ -212,6 +212,11 @@ class OpcUaFace:
             self._clear_station,
         )  # fmt: skip
         await methods.add_to(line, ns)
+        await line.add_variable(
+            self.nid(f"{self.line_path}.HistoryRowsDropped"),
+            ua.QualifiedName("HistoryRowsDropped", ns),
+            ua.Variant(0, ua.VariantType.UInt64),
+        )  # telemetry history rows lost to a full queue (docs/telemetry.md)
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
         await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
@@ -594,6 +599,9 @@ class OpcUaFace:
                     rows.append((history_key, at_s, None if code & 0x80000000 else value, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
+            await self._write_changed(
+                f"{self.line_path}.HistoryRowsDropped", self.history.dropped_rows, ua.VariantType.UInt64
+            )
         if online != self._station_online[name]:
             was = self._station_online[name]
             self._station_online[name] = online

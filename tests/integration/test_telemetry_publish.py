@@ -4,6 +4,7 @@ holds back small moves, and every subscriber (with or without its own filter) se
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 
@@ -54,3 +55,14 @@ async def test_changes_only_deadband_and_every_subscriber(ac_data, tmp_path):
         assert len(filtered_good) == 1  # the client's filter still applies
         for subscription in subscriptions:
             await subscription.delete()
+
+
+async def test_history_rows_lost_to_a_full_queue_are_shown(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        dropped = rig.node("Plant.Lines.ac_line.HistoryRowsDropped")
+        assert await dropped.read_value() == 0
+        rig.face.history._queue = collections.deque(maxlen=1)  # our own store, made tiny for the test
+        async with asyncio.timeout(10):
+            while await dropped.read_value() == 0:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.02)
+        assert 0 < await dropped.read_value() <= rig.face.history.dropped_rows  # it only grows
