@@ -219,10 +219,23 @@ class Endpoint(_Strict):
     device_id: int = Field(1, ge=0, le=255)
 
 
+class LinkSettings(_Strict):
+    """How hard the bridge tries one PLC before it calls it away, like a SCADA driver's request
+    timeout and attempts before demotion (docs/engine.md, "The Modbus station link")."""
+
+    attempts: int = Field(3, ge=1, le=10, description="tries of one request (a lost frame is tried again)")
+    retry_delay_s: float = Field(0.0, ge=0, le=10, description="pause between two tries")
+    offline_after: int = Field(
+        2, ge=1, le=100, description="failed requests in a row before the station is offline"
+    )
+    online_after: int = Field(2, ge=1, le=100, description="good requests in a row before it is back online")
+
+
 class Station(_Strict):
     type: Identifier
     description: str = ""
     endpoint: Endpoint = Endpoint()
+    link: LinkSettings = LinkSettings()
     byte_order: ByteOrder | None = None
     word_order: ByteOrder | None = None
 

@@ -37,6 +37,9 @@ class LinkCounters:
     errors: int = 0
     reconnects: int = 0
     last_error: str = ""
+    retries: int = 0  # tries after the first of a request (a lost frame, a reset, a busy PLC)
+    timeouts: int = 0  # tries that got no answer in time
+    outages: int = 0  # times the station was declared offline
     telemetry_requests_per_poll: int = 0
     polls_done: int = 0  # telemetry polls started on schedule
     polls_missed: int = 0  # due times skipped because the previous poll was still running
@@ -57,6 +60,7 @@ class ModbusStationLink:
     ) -> None:
         self.station = station
         self.endpoint = mapping.stations[station].endpoint
+        self.policy = mapping.stations[station].link
         kind = mapping.station_type(station)
         fields = mapping.resolved_fields(station)
         self._command_address = kind.handshake.command_address
@@ -74,7 +78,8 @@ class ModbusStationLink:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._random = random.Random(seed)
-        self._failures = 0
+        self._failures = 0  # failed requests in a row (each after all its tries)
+        self._good = 0  # good requests in a row while offline
         self._bad_status = 0  # status reads in a row that held garbage
         self._lock = asyncio.Lock()
         self._setpoint_lock = asyncio.Lock()  # a write and its read-back, one setpoint at a time
@@ -118,7 +123,7 @@ class ModbusStationLink:
         self._client = AsyncModbusTcpClient(
             ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
         )
-        if not await self._client.connect():
+        if not await self._client.connect():  # bounded by the caller's timeout
             raise StationError(f"cannot connect to {ep.host}:{ep.port}", station=self.station)
         if self._ever_connected:
             self.counters.reconnects += 1
@@ -128,39 +133,71 @@ class ModbusStationLink:
     async def _request(
         self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
     ) -> ModbusPDU:
+        """One request, tried up to `policy.attempts` times: every try bounded in time (connect
+        included), the connection rebuilt after a timeout or garbage so a late reply cannot be
+        taken for the next one's. A Modbus exception answer is final, but for 6 (device busy)."""
         async with self._lock:
-            try:
-                client = await self._connect()
-                self.counters.requests += 1
-                async with asyncio.timeout(self.timeout_s * 2):
-                    reply = await call(client)
-            except StationError as exc:
-                raise self._failed(what, exc) from exc
-            except (ModbusException, OSError, TimeoutError) as exc:
-                if self._client is not None:
-                    self._client.close()
-                raise_if_cancelled()
-                raise self._failed(what, exc) from exc
-            if reply.isError():
-                code = getattr(reply, "exception_code", "?")
-                raise self._failed(what, f"Modbus exception code {code}")
-            self._recovered()
-            return reply
+            cause: object = None
+            for attempt in range(self.policy.attempts):
+                if attempt:
+                    self.counters.retries += 1
+                    if self.policy.retry_delay_s:
+                        await asyncio.sleep(self.policy.retry_delay_s)
+                try:
+                    async with asyncio.timeout(self.timeout_s * 2):
+                        client = await self._connect()
+                        self.counters.requests += 1
+                        reply = await call(client)
+                except StationError as exc:  # could not connect
+                    cause = exc
+                    continue
+                except (ModbusException, OSError, TimeoutError) as exc:
+                    raise_if_cancelled()
+                    if isinstance(exc, TimeoutError):
+                        self.counters.timeouts += 1
+                    if self._client is not None:
+                        self._client.close()
+                    cause = exc
+                    continue
+                if reply.isError():
+                    code = getattr(reply, "exception_code", "?")
+                    cause = f"Modbus exception code {code}"
+                    if code == 6:  # the PLC is busy: ask again
+                        continue
+                    break
+                self._recovered()
+                return reply
+            raise self._failed(what, cause)
 
     def _failed(self, what: str, cause: object) -> StationError:
+        """A request failed after all its tries; the station is declared offline only after
+        `policy.offline_after` of them in a row ("connected" means answering properly)."""
         self._failures += 1
+        self._good = 0
         self.counters.errors += 1
         self.counters.last_error = f"{what}: {cause}"
-        if self.counters.connected or self._failures == 1:
+        if self.counters.connected and self._failures >= self.policy.offline_after:
+            self._log.error(
+                "station_unavailable", request=what, error=str(cause), failed_requests=self._failures
+            )
+            self.counters.connected = False
+            self.counters.outages += 1
+        elif not self._ever_connected and self._failures == 1:
             self._log.error("station_unavailable", request=what, error=str(cause))
-        self.counters.connected = False  # "connected" means answering properly, not just a TCP socket
         return StationError(f"{what}: {cause}", station=self.station)
 
     def _recovered(self) -> None:
-        if self._failures:
-            self._log.info("station_recovered", after_failures=self._failures)
+        """A good request: back online after `policy.online_after` in a row (at once the first
+        time: there is no flapping to damp before the station ever answered)."""
         self._failures = 0
-        self.counters.connected = True
+        if self.counters.connected:
+            return
+        self._good += 1
+        if self.counters.outages == 0 or self._good >= self.policy.online_after:
+            if self.counters.outages:
+                self._log.info("station_recovered", good_requests=self._good)
+            self.counters.connected = True
+            self._good = 0
 
     async def _write_command(self, offset: Command, value: int) -> None:
         address = self._command_address + offset

@@ -566,6 +566,9 @@ class OpcUaFace:
             ("Reconnects", counters.reconnects, ua.VariantType.UInt64),
             ("LastError", counters.last_error, ua.VariantType.String),
             ("TelemetryRequestsPerPoll", counters.telemetry_requests_per_poll, ua.VariantType.UInt32),
+            ("Retries", counters.retries, ua.VariantType.UInt64),
+            ("Timeouts", counters.timeouts, ua.VariantType.UInt64),
+            ("Outages", counters.outages, ua.VariantType.UInt64),
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):

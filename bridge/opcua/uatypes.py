@@ -316,6 +316,9 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         ("Reconnects", ua.VariantType.UInt64, 0),
         ("LastError", ua.VariantType.String, ""),
         ("TelemetryRequestsPerPoll", ua.VariantType.UInt32, 0),
+        ("Retries", ua.VariantType.UInt64, 0),
+        ("Timeouts", ua.VariantType.UInt64, 0),
+        ("Outages", ua.VariantType.UInt64, 0),
         ("PollsDone", ua.VariantType.UInt64, 0),
         ("PollsMissed", ua.VariantType.UInt64, 0),
     ):

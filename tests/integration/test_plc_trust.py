@@ -191,3 +191,28 @@ async def test_concurrent_setpoint_writes_all_answer_truthfully(rig):
     final = await coil.memory.read_field(coil.fields["furnace_setpoint_c"])
     assert final in values
     assert await furnace.read_value() == pytest.approx(final)
+
+
+async def test_single_lost_frames_never_take_a_station_offline(rig):
+    events = await station_events(rig)
+    temperature = rig.node("Plant.Lines.ac_line.Stations.test_b.Telemetry.bench_air_temp_c")
+    await until_good(temperature)
+    test_b, link = rig.line["test_b"], rig.bridge.links["test_b"]
+    await rig.bridge.submit("THROUGH-DROPS", "AC-W", {})
+    for _ in range(8):  # the PLC hangs up instead of answering one request, eight times
+        await test_b.set_fault("drop_next", 1)
+        await test_b.wait_for(lambda plc: plc.faults.drop_next == 0, timeout_s=10)
+        answered = link.counters.requests
+        async with asyncio.timeout(10):  # a single lost frame: the link is working again before the next
+            while link.counters.requests < answered + 3:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.02)
+    assert (await until_final(rig, "THROUGH-DROPS")).state == OrderState.COMPLETED
+    assert link.counters.retries >= 8
+    assert link.counters.outages == 0
+    assert await rig.node("Plant.Lines.ac_line.Stations.test_b.Connected").read_value() is True
+    assert (await temperature.read_data_value()).StatusCode.is_good()
+    assert not [e for e in events.events if e.Station == "test_b" and e.Connected is False]
+    retries = rig.node("Plant.Lines.ac_line.Stations.test_b.Diagnostics.Retries")
+    async with asyncio.timeout(5):
+        while await retries.read_value() < 8:  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.02)
