@@ -8,7 +8,7 @@ DATA_DIR ?= var
 SPEED ?= 50
 ENDPOINT ?= opc.tcp://127.0.0.1:4840/
 
-.PHONY: run test lint tools bench sim validate clean
+.PHONY: run test lint tools bench chaos sim validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ ifeq ($(SOAK),)
 else
 	$(BIN)/python -m bench.telemetry --soak $(SOAK)
 endif
+
+# Orders through a fault-injecting network for MINUTES (SEVERITY 2 doubles the fault mix).
+MINUTES ?= 10
+SEVERITY ?= 1
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --minutes $(MINUTES) --severity $(SEVERITY)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
