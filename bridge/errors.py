@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.limits import clip
+
 
 class BridgeError(Exception):
     """Root of every error linebridge raises on purpose."""
@@ -78,4 +80,4 @@ class UnknownOrder(OrderRejected):
     """An order id the bridge has never accepted."""
 
     def __init__(self, order_id: str) -> None:
-        super().__init__(f"no order {order_id!r}", field="order_id")
+        super().__init__(f"no order {clip(repr(order_id), 60)}", field="order_id")

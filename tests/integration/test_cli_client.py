@@ -273,3 +273,22 @@ async def test_hundreds_of_orders_then_a_prompt_stop(ac_mapping, tmp_path: Path,
             f"stopping took {took:.2f} s"
         )  # about 0.1 s here; 5 s of slack for a loaded CI machine
         assert any(e.get("event") == "bridge_stopped" for e in logged(log))
+
+
+async def test_a_busy_simulator_port_is_one_line_naming_it(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from plc_sim.cli import main; main()", "--mapping", str(AC_LINE),
+            "--base-port", str(port), "--log-level", "warning",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            _, err = await process.communicate()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, err.decode()
+    assert lines[0].startswith("station ")
+    assert "cannot listen on 127.0.0.1:" in lines[0]  # the taken port's station, or a neighbour's

@@ -138,3 +138,23 @@ async def test_no_input_breaks_the_contract(rig, batch):
         )
         (code,) = await rig.client.uaclient.write(params)
         assert code.value not in NEVER, (path, variant, code)
+
+
+async def test_a_huge_refused_argument_is_clipped_in_the_log(rig):
+    from structlog.testing import capture_logs
+
+    huge = "x" * 200_000
+    with capture_logs() as logs:
+        for method, args in (("SubmitOrder", [huge, huge, "{}"]), ("CancelOrder", [huge])):
+            request = ua.CallMethodRequest(
+                ObjectId=rig.line_node.nodeid,
+                MethodId=ua.NodeId(f"Plant.Lines.ac_line.{method}", rig.ns),
+                InputArguments=[ua.Variant(a, ua.VariantType.String) for a in args],
+            )
+            (result,) = await rig.client.uaclient.call([request])
+            assert result.StatusCode.value not in NEVER
+    assert logs
+    long = [(e["event"], k) for e in logs for k, v in e.items() if len(str(v)) >= 1000]
+    assert not long, long
+    audit = rig.bridge.journal.load_audit()
+    assert max(len(field) for row in audit for field in row) <= 512
