@@ -32,12 +32,12 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SECURITY_POLICY_TYPE_MAP, SecurityPolicyNone
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
+from bridge.security.pki import AuditHook
 from bridge.security.rules import Channel, current_channel
 from bridge.security.users import RoleUserManager, checked_login
 
 log = structlog.get_logger(__name__)
 
-Audit = Callable[[str, str, str, str], None]  # event, user, thumbprint, outcome
 
 _ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
 _DISCOVERY = {
@@ -97,7 +97,7 @@ class ChannelGuard:
         server: Server,
         policies: list[ua.SecurityPolicyType],
         users: RoleUserManager,
-        audit: Audit,
+        audit: AuditHook,
         backoff: LoginBackoff,
     ) -> None:
         self._server = server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,12 @@ from asyncua import Server, ua
 
 from bridge.errors import ConfigurationError
 from bridge.opcua.channel_guard import ChannelGuard, LoginBackoff
-from bridge.security.pki import Pki, PkiValidator
+from bridge.security.pki import AuditHook, Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
 from bridge.security.users import LocalDemoUserManager, RoleUserManager, der_thumbprint
 
 log = structlog.get_logger(__name__)
 
-Audit = Callable[[str, str, str, str], None]  # event, user, thumbprint, outcome
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def check_exposure(endpoint: str, security: SecuritySettings | None, allow_insec
 
 
 async def secure_server(
-    server: Server, app_uri: str, security: SecuritySettings | None, offers_none: bool, audit: Audit
+    server: Server, app_uri: str, security: SecuritySettings | None, offers_none: bool, audit: AuditHook
 ) -> None:
     if security is None:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
@@ -84,7 +82,7 @@ async def secure_server(
     log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
 
 
-def audit_sessions(server: Server, audit: Audit) -> None:
+def audit_sessions(server: Server, audit: AuditHook) -> None:
     """Audit every client session's opening (once its CreateSession request, which carries the
     client certificate, is answered) and closing.
 

@@ -10,7 +10,6 @@ address space. A refused request is answered BadUserAccessDenied and changes not
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from asyncua.common.utils import Buffer
 from asyncua.crypto.permission_rules import ADMIN_TYPES, USER_TYPES, PermissionRuleset
 from asyncua.ua.ua_binary import struct_from_binary
 
+from bridge.security.pki import AuditHook
 from bridge.security.users import RoleUser, at_least
 
 # The user of the request being handled (set here, read by the methods for the audit trail).
@@ -52,7 +52,7 @@ ORDER_METHODS = ("SubmitOrder", "CancelOrder")
 class RoleRuleset(PermissionRuleset):
     """`audit(event, user, thumbprint, outcome)` is told of every refusal."""
 
-    def __init__(self, audit: Callable[[str, str, str, str], None] | None = None) -> None:
+    def __init__(self, audit: AuditHook | None = None) -> None:
         self._audit = audit
 
     def check_validity(self, user: Any, action_type: ua.NodeId, body: Buffer) -> bool:
