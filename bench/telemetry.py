@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def measure(
         ready = json.loads(first_line)  # {"subscribed": n}
         time.sleep(warmup)
         counts = [json.loads(subscriber.stdout.readline())]  # one line a second: {"values": total, ...}
+        profiler = _profiler(server.pid, max(seconds, soak), name)
         cpu0, t0 = cpu_s(server.pid), time.monotonic()
         rss_trace = [rss_mb(server.pid)]
         while time.monotonic() - t0 < max(seconds, soak):
@@ -172,6 +174,8 @@ def measure(
                 rss_trace.append(rss_mb(server.pid))
         cpu1, t1 = cpu_s(server.pid), time.monotonic()
         rss_trace.append(rss_mb(server.pid))
+        if profiler is not None:
+            profiler.wait(30)
     finally:
         subscriber.terminate()
         subscriber.wait(10)
@@ -188,6 +192,21 @@ def measure(
         "rss_mb": rss_trace[-1],
         "rss_trace_mb": rss_trace,
     }
+
+
+def _profiler(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
+    """With LB_PROFILE=DIR, py-spy samples the measured process over the window (collapsed stacks,
+    one file per workload); py-spy is not a project dependency: `pip install py-spy`."""
+    folder = os.environ.get("LB_PROFILE")
+    if not folder:
+        return None
+    out = Path(folder) / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [BIN / "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw",
+         "--output", out, "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def floors(

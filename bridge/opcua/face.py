@@ -29,10 +29,18 @@ from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
 from bridge.mapping.model import deadband_of, history_of
 from bridge.modbus import ModbusStationLink
+from bridge.opcua import wire
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.methods import LineMethods
-from bridge.opcua.notify import share_notified_values
+from bridge.opcua.notify import (
+    Writes,
+    data_value,
+    scalar_variant,
+    share_notified_values,
+    value_attribute,
+    write_values,
+)
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
 from bridge.security.rules import current_channel, current_user
@@ -45,6 +53,9 @@ DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
 _NULLABLE = (ua.VariantType.String, ua.VariantType.DateTime, ua.VariantType.ByteString)
 _VALUE = ua.AttributeIds.Value
+_NULL = ua.Variant()
+Staged = Writes
+_GOOD = ua.StatusCodes.Good
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
 
 
@@ -85,7 +96,7 @@ class OpcUaFace:
         self._history_keys: dict[str, int] = {}  # node path → the history store's key, if historized
         self._nids: dict[str, ua.NodeId] = {}
         self._seen: dict[str, tuple[Any, Any, bool]] = {}  # node path → value, doubt, online as last polled
-        self._polled: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._polled: dict[str, tuple[list[Polled], list[Polled]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
 
     @property
@@ -114,6 +125,7 @@ class OpcUaFace:
         await self._secure()
         audit_sessions(self.server, self.audit)
         share_notified_values(self.server)
+        wire.install()
         self.types = await build_types(server, self.mapping)
         self.ns = await server.register_namespace(self.app_uri)
         await self._build_plant()
@@ -223,9 +235,11 @@ class OpcUaFace:
         await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
         await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
 
-    def _poll_plan(self, station: str) -> tuple[list[Any], list[Any]]:
-        """Per polled field, settled once: name, field, node path, deadband, history key."""
-        kind = self.mapping.station_type(station)
+    def _poll_plan(self, station: str) -> tuple[list[Polled], list[Polled]]:
+        """Per polled field, settled once (the scan path looks nothing up per value)."""
+        assert self.types is not None
+        kind_name = self.mapping.stations[station].type
+        kind = self.mapping.station_types[kind_name]
         path = f"{self.line_path}.Stations.{station}"
         plans = []
         for folder, names in (("Telemetry", kind.telemetry), ("Setpoints", kind.setpoints)):
@@ -233,7 +247,17 @@ class OpcUaFace:
             for field_name in names:
                 f = self._fields[station][field_name]
                 node_path = f"{path}.{folder}.{field_name}"
-                plan.append((field_name, f, node_path, deadband_of(f), self._history_keys.get(node_path)))
+                enum = self.types.field_enums.get((kind_name, field_name))
+                vtype = field_variant(f)
+                codes = self.types.enum_codes[enum] if enum is not None else None
+                history_key = self._history_keys.get(node_path)
+                nid = self.nid(node_path)
+                attval = value_attribute(self._aspace, nid)
+                entry = Polled(
+                    field_name, f, node_path, nid, attval, vtype, vtype in _FLOATS, codes, deadband_of(f),
+                    history_key,
+                )  # fmt: skip
+                plan.append(entry)
             plans.append(plan)
         return plans[0], plans[1]
 
@@ -552,13 +576,15 @@ class OpcUaFace:
         else:
             state = "busy" if status.state == PlcState.BUSY else "done"
         await self._announce_error(name, held)
+        staged: Staged = []  # written at once below (notify.write_values)
         state_code = self.types.enum_codes[self.types.station_state][state]
-        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, read_at)
-        await self._write_changed(f"{path}.Connected", online, ua.VariantType.Boolean)
+        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, read_at, staged=staged)
+        await self._write_changed(f"{path}.Connected", online, ua.VariantType.Boolean, staged=staged)
         if status is not None:
             await self._write_changed(
-                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, read_at, good=online
-            )
+                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, read_at, good=online,
+                staged=staged,
+            )  # fmt: skip
         counters = link.counters
         for diag, value, vtype in (
             ("Requests", counters.requests, ua.VariantType.UInt64),
@@ -572,39 +598,39 @@ class OpcUaFace:
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):
-            await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype)
+            await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype, staged=staged)
         rows: list[Row] = []
-        at_s = read_at.timestamp()
+        at_s, now = read_at.timestamp(), utcnow()
         seen, doubts = self._seen, link.doubts
         for values, plan in (
             (link.telemetry, self._polled[name][0]),
             (link.setpoints, self._polled[name][1]),
         ):
-            for field_name, f, node_path, deadband, history_key in plan:
-                value = values.get(field_name)
-                doubt = doubts.get(field_name)
+            for entry in plan:
+                value = values.get(entry.name)
+                doubt = doubts.get(entry.name)
+                node_path = entry.path
                 if seen.get(node_path) == (value, doubt, online):
                     continue  # as read last time: nothing to publish
                 seen[node_path] = (value, doubt, online)
-                written = await self._write_field(
-                    node_path,
-                    name,
-                    field_name,
-                    f,
-                    value,
-                    read_at,
-                    good=online,
-                    doubt=doubt,
-                    by_exception=deadband,
-                )
-                if written is not None and history_key is not None:
+                if online and doubt is None and value is not None:  # the common case, inline
+                    written = self._stage_good(entry, value, read_at, now, staged)
+                else:
+                    written = await self._write_field(
+                        node_path, name, entry.name, entry.field, value, read_at, good=online, doubt=doubt,
+                        by_exception=entry.deadband, staged=staged,
+                    )  # fmt: skip
+                if written is not None and entry.history_key is not None:
                     value, vtype, code = written
-                    rows.append((history_key, at_s, None if code & 0x80000000 else value, vtype.value, code))
+                    stored = None if code & 0x80000000 else value
+                    rows.append((entry.history_key, at_s, stored, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
             await self._write_changed(
-                f"{self.line_path}.HistoryRowsDropped", self.history.dropped_rows, ua.VariantType.UInt64
-            )
+                f"{self.line_path}.HistoryRowsDropped", self.history.dropped_rows, ua.VariantType.UInt64,
+                staged=staged,
+            )  # fmt: skip
+        await write_values(self._aspace, staged)
         if online != self._station_online[name]:
             was = self._station_online[name]
             self._station_online[name] = online
@@ -701,6 +727,7 @@ class OpcUaFace:
         good: bool = True,
         doubt: codec.Doubt | None = None,
         by_exception: float | None = None,
+        staged: Staged | None = None,
     ) -> tuple[Any, ua.VariantType, int] | None:
         """A PLC value with its own status: Bad while the PLC is away or when the value is no
         usable value (not finite, undecodable; the last value stays), Uncertain outside the
@@ -738,17 +765,45 @@ class OpcUaFace:
             ):
                 return None
         vtype = field_variant(f)
-        await self._write(path, value, vtype, at, status=code)
+        await self._write(path, value, vtype, at, status=code, staged=staged)
         self._published[path] = (value, code)
         return value, vtype, code
 
+    def _stage_good(
+        self, entry: Polled, value: Any, at: datetime, now: datetime, staged: Staged
+    ) -> tuple[Any, ua.VariantType, int] | None:
+        """`_write_field` for a polled value the link found good (in range, decoded), without its
+        lookups: the scan's hot path (docs/telemetry.md)."""
+        if entry.codes is not None:
+            value = entry.codes.get(value, 0)
+        last = self._published.get(entry.path)
+        if last is not None and last[1] == _GOOD:
+            before = last[0]
+            if value == before or (
+                entry.deadband and isinstance(before, int | float) and abs(value - before) <= entry.deadband
+            ):
+                return None
+        if entry.is_float:
+            value = float(value)
+        variant = scalar_variant(value, entry.vtype)
+        staged.append((entry.nid, entry.attval, data_value(variant, _GOOD_CODE, at, now)))
+        self._published[entry.path] = (value, _GOOD)
+        return value, entry.vtype, _GOOD
+
     async def _write_changed(
-        self, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None, *, good: bool = True
+        self,
+        path: str,
+        value: Any,
+        vtype: ua.VariantType,
+        at: datetime | None = None,
+        *,
+        good: bool = True,
+        staged: Staged | None = None,
     ) -> None:
         """`_write`, unless the node already holds this value with this status."""
         status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
         if self._published.get(path) != (value, status):
-            await self._write(path, value, vtype, at, status=status)
+            await self._write(path, value, vtype, at, status=status, staged=staged)
             self._published[path] = (value, status)
 
     async def _write(
@@ -760,28 +815,52 @@ class OpcUaFace:
         *,
         good: bool = True,
         status: int | None = None,
+        staged: Staged | None = None,
     ) -> None:
+        """One value to the address space now, or onto `staged`, a scan's values written at once
+        (notify.write_values)."""
         if status is None:
             status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
         if vtype in _FLOATS and isinstance(value, int | float):
             value = float(value)
         # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
-        # yet, or withheld under a Bad status.
-        variant = ua.Variant() if value is None and vtype not in _NULLABLE else ua.Variant(value, vtype)
+        # yet, or withheld under a Bad status (as asyncua's own write would withhold it).
+        if status & 0x80000000 or (value is None and vtype not in _NULLABLE):
+            variant = _NULL
+        else:
+            variant = ua.Variant(value, vtype)
         now = utcnow()
-        # Straight to the address space (what Server.write_attribute_value ends in, two calls down).
-        await self._aspace.write_attribute_value(
-            self.nid(path),
-            _VALUE,
-            ua.DataValue(
-                variant, StatusCode=_status_code(status), SourceTimestamp=at or now, ServerTimestamp=now
-            ),
+        value_now = ua.DataValue(
+            variant, StatusCode=_status_code(status), SourceTimestamp=at or now, ServerTimestamp=now
         )
+        if staged is not None:
+            staged.append((self.nid(path), None, value_now))
+        else:  # straight to the address space (what Server.write_attribute_value ends in, two calls down)
+            await self._aspace.write_attribute_value(self.nid(path), _VALUE, value_now)
 
 
 @functools.cache
 def _status_code(code: int) -> ua.StatusCode:
     return ua.StatusCode(code)  # one object per code: asyncua never changes a StatusCode it is given
+
+
+_GOOD_CODE = _status_code(_GOOD)
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """A polled field and all the scan path needs to publish it."""
+
+    name: str
+    field: Any
+    path: str
+    nid: ua.NodeId
+    attval: Any  # the node's value attribute (notify.value_attribute)
+    vtype: ua.VariantType
+    is_float: bool
+    codes: dict[Any, int] | None  # an enum's name → code
+    deadband: float
+    history_key: int | None
 
 
 def valid_json(values: dict[str, Any]) -> str:
