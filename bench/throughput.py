@@ -1,7 +1,8 @@
 """Orders per second through the whole simulated line, and the bridge's own cost per step.
 
-The simulated line runs at zero cycle time in a thread of its own (its own event loop), so the
-PLC's "done" instant and the bridge's "step recorded" instant are read from one monotonic clock.
+The simulated line runs at zero cycle time in a process of its own, as PLCs would; the PLC's
+"done" instant and the bridge's "step recorded" instant are read from CLOCK_MONOTONIC, one clock
+for every process on Linux.
 In the same run a bare pymodbus client loop makes as many request/response pairs against the
 same PLCs, and the ratio of the two times is printed: what the bridge adds on top of Modbus.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,48 +36,59 @@ from plc_sim.line import SimulatedLine
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class LineThread:
-    """The simulated line served from its own thread and event loop."""
+class LineProcess:
+    """The simulated line served from a process of its own, as on a plant, so its work never takes
+    the bridge's interpreter; it reports each step's "done" instant on CLOCK_MONOTONIC, which is
+    one clock for every process on Linux."""
 
-    def __init__(self, mapping: LineMapping, telemetry_period_s: float = 0.5) -> None:
-        self.mapping = mapping
-        self.telemetry_period_s = telemetry_period_s
+    def __init__(self, mapping_file: Path, telemetry_load: int, telemetry_period_s: float = 0.5) -> None:
+        self.args = [
+            sys.executable, "-m", "bench.throughput", "--serve-line", "--mapping", str(mapping_file),
+            "--telemetry-load", str(telemetry_load), "--telemetry-period", str(telemetry_period_s),
+        ]  # fmt: skip
         self.done_at: dict[tuple[str, int], float] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
 
-    def __enter__(self) -> LineThread:
-        self._thread.start()
-        if not self._ready.wait(30):
+    def __enter__(self) -> LineProcess:
+        self._proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stdin=subprocess.PIPE, cwd=ROOT, text=True
+        )
+        assert self._proc.stdout is not None
+        first = self._proc.stdout.readline()
+        if not first:
             raise RuntimeError("simulated line did not start")
+        self.endpoints = {name: Endpoint(**ep) for name, ep in json.loads(first).items()}
+        self._reader.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()  # the line ends when its stdin does
+        self._proc.wait(30)
+        self._reader.join(10)
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
+    def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            station, seq, at = line.split()
+            self.done_at[(station, int(seq))] = float(at)
 
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        ports = dict.fromkeys(self.mapping.stations, 0)
-        async with SimulatedLine(
-            self.mapping, ports=ports, speed=0, seed=1, telemetry_period_s=self.telemetry_period_s
-        ) as line:
-            for name, plc in line.plcs.items():
-                plc.observer = lambda event, seq, name=name: self._observe(name, event, seq)
-            self.endpoints = line.endpoints()
-            self._ready.set()
-            await self._stop.wait()
 
-    def _observe(self, station: str, event: str, seq: int) -> None:
-        if event == "step_done":
-            self.done_at[(station, seq)] = time.monotonic()
+async def serve_line(mapping: LineMapping, telemetry_period_s: float) -> None:
+    """`--serve-line`: the endpoints as JSON on the first line, then "station seq done_at" per step."""
+    ports = dict.fromkeys(mapping.stations, 0)
+    sim = SimulatedLine(mapping, ports=ports, speed=0, seed=1, telemetry_period_s=telemetry_period_s)
+    async with sim as line:
+        for name, plc in line.plcs.items():
+            plc.observer = lambda event, seq, name=name: (
+                event == "step_done" and print(name, seq, time.monotonic(), flush=True)
+            )
+        print(json.dumps({name: ep.model_dump() for name, ep in line.endpoints().items()}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
 
 
 class TimedJournal(SqliteJournal):
@@ -166,22 +180,36 @@ def main() -> None:
         "--telemetry-load", type=int, default=0, metavar="N",
         help="add N changing telemetry registers to every station, polled and published every 100 ms",
     )  # fmt: skip
+    parser.add_argument("--serve-line", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--telemetry-period", type=float, default=0.5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("warning")
     mapping = load_mapping(args.mapping)
-    telemetry_s = 0.1 if args.telemetry_load else 0.0
     if args.telemetry_load:
         mapping = with_telemetry(args.mapping, args.telemetry_load)
-    with LineThread(mapping, telemetry_s or 0.5) as line, tempfile.TemporaryDirectory() as tmp:
-        deployed = apply_deployment(mapping, line.endpoints)
-        elapsed, bridge, journal = asyncio.run(run_bridge(deployed, args.orders, Path(tmp), telemetry_s))
-        overhead_ms = [
-            (closed - line.done_at[key]) * 1000
-            for key, closed in journal.closed_at.items()
-            if key in line.done_at
-        ]
-        requests = {name: link.counters.requests for name, link in bridge.links.items()}
-        bare = asyncio.run(bare_pymodbus(line.endpoints, requests))
+    if args.serve_line:
+        asyncio.run(serve_line(mapping, args.telemetry_period))
+        return
+    telemetry_s = 0.1 if args.telemetry_load else 0.0
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LineProcess(args.mapping, args.telemetry_load, telemetry_s or 0.5) as line,
+    ):
+        run_line(args, mapping, line, Path(tmp), telemetry_s)
+
+
+def run_line(
+    args: argparse.Namespace, mapping: LineMapping, line: LineProcess, tmp: Path, telemetry_s: float
+) -> None:
+    deployed = apply_deployment(mapping, line.endpoints)
+    elapsed, bridge, journal = asyncio.run(run_bridge(deployed, args.orders, tmp / "data", telemetry_s))
+    overhead_ms = [
+        (closed - line.done_at[key]) * 1000
+        for key, closed in journal.closed_at.items()
+        if key in line.done_at
+    ]
+    requests = {name: link.counters.requests for name, link in bridge.links.items()}
+    bare = asyncio.run(bare_pymodbus(line.endpoints, requests))
     steps = len(journal.closed_at)
     total = sum(requests.values())
     print(f"line {mapping.line.name}: {len(mapping.stations)} stations, simulator at zero cycle time")

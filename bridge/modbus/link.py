@@ -268,8 +268,9 @@ class ModbusStationLink:
         payload = _encode_blocks(plan_blocks([(name, f)], write=True), {name: value}, "setpoint")
         async with self._setpoint_lock:  # another write between ours and its read-back is no mismatch
             await self._write_verified(payload, "setpoint")
-            self.setpoints[name] = value
-            self.doubts.pop(name, None)
+            # new dicts, never changed in place: a listener compares them with the last poll's
+            self.setpoints = {**self.setpoints, name: value}
+            self.doubts = {k: v for k, v in self.doubts.items() if k != name}
 
     async def _write_verified(self, payload: list[tuple[Block, list[int] | list[bool]]], what: str) -> None:
         dev = self.endpoint.device_id

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +57,9 @@ _VALUE = ua.AttributeIds.Value
 _NULL = ua.Variant()
 Staged = Writes
 _GOOD = ua.StatusCodes.Good
+# Counters that move on every poll are published at most this often (the others as they change).
+BUSY_COUNTERS_EVERY_S = 1.0
+_BUSY_COUNTERS = frozenset({"Requests", "PollsDone"})
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
 
 
@@ -95,7 +99,9 @@ class OpcUaFace:
         self.history: HistoryStore | None = None
         self._history_keys: dict[str, int] = {}  # node path → the history store's key, if historized
         self._nids: dict[str, ua.NodeId] = {}
-        self._seen: dict[str, tuple[Any, Any, bool]] = {}  # node path → value, doubt, online as last polled
+        # station → telemetry, setpoints, doubts and online as last polled (what is unchanged is skipped)
+        self._counted_at: dict[str, float] = {}  # station → when its busy counters are next published
+        self._last_scan: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]] = {}
         self._polled: dict[str, tuple[list[Polled], list[Polled]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
 
@@ -586,6 +592,10 @@ class OpcUaFace:
                 staged=staged,
             )  # fmt: skip
         counters = link.counters
+        tick = time.monotonic()
+        busy_due = tick >= self._counted_at.get(name, 0.0)
+        if busy_due:
+            self._counted_at[name] = tick + BUSY_COUNTERS_EVERY_S
         for diag, value, vtype in (
             ("Requests", counters.requests, ua.VariantType.UInt64),
             ("Errors", counters.errors, ua.VariantType.UInt64),
@@ -598,21 +608,21 @@ class OpcUaFace:
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):
-            await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype, staged=staged)
+            if busy_due or diag not in _BUSY_COUNTERS:
+                await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype, staged=staged)
         rows: list[Row] = []
         at_s, now = read_at.timestamp(), utcnow()
-        seen, doubts = self._seen, link.doubts
-        for values, plan in (
-            (link.telemetry, self._polled[name][0]),
-            (link.setpoints, self._polled[name][1]),
+        doubts, last = link.doubts, self._last_scan.get(name)
+        self._last_scan[name] = (link.telemetry, link.setpoints, doubts, online)
+        telemetry_plan, setpoint_plan = self._polled[name]
+        for values, plan, before in (
+            (link.telemetry, telemetry_plan, None if last is None or last[3] != online else last[0]),
+            (link.setpoints, setpoint_plan, None if last is None or last[3] != online else last[1]),
         ):
-            for entry in plan:
+            for entry in changed_fields(plan, values, doubts, before, last[2] if last is not None else {}):
                 value = values.get(entry.name)
                 doubt = doubts.get(entry.name)
                 node_path = entry.path
-                if seen.get(node_path) == (value, doubt, online):
-                    continue  # as read last time: nothing to publish
-                seen[node_path] = (value, doubt, online)
                 if online and doubt is None and value is not None:  # the common case, inline
                     written = self._stage_good(entry, value, read_at, now, staged)
                 else:
@@ -669,9 +679,9 @@ class OpcUaFace:
         if not live_only:
             paths += [f"{path}.Telemetry.{n}" for n in kind.telemetry] + [f"{path}.CycleCount"]
             paths += [f"{path}.Setpoints.{n}" for n in kind.setpoints]
+        self._last_scan.pop(station, None)
         for node_path in paths:
             self._published.pop(node_path, None)  # the next good read is written whatever it holds
-            self._seen.pop(node_path, None)
             current = await self.server.get_node(self.nid(node_path)).read_data_value(
                 raise_on_bad_status=False
             )
@@ -845,6 +855,30 @@ def _status_code(code: int) -> ua.StatusCode:
 
 
 _GOOD_CODE = _status_code(_GOOD)
+
+
+def changed_fields(
+    plan: list[Polled],
+    values: dict[str, Any],
+    doubts: dict[str, Any],
+    before: dict[str, Any] | None,
+    doubts_before: dict[str, Any],
+) -> list[Polled]:
+    """The plan's fields whose value or doubt differs from the last poll (all of them after none,
+    or when the station came or went)."""
+    if before is None:
+        return plan
+    if values is before and doubts is doubts_before:
+        return []
+    names = {k for k, v in values.items() if v != before.get(k, _MISSING)}
+    if doubts or doubts_before:
+        names.update(k for k in doubts.keys() | doubts_before.keys() if doubts.get(k) != doubts_before.get(k))
+    if not names:
+        return []
+    return [entry for entry in plan if entry.name in names]
+
+
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)

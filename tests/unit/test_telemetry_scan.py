@@ -117,3 +117,19 @@ async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
         assert store._prune(now) == 1  # only the short-lived node's old row
     finally:
         await store.stop()
+
+
+def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
+    from bridge.opcua.face import Polled, changed_fields
+
+    plan = [Polled(n, None, n, None, None, None, False, None, 0.0, None) for n in ("a", "b", "c")]
+    before = {"a": 1, "b": 2.5, "c": "x"}
+    assert changed_fields(plan, before, {}, None, {}) == plan  # no last poll: everything
+    assert changed_fields(plan, before, {}, before, {}) == []  # the same poll again
+    assert changed_fields(plan, dict(before), {}, before, {}) == []  # a new poll, equal values
+    assert [e.name for e in changed_fields(plan, {**before, "b": 2.6}, {}, before, {})] == ["b"]
+    doubt = {"c": object()}
+    assert [e.name for e in changed_fields(plan, dict(before), doubt, before, {})] == ["c"]  # doubt came
+    assert [e.name for e in changed_fields(plan, dict(before), {}, before, doubt)] == ["c"]  # doubt went
+    nan = {**before, "a": float("nan")}
+    assert [e.name for e in changed_fields(plan, dict(nan), {}, nan, {})] == ["a"]  # NaN: never "the same"
