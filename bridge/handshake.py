@@ -64,6 +64,7 @@ class ResultCode(IntEnum):
     ABORTED = 3
     STATION_FAULT = 4
     # Recorded by the bridge, never sent by a PLC:
+    STATION_ABSENT = 65530  # every station a unit could go to was away past link.absent_fault_after_s
     RESULTS_INVALID = 65531  # the PLC reported results that are no usable values (NaN, ±Inf, garbage)
     HANDSHAKE_VIOLATION = 65532  # the PLC ran a step the bridge did not start; nothing recorded from it
     READBACK_MISMATCH = 65533  # parameters read back differ; the step was never started

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
 from bridge.mapping.derive import derive_parameters
 from bridge.mapping.model import LineMapping, alternatives
+from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +37,7 @@ class EngineSettings:
     status_poll_s: float = 0.005
     step_timeout_s: float | None = None  # None: wait for the PLC however long it takes
     watcher_queue: int = 10_000
+    absence_check_s: float = 0.5  # how often waiting units are checked against absent stations
 
 
 @dataclass
@@ -65,6 +68,7 @@ class LineEngine:
         # Stations held after their PLC did what the bridge did not order, with the reason; an
         # engineer clears them (clear_station_error) once the other master is found.
         self.station_errors: dict[str, str] = {}
+        self.absent_since: dict[str, datetime] = {}  # stations not answering, since when
         # Set (and replaced by a fresh one) whenever the work changes; waiters re-check their condition.
         # No lock and no task per notification: a notifying task that is garbage collected while it
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
@@ -83,6 +87,7 @@ class LineEngine:
             self._restore(order)
         for station in self.links:
             self._tasks.append(asyncio.create_task(self._station_worker(station), name=f"station-{station}"))
+        start_supervised(self._tasks, "absence-watch", self._absence_watch)
         self._log.info("engine_started", stations=len(self.links), resumed_orders=len(self._orders))
 
     async def stop(self) -> None:
@@ -261,8 +266,10 @@ class LineEngine:
                 status = await link.status()
             except StationError:
                 raise_if_cancelled()
+                self.absent_since.setdefault(station, utcnow())
                 await asyncio.sleep(link.retry_delay_s())
                 continue
+            self.absent_since.pop(station, None)
             self._watched(station, status)
             if station not in self._seq:
                 last = self.journal.last_seq(station)
@@ -291,6 +298,57 @@ class LineEngine:
             log.warning("station_error_cleared", station=station, reason=reason)
             self._notify()
         return reason
+
+    # -- stations away ----------------------------------------------------------------------
+
+    async def _absence_watch(self) -> None:
+        """Units waiting only on stations that do not answer: say why on the order, and fault it
+        once every one of those stations has been away longer than its `absent_fault_after_s`.
+        A step a station has begun is never given up here: the PLC may still run it."""
+        while True:
+            await asyncio.sleep(self.settings.absence_check_s)
+            now = utcnow()
+            notes: dict[str, str | None] = {}
+            for waiting in list(self._waiting):
+                order = waiting.order
+                away = sorted(s for s in waiting.stations if s in self.absent_since)
+                if len(away) < len(waiting.stations):
+                    notes.setdefault(order.order_id, None)
+                    continue
+                limits = [self.mapping.stations[s].link.absent_fault_after_s for s in away]
+                waited = [(now - self.absent_since[s]).total_seconds() for s in away]
+                if all(limit is not None and w >= limit for limit, w in zip(limits, waited, strict=True)):
+                    self._fault_absent(waiting, away[0], min(waited))
+                    notes.pop(order.order_id, None)
+                    continue
+                since = min(self.absent_since[s] for s in away)
+                notes[order.order_id] = (
+                    f"unit {waiting.unit.index} waits for station {' or '.join(away)}:"
+                    f" not answering since {since:%Y-%m-%dT%H:%M:%SZ}"
+                )
+            for order in list(self._orders.values()):
+                note = notes.get(order.order_id)
+                if note != order.waiting_for and not order.state.is_final:
+                    order.waiting_for = note
+                    self._emit(self._event(order, message=note or "waiting ended: the station answers"))
+
+    def _fault_absent(self, waiting: _Waiting, station: str, waited_s: float) -> None:
+        order, unit = waiting.order, waiting.unit
+        message = f"station {station} did not answer for {waited_s:.0f} s (link.absent_fault_after_s)"
+        log.error("order_faulted_station_absent", order_id=order.order_id, station=station, waited_s=waited_s)
+        self._waiting = [w for w in self._waiting if w.order is not order]
+        unit.state = UnitState.FAULTED
+        for sibling in order.units:
+            if sibling.state == UnitState.WAITING:
+                sibling.state = UnitState.CANCELLED
+        order.fault_station, order.result_code = station, int(ResultCode.STATION_ABSENT)
+        order.waiting_for = None
+        order.current_station = None
+        order.move_to(OrderState.FAULTED)
+        event = self._event(order, station=station, unit=unit.index, code=order.result_code, message=message)
+        self.journal.save_order(order, event)
+        self._emit(event)
+        self._forget_if_settled(order)
 
     def _units(self, order: Order, first_serial: int) -> list[Unit]:
         """The order's units, each with the parameters of every station type on its route, derived
@@ -343,6 +401,7 @@ class LineEngine:
             raise_if_cancelled()  # a cancel swallowed inside the Modbus library must still stop us
             try:
                 status = await link.status()
+                self.absent_since.pop(step.station, None)
                 problem = self._watched(step.station, status)
                 if problem is not None:  # nothing the PLC shows now is this step's doing
                     if step.phase != StepPhase.FINISHED:
@@ -411,6 +470,7 @@ class LineEngine:
                 return
             except StationError as exc:
                 raise_if_cancelled()
+                self.absent_since.setdefault(step.station, utcnow())
                 delay = link.retry_delay_s()
                 if str(exc) != last_error:  # once per cause, not once per retry
                     log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))

@@ -32,7 +32,8 @@ class OrderState(StrEnum):
 
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     OrderState.RECEIVED: frozenset({OrderState.QUEUED, OrderState.CANCELLED}),
-    OrderState.QUEUED: frozenset({OrderState.RUNNING, OrderState.CANCELLED}),
+    # queued → faulted: a station the order needs stayed away past its limit (docs/engine.md)
+    OrderState.QUEUED: frozenset({OrderState.RUNNING, OrderState.FAULTED, OrderState.CANCELLED}),
     OrderState.RUNNING: frozenset({OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED}),
     OrderState.COMPLETED: frozenset(),
     OrderState.FAULTED: frozenset(),
@@ -105,6 +106,7 @@ class Order:
     accept_index: int = 0
     units: list[Unit] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    waiting_for: str | None = None  # why a unit cannot go on (a station away); shown, not journaled
 
     @property
     def units_done(self) -> int:

@@ -229,6 +229,11 @@ class LinkSettings(_Strict):
         2, ge=1, le=100, description="failed requests in a row before the station is offline"
     )
     online_after: int = Field(2, ge=1, le=100, description="good requests in a row before it is back online")
+    absent_fault_after_s: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600,
+        description="an order waiting only on this station faults after it has not answered this long"
+        " (none: it waits, showing why)",
+    )  # fmt: skip
 
 
 class Station(_Strict):
@@ -317,7 +322,7 @@ class Derivation(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     from_: Identifier | None = Field(None, alias="from")
-    lookup: Identifier | list[Identifier] | None = None
+    lookup: Identifier | Annotated[list[Identifier], Field(min_length=1)] | None = None
     table: dict[Any, Any] | None = None
     constant: Scalar | None = None
     linear: Identifier | None = None

@@ -441,6 +441,7 @@ class OpcUaFace:
             ("ResultCode", order.result_code or 0, ua.VariantType.UInt32),
             ("CreatedAt", order.created_at, ua.VariantType.DateTime),
             ("CompletedAt", order.completed_at, ua.VariantType.DateTime),
+            ("WaitingFor", order.waiting_for or "", ua.VariantType.String),
         ]
         for name, value, vtype in values:
             await self._write(f"{path}.{name}", value, vtype)

@@ -392,6 +392,7 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
         ("ResultCode", ua.VariantType.UInt32, 0),
         ("CreatedAt", ua.VariantType.DateTime, None),
         ("CompletedAt", ua.VariantType.DateTime, None),
+        ("WaitingFor", ua.VariantType.String, ""),  # why a unit cannot go on (a station away), else ""
     ):
         await add_variable(order, tid(ns, f"{p}.{name}"), name, ns, value, vtype)
     steps = await order.add_folder(tid(ns, f"{p}.Steps"), ua.QualifiedName("Steps", ns))

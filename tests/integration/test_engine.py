@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections import Counter
 
@@ -18,7 +19,7 @@ from bridge.errors import (
     UnknownOrder,
 )
 from bridge.handshake import PlcState, ResultCode
-from bridge.mapping import apply_deployment
+from bridge.mapping import apply_deployment, parse_mapping
 from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
@@ -424,3 +425,48 @@ async def test_telemetry_is_polled_in_three_requests_per_station(line, start_bri
         assert set(values) == {"state", "cycle_count", "last_cycle_time_ms", "bench_air_temp_c"}
     finally:
         await own.close()
+
+
+async def test_an_order_waiting_on_an_absent_station_says_why_and_waits(line, start_bridge):
+    chassis = line["chassis"]
+    await chassis.set_fault("exception_code", 4)  # every request answered with 'device failure'
+    bridge = await start_bridge()
+    await bridge.submit("WAITS", "AC-W", {})
+    order = await until_state(bridge, "WAITS", lambda o: o.waiting_for is not None)
+    assert "station chassis" in order.waiting_for
+    assert "not answering since" in order.waiting_for
+    assert order.state == OrderState.QUEUED
+    await chassis.set_fault("exception_code", 0)
+    await until_state(bridge, "WAITS", lambda o: o.waiting_for is None)
+    await until_idle(bridge)
+    assert bridge.get("WAITS").state == OrderState.COMPLETED
+    assert sum(chassis.executed.values()) == 1
+
+
+async def test_an_order_waiting_past_the_stations_limit_faults_and_nothing_runs(ac_data, line, tmp_path):
+    data = copy.deepcopy(ac_data)
+    data["stations"]["chassis"]["link"] = {"absent_fault_after_s": 0.5}
+    limited = parse_mapping(data)
+    chassis = line["chassis"]
+    await chassis.set_fault("exception_code", 4)
+    bridge = Bridge(
+        apply_deployment(limited, line.endpoints()),
+        BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0, backoff_max_s=0.2),
+    )
+    await bridge.start()
+    try:
+        events = bridge.watch()
+        await bridge.submit("GIVES-UP", "AC-W", {}, quantity=2)
+        async with asyncio.timeout(15):
+            async for event in events:
+                if event.order_id == "GIVES-UP" and event.state == OrderState.FAULTED:
+                    break
+        await until_idle(bridge)
+        order = bridge.get("GIVES-UP")  # from the journal now
+        assert order.state == OrderState.FAULTED
+        assert (order.fault_station, order.result_code) == ("chassis", ResultCode.STATION_ABSENT)
+        assert event.message.startswith("station chassis did not answer for")
+        assert not order.steps
+        assert sum(chassis.executed.values()) == 0
+    finally:
+        await bridge.stop()

@@ -19,7 +19,7 @@ def test_the_happy_path_and_its_timestamps():
     ("path", "illegal"),
     [
         ((), OrderState.COMPLETED),
-        ((OrderState.QUEUED,), OrderState.FAULTED),
+        ((OrderState.QUEUED,), OrderState.COMPLETED),
         ((OrderState.QUEUED, OrderState.CANCELLED), OrderState.RUNNING),
         ((OrderState.QUEUED, OrderState.RUNNING, OrderState.COMPLETED), OrderState.CANCELLED),
     ],
