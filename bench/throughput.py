@@ -98,9 +98,18 @@ class TimedJournal(SqliteJournal):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.closed_at: dict[tuple[str, int], float] = {}
 
+        self.commit_ms: list[float] = []
+
+    def finish_step(self, step: Step) -> None:
+        began = time.monotonic()
+        super().finish_step(step)
+        self.commit_ms.append((time.monotonic() - began) * 1000)
+
     def close_step(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> None:
+        began = time.monotonic()
         super().close_step(order, unit, step, events)
-        self.closed_at[(step.station, step.seq)] = time.monotonic()
+        self.closed_at[(step.station, step.seq)] = closed = time.monotonic()
+        self.commit_ms.append((closed - began) * 1000)
 
 
 async def run_bridge(
@@ -224,6 +233,9 @@ def run_line(
     print(f"modbus requests        {total} ({total / steps:.1f} per step)")
     print(f"step overhead          PLC done -> step recorded: p50 {percentile(overhead_ms, 50):.2f} ms,"
           f" p99 {percentile(overhead_ms, 99):.2f} ms ({len(overhead_ms)} steps)")  # fmt: skip
+    commits = journal.commit_ms
+    print(f"journal commits        p50 {percentile(commits, 50):.2f} ms, p99 {percentile(commits, 99):.2f}"
+          f" ms, max {max(commits):.2f} ms ({len(commits)} on the event loop)")  # fmt: skip
     print(f"bare pymodbus          {total} requests in {bare:.2f} s ({total / bare:.0f} req/s)")
     print(f"ratio bridge/bare      {elapsed / bare:.2f}")
 

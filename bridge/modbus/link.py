@@ -90,7 +90,8 @@ class ModbusStationLink:
         self.setpoints: dict[str, Any] = {}  # as last read from (or written to and read back from) the PLC
         self.doubts: dict[str, codec.Doubt] = {}  # telemetry and setpoint values of the last poll in doubt
         self.telemetry_read_at: float | None = None
-        self.last_status: StatusBlock | None = None
+        self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
+        self._status_read_at = 0.0  # time.monotonic() of that read
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
         self.listeners: list[Callable[[ModbusStationLink], Awaitable[None]]] = []
         self._log = log.bind(station=station, line=mapping.line.name)
@@ -253,6 +254,7 @@ class ModbusStationLink:
         if self._bad_status:
             self._log.info("station_status_valid", after_reads=self._bad_status)
             self._bad_status = 0
+        self.last_status, self._status_read_at = status, time.monotonic()
         return status
 
     async def write_parameters(self, parameters: dict[str, Any]) -> None:
@@ -321,18 +323,23 @@ class ModbusStationLink:
             self._log.warning("result_out_of_range", result=name, reason=doubt.reason)
         return values
 
-    async def read_telemetry(self) -> dict[str, Any]:
+    async def read_telemetry(self, status_max_age_s: float = 0.0) -> dict[str, Any]:
         """One poll cycle: the handshake status and every telemetry field, in as few requests as
-        the layout allows (the status block, then one per contiguous telemetry or setpoint block)."""
+        the layout allows (the status block, then one per contiguous telemetry or setpoint block).
+
+        A status read (by the engine's handshake) at most `status_max_age_s` ago is taken instead
+        of reading the block again: while a step runs the engine reads it often enough for both."""
+        shared = self.last_status is not None and time.monotonic() - self._status_read_at <= status_max_age_s
         try:
-            self.last_status = await self.status()
+            if not shared:
+                await self.status()
         except StationError:
             if not self.status_invalid:
                 raise
             self.last_status = None  # the handshake is unusable; telemetry may still be read
         values, doubts = await self._read_fields(self._telemetry_blocks)
         setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
-        self.counters.telemetry_requests_per_poll = self.requests_per_poll
+        self.counters.telemetry_requests_per_poll = self.requests_per_poll - shared
         self.telemetry, self.setpoints = values, setpoints
         self.doubts = {**doubts, **setpoint_doubts}
         self.telemetry_read_at = time.time()

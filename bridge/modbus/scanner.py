@@ -70,7 +70,7 @@ class StationScanner:
             self.schedule.start()
             link.counters.polls_done, link.counters.polls_missed = self.schedule.done, self.schedule.missed
             try:
-                await link.read_telemetry()
+                await link.read_telemetry(status_max_age_s=self.schedule.period_s / 2)
             except StationError:  # logged once by the link; the schedule goes on, backing off while down
                 raise_if_cancelled()
                 await asyncio.sleep(max(0.0, link.retry_delay_s() - self.schedule.period_s))

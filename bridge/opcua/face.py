@@ -33,6 +33,7 @@ from bridge.modbus import ModbusStationLink
 from bridge.opcua import wire
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history_store import HistoryStore, Row
+from bridge.opcua.instances import InstanceFactory
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.notify import (
     Writes,
@@ -83,6 +84,7 @@ class OpcUaFace:
         self.settings = settings or OpcUaSettings()
         self.server = Server()
         self._aspace = self.server.iserver.aspace
+        self._instances = InstanceFactory(self.server)
         self.types: ModelTypes | None = None
         self.ns = 0
         self.line_node: Node | None = None
@@ -411,8 +413,11 @@ class OpcUaFace:
         assert self.types is not None
         assert self._orders_folder is not None
         path = f"{self.line_path}.Orders.{order.order_id}"
-        node = await self._orders_folder.add_object(
-            self.nid(path), ua.QualifiedName(order.order_id, self.ns), self.types.order_types[order.product]
+        nodeid = await self._instances.add_object(
+            self._orders_folder,
+            self.nid(path),
+            ua.QualifiedName(order.order_id, self.ns),
+            self.types.order_types[order.product],
         )
         product = self.mapping.products[order.product]
         for name, option in product.options.items():
@@ -421,10 +426,10 @@ class OpcUaFace:
             if datatype is not None:
                 value = self.types.enum_codes[datatype][value]
             await self._write(f"{path}.Options.{name}", value, option_variant(option))
-        self._order_nodes[order.order_id] = node.nodeid
+        self._order_nodes[order.order_id] = nodeid
         for step in order.steps:
             await self._write_step(path, step)
-        return node.nodeid
+        return nodeid
 
     async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
         assert self.types is not None
@@ -443,8 +448,10 @@ class OpcUaFace:
             ("CompletedAt", order.completed_at, ua.VariantType.DateTime),
             ("WaitingFor", order.waiting_for or "", ua.VariantType.String),
         ]
+        staged: Staged = []
         for name, value, vtype in values:
-            await self._write(f"{path}.{name}", value, vtype)
+            await self._write(f"{path}.{name}", value, vtype, staged=staged)
+        await write_values(self._aspace, staged)
         if order.state.is_final:
             self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
 
@@ -452,12 +459,11 @@ class OpcUaFace:
         assert self.types is not None
         name = f"{step.unit_index}-{step.route_index}-{step.station}"
         path = f"{order_path}.Steps.{name}"
-        node = self.server.get_node(self.nid(path))
-        try:
-            await node.read_browse_name()
-        except ua.UaStatusCodeError:
+        if self.nid(path) not in self._aspace:
             steps = self.server.get_node(self.nid(f"{order_path}.Steps"))
-            await steps.add_object(self.nid(path), ua.QualifiedName(name, self.ns), self.types.step_type)
+            step_name = ua.QualifiedName(name, self.ns)
+            await self._instances.add_object(steps, self.nid(path), step_name, self.types.step_type)
+        staged: Staged = []
         for field_name, value, vtype in (
             ("Station", step.station, ua.VariantType.String),
             ("Unit", step.unit_index, ua.VariantType.UInt32),
@@ -468,7 +474,8 @@ class OpcUaFace:
             ("Parameters", valid_json(step.parameters), ua.VariantType.String),
             ("Results", valid_json(step.results) if step.results is not None else "", ua.VariantType.String),
         ):
-            await self._write(f"{path}.{field_name}", value, vtype)
+            await self._write(f"{path}.{field_name}", value, vtype, staged=staged)
+        await write_values(self._aspace, staged)
 
     async def _follow_orders(self) -> None:
         async for event in self.bridge.watch():
@@ -508,44 +515,35 @@ class OpcUaFace:
             await self._write_step(nodeid.Identifier, step)
         station_path = f"{self.line_path}.Stations.{step.station}"
         running = step.phase != StepPhase.CLOSED
-        await self._write(
-            f"{station_path}.CurrentOrder", order.order_id if running else "", ua.VariantType.String
-        )
-        fields = self._fields[step.station]
+        staged: Staged = []
+        current = order.order_id if running else ""
+        await self._write(f"{station_path}.CurrentOrder", current, ua.VariantType.String, staged=staged)
+        fields, station = self._fields[step.station], step.station
         if step.phase == StepPhase.BEGUN:
             for name, value in step.parameters.items():
-                await self._write_field(
-                    f"{station_path}.Parameters.{name}",
-                    step.station,
-                    name,
-                    fields[name],
-                    value,
-                    step.started_at,
-                )
-        if not running and step.finished_at is not None:
+                path = f"{station_path}.Parameters.{name}"
+                at = step.started_at
+                await self._write_field(path, station, name, fields[name], value, at, staged=staged)
+        finished = not running and step.finished_at is not None
+        if finished:
             cycle_ms = (step.finished_at - step.started_at).total_seconds() * 1000
-            await self._write(
-                f"{station_path}.LastCycleTime", cycle_ms, ua.VariantType.Double, step.finished_at
-            )
+            path = f"{station_path}.LastCycleTime"
+            await self._write(path, cycle_ms, ua.VariantType.Double, step.finished_at, staged=staged)
             for name, value in (step.results or {}).items():
-                await self._write_field(
-                    f"{station_path}.Results.{name}",
-                    step.station,
-                    name,
-                    fields[name],
-                    value,
-                    step.finished_at,
-                )
-            if step.result_code:  # the station refused or failed the step
-                name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
-                await self._fire(
-                    "station",
-                    f"station {step.station} ended a step of {order.order_id}: {name}",
-                    700,
-                    Station=step.station,
-                    Connected=True,
-                    ResultCode=step.result_code,
-                )
+                path = f"{station_path}.Results.{name}"
+                at = step.finished_at
+                await self._write_field(path, station, name, fields[name], value, at, staged=staged)
+        await write_values(self._aspace, staged)
+        if finished and step.result_code:  # the station refused or failed the step
+            name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
+            await self._fire(
+                "station",
+                f"station {step.station} ended a step of {order.order_id}: {name}",
+                700,
+                Station=step.station,
+                Connected=True,
+                ResultCode=step.result_code,
+            )
 
     async def _sweep_finished(self) -> None:
         """Finished orders leave the address space after the retention (they stay in the journal)."""

@@ -462,3 +462,49 @@ async def test_nodeset_export_reimports_into_a_fresh_server(ac_mapping, tmp_path
     enum = server.get_node(ua.NodeId("T.OrderStateEnum", ns))
     definition = await enum.read_data_type_definition()
     assert [f.Name for f in definition.Fields] == [s.value for s in OrderState]
+
+
+async def shape(node, depth: int = 0) -> dict:
+    """Everything about a subtree but its values and ids: names, classes, types, reference types,
+    data types, access, both directions of each reference."""
+    a = ua.AttributeIds
+    attrs = [a.NodeClass, a.BrowseName, a.DataType, a.ValueRank, a.AccessLevel, a.EventNotifier]
+    values = await node.read_attributes(attrs)
+    own = [dv.Value.Value if dv.StatusCode.is_good() else dv.StatusCode.name for dv in values]
+    refs = await node.get_references(refs=ua.ObjectIds.References, direction=ua.BrowseDirection.Both)
+    hierarchy = sorted(
+        (str(r.ReferenceTypeId), r.IsForward, r.BrowseName.Name, r.NodeClass.name, str(r.TypeDefinition))
+        for r in refs
+        if r.IsForward
+    )
+    inverse = sorted((str(r.ReferenceTypeId), r.NodeClass.name) for r in refs if not r.IsForward)
+    children = {}
+    if depth < 3:
+        for ref in await node.get_children_descriptions():
+            children[ref.BrowseName.Name] = await shape(node.new_node(node.session, ref.NodeId), depth + 1)
+    return {"attributes": own[:1] + own[2:], "refs": hierarchy, "inverse": inverse, "children": children}
+
+
+async def test_orders_and_steps_copied_from_a_template_are_what_asyncua_instantiates(rig):
+    """The second order and step of a type are copies of the first (bridge/opcua/instances.py):
+    browsed from a client, nothing tells them apart."""
+    for order_id in ("COPY-1", "COPY-2"):
+        result = await rig.call("SubmitOrder", s(order_id), s("AC-W"), s("{}"))
+        assert result.StatusCode.is_good(), result
+    async with asyncio.timeout(30):
+        await rig.bridge.wait_idle()
+    orders = await rig.line_node.get_child([f"{rig.types_ns}:Orders"])
+    first = await orders.get_child([f"{rig.ns}:COPY-1"])
+    second = await orders.get_child([f"{rig.ns}:COPY-2"])
+    first_shape, second_shape = [  # either tester will do: one name for both
+        json.loads(json.dumps(await shape(order), default=str).replace("test_b", "test_a"))
+        for order in (first, second)
+    ]
+    assert first_shape == second_shape
+    assert len(first_shape["children"]["Steps"]["children"]) == 7  # every step, each compared above
+    assert await second.read_browse_name() == ua.QualifiedName("COPY-2", rig.ns)
+    assert (await second.read_display_name()).Text == "COPY-2"
+    state = await second.get_child([f"{rig.types_ns}:State"])
+    assert state.nodeid == ua.NodeId("Plant.Lines.ac_line.Orders.COPY-2.State", rig.ns)
+    assert await state.read_value() == ORDER_STATES[OrderState.COMPLETED]
+    assert (await state.get_parent()).nodeid == second.nodeid
