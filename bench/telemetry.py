@@ -203,8 +203,8 @@ def _profiler(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
     out = Path(folder) / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [BIN / "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw", "--rate", "400",
-         "--output", out, "--nonblocking"],
+        [BIN / "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw",
+         "--rate", "400", "--output", out, "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -126,6 +126,10 @@ class RegisterField(_Strict):
     sim: SimBehaviour | None = None
     deadband: Deadband | None = None  # telemetry only
     history: bool | FieldHistory = True  # telemetry only: keep its changes for HistoryRead
+    scan_interval_s: float | None = Field(
+        None, gt=0, le=86400,
+        description="telemetry only: this field's poll period (default: its station type's or the bridge's)",
+    )  # fmt: skip
 
     @property
     def register_count(self) -> int:
@@ -203,6 +207,16 @@ class StationType(_Strict):
     setpoints: dict[Identifier, RegisterField] = Field(
         default={}, description="station settings an engineer may change from OPC UA, checked and read back"
     )
+
+    @model_validator(mode="after")
+    def _periods_on_telemetry_only(self) -> StationType:
+        for group in ("parameters", "results", "setpoints"):
+            for name, f in getattr(self, group).items():
+                if f.scan_interval_s is not None:
+                    raise ValueError(
+                        f"{group}.{name}.scan_interval_s: only telemetry fields set their own poll period"
+                    )
+        return self
 
     def fields(self) -> Iterator[tuple[str, str, RegisterField]]:
         """(group, name, field) for every parameter, result, telemetry and setpoint field."""

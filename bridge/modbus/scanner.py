@@ -53,27 +53,42 @@ class Schedule:
 
 
 class StationScanner:
-    """Polls one station's telemetry on schedule and tells the link's listeners after each poll."""
+    """Polls one station's telemetry on schedule, each field group at its own period, and tells
+    the link's listeners after each poll."""
 
     def __init__(self, link: ModbusStationLink, period_s: float) -> None:
         self.link = link
-        self.schedule = Schedule(period_s)
+        # None: the station's own period (its fields that set none, and the setpoints)
+        self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s)}
+        self.schedules.update({p: Schedule(p) for p in link.telemetry_periods})
         self._log = log.bind(station=link.station)
 
+    @property
+    def schedule(self) -> Schedule:
+        return self.schedules[None]
+
     async def run(self) -> None:
-        link = self.link
+        link, schedules = self.link, self.schedules
         self._log.info(
-            "telemetry_polling", interval_s=self.schedule.period_s, requests_per_poll=link.requests_per_poll
+            "telemetry_polling",
+            interval_s=self.schedule.period_s,
+            field_intervals_s=link.telemetry_periods or None,
+            requests_per_poll=link.requests_per_poll,
         )
         while True:
-            await asyncio.sleep(self.schedule.wait_s())
-            self.schedule.start()
-            link.counters.polls_done, link.counters.polls_missed = self.schedule.done, self.schedule.missed
+            await asyncio.sleep(min(s.wait_s() for s in schedules.values()))
+            due = [period for period, s in schedules.items() if s.wait_s() == 0]
+            for period in due:
+                schedules[period].start()
+            counters = link.counters
+            counters.polls_done = sum(s.done for s in schedules.values())
+            counters.polls_missed = sum(s.missed for s in schedules.values())
+            fastest = min(schedules[p].period_s for p in due)
             try:
-                await link.read_telemetry(status_max_age_s=self.schedule.period_s / 2)
+                await link.read_telemetry(status_max_age_s=fastest / 2, periods=due)
             except StationError:  # logged once by the link; the schedule goes on, backing off while down
                 raise_if_cancelled()
-                await asyncio.sleep(max(0.0, link.retry_delay_s() - self.schedule.period_s))
+                await asyncio.sleep(max(0.0, link.retry_delay_s() - fastest))
             for listener in link.listeners:
                 try:
                     await listener(link)
