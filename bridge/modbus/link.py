@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,10 @@ from bridge.mapping.model import LineMapping
 log = structlog.get_logger(__name__)
 
 
+# pymodbus 3.16's words for a reply that answers another request than the one sent
+_STALE = re.compile(r"request uses (transaction|device) id=\d+ but received")
+
+
 @dataclass
 class LinkCounters:
     connected: bool = False
@@ -40,6 +45,7 @@ class LinkCounters:
     retries: int = 0  # tries after the first of a request (a lost frame, a reset, a busy PLC)
     timeouts: int = 0  # tries that got no answer in time
     outages: int = 0  # times the station was declared offline
+    stale_replies: int = 0  # replies to another request (a late one, a wrong transaction or device id)
     telemetry_requests_per_poll: int = 0
     polls_done: int = 0  # telemetry polls started on schedule
     polls_missed: int = 0  # due times skipped because the previous poll was still running
@@ -67,7 +73,15 @@ class ModbusStationLink:
         self._status_address = kind.handshake.status_address
         self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
         self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
-        self._telemetry_blocks = plan_blocks([(n, fields[n]) for n in kind.telemetry], max_gap=8)
+        # Telemetry per poll period: None, the station's own; others set per field in the mapping.
+        periods = {fields[n].scan_interval_s for n in kind.telemetry} | {None}
+        self._telemetry_groups = {
+            period: plan_blocks(
+                [(n, fields[n]) for n in kind.telemetry if fields[n].scan_interval_s == period], max_gap=8
+            )
+            for period in periods
+        }
+        self._telemetry_blocks = [block for blocks in self._telemetry_groups.values() for block in blocks]
         self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
         self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
         self._decoders = {
@@ -90,6 +104,7 @@ class ModbusStationLink:
         self.setpoints: dict[str, Any] = {}  # as last read from (or written to and read back from) the PLC
         self.doubts: dict[str, codec.Doubt] = {}  # telemetry and setpoint values of the last poll in doubt
         self.telemetry_read_at: float | None = None
+        self.last_read: frozenset[str] = frozenset()  # the telemetry and setpoint fields the last poll read
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
         self._status_read_at = 0.0  # time.monotonic() of that read
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
@@ -124,12 +139,28 @@ class ModbusStationLink:
         self._client = AsyncModbusTcpClient(
             ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
         )
+        self._count_stale_replies(self._client)
         if not await self._client.connect():  # bounded by the caller's timeout
             raise StationError(f"cannot connect to {ep.host}:{ep.port}", station=self.station)
         if self._ever_connected:
             self.counters.reconnects += 1
         self._ever_connected = True
         return self._client
+
+    def _count_stale_replies(self, client: AsyncModbusTcpClient) -> None:
+        """pymodbus skips a whole frame that answers another request (a late reply, a wrong
+        transaction or device id) with only a log line: its framer returns no PDU for bytes it
+        consumed. Count those, per station (the framer is this client's own)."""
+        framer = client.ctx.framer
+        handle = framer.handleFrame
+
+        def counted(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
+            used, pdu = handle(data, exp_devid, exp_tid)
+            if pdu is None and used:
+                self.counters.stale_replies += 1
+            return used, pdu
+
+        framer.handleFrame = counted
 
     async def _request(
         self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
@@ -156,6 +187,8 @@ class ModbusStationLink:
                     raise_if_cancelled()
                     if isinstance(exc, TimeoutError):
                         self.counters.timeouts += 1
+                    elif _STALE.search(str(exc)):
+                        self.counters.stale_replies += 1
                     if self._client is not None:
                         self._client.close()
                     cause = exc
@@ -323,9 +356,17 @@ class ModbusStationLink:
             self._log.warning("result_out_of_range", result=name, reason=doubt.reason)
         return values
 
-    async def read_telemetry(self, status_max_age_s: float = 0.0) -> dict[str, Any]:
-        """One poll cycle: the handshake status and every telemetry field, in as few requests as
-        the layout allows (the status block, then one per contiguous telemetry or setpoint block).
+    @property
+    def telemetry_periods(self) -> list[float]:
+        """The poll periods fields of this station set for themselves (docs/telemetry.md)."""
+        return sorted(p for p in self._telemetry_groups if p is not None)
+
+    async def read_telemetry(
+        self, status_max_age_s: float = 0.0, periods: Collection[float | None] | None = None
+    ) -> dict[str, Any]:
+        """One poll cycle: the handshake status and the telemetry fields of `periods` (None: the
+        station's own period, which also reads the setpoints; default: every field), in as few
+        requests as the layout allows (the status block, then one per contiguous block).
 
         A status read (by the engine's handshake) at most `status_max_age_s` ago is taken instead
         of reading the block again: while a step runs the engine reads it often enough for both."""
@@ -337,11 +378,20 @@ class ModbusStationLink:
             if not self.status_invalid:
                 raise
             self.last_status = None  # the handshake is unusable; telemetry may still be read
-        values, doubts = await self._read_fields(self._telemetry_blocks)
-        setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
-        self.counters.telemetry_requests_per_poll = self.requests_per_poll - shared
-        self.telemetry, self.setpoints = values, setpoints
-        self.doubts = {**doubts, **setpoint_doubts}
+        if periods is None:
+            periods = self._telemetry_groups.keys()
+        blocks = [block for period in periods for block in self._telemetry_groups.get(period, [])]
+        values, doubts = await self._read_fields(blocks)
+        if None in periods:
+            blocks += self._setpoint_blocks
+            self.setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
+            doubts.update(setpoint_doubts)
+        read = {name for block in blocks for name, _ in block.fields}
+        self.counters.telemetry_requests_per_poll = 1 + len(blocks) - shared
+        # new dicts, never changed in place: a listener compares them with the last poll's
+        self.telemetry = {**self.telemetry, **values}
+        self.doubts = {**{k: v for k, v in self.doubts.items() if k not in read}, **doubts}
+        self.last_read = frozenset(read)
         self.telemetry_read_at = time.time()
         return values
 

@@ -604,6 +604,7 @@ class OpcUaFace:
             ("Retries", counters.retries, ua.VariantType.UInt64),
             ("Timeouts", counters.timeouts, ua.VariantType.UInt64),
             ("Outages", counters.outages, ua.VariantType.UInt64),
+            ("StaleReplies", counters.stale_replies, ua.VariantType.UInt64),
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):

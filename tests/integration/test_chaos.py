@@ -74,3 +74,6 @@ async def test_orders_survive_a_faulty_network_exactly_once(ac_mapping, tmp_path
                 assert {(table, address + i) for i in range(count)} <= allowed, (name, code, address, count)
         injected = sum(sum(p.injected.values()) for p in proxies.values())
         assert injected > 20, [dict(p.injected) for p in proxies.values()]
+        stale = sum(p.injected["wrong_transaction"] for p in proxies.values())
+        counted = sum(link.counters.stale_replies for link in bridge.links.values())
+        assert counted >= (stale > 0), (stale, counted)  # replies to another request are seen as such
