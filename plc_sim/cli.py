@@ -15,6 +15,7 @@ from bridge.mapping import load_mapping
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults, parse_fault
 from plc_sim.line import SimulatedLine
 from plc_sim.plc import TELEMETRY_INTERVAL_S
+from plc_sim.proxy import ISSUE_12_MIX, FaultMix, FaultyLink
 
 app = typer.Typer(add_completion=False, help="Simulated station PLCs (Modbus TCP) for a linebridge mapping.")
 
@@ -44,6 +45,11 @@ def serve(
     write_deployment: Path | None = typer.Option(
         None, help="write the actual endpoints here as a deployment file"
     ),
+    network_faults: float = typer.Option(
+        0.0, help="put a fault-injecting proxy in front of every PLC at this multiple of the issue-12"
+        " fault mix (0: none); endpoints and the deployment file then name the proxies",
+    ),
+    network_seed: int = typer.Option(1, help="seed of the proxies' faults"),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Start every station PLC of MAPPING and print where each one listens."""
@@ -79,7 +85,11 @@ def serve(
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    asyncio.run(_serve(line, write_deployment))
+    if network_faults < 0:
+        typer.echo("--network-faults: a multiple of the fault mix, 0 or more", err=True)
+        raise typer.Exit(2)
+    mix = ISSUE_12_MIX.scaled(network_faults) if network_faults else None
+    asyncio.run(_serve(line, write_deployment, mix, network_seed))
 
 
 def _faults(specs: list[str], stations: list[str]) -> dict[str, Faults]:
@@ -95,7 +105,9 @@ def _faults(specs: list[str], stations: list[str]) -> dict[str, Faults]:
     return faults
 
 
-async def _serve(line: SimulatedLine, write_deployment: Path | None) -> None:
+async def _serve(
+    line: SimulatedLine, write_deployment: Path | None, mix: FaultMix | None = None, seed: int = 1
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,10 +118,17 @@ async def _serve(line: SimulatedLine, write_deployment: Path | None) -> None:
     except OSError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    proxies: list[FaultyLink] = []
     try:
         endpoints = line.endpoints()
+        if mix is not None:  # the bridge is to speak to the proxies, which speak to the PLCs
+            for i, (name, ep) in enumerate(endpoints.items()):
+                proxy = FaultyLink((ep.host, ep.port), mix, seed=seed * 100 + i, host=ep.host)
+                await proxy.start()
+                proxies.append(proxy)
+                endpoints[name] = ep.model_copy(update={"port": proxy.port})
         if write_deployment is not None:
-            line.write_deployment(write_deployment)
+            line.write_deployment(write_deployment, endpoints)
         typer.echo(f"{'station':<12} {'type':<16} {'endpoint':<22} {'device':>6}  cycle s")
         for name, plc in line.plcs.items():
             ep = endpoints[name]
@@ -117,9 +136,13 @@ async def _serve(line: SimulatedLine, write_deployment: Path | None) -> None:
                 f"{name:<12} {plc.type_name:<16} "
                 f"{f'{ep.host}:{ep.port}':<22} {ep.device_id:>6}  {plc.cycle_time_s:g}"
             )
+        if proxies:
+            typer.echo(f"a fault-injecting proxy in front of every PLC: {mix}", err=True)
         typer.echo("ready; Ctrl-C to stop", err=True)
         await stop.wait()
     finally:
+        for proxy in proxies:
+            await proxy.stop()
         await line.stop()
 
 

@@ -73,7 +73,9 @@ class SimulatedLine:
             for name, plc in self.plcs.items()
         }
 
-    def write_deployment(self, path: Path) -> None:
-        """A deployment file (`linebridge run --deployment`) pointing at these PLCs."""
-        doc = {"stations": {name: ep.model_dump() for name, ep in self.endpoints().items()}}
+    def write_deployment(self, path: Path, endpoints: dict[str, Endpoint] | None = None) -> None:
+        """A deployment file (`linebridge run --deployment`) pointing at these PLCs (or at
+        `endpoints` in front of them: proxies)."""
+        endpoints = endpoints if endpoints is not None else self.endpoints()
+        doc = {"stations": {name: ep.model_dump() for name, ep in endpoints.items()}}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))

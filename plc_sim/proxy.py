@@ -53,6 +53,7 @@ class FaultyLink:
     injected: Counter[str] = field(default_factory=Counter)
     writes: list[tuple[int, int, int]] = field(default_factory=list)  # function code, address, count
     port: int = 0
+    host: str = "127.0.0.1"  # where the proxy listens (port 0: the system picks one, set by start())
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -60,8 +61,10 @@ class FaultyLink:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        target = f"{self.target[0]}:{self.target[1]}"
+        self._log = log.bind(proxy=f"{self.host}:{self.port}", target=target)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -92,6 +95,7 @@ class FaultyLink:
                 fault = self._fault()
                 if fault is not None:
                     self.injected[fault] += 1
+                    self._log.debug("proxy_fault", fault=fault)
                 if fault == "reset":
                     return
                 if fault == "dropped_request":
@@ -103,7 +107,11 @@ class FaultyLink:
                     continue
                 if pdu[0] in WRITE_CODES:
                     address, count = struct.unpack(">HH", pdu[1:5])
-                    self.writes.append((pdu[0], address, 1 if pdu[0] in (5, 6) else count))
+                    count = 1 if pdu[0] in (5, 6) else count
+                    self.writes.append((pdu[0], address, count))
+                    self._log.info(
+                        "proxy_write", function_code=pdu[0], address=address, count=count, fault=fault
+                    )
                 upstream.write(request)
                 await upstream.drain()
                 reply = await _frame(up_reader)

@@ -6,30 +6,25 @@ mapping is written, and no link wedges (all orders end within the time limit).""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
 
 import pytest
+import yaml
 
+from bench.chaos import chaos, declared_writes
 from bridge.domain.model import OrderState
-from bridge.handshake import COMMAND_REGISTERS
 from bridge.mapping import apply_deployment
 from bridge.mapping.model import Endpoint
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from plc_sim.proxy import ISSUE_12_MIX, FaultyLink
+from tests.conftest import AC_LINE
 
 pytestmark = pytest.mark.slow
 CAPACITIES = (9000, 12000, 18000, 24000)
-
-
-def declared_writes(mapping, station: str) -> set[tuple[str, int]]:
-    """(table, address) the bridge may write on a station: command block, parameters, setpoints."""
-    kind = mapping.station_type(station)
-    fields = mapping.resolved_fields(station)
-    allowed = {("holding", kind.handshake.command_address + i) for i in range(COMMAND_REGISTERS)}
-    for name in (*kind.parameters, *kind.setpoints):
-        f = fields[name]
-        allowed |= {(f.table, f.address + i) for i in range(f.register_count)}
-    return allowed
 
 
 @pytest.mark.parametrize("severity", [1, 2])
@@ -77,3 +72,61 @@ async def test_orders_survive_a_faulty_network_exactly_once(ac_mapping, tmp_path
         stale = sum(p.injected["wrong_transaction"] for p in proxies.values())
         counted = sum(link.counters.stale_replies for link in bridge.links.values())
         assert counted >= (stale > 0), (stale, counted)  # replies to another request are seen as such
+
+
+async def test_fifty_orders_through_faults_and_sigkills_run_every_step_once(tmp_path):
+    """The bridge as its own process behind the faulty proxies, SIGKILLed at random while it works
+    and started again on its journal (bench/chaos.py, what `make chaos` soaks): from the PLCs' own
+    counts every step ran once, nothing outside the mapping was written, every order ended."""
+    mix = ISSUE_12_MIX
+    mix = type(mix)(**{**mix.__dict__, "delay_s": 0.6})
+    report = await chaos(
+        tmp_path, rounds=5, round_size=10, mix=mix, seed=7, kill_after_s=(1.5, 3.0), round_timeout_s=120
+    )
+    assert len(report.orders) == 50
+    assert report.unexplained() == []
+    assert report.states()["completed"] == 50, report.states()
+    assert report.duplicates == 0, report.executed
+    assert report.reexecuted == 0
+    assert report.undeclared_writes == []
+    assert report.steps == 50 * 7
+    assert report.kills >= 3, report.kills
+    assert sum(report.faults.values()) > 20, report.faults
+
+
+def test_plc_sim_puts_a_faulty_network_in_front_of_every_plc_through_the_deployment(tmp_path):
+    """`plc-sim --network-faults 2` serves proxies where its PLCs were, names them in the deployment
+    file, and logs each write it forwards; a bridge on that file completes its orders."""
+    deployment = tmp_path / "deployment.yaml"
+    (tmp_path / "orders.json").write_text(
+        json.dumps([{"order_id": f"N-{i}", "product": "AC-W", "options": {}} for i in range(3)])
+    )
+    sim_log = (tmp_path / "sim.log").open("w")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "plc_sim", "--mapping", str(AC_LINE), "--speed", "0", "--ephemeral",
+         "--network-faults", "2", "--network-seed", "5", "--write-deployment", str(deployment)],
+        stdout=subprocess.PIPE, stderr=sim_log, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        table = [sim.stdout.readline() for _ in range(9)]  # header and one line per station
+        stations = yaml.safe_load(deployment.read_text())["stations"]
+        listed = {line.split()[0]: int(line.split()[2].rsplit(":", 1)[1]) for line in table[1:]}
+        assert listed == {name: ep["port"] for name, ep in stations.items()}  # the proxies, named once
+        bridge = subprocess.run(
+            [sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
+             "--deployment", str(deployment), "--data-dir", str(tmp_path / "data"),
+             "--submit", str(tmp_path / "orders.json"), "--exit-when-idle", "--no-opcua",
+             "--telemetry-interval", "0.5", "--request-timeout", "0.5", "--log-level", "warning"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert bridge.returncode == 0, bridge.stderr[-3000:]
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(10)
+        sim_log.close()
+        if sim.stdout is not None:
+            sim.stdout.close()
+    logged = (tmp_path / "sim.log").read_text()
+    assert "a fault-injecting proxy in front of every PLC" in logged
+    assert logged.count("proxy_write") >= 3 * 7 * 3  # parameters, start and acknowledge of every step

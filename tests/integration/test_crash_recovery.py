@@ -56,13 +56,15 @@ def random_kill_points(count: int, seed: int) -> list[tuple[str, str, int]]:
     return [(rng.choice(stations), rng.choice(events), rng.randint(1, 3)) for _ in range(count)]
 
 
-async def start_bridge(tmp_path: Path, run: int) -> asyncio.subprocess.Process:
+async def start_bridge(
+    tmp_path: Path, run: int, data: str = "data", orders: str = "orders.json"
+) -> asyncio.subprocess.Process:
     log = (tmp_path / f"bridge-{run}.log").open("wb")
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
-            "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
-            "--submit", str(tmp_path / "orders.json"), "--exit-when-idle", "--telemetry-interval", "0",
+            "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / data),
+            "--submit", str(tmp_path / orders), "--exit-when-idle", "--telemetry-interval", "0",
             "--request-timeout", "0.5", "--log-level", "warning", "--no-opcua",
             stdout=asyncio.subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
@@ -126,3 +128,50 @@ async def test_sigkill_at_any_point_loses_and_repeats_nothing(ac_mapping, tmp_pa
 def run_seed() -> int:
     """The random kill points' seed: fixed for a reproducible CI, LINEBRIDGE_SEED to explore others."""
     return int(os.environ.get("LINEBRIDGE_SEED", "2026"))
+
+
+@pytest.mark.parametrize(("station", "event", "nth"), KILL_POINTS)
+async def test_a_fresh_journal_takes_over_plcs_in_any_handshake_state(
+    ac_mapping, tmp_path, station, event, nth
+):
+    """The journal is lost (or replaced) while the PLCs keep their state: a bridge on a new data
+    directory takes them over wherever the handshake stands, and faults none of its orders."""
+    first = [{"order_id": f"OLD-{i}", "product": "AC-W", "options": {}} for i in range(4)]
+    options = {"capacity_btu": 24000}
+    fresh = [{"order_id": f"NEW-{i}", "product": "AC-W", "options": options} for i in range(6)]
+    (tmp_path / "old.json").write_text(json.dumps(first))
+    (tmp_path / "new.json").write_text(json.dumps(fresh))
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=5) as line:
+        endpoints = {n: ep.model_dump() for n, ep in line.endpoints().items()}
+        (tmp_path / "deployment.yaml").write_text(yaml.safe_dump({"stations": endpoints}))
+        process = await start_bridge(tmp_path, 0, data="lost", orders="old.json")
+        switch = KillSwitch(process.pid, station, event, nth)
+        for name, plc in line.plcs.items():
+            plc.observer = functools.partial(switch.observe, name)
+        async with asyncio.timeout(60):
+            assert await process.wait() == -signal.SIGKILL
+        for plc in line.plcs.values():
+            plc.observer = None
+        before = {name: dict(plc.executed) for name, plc in line.plcs.items()}
+
+        successor = await start_bridge(tmp_path, 1, data="new", orders="new.json")
+        async with asyncio.timeout(60):
+            assert await successor.wait() == 0, (tmp_path / "bridge-1.log").read_text()
+        journal = SqliteJournal(tmp_path / "new" / JOURNAL_FILE)
+        try:
+            for spec in fresh:
+                order = journal.load_order(spec["order_id"])
+                assert order is not None
+                assert order.state == OrderState.COMPLETED, (order.fault_station, order.result_code)
+        finally:
+            journal.close()
+        runs_since = {  # steps run since the takeover, per station
+            name: sum(n - before[name].get(seq, 0) for seq, n in plc.executed.items())
+            for name, plc in line.plcs.items()
+        }
+        for name in ("chassis", "coil", "compressor", "charge", "panel", "pack"):
+            assert runs_since[name] >= len(fresh), (name, runs_since)
+        assert runs_since["test_a"] + runs_since["test_b"] >= len(fresh), runs_since
+        for name, plc in line.plcs.items():
+            assert plc.status.reexecuted_count == 0, (name, plc.executed)  # never a step twice
