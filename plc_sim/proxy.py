@@ -15,6 +15,7 @@ import contextlib
 import random
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -54,6 +55,9 @@ class FaultyLink:
     writes: list[tuple[int, int, int]] = field(default_factory=list)  # function code, address, count
     port: int = 0
     host: str = "127.0.0.1"  # where the proxy listens (port 0: the system picks one, set by start())
+    # Faults on cue, before the random ones: (fault, test of the request's PDU), each used once,
+    # on the first request it matches (a test aims one fault at one retry point).
+    planned: list[tuple[str, Callable[[bytes], bool]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -75,7 +79,11 @@ class FaultyLink:
             await self._server.wait_closed()
             self._server = None
 
-    def _fault(self) -> str | None:
+    def _fault(self, pdu: bytes) -> str | None:
+        for i, (fault, matches) in enumerate(self.planned):
+            if matches(pdu):
+                del self.planned[i]
+                return fault
         roll = self._random.random()
         for name in FAULTS:
             roll -= getattr(self.mix, name)
@@ -92,7 +100,7 @@ class FaultyLink:
             up_reader, upstream = await asyncio.open_connection(*self.target)
             while True:
                 request = await _frame(reader)
-                fault = self._fault()
+                fault = self._fault(request[7:])
                 if fault is not None:
                     self.injected[fault] += 1
                     self._log.debug("proxy_fault", fault=fault)
@@ -136,6 +144,11 @@ class FaultyLink:
                     stream.close()
                     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                         await stream.wait_closed()
+
+
+def writes_to(address: int) -> Callable[[bytes], bool]:
+    """A `planned` test: a write (function 6 or 16) that starts at this holding address."""
+    return lambda pdu: pdu[0] in (6, 16) and int.from_bytes(pdu[1:3], "big") == address
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes:

@@ -45,6 +45,7 @@ class LinkCounters:
     retries: int = 0  # tries after the first of a request (a lost frame, a reset, a busy PLC)
     timeouts: int = 0  # tries that got no answer in time
     outages: int = 0  # times the station was declared offline
+    rebuilds: int = 0  # times the watchdog found the link stuck and gave it a new connection
     stale_replies: int = 0  # replies to another request (a late one, a wrong transaction or device id)
     telemetry_requests_per_poll: int = 0
     polls_done: int = 0  # telemetry polls started on schedule
@@ -96,6 +97,7 @@ class ModbusStationLink:
         self._good = 0  # good requests in a row while offline
         self._bad_status = 0  # status reads in a row that held garbage
         self._lock = asyncio.Lock()
+        self._held_since = 0.0  # time.monotonic() when the request now holding the link took it
         self._setpoint_lock = asyncio.Lock()  # a write and its read-back, one setpoint at a time
         self._client: AsyncModbusTcpClient | None = None
         self._ever_connected = False
@@ -168,13 +170,30 @@ class ModbusStationLink:
         """One request, tried up to `policy.attempts` times: every try bounded in time (connect
         included), the connection rebuilt after a timeout or garbage so a late reply cannot be
         taken for the next one's. A Modbus exception answer is final, but for 6 (device busy)."""
-        async with self._lock:
+        lock = self._lock
+        while True:  # the watchdog: no request may hold the link longer than any request can take
+            try:
+                async with asyncio.timeout(self._longest_request_s()):
+                    await lock.acquire()
+                break
+            except TimeoutError:
+                raise_if_cancelled()
+                if lock is not self._lock:  # rebuilt meanwhile: queue on the new one
+                    lock = self._lock
+                elif time.monotonic() - self._held_since >= self._longest_request_s():
+                    raise self._rebuild(what, lock) from None
+        self._held_since = time.monotonic()
+        try:
             cause: object = None
             for attempt in range(self.policy.attempts):
+                if lock is not self._lock:  # the watchdog rebuilt the link while this one was stuck
+                    cause = "the link was rebuilt while this request was stuck"
+                    break
                 if attempt:
                     self.counters.retries += 1
                     if self.policy.retry_delay_s:
                         await asyncio.sleep(self.policy.retry_delay_s)
+                client: AsyncModbusTcpClient | None = None
                 try:
                     async with asyncio.timeout(self.timeout_s * 2):
                         client = await self._connect()
@@ -189,8 +208,8 @@ class ModbusStationLink:
                         self.counters.timeouts += 1
                     elif _STALE.search(str(exc)):
                         self.counters.stale_replies += 1
-                    if self._client is not None:
-                        self._client.close()
+                    if client is not None:  # this try's connection (the watchdog may have made another)
+                        client.close()
                     cause = exc
                     continue
                 if reply.isError():
@@ -202,6 +221,25 @@ class ModbusStationLink:
                 self._recovered()
                 return reply
             raise self._failed(what, cause)
+        finally:
+            lock.release()
+
+    def _longest_request_s(self) -> float:
+        """How long one request can hold the link, all its tries included, plus a margin."""
+        return self.policy.attempts * (2 * self.timeout_s + self.policy.retry_delay_s) + 1.0
+
+    def _rebuild(self, what: str, stuck: asyncio.Lock) -> StationError:
+        """The request holding the link has held it longer than any request can take: it is stuck
+        (an await the library never ends). Give the link a new lock and connection; the stuck
+        request keeps the old ones, closed, and can send nothing more."""
+        if self._lock is stuck:
+            self._log.error("link_rebuilt", request=what, waited_s=self._longest_request_s())
+            self.counters.rebuilds += 1
+            self._lock = asyncio.Lock()
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        return self._failed(what, "the link made no progress; rebuilt")
 
     def _failed(self, what: str, cause: object) -> StationError:
         """A request failed after all its tries; the station is declared offline only after

@@ -605,6 +605,7 @@ class OpcUaFace:
             ("Timeouts", counters.timeouts, ua.VariantType.UInt64),
             ("Outages", counters.outages, ua.VariantType.UInt64),
             ("StaleReplies", counters.stale_replies, ua.VariantType.UInt64),
+            ("Rebuilds", counters.rebuilds, ua.VariantType.UInt64),
             ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):

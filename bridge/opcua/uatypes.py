@@ -320,6 +320,7 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
         ("Timeouts", ua.VariantType.UInt64, 0),
         ("Outages", ua.VariantType.UInt64, 0),
         ("StaleReplies", ua.VariantType.UInt64, 0),
+        ("Rebuilds", ua.VariantType.UInt64, 0),
         ("PollsDone", ua.VariantType.UInt64, 0),
         ("PollsMissed", ua.VariantType.UInt64, 0),
     ):

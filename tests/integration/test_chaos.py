@@ -16,11 +16,14 @@ import yaml
 
 from bench.chaos import chaos, declared_writes
 from bridge.domain.model import OrderState
+from bridge.errors import StationError
+from bridge.handshake import Command, PlcState
 from bridge.mapping import apply_deployment
 from bridge.mapping.model import Endpoint
+from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
-from plc_sim.proxy import ISSUE_12_MIX, FaultyLink
+from plc_sim.proxy import ISSUE_12_MIX, FaultMix, FaultyLink, writes_to
 from tests.conftest import AC_LINE
 
 pytestmark = pytest.mark.slow
@@ -130,3 +133,83 @@ def test_plc_sim_puts_a_faulty_network_in_front_of_every_plc_through_the_deploym
     logged = (tmp_path / "sim.log").read_text()
     assert "a fault-injecting proxy in front of every PLC" in logged
     assert logged.count("proxy_write") >= 3 * 7 * 3  # parameters, start and acknowledge of every step
+
+
+def parameter_block_start(mapping, station: str) -> int:
+    fields = mapping.resolved_fields(station)
+    names = mapping.station_type(station).parameters
+    return min(fields[n].address for n in names if fields[n].table == "holding")
+
+
+@pytest.mark.parametrize("fault", ["lost_reply", "dropped_request", "reset"])
+@pytest.mark.parametrize("point", ["parameters", "start", "acknowledge"])
+async def test_each_retry_point_of_the_exchange_runs_the_step_once(ac_mapping, tmp_path, point, fault):
+    """One fault aimed at one write of the exchange (docs/handshake.md): the link tries it again,
+    and the PLC still runs the step exactly once (a lost reply means the PLC already acted)."""
+    command = ac_mapping.station_type("coil").handshake.command_address
+    address = {
+        "parameters": parameter_block_start(ac_mapping, "coil"),
+        "start": command + Command.START_SEQ,
+        "acknowledge": command + Command.ACK_SEQ,
+    }[point]
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=3) as line:
+        coil = line["coil"]
+        proxy = FaultyLink(("127.0.0.1", coil.port), FaultMix(), planned=[(fault, writes_to(address))])
+        await proxy.start()
+        endpoints = {**line.endpoints(), "coil": Endpoint(port=proxy.port, device_id=coil.device_id)}
+        settings = BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0, request_timeout_s=0.25)
+        bridge = Bridge(apply_deployment(ac_mapping, endpoints), settings)
+        await bridge.start()
+        try:
+            for i in range(2):
+                await bridge.submit(f"R-{i}", "AC-W", {})
+            async with asyncio.timeout(30):
+                await bridge.wait_idle()
+            states = [bridge.get(f"R-{i}").state for i in range(2)]
+            retries = bridge.links["coil"].counters.retries
+        finally:
+            await bridge.stop()
+            await proxy.stop()
+    assert proxy.injected == {fault: 1}  # the fault hit its write
+    assert retries >= 1
+    assert states == [OrderState.COMPLETED] * 2
+    assert sorted(coil.executed.values()) == [1, 1]  # each step once
+    assert coil.status.reexecuted_count == 0
+
+
+async def test_a_request_that_never_ends_is_noticed_and_the_link_rebuilt(ac_mapping):
+    """The watchdog: a request whose await never returns (the cancel of its time limit swallowed,
+    as a library bug once did) holds the link; the next request notices once it has been held
+    longer than any request can take, gives the link a new connection and fails with the reason;
+    the one after works."""
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        link = ModbusStationLink(apply_deployment(ac_mapping, line.endpoints()), "coil", timeout_s=0.1)
+        await link.status()
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def never_ends(_client):
+            holding.set()
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:  # swallowed: the time limit cannot end it
+                    continue
+            raise ConnectionError("released by the test")
+
+        stuck = asyncio.create_task(link._request("stuck request", never_ends))
+        await holding.wait()
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(StationError, match="no progress; rebuilt"):
+            await link.status()
+        waited = asyncio.get_running_loop().time() - began
+        assert link._longest_request_s() <= waited < link._longest_request_s() + 2
+        assert link.counters.rebuilds == 1
+        status = await link.status()  # a new connection, while the stuck request still holds the old
+        assert status.state == PlcState.IDLE
+        release.set()
+        with pytest.raises(StationError):
+            await stuck
+        assert (await link.status()).state == PlcState.IDLE  # the stuck one closed only its own
+        assert link.counters.reconnects == 1
+        await link.close()
