@@ -20,6 +20,7 @@ from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
+from bridge.mapping.schema import mapping_json_schema
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
 from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
@@ -238,6 +239,19 @@ async def _serve(
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for waiter in waiters:
         waiter.cancel()
+
+
+@mapping_app.command("schema")
+def mapping_schema(
+    output: Path | None = typer.Option(None, "--output", "-o", help="write it here instead of stdout"),
+) -> None:
+    """The JSON Schema of a mapping file, from the model that checks it (for an editor's YAML
+    language server: mappings/linebridge-mapping.schema.json is this, shipped)."""
+    text = mapping_json_schema()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
 
 
 app.add_typer(order_app, name="order")

@@ -27,7 +27,7 @@ from bridge.opcua.nodeset import export_nodeset
 
 order_app = typer.Typer(no_args_is_help=True, help="Place and follow orders on a running bridge (OPC UA).")
 nodeset_app = typer.Typer(no_args_is_help=True, help="The OPC UA model as NodeSet2 XML.")
-mapping_app = typer.Typer(no_args_is_help=True, help="The mapping of a running bridge.")
+mapping_app = typer.Typer(no_args_is_help=True, help="Mapping JSON Schema; reload a running bridge's.")
 station_app = typer.Typer(no_args_is_help=True, help="The stations of a running bridge.")
 ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's OPC UA endpoint")
 LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")

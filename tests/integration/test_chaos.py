@@ -77,6 +77,7 @@ async def test_orders_survive_a_faulty_network_exactly_once(ac_mapping, tmp_path
         assert counted >= (stale > 0), (stale, counted)  # replies to another request are seen as such
 
 
+@pytest.mark.timeout(400)  # about 80 s here; bounded by its rounds' own time limits
 async def test_fifty_orders_through_faults_and_sigkills_run_every_step_once(tmp_path):
     """The bridge as its own process behind the faulty proxies, SIGKILLed at random while it works
     and started again on its journal (bench/chaos.py, what `make chaos` soaks): from the PLCs' own
