@@ -18,6 +18,7 @@ from bridge.opcua.client import ClientError, Credentials, find_line, parse_optio
 from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import clear_station_error as ua_clear_station_error
 from bridge.opcua.client import health as ua_health
+from bridge.opcua.client import list_orders as ua_list_orders
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
 from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
@@ -144,6 +145,32 @@ def order_show(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE)
                 f"  unit {step['Unit']}  {step['Station']:<12} seq {step['Sequence']:<5} "
                 f"code {step['ResultCode']}  {step['Results']}"
             )
+
+    _client_run(work, endpoint)
+
+
+@order_app.command("list")
+def order_list(
+    state: list[str] = typer.Option([], help="only orders in this state (repeatable), e.g. running"),
+    endpoint: str = ENDPOINT,
+    line: str | None = LINE,
+) -> None:
+    """One line per order in the bridge's address space: state, progress, where it is or why it
+    waits or faulted (finished orders stay for --order-retention; all are in the journal)."""
+
+    async def work(client: Client) -> None:
+        listed = await ua_list_orders(await find_line(client, line))
+        orders = [o for o in listed if not state or o["State"] in state]
+        typer.echo(f"{'order':<20} {'product':<10} {'state':<10} {'units':>7}  where")
+        for o in orders:
+            where = o["CurrentStation"] or ""
+            if o["FaultStation"]:
+                where = f"faulted at {o['FaultStation']} (code {o['ResultCode']})"
+            elif o["WaitingFor"]:
+                where = o["WaitingFor"]
+            units = f"{o['Progress']}/{o['Quantity']}"
+            typer.echo(f"{o['order_id']:<20} {o['Product']:<10} {o['State']:<10} {units:>7}  {where}")
+        typer.echo(f"{len(orders)} order(s)", err=True)
 
     _client_run(work, endpoint)
 

@@ -225,6 +225,27 @@ async def show(line: Line, order_id: str) -> dict[str, Any]:
     return info
 
 
+LISTED = ("State", "Product", "Progress", "Quantity", "CurrentStation", "FaultStation", "ResultCode",
+          "WaitingFor")  # fmt: skip
+
+
+async def list_orders(line: Line) -> list[dict[str, Any]]:
+    """Every order in the address space (unfinished ones, and finished ones for their retention),
+    oldest first: what `order list` prints. One Browse and one Read for all of them."""
+    folder = line.child("Orders")
+    refs = await folder.get_children_descriptions()
+    ids = [ref.BrowseName.Name for ref in refs]
+    nodes = [line.child(f"Orders.{order_id}.{name}") for order_id in ids for name in (*LISTED, "CreatedAt")]
+    values = await line.client.read_values(nodes) if nodes else []
+    width = len(LISTED) + 1
+    orders = []
+    for i, order_id in enumerate(ids):
+        row = dict(zip((*LISTED, "CreatedAt"), values[i * width : (i + 1) * width], strict=True))
+        row["State"] = ORDER_STATES[row["State"]].value
+        orders.append({"order_id": order_id, **row})
+    return sorted(orders, key=lambda o: (o["CreatedAt"] is None, o["CreatedAt"] or 0, o["order_id"]))
+
+
 class _EventPrinter:
     def __init__(self, order_id: str | None, emit: Callable[[str], None]) -> None:
         self.order_id = order_id

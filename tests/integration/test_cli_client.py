@@ -99,6 +99,22 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert code == 0, err
             assert out.startswith("SH-1  AC-W  completed  2/2 units")
             assert out.count("  unit ") == 14
+            await line["chassis"].set_fault("stall", 1)  # SH-3 stays at the first station
+            code, out, err = await cli("order", "submit", "SH-3", "-p", "AC-W", "-e", endpoint)
+            assert code == 0, err
+            async with asyncio.timeout(10):
+                while "chassis" not in (await cli("order", "list", "--state", "running", "-e", endpoint))[1]:  # noqa: ASYNC110 - polls the bridge, bounded
+                    await asyncio.sleep(0.1)
+            code, out, err = await cli("order", "list", "-e", endpoint)
+            assert code == 0, err
+            rows = out.strip().splitlines()
+            assert rows[0].split() == ["order", "product", "state", "units", "where"]
+            assert rows[1].split() == ["SH-1", "AC-W", "completed", "2/2"]  # oldest first
+            assert rows[2].split() == ["SH-3", "AC-W", "running", "0/1", "chassis"]
+            assert err.strip() == "2 order(s)"
+            code, out, err = await cli("order", "list", "--state", "completed", "-e", endpoint)
+            assert [row.split()[0] for row in out.strip().splitlines()[1:]] == ["SH-1"]
+            await line["chassis"].set_fault("stall", 0)
 
             code, out, err = await cli(
                 "order", "submit", "SH-2", "-p", "AC-W", "-o", "capacity_btu=10000", "-e", endpoint
