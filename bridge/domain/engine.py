@@ -176,6 +176,7 @@ class LineEngine:
         for unit in order.units:
             if unit.state == UnitState.WAITING:
                 unit.state = UnitState.CANCELLED
+        order.waiting_for = None
         self._set_state(order, OrderState.CANCELLED, message="cancelled by request")
         self._forget_if_settled(order)
         return order
@@ -326,6 +327,12 @@ class LineEngine:
                     f"unit {waiting.unit.index} waits for station {' or '.join(away)}:"
                     f" not answering since {since:%Y-%m-%dT%H:%M:%SZ}"
                 )
+            for station, step in self.station_steps.items():
+                if step is not None and station in self.absent_since:  # begun: it waits for the PLC
+                    notes[step.order_id] = (
+                        f"unit {step.unit_index} at station {station}: not answering since"
+                        f" {self.absent_since[station]:%Y-%m-%dT%H:%M:%SZ}; its step waits for the PLC"
+                    )
             for order in list(self._orders.values()):
                 note = notes.get(order.order_id)
                 if note != order.waiting_for and not order.state.is_final:
@@ -487,6 +494,7 @@ class LineEngine:
 
     def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
         step.phase = StepPhase.CLOSED
+        order.waiting_for = None  # it moved on (the absence watch says so again if it must wait anew)
         route = self.mapping.products[order.product].route
         events: list[OrderEvent] = []
         if step.result_code == ResultCode.OK:

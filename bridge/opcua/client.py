@@ -258,7 +258,9 @@ class _EventPrinter:
         state = ORDER_STATES[event.NewState]
         where = f" at {event.Station}" if event.Station else ""
         code = f" (result code {event.ResultCode})" if event.ResultCode else ""
-        self.emit(f"{event.Time:%H:%M:%S.%f}"[:-3] + f"  {event.OrderId}  {state.value}{where}{code}")
+        text = event.Message.Text if event.Message is not None else ""
+        why = f"  ({text.split(': ', 1)[1]})" if ": " in (text or "") else ""  # the engine's words, if any
+        self.emit(f"{event.Time:%H:%M:%S.%f}"[:-3] + f"  {event.OrderId}  {state.value}{where}{code}{why}")
         if self.order_id is not None and state.is_final:
             self.finished.set()
 

@@ -493,7 +493,8 @@ class OpcUaFace:
         severity = SEVERITY.get(event.state, 100)
         await self._fire(
             "order",
-            f"order {event.order_id} {event.state}" + (f" at {event.station}" if event.station else ""),
+            f"order {event.order_id} {event.state}" + (f" at {event.station}" if event.station else "")
+            + (f": {clip(event.message, LOGGED_TEXT_CHARS)}" if event.message else ""),
             severity,
             OrderId=event.order_id,
             NewState=self.types.enum_codes[self.types.order_state][event.state],

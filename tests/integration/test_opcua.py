@@ -508,3 +508,27 @@ async def test_orders_and_steps_copied_from_a_template_are_what_asyncua_instanti
     assert state.nodeid == ua.NodeId("Plant.Lines.ac_line.Orders.COPY-2.State", rig.ns)
     assert await state.read_value() == ORDER_STATES[OrderState.COMPLETED]
     assert (await state.get_parent()).nodeid == second.nodeid
+
+
+async def test_an_order_waiting_on_an_absent_station_shows_why(rig):
+    """Here the step at chassis has begun when the station goes (the bridge saw it before): the
+    order says it waits for that PLC (tests/integration/test_engine.py: one waiting to begin)."""
+    chassis = rig.line["chassis"]
+    await chassis.set_fault("exception_code", 4)  # the first station answers nothing but failures
+    events = Events()
+    subscription = await rig.client.create_subscription(20, events)
+    event_type = rig.client.get_node(ua.NodeId("T.OrderStateChangedEventType", rig.types_ns))
+    await subscription.subscribe_events(rig.line_node, event_type)
+    result = await rig.call("SubmitOrder", s("AWAY-1"), s("AC-W"), s("{}"))
+    assert result.StatusCode.is_good(), result
+    waiting = rig.node("Plant.Lines.ac_line.Orders.AWAY-1.WaitingFor")
+    async with asyncio.timeout(10):
+        while "station chassis" not in (await waiting.read_value()):  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.05)
+    event = await events.until(lambda e: "at station chassis: not answering since" in e.Message.Text)
+    assert event.OrderId == "AWAY-1"
+    await chassis.set_fault("exception_code", 0)
+    async with asyncio.timeout(10):
+        while await waiting.read_value():  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.05)
+    await subscription.delete()
