@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bridge.opcua.client import reload_mapping as ua_reload_mapping
 from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
+from bridge.opcua.client import watch_progress as ua_watch_progress
 from bridge.opcua.face import DEFAULT_ENDPOINT
 from bridge.opcua.nodeset import export_nodeset
 
@@ -179,12 +181,26 @@ def order_list(
 def order_watch(
     order_id: str | None = typer.Argument(None, help="follow this order until it finishes (default: all)"),
     timeout: float | None = typer.Option(None, help="stop after this many seconds"),
+    progress: bool = typer.Option(False, "--progress", help="units × stations of one order, as it moves"),
     endpoint: str = ENDPOINT,
     line: str | None = LINE,
 ) -> None:
-    """Print order state changes as they happen, station by station."""
+    """Print order state changes as they happen, station by station; with --progress, one order as
+    units × stations (redrawn in place on a terminal, printed anew on each move otherwise)."""
 
     async def work(client: Client) -> None:
+        if progress:
+            if order_id is None:
+                raise ClientError("--progress follows one order: give its id")
+            try:
+                info = await ua_watch_progress(
+                    await find_line(client, line), order_id, typer.echo, timeout, redraw=sys.stdout.isatty()
+                )
+            except TimeoutError:
+                raise ClientError(f"{order_id} did not finish within {timeout} s") from None
+            if info["State"] != "completed":
+                raise typer.Exit(1)
+            return
         try:
             await ua_watch(await find_line(client, line), order_id, typer.echo, timeout)
         except TimeoutError:

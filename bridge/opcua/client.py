@@ -218,7 +218,7 @@ async def show(line: Line, order_id: str) -> dict[str, Any]:
     steps = []
     for step in await (await order.get_child([f"{line.types_ns}:Steps"])).get_children():
         values = {}
-        for name in ("Station", "Unit", "Sequence", "StartedAt", "ResultCode", "Results"):
+        for name in ("Station", "Unit", "Sequence", "StartedAt", "FinishedAt", "ResultCode", "Results"):
             values[name] = await (await step.get_child([f"{line.types_ns}:{name}"])).read_value()
         steps.append(values)
     info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["StartedAt"]))  # route order
@@ -281,6 +281,69 @@ async def watch(
     try:
         async with asyncio.timeout(timeout_s):
             await printer.finished.wait()
+    finally:
+        await subscription.delete()
+
+
+def progress_lines(info: dict[str, Any]) -> list[str]:
+    """An order as units × stations: each unit's stations in route order, ✓ done, ▶ at it now,
+    ✗ code when it failed there (from `show`)."""
+    lines = [f"{info['order_id']}  {info['State']}  {info['Progress']}/{info['Quantity']} units"
+             + (f"  ({info['WaitingFor']})" if info.get("WaitingFor") else "")]  # fmt: skip
+    for unit in range(info["Quantity"]):
+        cells = []
+        for step in (s for s in info["Steps"] if s["Unit"] == unit):
+            if step["FinishedAt"] is None:
+                mark = "▶"
+            elif step["ResultCode"]:
+                mark = f"✗{step['ResultCode']}"
+            else:
+                mark = "✓"
+            cells.append(f"{step['Station']} {mark}")
+        lines.append(f"  unit {unit}: " + ("  ".join(cells) if cells else "waiting"))
+    return lines
+
+
+async def watch_progress(
+    line: Line,
+    order_id: str,
+    emit: Callable[[str], None],
+    timeout_s: float | None,
+    *,
+    redraw: bool = False,
+) -> dict[str, Any]:
+    """Show one order's progress (`progress_lines`) each time it moves, until it ends: redrawn in
+    place on a terminal (`redraw`), else printed again only when it changed. Returns its last state."""
+    moved = asyncio.Event()
+
+    class Moved:
+        def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+            moved.set()
+
+    order = await _order_node(line, order_id)
+    names = ("State", "CurrentStation", "Progress", "WaitingFor")
+    watched = [await order.get_child([f"{line.types_ns}:{name}"]) for name in names]
+    subscription = await line.client.create_subscription(50, Moved())
+    await subscription.subscribe_data_change(watched)
+    shown: list[str] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                moved.clear()
+                info = await show(line, order_id)
+                lines = progress_lines(info)
+                if lines != shown:
+                    if redraw and shown:
+                        emit(f"\x1b[{len(shown)}F\x1b[J" + lines[0])  # back to the block's top, clear
+                        for text in lines[1:]:
+                            emit(text)
+                    else:
+                        for text in lines:
+                            emit(text)
+                    shown = lines
+                if OrderState(info["State"]).is_final:
+                    return info
+                await moved.wait()
     finally:
         await subscription.delete()
 

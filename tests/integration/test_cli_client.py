@@ -115,6 +115,15 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             code, out, err = await cli("order", "list", "--state", "completed", "-e", endpoint)
             assert [row.split()[0] for row in out.strip().splitlines()[1:]] == ["SH-1"]
             await line["chassis"].set_fault("stall", 0)
+            watch = ("order", "watch", "SH-3", "--progress", "--timeout", "30", "-e", endpoint)
+            code, out, err = await cli(*watch)
+            assert code == 0, err
+            blocks = out.split("SH-3  ")[1:]  # not a terminal: the whole block again on each move
+            assert blocks[-1].splitlines()[0] == "completed  1/1 units"
+            last = blocks[-1].splitlines()[1].split()
+            assert last[:4] == ["unit", "0:", "chassis", "✓"]
+            assert last.count("✓") == 7
+            assert "\x1b[" not in out  # no cursor movement into a file or pipe
 
             code, out, err = await cli(
                 "order", "submit", "SH-2", "-p", "AC-W", "-o", "capacity_btu=10000", "-e", endpoint
