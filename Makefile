@@ -7,6 +7,7 @@ MAPPING ?= mappings/ac_line.yaml
 DATA_DIR ?= var
 SPEED ?= 50
 ENDPOINT ?= opc.tcp://127.0.0.1:4840/
+HTTP ?= 127.0.0.1:8080
 
 .PHONY: run test lint tools bench chaos sim validate clean
 
@@ -48,12 +49,12 @@ run: $(STAMP)
 	  trap 'kill -TERM $$sim $$bridge 2>/dev/null' HUP INT TERM; \
 	  until [ -s $(DATA_DIR)/sim-deployment.yaml ]; do \
 	    kill -0 $$sim 2>/dev/null || { wait $$sim; exit 2; }; sleep 0.1; done; \
-	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; \
+	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; echo "Prometheus metrics: http://$(HTTP)/metrics"; \
 	  echo "In another shell, place a custom order and watch it move station by station:"; \
 	  echo "  $(BIN)/linebridge order submit my-ac-1 -p AC-W -o capacity_btu=18000 -o panel_color=ocean_blue -o engraving=Hello \\"; \
 	  echo "    && $(BIN)/linebridge order watch my-ac-1"; echo; \
 	  $(BIN)/linebridge run --opcua-endpoint $(ENDPOINT) --mapping $(MAPPING) --deployment $(DATA_DIR)/sim-deployment.yaml \
-	    --data-dir $(DATA_DIR) --demo & bridge=$$!; \
+	    --data-dir $(DATA_DIR) --http $(HTTP) --demo & bridge=$$!; \
 	  wait $$bridge; code=$$?; \
 	  while kill -0 $$bridge 2>/dev/null; do wait $$bridge; code=$$?; done; \
 	  kill -TERM $$sim 2>/dev/null; wait $$sim 2>/dev/null; \

@@ -17,6 +17,7 @@ import yaml
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
+from bridge.http.server import HttpFace, HttpSettings
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
@@ -74,6 +75,9 @@ def run(
     request_timeout: float = typer.Option(1.0, help="seconds to wait for one Modbus answer"),
     opcua_endpoint: str = typer.Option(DEFAULT_ENDPOINT, help="where the OPC UA server listens"),
     no_opcua: bool = typer.Option(False, "--no-opcua", help="run the engine without the OPC UA server"),
+    http: str | None = typer.Option(
+        None, help="serve HTTP here (HOST:PORT; /metrics for Prometheus); default: none"
+    ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     security: bool = typer.Option(
         False, "--security/--no-security", help="signed and encrypted endpoints, users and roles"
@@ -126,8 +130,9 @@ def run(
     try:
         if opcua is not None:  # an exposed None endpoint is refused before anything starts
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
+        web = HttpSettings.parse(opts["http"]) if opts["http"] else None
         asyncio.run(
-            _run(line, settings, orders, opcua, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
+            _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
         )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
@@ -169,6 +174,7 @@ async def _run(
     settings: BridgeSettings,
     orders: list[dict[str, Any]],
     opcua: OpcUaSettings | None,
+    web: HttpSettings | None,
     *,
     demo: bool,
     exit_when_idle: bool,
@@ -184,9 +190,14 @@ async def _run(
         face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
             await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
+        http = HttpFace(bridge, web) if web is not None else None
         try:
+            if http is not None:
+                await http.start()  # ConfigurationError likewise
             await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
         finally:
+            if http is not None:
+                await http.stop()
             if face is not None:
                 await face.stop()
 

@@ -78,6 +78,7 @@ class LineEngine:
         self._log = log.bind(line=mapping.line.name)
         self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
         self.step_listeners: list[Callable[[Order, Step], None]] = []  # told when a step begins or closes
+        self.event_listeners: list[Callable[[OrderEvent], None]] = []  # told every order event, at once
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -573,6 +574,8 @@ class LineEngine:
             unit=event.unit_index,
             result_code=event.result_code,
         )
+        for listener in self.event_listeners:
+            listener(event)
         for queue in list(self._watchers):
             if queue.full():
                 log.warning("watcher_overflow", dropped=str(queue.get_nowait()))

@@ -109,6 +109,7 @@ class ModbusStationLink:
         self.last_read: frozenset[str] = frozenset()  # the telemetry and setpoint fields the last poll read
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
         self._status_read_at = 0.0  # time.monotonic() of that read
+        self.on_request: Callable[[float], None] | None = None  # told each request's duration (metrics)
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
         self.listeners: list[Callable[[ModbusStationLink], Awaitable[None]]] = []
         self._log = log.bind(station=station, line=mapping.line.name)
@@ -182,7 +183,7 @@ class ModbusStationLink:
                     lock = self._lock
                 elif time.monotonic() - self._held_since >= self._longest_request_s():
                     raise self._rebuild(what, lock) from None
-        self._held_since = time.monotonic()
+        self._held_since = began = time.monotonic()
         try:
             cause: object = None
             for attempt in range(self.policy.attempts):
@@ -223,6 +224,8 @@ class ModbusStationLink:
             raise self._failed(what, cause)
         finally:
             lock.release()
+            if self.on_request is not None:
+                self.on_request(time.monotonic() - began)
 
     def _longest_request_s(self) -> float:
         """How long one request can hold the link, all its tries included, plus a margin."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,18 +38,26 @@ def session_members(sid: int) -> list[int]:
 async def test_make_run_stops_both_processes(tmp_path, sig):
     process = await asyncio.create_subprocess_exec(
         "make", "-s", "-C", str(ROOT), "run", f"DATA_DIR={tmp_path}", "ENDPOINT=opc.tcp://127.0.0.1:0/",
-        "SIM_FLAGS=--ephemeral", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "SIM_FLAGS=--ephemeral", "HTTP=127.0.0.1:0", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's foreground job has
     )  # fmt: skip
     assert process.stdout is not None
     seen = []
     try:
         async with asyncio.timeout(90):
-            while not any("opcua_listening" in line for line in seen):
+            events = ("opcua_listening", "http_listening")
+            while not all(any(event in line for line in seen) for event in events):
                 line = (await process.stdout.readline()).decode()
                 assert line, "".join(seen)
                 seen.append(line)
         assert len(session_members(process.pid)) >= 3  # make's shell, the simulator, the bridge
+        assert any("Prometheus metrics: http://" in line for line in seen)
+        (listening,) = [line for line in seen if "http_listening" in line]
+        metrics = re.search(r"http://[\d.]+:\d+/metrics", listening)
+        assert metrics is not None, listening
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics.group(), timeout=5).read())
+        assert b"linebridge_station_connected" in body
         os.killpg(process.pid, sig)  # what the terminal does to its foreground job
         async with asyncio.timeout(20):
             await process.communicate()

@@ -1,0 +1,117 @@
+"""Prometheus metrics of the line, read from the engine and the station links at scrape time.
+
+Counters the links keep anyway (requests, errors, …) are not counted twice: a collector reads
+them when Prometheus scrapes. Only what has no counter elsewhere is observed as it happens: each
+Modbus request's duration (the link's `on_request` hook) and each closed step's duration (an
+engine step listener), into histograms; orders that end are counted from the engine's events.
+docs/metrics.md lists the series; docs/grafana-dashboard.json shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase
+from bridge.modbus.link import ModbusStationLink
+from bridge.service import Bridge
+
+REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STEP_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LINK_COUNTERS = (
+    ("requests", "Modbus requests sent (every try)"),
+    ("errors", "requests that failed after all their tries"),
+    ("retries", "tries after the first of a request"),
+    ("timeouts", "tries that got no answer in time"),
+    ("outages", "times the station was declared offline"),
+    ("stale_replies", "replies to another request, skipped"),
+    ("rebuilds", "times the watchdog found the link stuck and rebuilt it"),
+    ("reconnects", "connections made again after a loss"),
+    ("polls_done", "telemetry polls started on schedule"),
+    ("polls_missed", "telemetry due times skipped because a poll was still running"),
+)
+
+
+class LineMetrics(Collector):
+    """One registry per bridge (tests run several in a process)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "linebridge_station_request_seconds", "duration of one Modbus request, all its tries",
+            ["station"], buckets=REQUEST_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.step_seconds = Histogram(
+            "linebridge_step_seconds", "a step's duration, start to result, per station",
+            ["station"], buckets=STEP_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.orders_finished = Counter(
+            "linebridge_orders_finished",
+            "orders that ended, by final state",
+            ["state"],
+            registry=self.registry,
+        )
+        for state in (s for s in OrderState if s.is_final):
+            self.orders_finished.labels(state.value)  # every series from the start, at 0
+        self.registry.register(self)
+        for name, link in bridge.links.items():
+            self.request_seconds.labels(name)
+            self.step_seconds.labels(name)
+            if isinstance(link, ModbusStationLink):
+                link.on_request = self.request_seconds.labels(name).observe
+        bridge.engine.step_listeners.append(self._on_step)
+        bridge.engine.event_listeners.append(self._on_event)
+
+    def detach(self) -> None:
+        for link in self.bridge.links.values():
+            if isinstance(link, ModbusStationLink):
+                link.on_request = None
+        self.bridge.engine.step_listeners.remove(self._on_step)
+        self.bridge.engine.event_listeners.remove(self._on_event)
+
+    def _on_step(self, order: Order, step: Step) -> None:
+        if step.phase == StepPhase.CLOSED and step.finished_at is not None:
+            self.step_seconds.labels(step.station).observe(
+                (step.finished_at - step.started_at).total_seconds()
+            )
+
+    def _on_event(self, event: OrderEvent) -> None:
+        if event.state.is_final:  # an order's final state is told once
+            self.orders_finished.labels(event.state.value).inc()
+
+    def collect(self) -> Iterator[Metric]:
+        links = [
+            (name, link) for name, link in self.bridge.links.items() if isinstance(link, ModbusStationLink)
+        ]
+        for counter, text in _LINK_COUNTERS:
+            family = CounterMetricFamily(f"linebridge_station_{counter}", text, labels=["station"])
+            for name, link in links:
+                family.add_metric([name], getattr(link.counters, counter))
+            yield family
+        connected = GaugeMetricFamily(
+            "linebridge_station_connected", "1 while the PLC answers", labels=["station"]
+        )
+        for name, link in links:
+            connected.add_metric([name], 1.0 if link.counters.connected else 0.0)
+        yield connected
+        errors = self.bridge.engine.station_errors
+        held = GaugeMetricFamily(
+            "linebridge_station_held",
+            "1 while a station is held for a handshake violation",
+            labels=["station"],
+        )
+        for name, _ in links:
+            held.add_metric([name], 1.0 if name in errors else 0.0)
+        yield held
+        active = {state: 0 for state in OrderState if not state.is_final}
+        for order in self.bridge.engine.active_orders():
+            if order.state in active:
+                active[order.state] += 1
+        orders = GaugeMetricFamily("linebridge_orders", "orders with work left, by state", labels=["state"])
+        for state, count in active.items():
+            orders.add_metric([state.value], count)
+        yield orders

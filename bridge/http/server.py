@@ -1,0 +1,87 @@
+"""The HTTP server, on the bridge's own event loop: uvicorn serving a Starlette app.
+
+The socket is bound here, before uvicorn is handed it, so a taken port is one clear error (uvicorn
+would exit the process from inside its task) and port 0 tells its number; uvicorn's own signal
+handling is left out (the bridge's SIGTERM and SIGINT handlers stop it, with everything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import structlog
+import uvicorn
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from bridge.errors import ConfigurationError
+from bridge.http.metrics import LineMetrics
+from bridge.lifecycle import cancel_and_wait
+from bridge.service import Bridge
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: the system picks one (see HttpFace.address)
+
+    @classmethod
+    def parse(cls, text: str) -> HttpSettings:
+        """HOST:PORT, [IPv6]:PORT or :PORT (loopback)."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ConfigurationError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        return cls(host.strip("[]") or "127.0.0.1", int(port))
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the bridge owns the process's signals
+        yield
+
+
+class HttpFace:
+    def __init__(self, bridge: Bridge, settings: HttpSettings) -> None:
+        self.bridge = bridge
+        self.settings = settings
+        self.metrics = LineMetrics(bridge)
+        self.app = Starlette(routes=[Mount("/metrics", make_asgi_app(self.metrics.registry))])
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        host, port = self.settings.host, self.settings.port
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, reuse_port=False)
+        except OSError as exc:
+            self.metrics.detach()
+            raise ConfigurationError(f"HTTP {host}:{port}: cannot listen ({exc.strerror or exc})") from None
+        sock.setblocking(False)
+        bound = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
+        self.address = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+        log.info("http_listening", address=self.address, metrics=f"{self.address}/metrics")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(3):
+                    await self._task
+            except TimeoutError:
+                await cancel_and_wait([self._task])
+        self.metrics.detach()

@@ -1,0 +1,119 @@
+"""Prometheus /metrics served by the bridge over the real simulated line, scraped over HTTP; the
+shipped Grafana dashboard asks only for series that /metrics has."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigurationError
+from bridge.http.server import HttpFace, HttpSettings
+from bridge.mapping import apply_deployment
+from bridge.service import Bridge, BridgeSettings
+from plc_sim.line import SimulatedLine
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+
+
+def scrape(address: str) -> dict[str, float]:
+    """`name{labels}` → value, from the text format."""
+    with urllib.request.urlopen(f"{address}/metrics", timeout=5) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def value(series: dict[str, float], name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    matches = [v for k, v in series.items() if k.split("{")[0] == name and _labels(k) == wanted]
+    assert len(matches) == 1, (name, labels, [k for k in series if k.startswith(name)][:5])
+    return matches[0]
+
+
+def _labels(key: str) -> str:
+    inside = key.partition("{")[2].rstrip("}")
+    return ",".join(sorted(part for part in re.findall(r'\w+="[^"]*"', inside) if not part.startswith("le=")))
+
+
+async def test_metrics_follow_the_line(ac_mapping, tmp_path):
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=2) as line:
+        bridge = Bridge(
+            apply_deployment(ac_mapping, line.endpoints()),
+            BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0.1),
+        )
+        await bridge.start()
+        http = HttpFace(bridge, HttpSettings(port=0))
+        await http.start()
+        try:
+            for i in range(3):
+                await bridge.submit(f"M-{i}", "AC-W", {})
+            async with asyncio.timeout(30):
+                await bridge.wait_idle()
+            series = await asyncio.to_thread(scrape, http.address)
+        finally:
+            await http.stop()
+            await bridge.stop()
+    assert value(series, "linebridge_orders_finished_total", state="completed") == 3
+    assert value(series, "linebridge_orders_finished_total", state="faulted") == 0
+    assert value(series, "linebridge_orders", state="running") == 0
+    for station in ("chassis", "coil", "compressor", "charge", "panel", "pack"):
+        assert value(series, "linebridge_step_seconds_count", station=station) == 3
+        assert value(series, "linebridge_station_connected", station=station) == 1
+        requests = value(series, "linebridge_station_requests_total", station=station)
+        assert requests > 3 * 4  # parameters, start, status, results, acknowledge per step at least
+        observed = value(series, "linebridge_station_request_seconds_count", station=station)
+        assert 0 < observed <= requests  # one observation per request, its tries counted once
+        assert value(series, "linebridge_station_polls_done_total", station=station) >= 1
+        assert value(series, "linebridge_station_errors_total", station=station) == 0
+    assert value(series, "linebridge_step_seconds_count", station="test_a") + value(
+        series, "linebridge_step_seconds_count", station="test_b"
+    ) == 3
+
+
+async def test_the_dashboard_asks_only_for_what_metrics_has(ac_mapping, tmp_path):
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    wanted = {name for expr in exprs for name in re.findall(r"\blinebridge_[a-z_]+", expr)}
+    assert len(wanted) >= 10
+    bridge = Bridge(ac_mapping, BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0))
+    http = HttpFace(bridge, HttpSettings(port=0))
+    await http.start()
+    try:
+        series = await asyncio.to_thread(scrape, http.address)
+    finally:
+        await http.stop()
+    names = {key.split("{")[0] for key in series}
+    assert wanted <= names, wanted - names
+    assert {p["id"] for p in dashboard["panels"]} == set(range(1, len(dashboard["panels"]) + 1))
+
+
+def test_an_http_address_is_checked():
+    assert HttpSettings.parse("0.0.0.0:9100") == HttpSettings("0.0.0.0", 9100)
+    assert HttpSettings.parse(":9100") == HttpSettings("127.0.0.1", 9100)
+    assert HttpSettings.parse("[::1]:9100") == HttpSettings("::1", 9100)
+    for bad in ("9100", "host:", "host:99999", "host:http"):
+        with pytest.raises(ConfigurationError, match="expected HOST:PORT"):
+            HttpSettings.parse(bad)
+
+
+async def test_a_taken_port_is_one_clear_error(ac_mapping, tmp_path):
+    bridge = Bridge(ac_mapping, BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0))
+    first = HttpFace(bridge, HttpSettings(port=0))
+    await first.start()
+    try:
+        port = int(first.address.rsplit(":", 1)[1])
+        with pytest.raises(ConfigurationError, match=f"HTTP 127.0.0.1:{port}: cannot listen"):
+            await HttpFace(bridge, HttpSettings(port=port)).start()
+    finally:
+        await first.stop()
