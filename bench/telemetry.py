@@ -264,7 +264,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument(
         "--soak", type=float, default=0, help="run the first workload this long, RSS each minute"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     chosen = [w for w in WORKLOADS if args.only is None or args.only in w.name]
     if args.soak:
         chosen = chosen[:1]

@@ -181,7 +181,7 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--mapping", type=Path, default=ROOT / "mappings" / "ac_line.yaml")
@@ -191,7 +191,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--serve-line", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--telemetry-period", type=float, default=0.5, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure_logging("warning")
     mapping = load_mapping(args.mapping)
     if args.telemetry_load:
