@@ -25,6 +25,11 @@ tools:
 	    (apt-get update -qq && apt-get install -y -qq mbpoll) >/dev/null 2>&1 \
 	      || echo "warning: could not install mbpoll; its interop test will be skipped"; \
 	  else echo "warning: mbpoll not installed (apt-get install mbpoll); its interop test will be skipped"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "warning: could not install chromium; the line view's browser test will be skipped"; \
+	  else echo "warning: chromium not installed (apt-get install chromium); the browser test will be skipped"; fi; }
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ tests/node/node_modules/.stamp -nt tests/node/package.json ] || { \
 	    npm install --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null \
@@ -49,7 +54,7 @@ run: $(STAMP)
 	  trap 'kill -TERM $$sim $$bridge 2>/dev/null' HUP INT TERM; \
 	  until [ -s $(DATA_DIR)/sim-deployment.yaml ]; do \
 	    kill -0 $$sim 2>/dev/null || { wait $$sim; exit 2; }; sleep 0.1; done; \
-	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; echo "Prometheus metrics: http://$(HTTP)/metrics"; \
+	  echo; echo "OPC UA endpoint: $(ENDPOINT)"; echo "Line view: http://$(HTTP)/   Prometheus metrics: http://$(HTTP)/metrics"; \
 	  echo "In another shell, place a custom order and watch it move station by station:"; \
 	  echo "  $(BIN)/linebridge order submit my-ac-1 -p AC-W -o capacity_btu=18000 -o panel_color=ocean_blue -o engraving=Hello \\"; \
 	  echo "    && $(BIN)/linebridge order watch my-ac-1"; echo; \

@@ -195,6 +195,10 @@ class LineEngine:
         finally:
             self._watchers.discard(queue)
 
+    def get_active(self, order_id: str) -> Order | None:
+        """The order as it stands in memory, if it still has work left (no journal read)."""
+        return self._orders.get(order_id)
+
     def active_orders(self) -> list[Order]:
         """Orders with work left, as they stand in memory."""
         return list(self._orders.values())

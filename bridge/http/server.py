@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from bridge.errors import ConfigurationError
+from bridge.http.lineview import LineView
 from bridge.http.metrics import LineMetrics
 from bridge.lifecycle import cancel_and_wait
 from bridge.service import Bridge
@@ -52,7 +53,10 @@ class HttpFace:
         self.bridge = bridge
         self.settings = settings
         self.metrics = LineMetrics(bridge)
-        self.app = Starlette(routes=[Mount("/metrics", make_asgi_app(self.metrics.registry))])
+        self.view = LineView(bridge)
+        self.app = Starlette(
+            routes=[*self.view.routes(), Mount("/metrics", make_asgi_app(self.metrics.registry))]
+        )
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.address = ""
@@ -64,6 +68,7 @@ class HttpFace:
             sock = socket.create_server((host, port), family=family, reuse_port=False)
         except OSError as exc:
             self.metrics.detach()
+            self.view.detach()
             raise ConfigurationError(f"HTTP {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         sock.setblocking(False)
         bound = sock.getsockname()[1]
@@ -73,7 +78,12 @@ class HttpFace:
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
         self.address = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-        log.info("http_listening", address=self.address, metrics=f"{self.address}/metrics")
+        log.info(
+            "http_listening",
+            address=self.address,
+            line_view=f"{self.address}/",
+            metrics=f"{self.address}/metrics",
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -85,3 +95,4 @@ class HttpFace:
             except TimeoutError:
                 await cancel_and_wait([self._task])
         self.metrics.detach()
+        self.view.detach()

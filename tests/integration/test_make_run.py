@@ -52,7 +52,7 @@ async def test_make_run_stops_both_processes(tmp_path, sig):
                 assert line, "".join(seen)
                 seen.append(line)
         assert len(session_members(process.pid)) >= 3  # make's shell, the simulator, the bridge
-        assert any("Prometheus metrics: http://" in line for line in seen)
+        assert any("Line view: http://" in line and "Prometheus metrics: http://" in line for line in seen)
         (listening,) = [line for line in seen if "http_listening" in line]
         metrics = re.search(r"http://[\d.]+:\d+/metrics", listening)
         assert metrics is not None, listening

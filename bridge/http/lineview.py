@@ -1,0 +1,203 @@
+"""The live line view: one page drawn from the mapping, kept current by Server-Sent Events.
+
+`/` is the page (no build step: plain HTML and JavaScript, `lineview_page.py`); `/api/line` the
+line as JSON; `/api/events` the same, pushed whenever it changes (checked twice a second, so the
+page is at most half a second behind the bridge); `POST /api/orders` submits an order with the same
+checks and messages as the OPC UA method, and `POST /api/orders/{id}/cancel` cancels one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bridge.domain.model import Order, OrderEvent
+from bridge.errors import OrderRejected, UnknownOrder
+from bridge.handshake import PlcState
+from bridge.http.lineview_page import PAGE
+from bridge.limits import LOGGED_TEXT_CHARS, clip
+from bridge.mapping.model import alternatives
+from bridge.modbus.link import ModbusStationLink
+from bridge.service import Bridge
+
+PUSH_EVERY_S = 0.5
+KEEP_FINISHED = 50  # finished orders the page still shows
+
+
+class LineView:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
+        bridge.engine.event_listeners.append(self._on_event)
+
+    def detach(self) -> None:
+        self.bridge.engine.event_listeners.remove(self._on_event)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.page),
+            Route("/api/line", self.line),
+            Route("/api/events", self.events),
+            Route("/api/orders", self.submit, methods=["POST"]),
+            Route("/api/orders/{order_id}/cancel", self.cancel, methods=["POST"]),
+        ]
+
+    def _on_event(self, event: OrderEvent) -> None:
+        if event.state.is_final:
+            order = self.bridge.engine.get_active(event.order_id)
+            if order is not None:
+                self._finished.appendleft(order)
+
+    # -- what the page shows -----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        mapping, engine = self.bridge.mapping, self.bridge.engine
+        first = next(iter(mapping.products.values()))
+        stations = {}
+        for name, link in self.bridge.links.items():
+            stations[name] = self._station(name, link)
+        active = engine.active_orders()
+        shown = {o.order_id for o in active}
+        orders = [*active, *(o for o in self._finished if o.order_id not in shown)]
+        return {
+            "line": mapping.line.name,
+            "description": mapping.line.description,
+            "route": [list(alternatives(step)) for step in first.route],
+            "stations": stations,
+            "orders": [_order(o) for o in orders],
+            "products": {
+                pid: {"route": [list(alternatives(step)) for step in p.route], "options": _options(p.options)}
+                for pid, p in mapping.products.items()
+            },
+        }
+
+    def _station(self, name: str, link: Any) -> dict[str, Any]:
+        engine = self.bridge.engine
+        step = engine.station_steps.get(name)
+        info: dict[str, Any] = {
+            "type": self.bridge.mapping.stations[name].type,
+            "current_order": step.order_id if step else "",
+        }
+        if isinstance(link, ModbusStationLink):
+            online = link.counters.connected
+            status = link.last_status
+            if not online:
+                state = "offline"
+            elif name in engine.station_errors:
+                state = "error"
+            elif status is None or status.state == PlcState.IDLE:
+                state = "idle"
+            else:
+                state = "busy" if status.state == PlcState.BUSY else "done"
+            info.update(
+                state=state,
+                connected=online,
+                cycle_count=status.executed_count if status else None,
+                telemetry={k: _plain(v) for k, v in link.telemetry.items()},
+            )
+        return info
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(PAGE)
+
+    async def line(self, request: Request) -> Response:
+        return JSONResponse(self.snapshot())
+
+    async def events(self, request: Request) -> Response:
+        async def stream() -> AsyncIterator[str]:
+            last = ""
+            quiet = 0
+            while not await request.is_disconnected():
+                text = json.dumps(self.snapshot(), separators=(",", ":"))
+                if text != last:
+                    last, quiet = text, 0
+                    yield f"data: {text}\n\n"
+                else:
+                    quiet += 1
+                    if quiet % 20 == 0:  # a comment every 10 s keeps proxies from closing the stream
+                        yield ": still here\n\n"
+                await asyncio.sleep(PUSH_EVERY_S)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def submit(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"field": "", "reason": "the request is not JSON"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"field": "", "reason": "expected a JSON object"}, status_code=400)
+        try:
+            order = await self.bridge.submit(
+                body.get("order_id"), body.get("product"), body.get("options") or {},
+                quantity=body.get("quantity"), priority=body.get("priority", 0),
+            )  # fmt: skip
+        except OrderRejected as exc:
+            return JSONResponse(
+                {"field": exc.field, "reason": clip(str(exc), LOGGED_TEXT_CHARS)}, status_code=400
+            )
+        return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
+
+    async def cancel(self, request: Request) -> Response:
+        order_id = request.path_params["order_id"]
+        try:
+            order = await self.bridge.cancel(order_id)
+        except UnknownOrder:
+            return JSONResponse({"reason": f"no order {clip(order_id, 64)!r}"}, status_code=404)
+        return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
+
+
+def _order(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "product": order.product,
+        "state": str(order.state),
+        "quantity": order.quantity,
+        "units_done": order.units_done,
+        "current_station": order.current_station or "",
+        "waiting_for": order.waiting_for or "",
+        "fault_station": order.fault_station or "",
+        "result_code": order.result_code or 0,
+        "steps": [
+            {
+                "unit": s.unit_index,
+                "route_index": s.route_index,
+                "station": s.station,
+                "seq": s.seq,
+                "phase": str(s.phase),
+                "result_code": s.result_code,
+                "parameters": {k: _plain(v) for k, v in s.parameters.items()},
+                "results": {k: _plain(v) for k, v in (s.results or {}).items()},
+            }
+            for s in order.steps
+        ],
+    }
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    shown = {}
+    for name, option in options.items():
+        shown[name] = {
+            k: v
+            for k, v in option.model_dump(mode="json").items()
+            if k in ("type", "values", "default", "min", "max", "max_length", "description") and v is not None
+        }
+    return shown
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON can carry: a number that is not finite becomes null."""
+    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+        return None
+    return value

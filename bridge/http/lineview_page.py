@@ -1,0 +1,179 @@
+"""The line view's page: HTML, CSS and JavaScript in one string, no build step (lineview.py)."""
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>linebridge</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1rem; color: #222; }
+  h1 { font-size: 1.2rem; margin: 0 0 .2rem; }
+  #status { color: #666; font-size: .85rem; margin-bottom: .8rem; }
+  #line { display: flex; gap: .6rem; align-items: stretch; overflow-x: auto; padding-bottom: .5rem; }
+  .step { display: flex; flex-direction: column; gap: .4rem; justify-content: center; }
+  .station { border: 2px solid #999; border-radius: 6px; padding: .4rem .6rem; min-width: 9rem; background: #fafafa; }
+  .station[data-state=busy] { border-color: #1f77b4; background: #eef5fc; }
+  .station[data-state=done] { border-color: #2ca02c; }
+  .station[data-state=offline], .station[data-state=error] { border-color: #d62728; background: #fdeeee; }
+  .station .name { font-weight: 600; }
+  .station .state { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
+  .station .telemetry { font-size: .75rem; color: #555; }
+  .arrow { align-self: center; color: #aaa; }
+  table { border-collapse: collapse; margin-top: 1rem; font-size: .85rem; }
+  th, td { border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+  td.cell { text-align: center; }
+  td.cell.closed { color: #2ca02c; } td.cell.running { color: #1f77b4; font-weight: 600; } td.cell.failed { color: #d62728; }
+  form { margin-top: 1rem; display: grid; grid-template-columns: max-content 16rem; gap: .3rem .6rem; align-items: center; }
+  form .hint { grid-column: 2; font-size: .75rem; color: #666; margin-top: -.2rem; }
+  #refusal { color: #d62728; grid-column: 1 / 3; }
+  #accepted { color: #2ca02c; grid-column: 1 / 3; }
+</style>
+</head>
+<body>
+<h1 id="title">linebridge</h1>
+<div id="status">connecting…</div>
+<div id="line"></div>
+<h2>Orders</h2>
+<table id="orders"><thead></thead><tbody></tbody></table>
+<h2>New order</h2>
+<form id="order-form"></form>
+<script>
+"use strict";
+let snapshot = null, formBuilt = false;
+const el = (tag, attrs = {}, text) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+function drawLine(s) {
+  const line = document.getElementById("line");
+  line.replaceChildren();
+  s.route.forEach((benches, i) => {
+    if (i) line.append(el("div", {class: "arrow"}, "→"));
+    const step = el("div", {class: "step"});
+    for (const name of benches) {
+      const st = s.stations[name] || {};
+      const box = el("div", {class: "station", "data-station": name, "data-state": st.state || ""});
+      box.append(el("div", {class: "name"}, name), el("div", {class: "state"}, st.state || "?"));
+      box.append(el("div", {class: "order"}, st.current_order ? "order " + st.current_order : ""));
+      box.append(el("div", {class: "cycles"}, st.cycle_count == null ? "" : st.cycle_count + " cycles"));
+      const tel = Object.entries(st.telemetry || {}).map(([k, v]) => k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)));
+      box.append(el("div", {class: "telemetry"}, tel.join(" · ")));
+      step.append(box);
+    }
+    line.append(step);
+  });
+}
+
+function drawOrders(s) {
+  const head = document.querySelector("#orders thead"), body = document.querySelector("#orders tbody");
+  const columns = s.route.map(b => b.join(" | "));
+  head.replaceChildren(el("tr"));
+  for (const h of ["order", "product", "state", "units", ...columns, "", ""]) head.firstChild.append(el("th", {}, h));
+  body.replaceChildren();
+  for (const o of s.orders) {
+    for (let unit = 0; unit < o.quantity; unit++) {
+      const row = el("tr", {"data-order": o.order_id, "data-unit": unit});
+      row.append(el("td", {}, unit ? "" : o.order_id), el("td", {}, unit ? "" : o.product));
+      row.append(el("td", {class: "order-state"}, unit ? "" : o.state), el("td", {}, unit ? "" : o.units_done + "/" + o.quantity));
+      s.route.forEach((benches, i) => {
+        const step = o.steps.filter(x => x.unit === unit && x.route_index === i).pop();
+        let cls = "cell", text = "·", title = "";
+        if (step) {
+          if (step.phase !== "closed") { cls += " running"; text = "▶ " + step.station; }
+          else if (step.result_code) { cls += " failed"; text = "✗ " + step.result_code; }
+          else { cls += " closed"; text = "✓"; }
+          title = "parameters " + JSON.stringify(step.parameters) + "\\nresults " + JSON.stringify(step.results);
+        }
+        row.append(el("td", {class: cls, title}, text));
+      });
+      const why = o.fault_station ? "faulted at " + o.fault_station + " (" + o.result_code + ")" : o.waiting_for;
+      row.append(el("td", {class: "why"}, unit ? "" : why));
+      const act = el("td");
+      if (!unit && !["completed", "faulted", "cancelled"].includes(o.state)) {
+        const b = el("button", {type: "button", "data-cancel": o.order_id}, "cancel");
+        b.onclick = () => fetch("/api/orders/" + encodeURIComponent(o.order_id) + "/cancel", {method: "POST"});
+        act.append(b);
+      }
+      row.append(act);
+      body.append(row);
+    }
+  }
+}
+
+function buildForm(s) {
+  const form = document.getElementById("order-form");
+  const product = el("select", {name: "product", id: "product"});
+  for (const p of Object.keys(s.products)) product.append(el("option", {value: p}, p));
+  const fields = el("div", {style: "display: contents"});
+  const draw = () => {
+    fields.replaceChildren();
+    for (const [name, o] of Object.entries(s.products[product.value].options)) {
+      fields.append(el("label", {for: "opt-" + name}, name));
+      let input;
+      if (o.type === "enum") {
+        input = el("select", {id: "opt-" + name, name});
+        for (const v of o.values) input.append(el("option", {value: JSON.stringify(v)}, String(v)));
+        if (o.default !== undefined) input.value = JSON.stringify(o.default);
+      } else if (o.type === "bool") {
+        input = el("input", {id: "opt-" + name, name, type: "checkbox"});
+        input.checked = !!o.default;
+      } else {
+        input = el("input", {id: "opt-" + name, name, type: o.type === "string" ? "text" : "number"});
+        if (o.type === "number") input.step = "any";
+        if (o.default !== undefined) input.value = o.default;
+      }
+      input.dataset.kind = o.type;
+      fields.append(input);
+      const bounds = [o.min !== undefined ? "min " + o.min : "", o.max !== undefined ? "max " + o.max : "",
+                      o.max_length !== undefined ? "up to " + o.max_length + " characters" : "",
+                      o.default !== undefined && o.default !== "" ? "default " + o.default : ""].filter(Boolean).join(", ");
+      fields.append(el("div", {class: "hint"}, [o.description, bounds].filter(Boolean).join(" — ")));
+    }
+  };
+  product.onchange = draw;
+  form.append(el("label", {for: "order-id"}, "order id"), el("input", {id: "order-id", name: "order_id", required: ""}));
+  form.append(el("label", {for: "product"}, "product"), product);
+  form.append(el("label", {for: "quantity"}, "quantity"), el("input", {id: "quantity", name: "quantity", type: "number", value: "1", min: "1"}));
+  form.append(fields);
+  form.append(el("span"), el("button", {type: "submit", id: "submit"}, "submit"));
+  form.append(el("div", {id: "refusal"}), el("div", {id: "accepted"}));
+  draw();
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const options = {};
+    for (const input of fields.querySelectorAll("input, select")) {
+      const kind = input.dataset.kind;
+      if (kind === "enum") options[input.name] = JSON.parse(input.value);
+      else if (kind === "bool") options[input.name] = input.checked;
+      else if (kind === "integer" || kind === "number") options[input.name] = input.value === "" ? null : Number(input.value);
+      else options[input.name] = input.value;
+    }
+    const body = {order_id: form.order_id.value, product: product.value, quantity: Number(form.quantity.value), options};
+    const reply = await fetch("/api/orders", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const answer = await reply.json();
+    document.getElementById("refusal").textContent = reply.ok ? "" : "refused: " + answer.reason;
+    document.getElementById("accepted").textContent = reply.ok ? "accepted " + answer.order_id : "";
+  };
+}
+
+function show(s) {
+  snapshot = s;
+  document.getElementById("title").textContent = s.line + (s.description ? " — " + s.description : "");
+  drawLine(s);
+  drawOrders(s);
+  if (!formBuilt) { buildForm(s); formBuilt = true; }
+  document.getElementById("status").textContent = "live · updated " + new Date().toLocaleTimeString();
+  document.body.dataset.ready = "yes";
+}
+
+const source = new EventSource("/api/events");
+source.onmessage = (m) => show(JSON.parse(m.data));
+source.onerror = () => { document.getElementById("status").textContent = "reconnecting…"; };
+</script>
+</body>
+</html>
+"""

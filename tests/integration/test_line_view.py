@@ -1,0 +1,86 @@
+"""The live line view in a real browser: headless Chromium (Debian's) driven by Playwright, against
+a bridge over the simulated line. A screenshot is kept in the test's folder when a check fails."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bridge.http.server import HttpFace, HttpSettings
+from bridge.mapping import apply_deployment
+from bridge.service import Bridge, BridgeSettings
+from plc_sim.line import SimulatedLine
+
+playwright = pytest.importorskip("playwright.async_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [  # as this machine's closed network needs (no background connections), and no sandbox as root
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not __import__("os").environ.get("CI"),
+        reason="Debian's chromium is not installed (make tools installs it)",
+    ),
+]
+
+
+async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
+        chassis = line["chassis"]
+        await chassis.set_fault("stall", 1)  # the first step holds until the page has seen it run
+        settings = BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0.2)
+        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
+        await bridge.start()
+        http = HttpFace(bridge, HttpSettings(port=0))
+        await http.start()
+        try:
+            async with playwright.async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                page = await browser.new_page()
+                try:
+                    await page.goto(http.address + "/")
+                    await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+                    assert await page.locator(".station").count() == 8
+                    assert await page.title() == "linebridge"
+                    pack = '.station[data-station="pack"][data-state="idle"]'
+                    await page.wait_for_selector(pack, timeout=10_000)  # polled, answering
+
+                    # a customised order through the form generated from the mapping
+                    await page.fill("#order-id", "WEB-1")
+                    await page.select_option("#opt-capacity_btu", "24000")
+                    await page.select_option("#opt-panel_color", '"ocean_blue"')
+                    await page.fill("#opt-engraving", "ANNA")
+                    await page.click("#submit")
+                    await page.wait_for_selector("#accepted:has-text('accepted WEB-1')", timeout=10_000)
+                    cell = 'tr[data-order="WEB-1"] td.cell.running'
+                    await page.wait_for_selector(cell, timeout=10_000)  # at chassis, shown running
+                    assert "chassis" in await page.locator(cell).first.inner_text()
+                    assert bridge.get("WEB-1").options["engraving"] == "ANNA"
+                    await chassis.set_fault("stall", 0)
+                    state = 'tr[data-order="WEB-1"] td.order-state:has-text("completed")'
+                    await page.wait_for_selector(state, timeout=20_000)  # station by station to the end
+                    assert await page.locator('tr[data-order="WEB-1"] td.cell.closed').count() == 7
+                    if shot := __import__("os").environ.get("LINEBRIDGE_SCREENSHOT"):
+                        await page.screenshot(path=shot, full_page=True)
+
+                    # a refused option, explained with the OPC UA method's words
+                    await page.fill("#order-id", "WEB-2")
+                    await page.fill("#opt-engraving", "x" * 40)
+                    await page.click("#submit")
+                    await page.wait_for_selector("#refusal:has-text('refused')", timeout=10_000)
+                    refusal = await page.inner_text("#refusal")
+                    assert "engraving" in refusal
+                    assert bridge.get("WEB-2") is None
+                except BaseException:
+                    await page.screenshot(path=str(tmp_path / "line-view-failure.png"), full_page=True)
+                    raise
+                finally:
+                    await browser.close()
+        finally:
+            await http.stop()
+            await bridge.stop()
