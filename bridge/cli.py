@@ -86,7 +86,7 @@ def run(
     users: Path | None = typer.Option(None, help="users file (default DATA_DIR/users.yaml)"),
     allow_none_endpoint: bool = typer.Option(False, help="with --security, also offer the None endpoint"),
     allow_insecure_remote: bool = typer.Option(
-        False, help="allow the None endpoint on a non-loopback address"
+        False, help="allow the None endpoint, and --http, on a non-loopback address"
     ),
     log_level: str = typer.Option("info"),
 ) -> None:
@@ -131,6 +131,8 @@ def run(
         if opcua is not None:  # an exposed None endpoint is refused before anything starts
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
         web = HttpSettings.parse(opts["http"]) if opts["http"] else None
+        if web is not None:
+            web.check_exposure(opts["allow_insecure_remote"])
         asyncio.run(
             _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
         )

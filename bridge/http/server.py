@@ -33,6 +33,18 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080  # 0: the system picks one (see HttpFace.address)
 
+    def check_exposure(self, allow_insecure_remote: bool) -> None:
+        """The page submits and cancels orders and has no login yet: beyond loopback only with the
+        explicit flag (as the OPC UA None endpoint), and then with a warning."""
+        if self.host == "localhost" or self.host == "::1" or self.host.startswith("127."):
+            return
+        if not allow_insecure_remote:
+            raise ConfigurationError(
+                f"--http on non-loopback address {self.host!r}: the line view has no login yet, so anyone"
+                " who reaches it can submit and cancel orders; add --allow-insecure-remote to serve it anyway"
+            )
+        log.warning("http_insecure_exposed", host=self.host)
+
     @classmethod
     def parse(cls, text: str) -> HttpSettings:
         """HOST:PORT, [IPv6]:PORT or :PORT (loopback)."""

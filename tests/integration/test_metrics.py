@@ -98,6 +98,14 @@ async def test_the_dashboard_asks_only_for_what_metrics_has(ac_mapping, tmp_path
     assert {p["id"] for p in dashboard["panels"]} == set(range(1, len(dashboard["panels"]) + 1))
 
 
+def test_beyond_loopback_only_when_asked():
+    HttpSettings("127.0.0.1", 8080).check_exposure(False)
+    HttpSettings("::1", 8080).check_exposure(False)
+    with pytest.raises(ConfigurationError, match=r"no login yet.*--allow-insecure-remote"):
+        HttpSettings("0.0.0.0", 8080).check_exposure(False)
+    HttpSettings("0.0.0.0", 8080).check_exposure(True)  # asked for: served, with a warning
+
+
 def test_an_http_address_is_checked():
     assert HttpSettings.parse("0.0.0.0:9100") == HttpSettings("0.0.0.0", 9100)
     assert HttpSettings.parse(":9100") == HttpSettings("127.0.0.1", 9100)
