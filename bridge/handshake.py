@@ -178,3 +178,15 @@ class HandshakeWatch:
             self.pending.discard(status.accepted_seq)
         self.executed, self.done_seq = status.executed_count, status.done_seq
         return None
+
+
+def station_state(online: bool, held: bool, status: StatusBlock | None) -> str:
+    """What a station shows (OPC UA `State`, the line view): offline while its PLC does not answer,
+    error while it is held (a handshake it cannot trust), else its PLC's handshake state."""
+    if not online:
+        return "offline"
+    if held:
+        return "error"
+    if status is None or status.state == PlcState.IDLE:
+        return "idle"
+    return "busy" if status.state == PlcState.BUSY else "done"

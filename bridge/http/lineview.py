@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from bridge.domain.model import Order, OrderEvent
 from bridge.errors import OrderRejected, UnknownOrder
-from bridge.handshake import PlcState
+from bridge.handshake import station_state
 from bridge.http.lineview_page import PAGE
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping.model import alternatives
@@ -86,18 +86,10 @@ class LineView:
             "current_order": step.order_id if step else "",
         }
         if isinstance(link, ModbusStationLink):
-            online = link.counters.connected
-            status = link.last_status
-            if not online:
-                state = "offline"
-            elif name in engine.station_errors:
-                state = "error"
-            elif status is None or status.state == PlcState.IDLE:
-                state = "idle"
-            else:
-                state = "busy" if status.state == PlcState.BUSY else "done"
+            online, status = link.counters.connected, link.last_status
+            held = name in engine.station_errors or link.status_invalid
             info.update(
-                state=state,
+                state=station_state(online, held, status),
                 connected=online,
                 cycle_count=status.executed_count if status else None,
                 telemetry={k: _plain(v) for k, v in link.telemetry.items()},

@@ -24,7 +24,7 @@ from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
 from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
-from bridge.handshake import PlcState, ResultCode
+from bridge.handshake import ResultCode, station_state
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
@@ -573,14 +573,7 @@ class OpcUaFace:
         held = self.bridge.engine.station_errors.get(name) or (
             "status block holds garbage" if link.status_invalid else None
         )
-        if not online:
-            state = "offline"
-        elif held is not None:
-            state = "error"
-        elif status is None or status.state == PlcState.IDLE:
-            state = "idle"
-        else:
-            state = "busy" if status.state == PlcState.BUSY else "done"
+        state = station_state(online, held is not None, status)
         await self._announce_error(name, held)
         staged: Staged = []  # written at once below (notify.write_values)
         state_code = self.types.enum_codes[self.types.station_state][state]
