@@ -132,7 +132,8 @@ def run(
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
         web = HttpSettings.parse(opts["http"]) if opts["http"] else None
         if web is not None:
-            web.check_exposure(opts["allow_insecure_remote"])
+            secured = opcua is not None and opcua.security is not None
+            web.check_exposure(opts["allow_insecure_remote"], secured=secured)
         asyncio.run(
             _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
         )
@@ -192,7 +193,9 @@ async def _run(
         face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
             await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
-        http = HttpFace(bridge, web) if web is not None else None
+        http = (
+            HttpFace(bridge, web, opcua.security if opcua is not None else None) if web is not None else None
+        )
         try:
             if http is not None:
                 await http.start()  # ConfigurationError likewise

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -32,8 +32,9 @@ KEEP_FINISHED = 50  # finished orders the page still shows
 
 
 class LineView:
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, audit: Callable[..., None] | None = None) -> None:
         self.bridge = bridge
+        self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
         bridge.engine.event_listeners.append(self._on_event)
 
@@ -136,9 +137,11 @@ class LineView:
                 quantity=body.get("quantity"), priority=body.get("priority", 0),
             )  # fmt: skip
         except OrderRejected as exc:
+            self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")
             return JSONResponse(
                 {"field": exc.field, "reason": clip(str(exc), LOGGED_TEXT_CHARS)}, status_code=400
             )
+        self._audit(request, "order_submit", f"ok {order.order_id}")
         return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
 
     async def cancel(self, request: Request) -> Response:
@@ -146,8 +149,16 @@ class LineView:
         try:
             order = await self.bridge.cancel(order_id)
         except UnknownOrder:
+            self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: no such order")
             return JSONResponse({"reason": f"no order {clip(order_id, 64)!r}"}, status_code=404)
+        self._audit(request, "order_cancel", f"ok {order_id}")
         return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
+
+    def _audit(self, request: Request, event: str, outcome: str) -> None:
+        if self.audit is None:
+            return
+        user, _role, channel = request.scope.get("state", {}).get("user", ("", "", ""))
+        self.audit(event, user, "", outcome, channel)
 
 
 def _order(order: Order) -> dict[str, Any]:

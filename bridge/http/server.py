@@ -15,14 +15,24 @@ from dataclasses import dataclass
 
 import structlog
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from bridge.errors import ConfigurationError
+from bridge.http.auth import BasicAuth
 from bridge.http.lineview import LineView
 from bridge.http.metrics import LineMetrics
 from bridge.lifecycle import cancel_and_wait
+from bridge.limits import AUDIT_OUTCOME_CHARS, clip
+from bridge.opcua.channel_guard import LoginBackoff
+from bridge.opcua.endpoint_security import SecuritySettings
+from bridge.opcua.uatypes import APP_URI_PREFIX
+from bridge.security.pki import Pki
+from bridge.security.users import RoleUserManager
 from bridge.service import Bridge
 
 log = structlog.get_logger(__name__)
@@ -33,15 +43,15 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080  # 0: the system picks one (see HttpFace.address)
 
-    def check_exposure(self, allow_insecure_remote: bool) -> None:
-        """The page submits and cancels orders and has no login yet: beyond loopback only with the
-        explicit flag (as the OPC UA None endpoint), and then with a warning."""
-        if self.host == "localhost" or self.host == "::1" or self.host.startswith("127."):
+    def check_exposure(self, allow_insecure_remote: bool, secured: bool = False) -> None:
+        """Without --security the page has no login and can submit and cancel orders: beyond
+        loopback only with the explicit flag (as the OPC UA None endpoint), and with a warning."""
+        if secured or self.host == "localhost" or self.host == "::1" or self.host.startswith("127."):
             return
         if not allow_insecure_remote:
             raise ConfigurationError(
-                f"--http on non-loopback address {self.host!r}: the line view has no login yet, so anyone"
-                " who reaches it can submit and cancel orders; add --allow-insecure-remote to serve it anyway"
+                f"--http on non-loopback address {self.host!r} without --security: no login, so anyone who"
+                " reaches it can submit and cancel orders; add --security, or --allow-insecure-remote"
             )
         log.warning("http_insecure_exposed", host=self.host)
 
@@ -61,14 +71,24 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class HttpFace:
-    def __init__(self, bridge: Bridge, settings: HttpSettings) -> None:
+    def __init__(
+        self, bridge: Bridge, settings: HttpSettings, security: SecuritySettings | None = None
+    ) -> None:
         self.bridge = bridge
         self.settings = settings
+        self.security = security
         self.metrics = LineMetrics(bridge)
-        self.view = LineView(bridge)
-        self.app = Starlette(
+        self.view = LineView(bridge, audit=self.audit if security is not None else None)
+        self.app: ASGIApp = Starlette(
             routes=[*self.view.routes(), Mount("/metrics", make_asgi_app(self.metrics.registry))]
         )
+        if security is not None:  # the users and roles of the OPC UA server (bridge/http/auth.py)
+            backoff = LoginBackoff(
+                free=security.login_free_failures,
+                initial_s=security.login_backoff_s,
+                max_s=security.login_backoff_max_s,
+            )
+            self.app = BasicAuth(self.app, RoleUserManager(security.users_file), self.audit, backoff)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.address = ""
@@ -84,18 +104,41 @@ class HttpFace:
             raise ConfigurationError(f"HTTP {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         sock.setblocking(False)
         bound = sock.getsockname()[1]
+        tls: dict[str, str] = {}
+        if self.security is not None:  # HTTPS with the server's own certificate (its PKI)
+            tls = await self._certificate()
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1, **tls
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
-        self.address = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+        scheme = "https" if tls else "http"
+        self.address = f"{scheme}://{f'[{host}]' if ':' in host else host}:{bound}"
         log.info(
             "http_listening",
             address=self.address,
             line_view=f"{self.address}/",
             metrics=f"{self.address}/metrics",
         )
+
+    def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
+        log.info(
+            "audit", audit_event=event, user=user, channel=channel, outcome=clip(outcome, AUDIT_OUTCOME_CHARS)
+        )
+        self.bridge.journal.add_audit(event, user, thumbprint, outcome, channel)
+
+    async def _certificate(self) -> dict[str, str]:
+        assert self.security is not None
+        pki = Pki(self.security.pki_dir)
+        await pki.ensure_server_certificate(f"{APP_URI_PREFIX}{self.bridge.mapping.line.name}")
+        pem = pki.own_cert.with_suffix(".pem")
+
+        def write() -> None:
+            cert = x509.load_der_x509_certificate(pki.own_cert.read_bytes())
+            pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+        await asyncio.to_thread(write)
+        return {"ssl_certfile": str(pem), "ssl_keyfile": str(pki.own_key)}
 
     async def stop(self) -> None:
         if self._server is not None:

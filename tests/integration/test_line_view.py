@@ -10,6 +10,8 @@ import pytest
 
 from bridge.http.server import HttpFace, HttpSettings
 from bridge.mapping import apply_deployment
+from bridge.opcua.endpoint_security import SecuritySettings
+from bridge.security.users import add_user
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 
@@ -84,3 +86,66 @@ async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_pat
         finally:
             await http.stop()
             await bridge.stop()
+
+
+async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac_mapping, tmp_path):
+    """--security: HTTPS with the bridge's own certificate, the users file's users; an observer
+    sees the line but is refused a submit; an operator submits; both audited in the journal."""
+    users = tmp_path / "users.yaml"
+    add_user(users, "olga", "operator", "op-secret-1")
+    add_user(users, "vic", "observer", "obs-secret-1")
+    security = SecuritySettings(pki_dir=tmp_path / "pki", users_file=users)
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
+        settings = BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0.2)
+        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
+        await bridge.start()
+        http = HttpFace(bridge, HttpSettings(port=0), security)
+        await http.start()
+        assert http.address.startswith("https://")
+        try:
+            async with playwright.async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                try:
+                    anonymous = await browser.new_context(ignore_https_errors=True)
+                    reply = await anonymous.request.get(http.address + "/")
+                    assert reply.status == 401  # (a browser would ask for a user and password)
+                    assert "Basic" in reply.headers["www-authenticate"]
+                    wrong = await browser.new_context(
+                        ignore_https_errors=True, http_credentials={"username": "vic", "password": "nope"}
+                    )
+                    reply = await wrong.request.get(http.address + "/api/line")
+                    assert reply.status == 401
+
+                    for user, password, verdict in (
+                        ("vic", "obs-secret-1", "refused: user vic (observer) may not submit"),
+                        ("olga", "op-secret-1", "accepted SEC-olga"),
+                    ):
+                        login = {"username": user, "password": password}
+                        context = await browser.new_context(ignore_https_errors=True, http_credentials=login)
+                        page = await context.new_page()
+                        await page.goto(http.address + "/")
+                        await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+                        assert await page.locator(".station").count() == 8  # any user may look
+                        await page.fill("#order-id", f"SEC-{user}")
+                        await page.click("#submit")
+                        shown = "#refusal" if user == "vic" else "#accepted"
+                        word = verdict.split(":")[0]
+                        await page.wait_for_selector(f"{shown}:has-text('{word}')", timeout=10_000)
+                        assert verdict in await page.inner_text(shown)
+                finally:
+                    await browser.close()
+            assert bridge.get("SEC-vic") is None
+            assert bridge.get("SEC-olga") is not None
+            records = bridge.journal.load_audit(50)  # at, event, user, thumbprint, outcome, channel
+        finally:
+            await http.stop()
+            await bridge.stop()
+    seen = {(event, user, outcome.split(" ")[0]) for _, event, user, _, outcome, _ in records}
+    assert ("login", "olga", "ok") in seen
+    assert ("login", "vic", "refused:") in seen
+    assert ("denied", "vic", "POST") in seen
+    assert ("order_submit", "olga", "ok") in seen
+    channels = {channel for _, _, user, _, _, channel in records if user in ("olga", "vic")}
+    assert channels
+    assert all(channel.startswith("https 127.0.0.1:") for channel in channels)

@@ -101,9 +101,10 @@ async def test_the_dashboard_asks_only_for_what_metrics_has(ac_mapping, tmp_path
 def test_beyond_loopback_only_when_asked():
     HttpSettings("127.0.0.1", 8080).check_exposure(False)
     HttpSettings("::1", 8080).check_exposure(False)
-    with pytest.raises(ConfigurationError, match=r"no login yet.*--allow-insecure-remote"):
+    with pytest.raises(ConfigurationError, match=r"without --security: no login.*--allow-insecure-remote"):
         HttpSettings("0.0.0.0", 8080).check_exposure(False)
     HttpSettings("0.0.0.0", 8080).check_exposure(True)  # asked for: served, with a warning
+    HttpSettings("0.0.0.0", 8080).check_exposure(False, secured=True)  # users, roles and TLS
 
 
 def test_an_http_address_is_checked():
