@@ -29,6 +29,7 @@ from bridge.service import Bridge
 
 PUSH_EVERY_S = 0.5
 KEEP_FINISHED = 50  # finished orders the page still shows
+TREND_POINTS = 60  # numeric telemetry values kept per field for the page's trend lines
 
 
 class LineView:
@@ -36,10 +37,25 @@ class LineView:
         self.bridge = bridge
         self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
+        self._trends: dict[str, dict[str, deque[float]]] = {}  # station → field → last polled values
         bridge.engine.event_listeners.append(self._on_event)
+        for link in bridge.links.values():
+            if isinstance(link, ModbusStationLink):
+                link.listeners.append(self._on_poll)
 
     def detach(self) -> None:
         self.bridge.engine.event_listeners.remove(self._on_event)
+        for link in self.bridge.links.values():
+            if isinstance(link, ModbusStationLink) and self._on_poll in link.listeners:
+                link.listeners.remove(self._on_poll)
+
+    async def _on_poll(self, link: ModbusStationLink) -> None:
+        """Keep the last values of each numeric telemetry field (bounded) for the trend lines."""
+        trends = self._trends.setdefault(link.station, {})
+        for name in link.last_read:
+            value = link.telemetry.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+                trends.setdefault(name, deque(maxlen=TREND_POINTS)).append(float(value))
 
     def routes(self) -> list[Route]:
         return [
@@ -94,6 +110,7 @@ class LineView:
                 connected=online,
                 cycle_count=status.executed_count if status else None,
                 telemetry={k: _plain(v) for k, v in link.telemetry.items()},
+                trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
             )
         return info
 

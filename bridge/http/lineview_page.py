@@ -19,6 +19,7 @@ PAGE = """<!doctype html>
   .station .name { font-weight: 600; }
   .station .state { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
   .station .telemetry { font-size: .75rem; color: #555; }
+  .station .trend { vertical-align: middle; }
   .arrow { align-self: center; color: #aaa; }
   table { border-collapse: collapse; margin-top: 1rem; font-size: .85rem; }
   th, td { border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
@@ -60,12 +61,29 @@ function drawLine(s) {
       box.append(el("div", {class: "name"}, name), el("div", {class: "state"}, st.state || "?"));
       box.append(el("div", {class: "order"}, st.current_order ? "order " + st.current_order : ""));
       box.append(el("div", {class: "cycles"}, st.cycle_count == null ? "" : st.cycle_count + " cycles"));
-      const tel = Object.entries(st.telemetry || {}).map(([k, v]) => k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)));
-      box.append(el("div", {class: "telemetry"}, tel.join(" · ")));
+      const tel = el("div", {class: "telemetry"});
+      for (const [k, v] of Object.entries(st.telemetry || {})) {
+        const row = el("div", {class: "tag", "data-tag": k}, k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)) + " ");
+        const points = (st.trends || {})[k];
+        if (points && points.length > 1) row.append(sparkline(points));
+        tel.append(row);
+      }
+      box.append(tel);
       step.append(box);
     }
     line.append(step);
   });
+}
+
+function sparkline(points) {
+  const w = 60, h = 14, lo = Math.min(...points), hi = Math.max(...points), span = hi - lo || 1;
+  const xy = points.map((p, i) => (i * w / (points.length - 1)).toFixed(1) + "," + (h - 1 - (p - lo) * (h - 2) / span).toFixed(1));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", "trend");
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", xy.join(" ")); line.setAttribute("fill", "none"); line.setAttribute("stroke", "#1f77b4");
+  svg.append(line);
+  return svg;
 }
 
 function drawOrders(s) {

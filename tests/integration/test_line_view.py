@@ -51,6 +51,8 @@ async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_pat
                     assert await page.title() == "linebridge"
                     pack = '.station[data-station="pack"][data-state="idle"]'
                     await page.wait_for_selector(pack, timeout=10_000)  # polled, answering
+                    trend = '.station[data-station="coil"] [data-tag="furnace_temp_c"] svg.trend polyline'
+                    await page.wait_for_selector(trend, timeout=10_000)  # a trend of the last polls
 
                     # a customised order through the form generated from the mapping
                     await page.fill("#order-id", "WEB-1")
