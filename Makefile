@@ -25,6 +25,11 @@ tools:
 	    (apt-get update -qq && apt-get install -y -qq mbpoll) >/dev/null 2>&1 \
 	      || echo "warning: could not install mbpoll; its interop test will be skipped"; \
 	  else echo "warning: mbpoll not installed (apt-get install mbpoll); its interop test will be skipped"; fi; }
+	@command -v socat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq socat) >/dev/null 2>&1 \
+	      || echo "warning: could not install socat; the Modbus RTU test will be skipped"; \
+	  else echo "warning: socat not installed (apt-get install socat); the Modbus RTU test will be skipped"; fi; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \

@@ -8,10 +8,12 @@ import signal
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from bridge.errors import ConfigurationError, MappingError
 from bridge.logging import configure_logging
 from bridge.mapping import load_mapping
+from bridge.mapping.model import SerialLine
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults, parse_fault
 from plc_sim.line import SimulatedLine
 from plc_sim.plc import TELEMETRY_INTERVAL_S
@@ -50,6 +52,9 @@ def serve(
         " fault mix (0: none); endpoints and the deployment file then name the proxies",
     ),
     network_seed: int = typer.Option(1, help="seed of the proxies' faults"),
+    serial: list[str] = typer.Option(
+        [], help="a station over Modbus RTU: STATION=DEVICE[:BAUD[:PARITY]], e.g. pack=/dev/ttyS1:19200:E"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Start every station PLC of MAPPING and print where each one listens."""
@@ -57,11 +62,12 @@ def serve(
     try:
         line_mapping = load_mapping(mapping)
         faults = _faults(fault, list(line_mapping.stations))
+        serial_lines = _serial_lines(serial, list(line_mapping.stations))
     except MappingError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     except ValueError as exc:
-        typer.echo(f"--fault {exc}", err=True)
+        typer.echo(str(exc) if str(exc).startswith("--") else f"--fault {exc}", err=True)
         raise typer.Exit(2) from None
     names = list(line_mapping.stations)
     if ephemeral:
@@ -81,6 +87,7 @@ def serve(
             seed=seed,
             allow=allow,
             telemetry_period_s=telemetry_period,
+            serial=serial_lines,
         )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
@@ -90,6 +97,25 @@ def serve(
         raise typer.Exit(2)
     mix = ISSUE_12_MIX.scaled(network_faults) if network_faults else None
     asyncio.run(_serve(line, write_deployment, mix, network_seed))
+
+
+def _serial_lines(specs: list[str], stations: list[str]) -> dict[str, SerialLine]:
+    lines: dict[str, SerialLine] = {}
+    for spec in specs:
+        station, sep, rest = spec.partition("=")
+        if not sep or station not in stations:
+            known = ", ".join(stations)
+            raise ValueError(f"--serial {spec!r}: expected STATION=DEVICE[:BAUD[:PARITY]] ({known})")
+        device, *options = rest.split(":")
+        try:
+            lines[station] = SerialLine(
+                device=device,
+                **({"baudrate": int(options[0])} if options else {}),
+                **({"parity": options[1].upper()} if len(options) > 1 else {}),
+            )
+        except (ValueError, ValidationError) as exc:
+            raise ValueError(f"--serial {spec!r}: {exc}") from None
+    return lines
 
 
 def _faults(specs: list[str], stations: list[str]) -> dict[str, Faults]:
@@ -134,7 +160,7 @@ async def _serve(
             ep = endpoints[name]
             typer.echo(
                 f"{name:<12} {plc.type_name:<16} "
-                f"{f'{ep.host}:{ep.port}':<22} {ep.device_id:>6}  {plc.cycle_time_s:g}"
+                f"{ep!s:<22} {ep.device_id:>6}  {plc.cycle_time_s:g}"
             )
         if proxies:
             typer.echo(f"a fault-injecting proxy in front of every PLC: {mix}", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge.mapping.model import Endpoint, LineMapping
+from bridge.mapping.model import Endpoint, LineMapping, SerialLine
 from plc_sim.faults import DEFAULT_CONTROL_ADDRESS, Faults
 from plc_sim.plc import TELEMETRY_INTERVAL_S, SimulatedPlc
 
@@ -27,8 +27,11 @@ class SimulatedLine:
         seed: int | None = None,
         allow: list[str] | None = None,
         telemetry_period_s: float = TELEMETRY_INTERVAL_S,
+        serial: dict[str, SerialLine] | None = None,
     ) -> None:
+        """`serial`: stations served over Modbus RTU on a serial line instead of TCP."""
         ports = ports or {}
+        serial = serial or {}
         faults = faults or {}
         self.plcs: dict[str, SimulatedPlc] = {
             name: SimulatedPlc(
@@ -42,6 +45,7 @@ class SimulatedLine:
                 seed=None if seed is None else seed + i,
                 allow=allow,
                 telemetry_period_s=telemetry_period_s,
+                serial=serial.get(name),
             )
             for i, name in enumerate(mapping.stations)
         }
@@ -69,7 +73,7 @@ class SimulatedLine:
     def endpoints(self) -> dict[str, Endpoint]:
         """Where each PLC really listens, for a deployment file or a bridge under test."""
         return {
-            name: Endpoint(host=plc.host, port=plc.port, device_id=plc.device_id)
+            name: Endpoint(host=plc.host, port=plc.port, device_id=plc.device_id, serial=plc.serial)
             for name, plc in self.plcs.items()
         }
 
@@ -77,5 +81,5 @@ class SimulatedLine:
         """A deployment file (`linebridge run --deployment`) pointing at these PLCs (or at
         `endpoints` in front of them: proxies)."""
         endpoints = endpoints if endpoints is not None else self.endpoints()
-        doc = {"stations": {name: ep.model_dump() for name, ep in endpoints.items()}}
+        doc = {"stations": {name: ep.model_dump(exclude_none=True) for name, ep in endpoints.items()}}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from bridge.errors import CodecError, ConfigurationError
 from bridge.handshake import COMMAND_REGISTERS, Command, PlcState, ResultCode, StatusBlock
 from bridge.mapping import codec
-from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField
+from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField, SerialLine
 from plc_sim.faults import CONTROL_REGISTERS, DEFAULT_CONTROL_ADDRESS, Faults
 from plc_sim.memory import PlcMemory, build_device, internal_access, table_sizes
 
@@ -49,6 +50,7 @@ class SimulatedPlc:
         seed: int | None = None,
         allow: list[str] | None = None,
         telemetry_period_s: float = TELEMETRY_INTERVAL_S,
+        serial: SerialLine | None = None,
     ) -> None:
         if speed < 0:
             raise ConfigurationError("speed must be 0 (no cycle time) or positive")
@@ -59,6 +61,7 @@ class SimulatedPlc:
         endpoint = mapping.stations[station].endpoint
         self.host = host
         self.port = endpoint.port if port is None else port
+        self.serial = serial  # Modbus RTU on this line instead of TCP (a rig's serial port)
         self.device_id = endpoint.device_id
         self.cycle_time_s = 0.0 if speed == 0 else self.kind.cycle_time_s / speed
         self.control_address = control_address
@@ -80,7 +83,7 @@ class SimulatedPlc:
         self._random = random.Random(seed)
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._memory: PlcMemory | None = None
         self._log = log.bind(station=station)
@@ -130,7 +133,15 @@ class SimulatedPlc:
     async def start(self) -> None:
         sizes = table_sizes(self.kind, self.control_address, CONTROL_REGISTERS)
         device = build_device(sizes, self.device_id, self._on_request)
-        self._server = ModbusTcpServer(device, address=(self.host, self.port), trace_connect=self._on_connect)
+        line = self.serial
+        if line is not None:
+            self._server = ModbusSerialServer(
+                device, framer=FramerType.RTU, port=line.device, baudrate=line.baudrate, parity=line.parity,
+                stopbits=line.stopbits, bytesize=line.bytesize,
+            )  # fmt: skip
+        else:
+            address = (self.host, self.port)
+            self._server = ModbusTcpServer(device, address=address, trace_connect=self._on_connect)
         self._memory = PlcMemory(self._server, self.device_id)
         # A PLC answers with its real status and telemetry from the first request on.
         await self._memory.write("holding", self.control_address, self.faults.to_registers())
@@ -143,14 +154,19 @@ class SimulatedPlc:
             await self._server.serve_forever(background=True)
         except RuntimeError:  # pymodbus's word for any failure to listen
             self._server = None
+            where = line.device if line is not None else f"{self.host}:{self.port}"
             raise OSError(
-                f"station {self.station}: cannot listen on {self.host}:{self.port}"
-                " (the port is in use, or the address is not this machine's)"
+                f"station {self.station}: cannot listen on {where}"
+                " (in use, or not this machine's)"
             ) from None
-        listener: Any = self._server.transport
-        self.port = listener.sockets[0].getsockname()[1]
+        if line is None:
+            listener: Any = self._server.transport
+            self.port = listener.sockets[0].getsockname()[1]
         self._scan_task = asyncio.create_task(self._scan_loop(), name=f"plc-{self.station}")
-        self._log.info("plc_started", host=self.host, port=self.port, device_id=self.device_id)
+        self._log.info(
+            "plc_started", host=self.host, port=self.port, serial=line.device if line else None,
+            device_id=self.device_id,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         if self._scan_task is not None:
@@ -194,7 +210,7 @@ class SimulatedPlc:
     def drop_connections(self) -> None:
         """Close every client connection now, as a PLC losing its network would."""
         if self._server is not None:
-            for connection in list(self._server.active_connections.values()):
+            for connection in list(getattr(self._server, "active_connections", {}).values()):
                 connection.close()
 
     def _on_connect(self, connected: bool) -> None:

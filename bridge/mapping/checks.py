@@ -90,8 +90,20 @@ def shared_endpoints(mapping: LineMapping) -> list[MappingIssue]:
     """Two stations on one PLC address would drive one handshake from two steps at once."""
     issues: list[MappingIssue] = []
     first: dict[tuple[str, int, int], str] = {}
+    lines: dict[str, str] = {}
     for name, station in mapping.stations.items():
         ep = station.endpoint
+        if ep.serial is not None:  # one client per station: one station per serial line
+            if ep.serial.device in lines:
+                issues.append(
+                    MappingIssue(
+                        f"stations.{name}.endpoint.serial.device",
+                        f"{ep.serial.device} is station {lines[ep.serial.device]}'s serial line already:"
+                        " one station per serial line (a multi-drop bus is not supported yet)",
+                    )
+                )
+            lines.setdefault(ep.serial.device, name)
+            continue
         key = (ep.host, ep.port, ep.device_id)
         if key in first:
             issues.append(

@@ -225,12 +225,30 @@ class StationType(_Strict):
                 yield group, name, f
 
 
+class SerialLine(_Strict):
+    """A Modbus RTU serial line (a hardware-in-the-loop rig): the device and its framing."""
+
+    device: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
+    baudrate: int = Field(19200, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "E"  # Modbus over serial line: even parity by default
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
 class Endpoint(_Strict):
-    """Where a station's PLC answers Modbus TCP; port 0 lets the simulator pick one."""
+    """Where a station's PLC answers: Modbus TCP at host:port (port 0 lets the simulator pick
+    one), or Modbus RTU on a serial line when `serial` is given (host and port are then unused)."""
 
     host: str = "127.0.0.1"
     port: int = Field(502, ge=0, le=65535)
     device_id: int = Field(1, ge=0, le=255)
+    serial: SerialLine | None = None
+
+    def __str__(self) -> str:
+        line = self.serial
+        if line is not None:
+            return f"{line.device} (RTU {line.baudrate} {line.bytesize}{line.parity}{line.stopbits})"
+        return f"{self.host}:{self.port}"
 
 
 class LinkSettings(_Strict):

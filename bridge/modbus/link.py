@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
@@ -139,12 +140,20 @@ class ModbusStationLink:
         if self._client is not None:
             self._client.close()
         ep = self.endpoint
-        self._client = AsyncModbusTcpClient(
-            ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
-        )
+        if ep.serial is not None:  # Modbus RTU: the same handshake, retries and counters
+            line = ep.serial
+            self._client = AsyncModbusSerialClient(  # type: ignore[assignment]
+                line.device, framer=FramerType.RTU, baudrate=line.baudrate, parity=line.parity,
+                stopbits=line.stopbits, bytesize=line.bytesize, timeout=self.timeout_s, retries=0,
+                reconnect_delay=0,
+            )  # fmt: skip
+        else:
+            self._client = AsyncModbusTcpClient(
+                ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
+            )
         self._count_stale_replies(self._client)
         if not await self._client.connect():  # bounded by the caller's timeout
-            raise StationError(f"cannot connect to {ep.host}:{ep.port}", station=self.station)
+            raise StationError(f"cannot connect to {ep}", station=self.station)
         if self._ever_connected:
             self.counters.reconnects += 1
         self._ever_connected = True
