@@ -8,7 +8,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import typer
@@ -17,7 +17,6 @@ import yaml
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
-from bridge.http.server import HttpFace, HttpSettings
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
@@ -25,6 +24,9 @@ from bridge.mapping.schema import mapping_json_schema
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
 from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
+
+if TYPE_CHECKING:
+    from bridge.http.server import HttpSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -130,7 +132,11 @@ def run(
     try:
         if opcua is not None:  # an exposed None endpoint is refused before anything starts
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
-        web = HttpSettings.parse(opts["http"]) if opts["http"] else None
+        web = None
+        if opts["http"]:
+            from bridge.http.server import HttpSettings  # uvicorn and Starlette: only when asked for
+
+            web = HttpSettings.parse(opts["http"])
         if web is not None:
             secured = opcua is not None and opcua.security is not None
             web.check_exposure(opts["allow_insecure_remote"], secured=secured)
@@ -193,9 +199,11 @@ async def _run(
         face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
             await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
-        http = (
-            HttpFace(bridge, web, opcua.security if opcua is not None else None) if web is not None else None
-        )
+        http = None
+        if web is not None:
+            from bridge.http.server import HttpFace
+
+            http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
         try:
             if http is not None:
                 await http.start()  # ConfigurationError likewise
