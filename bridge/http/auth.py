@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import json
 import time
 from collections.abc import Callable
 
@@ -55,9 +56,8 @@ class BasicAuth:
             self.audit(
                 "denied", user, "", f"{scope['method']} {clip(scope['path'], 200)}: needs operator", channel
             )
-            await _reply(
-                send, 403, f'{{"reason": "user {user} ({role}) may not submit or cancel orders"}}'.encode()
-            )
+            reason = {"reason": f"user {user} ({role}) may not submit or cancel orders"}
+            await _reply(send, 403, json.dumps(reason).encode())
             return
         scope.setdefault("state", {})["user"] = (user, role, channel)
         await self.app(scope, receive, send)
