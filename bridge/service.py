@@ -20,6 +20,7 @@ from bridge.domain.orders import OrderRequest
 from bridge.errors import ConfigurationError, MappingIncompatible
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
+from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.model import LineMapping
 from bridge.mapping.reload import reload_changes
@@ -139,6 +140,15 @@ class Bridge:
 
     def get(self, order_id: str) -> Order | None:
         return self.engine.get(order_id)
+
+    def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
+        """One audit record from either face (OPC UA, HTTP): one log line (clipped) and a row in
+        the journal, committed at once."""
+        outcome, user = clip(outcome, AUDIT_OUTCOME_CHARS), clip(user, 128)
+        log.info(
+            "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome
+        )
+        self.journal.add_audit(event, user, thumbprint, outcome, channel)
 
     def watch(self) -> AsyncIterator[OrderEvent]:
         return self.engine.watch()

@@ -27,7 +27,6 @@ from bridge.http.auth import BasicAuth
 from bridge.http.lineview import LineView
 from bridge.http.metrics import LineMetrics
 from bridge.lifecycle import cancel_and_wait
-from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.opcua.channel_guard import LoginBackoff
 from bridge.opcua.endpoint_security import SecuritySettings
 from bridge.opcua.uatypes import APP_URI_PREFIX
@@ -78,7 +77,7 @@ class HttpFace:
         self.settings = settings
         self.security = security
         self.metrics = LineMetrics(bridge)
-        self.view = LineView(bridge, audit=self.audit if security is not None else None)
+        self.view = LineView(bridge, audit=self.bridge.audit if security is not None else None)
         self.app: ASGIApp = Starlette(
             routes=[*self.view.routes(), Mount("/metrics", make_asgi_app(self.metrics.registry))]
         )
@@ -88,7 +87,7 @@ class HttpFace:
                 initial_s=security.login_backoff_s,
                 max_s=security.login_backoff_max_s,
             )
-            self.app = BasicAuth(self.app, RoleUserManager(security.users_file), self.audit, backoff)
+            self.app = BasicAuth(self.app, RoleUserManager(security.users_file), self.bridge.audit, backoff)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.address = ""
@@ -120,12 +119,6 @@ class HttpFace:
             line_view=f"{self.address}/",
             metrics=f"{self.address}/metrics",
         )
-
-    def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
-        log.info(
-            "audit", audit_event=event, user=user, channel=channel, outcome=clip(outcome, AUDIT_OUTCOME_CHARS)
-        )
-        self.bridge.journal.add_audit(event, user, thumbprint, outcome, channel)
 
     async def _certificate(self) -> dict[str, str]:
         assert self.security is not None

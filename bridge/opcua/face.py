@@ -26,7 +26,7 @@ from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, 
 from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
 from bridge.handshake import ResultCode, station_state
 from bridge.lifecycle import cancel_and_wait
-from bridge.limits import AUDIT_OUTCOME_CHARS, LOGGED_TEXT_CHARS, clip
+from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
 from bridge.mapping.model import deadband_of, history_of
 from bridge.modbus import ModbusStationLink
@@ -325,15 +325,8 @@ class OpcUaFace:
         await secure_server(self.server, self.app_uri, settings.security, offers_none, self.audit)
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str) -> None:
-        """One audit record, with the channel of the request being handled: logged (clipped) and
-        committed to the journal."""
-        channel = str(current_channel.get() or "")
-        outcome = clip(outcome, AUDIT_OUTCOME_CHARS)
-        user = clip(user, 128)
-        log.info(
-            "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome
-        )
-        self.bridge.journal.add_audit(event, user, thumbprint, outcome, channel)
+        """One audit record (Bridge.audit), with the channel of the request being handled."""
+        self.bridge.audit(event, user, thumbprint, outcome, str(current_channel.get() or ""))
 
     def _audit_caller(self, event: str, outcome: str) -> None:
         """An audit record of the request being handled, with its user and client certificate."""
