@@ -38,6 +38,8 @@ class LineView:
         self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
         self._trends: dict[str, dict[str, deque[float]]] = {}  # station → field → last polled values
+        self._trended_at: dict[str, float | None] = {}  # station → the read its trend last took
+        self._pushed: tuple[float, str] = (-1.0, "")  # when the pushed snapshot was made, and it
         bridge.engine.event_listeners.append(self._on_event)
         for link in bridge.links.values():
             if isinstance(link, ModbusStationLink):
@@ -51,6 +53,9 @@ class LineView:
 
     async def _on_poll(self, link: ModbusStationLink) -> None:
         """Keep the last values of each numeric telemetry field (bounded) for the trend lines."""
+        if link.telemetry_read_at == self._trended_at.get(link.station):  # a failed poll: nothing new
+            return
+        self._trended_at[link.station] = link.telemetry_read_at
         trends = self._trends.setdefault(link.station, {})
         for name in link.last_read:
             value = link.telemetry.get(name)
@@ -116,6 +121,16 @@ class LineView:
 
     # -- endpoints -----------------------------------------------------------------------------
 
+    def _snapshot_text(self) -> str:
+        """The snapshot as JSON, made at most once per push interval whatever the number of pages
+        open (each stream asks for it every interval)."""
+        made, text = self._pushed
+        now = asyncio.get_running_loop().time()
+        if now - made >= PUSH_EVERY_S / 2:
+            text = json.dumps(self.snapshot(), separators=(",", ":"))
+            self._pushed = (now, text)
+        return text
+
     async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE)
 
@@ -127,7 +142,7 @@ class LineView:
             last = ""
             quiet = 0
             while not await request.is_disconnected():
-                text = json.dumps(self.snapshot(), separators=(",", ":"))
+                text = self._snapshot_text()
                 if text != last:
                     last, quiet = text, 0
                     yield f"data: {text}\n\n"
