@@ -188,6 +188,12 @@ class Handshake(_Strict):
 
     command_address: int = Field(0, ge=0, le=65535)
     status_address: int = Field(0, ge=0, le=65535)
+    idle_status_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="how often a telemetry poll also reads the status block while no step runs at the"
+        " station (0: at every poll); a running step reads it at the engine's pace",
+    )
 
 
 class StationType(_Strict):

@@ -73,6 +73,7 @@ class ModbusStationLink:
         fields = mapping.resolved_fields(station)
         self._command_address = kind.handshake.command_address
         self._status_address = kind.handshake.status_address
+        self.idle_status_interval_s = kind.handshake.idle_status_interval_s
         self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
         self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
         # Telemetry per poll period: None, the station's own; others set per field in the mapping.
@@ -86,6 +87,7 @@ class ModbusStationLink:
         self._telemetry_blocks = [block for blocks in self._telemetry_groups.values() for block in blocks]
         self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
         self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
+        self._poll_plans: dict[frozenset[float | None], tuple[list[Block], bool, frozenset[str]]] = {}
         self._decoders = {
             id(block): block_decoder(block)
             for block in (*self._result_blocks, *self._telemetry_blocks, *self._setpoint_blocks)
@@ -109,6 +111,7 @@ class ModbusStationLink:
         self.telemetry_read_at: float | None = None
         self.last_read: frozenset[str] = frozenset()  # the telemetry and setpoint fields the last poll read
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
+        self.status_read_at: float | None = None  # time.time() of that read
         self._status_read_at = 0.0  # time.monotonic() of that read
         self.on_request: Callable[[float], None] | None = None  # told each request's duration (metrics)
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
@@ -338,6 +341,7 @@ class ModbusStationLink:
             self._log.info("station_status_valid", after_reads=self._bad_status)
             self._bad_status = 0
         self.last_status, self._status_read_at = status, time.monotonic()
+        self.status_read_at = time.time()
         return status
 
     async def write_parameters(self, parameters: dict[str, Any]) -> None:
@@ -428,22 +432,35 @@ class ModbusStationLink:
             if not self.status_invalid:
                 raise
             self.last_status = None  # the handshake is unusable; telemetry may still be read
-        if periods is None:
-            periods = self._telemetry_groups.keys()
-        blocks = [block for period in periods for block in self._telemetry_groups.get(period, [])]
+        groups = frozenset(self._telemetry_groups if periods is None else periods)
+        blocks, with_setpoints, read = self._poll_plan(groups)
         values, doubts = await self._read_fields(blocks)
-        if None in periods:
-            blocks += self._setpoint_blocks
+        if with_setpoints:
             self.setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
             doubts.update(setpoint_doubts)
-        read = {name for block in blocks for name, _ in block.fields}
-        self.counters.telemetry_requests_per_poll = 1 + len(blocks) - shared
+        self.counters.telemetry_requests_per_poll = (
+            1 + len(blocks) + with_setpoints * len(self._setpoint_blocks) - shared
+        )
         # new dicts, never changed in place: a listener compares them with the last poll's
         self.telemetry = {**self.telemetry, **values}
-        self.doubts = {**{k: v for k, v in self.doubts.items() if k not in read}, **doubts}
-        self.last_read = frozenset(read)
+        if self.doubts or doubts:
+            self.doubts = {**{k: v for k, v in self.doubts.items() if k not in read}, **doubts}
+        self.last_read = read
         self.telemetry_read_at = time.time()
         return values
+
+    def _poll_plan(self, periods: frozenset[float | None]) -> tuple[list[Block], bool, frozenset[str]]:
+        """The telemetry blocks a poll of these field groups reads, whether it reads the setpoints
+        (the station's own period does), and every field it reads: worked out once per combination."""
+        plan = self._poll_plans.get(periods)
+        if plan is None:
+            blocks = [block for period in periods for block in self._telemetry_groups.get(period, [])]
+            with_setpoints = None in periods
+            read = {name for block in blocks for name, _ in block.fields}
+            if with_setpoints:
+                read |= self._setpoint_fields.keys()
+            plan = self._poll_plans[periods] = (blocks, with_setpoints, frozenset(read))
+        return plan
 
     @property
     def requests_per_poll(self) -> int:

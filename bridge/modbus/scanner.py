@@ -1,9 +1,9 @@
 """One scanner per PLC: telemetry polled on a fixed-rate schedule, and the handshake status shared
 with the engine.
 
-The schedule keeps its due times at start + k × period, whatever each poll costs, so the rate does
-not drift; a poll that cannot start before the next one is due is counted missed and skipped,
-never queued behind (docs/telemetry.md).
+The schedule keeps its due times at whole multiples of the period, whatever each poll costs, so
+the rate does not drift; a poll that cannot start before the next one is due is counted missed and
+skipped, never queued behind (docs/telemetry.md).
 """
 
 from __future__ import annotations
@@ -34,17 +34,22 @@ class Schedule:
     missed: int = 0
 
     def wait_s(self) -> float:
-        """How long until the next poll is due (0 when it is due or late)."""
-        now = self.clock()
+        """How long until the next poll is due (0 when it is due or late; the first is due at once)."""
         if math.isnan(self.next_due):
-            self.next_due = now
-        return max(0.0, self.next_due - now)
+            return 0.0
+        return max(0.0, self.next_due - self.clock())
 
     def start(self) -> None:
-        """A poll starts now: count the due times it is too late for as missed, book the next."""
+        """A poll starts now: count the due times it is too late for as missed, book the next.
+
+        After the first poll the due times are the whole multiples of the period: schedules of one
+        period, started apart, share them, so the stations polled at one rate wake the bridge once
+        per period, not once each."""
         now = self.clock()
         if math.isnan(self.next_due):
-            self.next_due = now
+            self.done += 1
+            self.next_due = (math.floor(now / self.period_s + 1e-9) + 1) * self.period_s
+            return
         late = now - self.next_due
         skipped = int(late // self.period_s) if late >= self.period_s else 0
         self.missed += skipped
@@ -84,8 +89,10 @@ class StationScanner:
             counters.polls_done = sum(s.done for s in schedules.values())
             counters.polls_missed = sum(s.missed for s in schedules.values())
             fastest = min(schedules[p].period_s for p in due)
+            # the status block: shared with the engine's reads while a step runs, else read at the idle pace
+            status_max_age_s = max(fastest / 2, link.idle_status_interval_s)
             try:
-                await link.read_telemetry(status_max_age_s=fastest / 2, periods=due)
+                await link.read_telemetry(status_max_age_s=status_max_age_s, periods=due)
             except StationError:  # logged once by the link; the schedule goes on, backing off while down
                 raise_if_cancelled()
                 await asyncio.sleep(max(0.0, link.retry_delay_s() - fastest))

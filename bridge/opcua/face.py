@@ -570,11 +570,13 @@ class OpcUaFace:
         await self._announce_error(name, held)
         staged: Staged = []  # written at once below (notify.write_values)
         state_code = self.types.enum_codes[self.types.station_state][state]
-        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, read_at, staged=staged)
+        # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
+        status_at = datetime.fromtimestamp(link.status_read_at, UTC) if link.status_read_at else read_at
+        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, status_at, staged=staged)
         await self._write_changed(f"{path}.Connected", online, ua.VariantType.Boolean, staged=staged)
         if status is not None:
             await self._write_changed(
-                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, read_at, good=online,
+                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, status_at, good=online,
                 staged=staged,
             )  # fmt: skip
         counters = link.counters

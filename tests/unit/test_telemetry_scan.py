@@ -54,6 +54,24 @@ def test_a_poll_that_overruns_counts_the_missed_due_times_and_never_queues_them(
     assert (schedule.done, schedule.missed) == (3, 2)
 
 
+def test_schedules_of_one_period_share_their_due_times_whenever_they_start():
+    clock = FakeClock()
+    first = Schedule(0.1, clock)
+    assert first.wait_s() == 0  # the first poll at once
+    first.start()
+    clock.now += 0.037  # a second station's scanner starts a little later
+    second = Schedule(0.1, clock)
+    assert second.wait_s() == 0
+    second.start()
+    assert first.next_due == second.next_due  # from then on due together: one wake-up for both
+    clock.now += first.wait_s()
+    assert second.wait_s() == 0
+    first.start()
+    second.start()
+    assert first.next_due == second.next_due
+    assert (first.done, first.missed, second.done, second.missed) == (2, 0, 2, 0)
+
+
 async def test_a_task_that_raises_is_logged_and_restarted():
     runs = 0
 
