@@ -32,6 +32,13 @@ from bridge.mapping.model import LineMapping
 log = structlog.get_logger(__name__)
 
 
+_READERS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete_input": "read_discrete_inputs",
+}
+
 # pymodbus 3.16's words for a reply that answers another request than the one sent
 _STALE = re.compile(r"request uses (transaction|device) id=\d+ but received")
 
@@ -184,7 +191,7 @@ class ModbusStationLink:
         included), the connection rebuilt after a timeout or garbage so a late reply cannot be
         taken for the next one's. A Modbus exception answer is final, but for 6 (device busy)."""
         lock = self._lock
-        while True:  # the watchdog: no request may hold the link longer than any request can take
+        while not _free(lock):  # the watchdog: no request may hold the link longer than any request can take
             try:
                 async with asyncio.timeout(self._longest_request_s()):
                     await lock.acquire()
@@ -195,6 +202,8 @@ class ModbusStationLink:
                     lock = self._lock
                 elif time.monotonic() - self._held_since >= self._longest_request_s():
                     raise self._rebuild(what, lock) from None
+        else:
+            await lock.acquire()  # free: taken at once, no timer needed
         self._held_since = began = time.monotonic()
         try:
             cause: object = None
@@ -294,14 +303,12 @@ class ModbusStationLink:
         )
 
     async def _read_block(self, block: Block) -> list[int] | list[bool]:
+        reader = _READERS[block.table]
         dev = self.endpoint.device_id
-        readers = {
-            "holding": lambda c: c.read_holding_registers(block.start, count=block.count, device_id=dev),
-            "input": lambda c: c.read_input_registers(block.start, count=block.count, device_id=dev),
-            "coil": lambda c: c.read_coils(block.start, count=block.count, device_id=dev),
-            "discrete_input": lambda c: c.read_discrete_inputs(block.start, count=block.count, device_id=dev),
-        }
-        reply = await self._request(f"read {block.table} {block.start}+{block.count}", readers[block.table])
+        reply = await self._request(
+            f"read {block.table} {block.start}+{block.count}",
+            lambda c: getattr(c, reader)(block.start, count=block.count, device_id=dev),
+        )
         values = reply.bits if block.is_bits else reply.registers
         if len(values) < block.count:
             raise self._failed(f"read {block.table} {block.start}", f"short answer of {len(values)} values")
@@ -465,6 +472,11 @@ class ModbusStationLink:
     @property
     def requests_per_poll(self) -> int:
         return 1 + len(self._telemetry_blocks) + len(self._setpoint_blocks)
+
+
+def _free(lock: asyncio.Lock) -> bool:
+    """Whether acquire() takes the lock at once (unlocked, nobody queued): then no timer is needed."""
+    return not lock.locked() and not getattr(lock, "_waiters", None)
 
 
 def _encode_blocks(

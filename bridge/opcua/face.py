@@ -572,13 +572,11 @@ class OpcUaFace:
         state_code = self.types.enum_codes[self.types.station_state][state]
         # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
         status_at = datetime.fromtimestamp(link.status_read_at, UTC) if link.status_read_at else read_at
-        await self._write_changed(f"{path}.State", state_code, ua.VariantType.Int32, status_at, staged=staged)
-        await self._write_changed(f"{path}.Connected", online, ua.VariantType.Boolean, staged=staged)
+        self._stage_changed(staged, f"{path}.State", state_code, ua.VariantType.Int32, status_at)
+        self._stage_changed(staged, f"{path}.Connected", online, ua.VariantType.Boolean)
         if status is not None:
-            await self._write_changed(
-                f"{path}.CycleCount", status.executed_count, ua.VariantType.UInt32, status_at, good=online,
-                staged=staged,
-            )  # fmt: skip
+            count, uint32 = status.executed_count, ua.VariantType.UInt32
+            self._stage_changed(staged, f"{path}.CycleCount", count, uint32, status_at, good=online)
         counters = link.counters
         tick = time.monotonic()
         busy_due = tick >= self._counted_at.get(name, 0.0)
@@ -599,7 +597,7 @@ class OpcUaFace:
             ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
         ):
             if busy_due or diag not in _BUSY_COUNTERS:
-                await self._write_changed(f"{path}.Diagnostics.{diag}", value, vtype, staged=staged)
+                self._stage_changed(staged, f"{path}.Diagnostics.{diag}", value, vtype)
         rows: list[Row] = []
         at_s, now = read_at.timestamp(), utcnow()
         doubts, last = link.doubts, self._last_scan.get(name)
@@ -626,10 +624,8 @@ class OpcUaFace:
                     rows.append((entry.history_key, at_s, stored, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
-            await self._write_changed(
-                f"{self.line_path}.HistoryRowsDropped", self.history.dropped_rows, ua.VariantType.UInt64,
-                staged=staged,
-            )  # fmt: skip
+            dropped, dropped_at = self.history.dropped_rows, f"{self.line_path}.HistoryRowsDropped"
+            self._stage_changed(staged, dropped_at, dropped, ua.VariantType.UInt64)
         await write_values(self._aspace, staged)
         if online != self._station_online[name]:
             was = self._station_online[name]
@@ -790,20 +786,15 @@ class OpcUaFace:
         self._published[entry.path] = (value, _GOOD)
         return value, entry.vtype, _GOOD
 
-    async def _write_changed(
-        self,
-        path: str,
-        value: Any,
-        vtype: ua.VariantType,
-        at: datetime | None = None,
-        *,
-        good: bool = True,
-        staged: Staged | None = None,
-    ) -> None:
-        """`_write`, unless the node already holds this value with this status."""
+    def _stage_changed(
+        self, staged: Staged, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None,
+        *, good: bool = True,
+    ) -> None:  # fmt: skip
+        """Onto `staged` (written at once by notify.write_values), unless the node already holds
+        this value with this status."""
         status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
         if self._published.get(path) != (value, status):
-            await self._write(path, value, vtype, at, status=status, staged=staged)
+            staged.append((self.nid(path), None, _data_value(value, vtype, at, status)))
             self._published[path] = (value, status)
 
     async def _write(
@@ -821,22 +812,26 @@ class OpcUaFace:
         (notify.write_values)."""
         if status is None:
             status = ua.StatusCodes.Good if good else ua.StatusCodes.BadCommunicationError
-        if vtype in _FLOATS and isinstance(value, int | float):
-            value = float(value)
-        # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
-        # yet, or withheld under a Bad status (as asyncua's own write would withhold it).
-        if status & 0x80000000 or (value is None and vtype not in _NULLABLE):
-            variant = _NULL
-        else:
-            variant = ua.Variant(value, vtype)
-        now = utcnow()
-        value_now = ua.DataValue(
-            variant, StatusCode=_status_code(status), SourceTimestamp=at or now, ServerTimestamp=now
-        )
+        value_now = _data_value(value, vtype, at, status)
         if staged is not None:
             staged.append((self.nid(path), None, value_now))
         else:  # straight to the address space (what Server.write_attribute_value ends in, two calls down)
             await self._aspace.write_attribute_value(self.nid(path), _VALUE, value_now)
+
+
+def _data_value(value: Any, vtype: ua.VariantType, at: datetime | None, status: int) -> ua.DataValue:
+    if vtype in _FLOATS and isinstance(value, int | float):
+        value = float(value)
+    # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
+    # yet, or withheld under a Bad status (as asyncua's own write would withhold it).
+    if status & 0x80000000 or (value is None and vtype not in _NULLABLE):
+        variant = _NULL
+    else:
+        variant = ua.Variant(value, vtype)
+    now = utcnow()
+    return ua.DataValue(
+        variant, StatusCode=_status_code(status), SourceTimestamp=at or now, ServerTimestamp=now
+    )
 
 
 @functools.cache
