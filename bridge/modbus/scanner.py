@@ -1,7 +1,7 @@
 """One scanner per PLC: telemetry polled on a fixed-rate schedule, and the handshake status shared
 with the engine.
 
-The schedule keeps its due times at whole multiples of the period, whatever each poll costs, so
+The schedule keeps its due times at fixed points of each period, whatever each poll costs, so
 the rate does not drift; a poll that cannot start before the next one is due is counted missed and
 skipped, never queued behind (docs/telemetry.md).
 """
@@ -29,6 +29,7 @@ class Schedule:
 
     period_s: float
     clock: Callable[[], float] = time.monotonic
+    phase: float = 0.0  # where in each period the polls fall, as a share of it (0 ≤ phase < 1)
     next_due: float = field(default=math.nan)
     done: int = 0
     missed: int = 0
@@ -42,13 +43,14 @@ class Schedule:
     def start(self) -> None:
         """A poll starts now: count the due times it is too late for as missed, book the next.
 
-        After the first poll the due times are the whole multiples of the period: schedules of one
-        period, started apart, share them, so the stations polled at one rate wake the bridge once
-        per period, not once each."""
+        After the first poll the due times are (k + phase) × period: the bridge gives its stations
+        phases spread over the period, so their polls, and the publishing after each, take turns
+        with the order handshake instead of arriving together (docs/telemetry.md)."""
         now = self.clock()
         if math.isnan(self.next_due):
             self.done += 1
-            self.next_due = (math.floor(now / self.period_s + 1e-9) + 1) * self.period_s
+            periods = math.floor(now / self.period_s - self.phase + 1e-9) + 1
+            self.next_due = (periods + self.phase) * self.period_s
             return
         late = now - self.next_due
         skipped = int(late // self.period_s) if late >= self.period_s else 0
@@ -61,11 +63,11 @@ class StationScanner:
     """Polls one station's telemetry on schedule, each field group at its own period, and tells
     the link's listeners after each poll."""
 
-    def __init__(self, link: ModbusStationLink, period_s: float) -> None:
+    def __init__(self, link: ModbusStationLink, period_s: float, phase: float = 0.0) -> None:
         self.link = link
         # None: the station's own period (its fields that set none, and the setpoints)
-        self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s)}
-        self.schedules.update({p: Schedule(p) for p in link.telemetry_periods})
+        self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s, phase=phase)}
+        self.schedules.update({p: Schedule(p, phase=phase) for p in link.telemetry_periods})
         self._log = log.bind(station=link.station)
 
     @property
