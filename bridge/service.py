@@ -72,11 +72,9 @@ class Bridge:
         )
         self._telemetry: list[asyncio.Task[None]] = []
         default_s = settings.telemetry_interval_s
-        self.scanners = {  # phases spread evenly: the stations' polls take turns over each period
-            station: StationScanner(
-                link, mapping.station_type(station).scan_interval_s or default_s, phase=i / len(self.links)
-            )
-            for i, (station, link) in enumerate(self.links.items())
+        self.scanners = {
+            station: StationScanner(link, mapping.station_type(station).scan_interval_s or default_s)
+            for station, link in self.links.items()
         }
 
     async def start(self) -> None:

@@ -1,7 +1,7 @@
 """One scanner per PLC: telemetry polled on a fixed-rate schedule, and the handshake status shared
 with the engine.
 
-The schedule keeps its due times at fixed points of each period, whatever each poll costs, so
+The schedule keeps its due times at whole multiples of the period, whatever each poll costs, so
 the rate does not drift; a poll that cannot start before the next one is due is counted missed and
 skipped, never queued behind (docs/telemetry.md).
 """
@@ -23,13 +23,15 @@ from bridge.modbus.link import ModbusStationLink
 log = structlog.get_logger(__name__)
 
 
+_EARLY_S = 1e-4
+
+
 @dataclass
 class Schedule:
     """Fixed-rate due times (pure; the clock is injected so tests can drive it)."""
 
     period_s: float
     clock: Callable[[], float] = time.monotonic
-    phase: float = 0.0  # where in each period the polls fall, as a share of it (0 ≤ phase < 1)
     next_due: float = field(default=math.nan)
     done: int = 0
     missed: int = 0
@@ -43,14 +45,13 @@ class Schedule:
     def start(self) -> None:
         """A poll starts now: count the due times it is too late for as missed, book the next.
 
-        After the first poll the due times are (k + phase) × period: the bridge gives its stations
-        phases spread over the period, so their polls, and the publishing after each, take turns
-        with the order handshake instead of arriving together (docs/telemetry.md)."""
+        After the first poll the due times are the whole multiples of the period: stations polled
+        at one rate are due together and wake the bridge once per period, not once each (each
+        wake-up costs more than the poll's own work on a small VM; docs/telemetry.md)."""
         now = self.clock()
         if math.isnan(self.next_due):
             self.done += 1
-            periods = math.floor(now / self.period_s - self.phase + 1e-9) + 1
-            self.next_due = (periods + self.phase) * self.period_s
+            self.next_due = (math.floor(now / self.period_s + 1e-9) + 1) * self.period_s
             return
         late = now - self.next_due
         skipped = int(late // self.period_s) if late >= self.period_s else 0
@@ -63,11 +64,11 @@ class StationScanner:
     """Polls one station's telemetry on schedule, each field group at its own period, and tells
     the link's listeners after each poll."""
 
-    def __init__(self, link: ModbusStationLink, period_s: float, phase: float = 0.0) -> None:
+    def __init__(self, link: ModbusStationLink, period_s: float) -> None:
         self.link = link
         # None: the station's own period (its fields that set none, and the setpoints)
-        self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s, phase=phase)}
-        self.schedules.update({p: Schedule(p, phase=phase) for p in link.telemetry_periods})
+        self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s)}
+        self.schedules.update({p: Schedule(p) for p in link.telemetry_periods})
         self._log = log.bind(station=link.station)
 
     @property
@@ -84,7 +85,10 @@ class StationScanner:
         )
         while True:
             await asyncio.sleep(min(s.wait_s() for s in schedules.values()))
-            due = [period for period, s in schedules.items() if s.wait_s() == 0]
+            # the loop may wake a timer a hair early: that is on time, not a reason to skip a poll
+            due = [period for period, s in schedules.items() if s.wait_s() <= _EARLY_S]
+            if not due:
+                continue
             for period in due:
                 schedules[period].start()
             counters = link.counters

@@ -54,23 +54,22 @@ def test_a_poll_that_overruns_counts_the_missed_due_times_and_never_queues_them(
     assert (schedule.done, schedule.missed) == (3, 2)
 
 
-def test_schedules_of_one_period_keep_their_phases_whenever_they_start():
+def test_schedules_of_one_period_share_their_due_times_whenever_they_start():
     clock = FakeClock()
-    first, second = Schedule(0.1, clock, phase=0.0), Schedule(0.1, clock, phase=0.5)
-    assert first.wait_s() == second.wait_s() == 0  # the first poll at once
+    first = Schedule(0.1, clock)
+    assert first.wait_s() == 0  # the first poll at once
     first.start()
-    clock.now += 0.037  # the second station's scanner starts a little later
+    clock.now += 0.037  # a second station's scanner starts a little later
+    second = Schedule(0.1, clock)
+    assert second.wait_s() == 0
     second.start()
-    starts = []
-    for _ in range(40):  # from then on they take turns, half a period apart
-        due = min((first, second), key=lambda s: s.next_due)
-        clock.now += due.wait_s()
-        due.start()
-        starts.append((clock.now, due is first))
-    assert [is_first for _, is_first in starts[:4]] in ([True, False] * 2, [False, True] * 2)
-    assert all(b - a == pytest.approx(0.05) for (a, _), (b, _) in itertools.pairwise(starts))
-    assert (first.missed, second.missed) == (0, 0)
-    assert first.done == second.done == 21
+    for _ in range(20):  # from then on due together: one wake-up for both
+        assert first.next_due == second.next_due
+        clock.now += first.wait_s()
+        assert second.wait_s() == 0
+        first.start()
+        second.start()
+    assert (first.done, first.missed, second.done, second.missed) == (21, 0, 21, 0)
 
 
 async def test_a_task_that_raises_is_logged_and_restarted():
