@@ -624,8 +624,8 @@ class OpcUaFace:
                     rows.append((entry.history_key, at_s, stored, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
-            dropped, dropped_at = self.history.dropped_rows, f"{self.line_path}.HistoryRowsDropped"
-            self._stage_changed(staged, dropped_at, dropped, ua.VariantType.UInt64)
+            dropped, dropped_path = self.history.dropped_rows, f"{self.line_path}.HistoryRowsDropped"
+            self._stage_changed(staged, dropped_path, dropped, ua.VariantType.UInt64)
         await write_values(self._aspace, staged)
         if online != self._station_online[name]:
             was = self._station_online[name]
