@@ -119,7 +119,7 @@ class ModbusStationLink:
         self.last_read: frozenset[str] = frozenset()  # the telemetry and setpoint fields the last poll read
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
         self.status_read_at: float | None = None  # time.time() of that read
-        self._status_read_at = 0.0  # time.monotonic() of that read
+        self._status_age_from = 0.0  # time.monotonic() of that read (its age, whatever the wall clock does)
         self.on_request: Callable[[float], None] | None = None  # told each request's duration (metrics)
         # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
         self.listeners: list[Callable[[ModbusStationLink], Awaitable[None]]] = []
@@ -347,7 +347,7 @@ class ModbusStationLink:
         if self._bad_status:
             self._log.info("station_status_valid", after_reads=self._bad_status)
             self._bad_status = 0
-        self.last_status, self._status_read_at = status, time.monotonic()
+        self.last_status, self._status_age_from = status, time.monotonic()
         self.status_read_at = time.time()
         return status
 
@@ -431,7 +431,7 @@ class ModbusStationLink:
 
         A status read (by the engine's handshake) at most `status_max_age_s` ago is taken instead
         of reading the block again: while a step runs the engine reads it often enough for both."""
-        shared = self.last_status is not None and time.monotonic() - self._status_read_at <= status_max_age_s
+        shared = self.last_status is not None and time.monotonic() - self._status_age_from <= status_max_age_s
         try:
             if not shared:
                 await self.status()
