@@ -80,6 +80,19 @@ class PlcMemory:
             return bool((await self.read(f.table, f.address, 1))[0])
         return codec.decode(f, [int(w) for w in await self.read(f.table, f.address, f.register_count)])
 
+    async def write_fields(self, values: Sequence[tuple[RegisterField, Any]]) -> None:
+        """Several fields at once, one write per run of adjacent registers: a refresh of a hundred
+        telemetry values must not keep this simulated line from answering for milliseconds."""
+        runs: list[tuple[str, int, list[Any]]] = []
+        for f, value in sorted(values, key=lambda item: (item[0].table, item[0].address)):
+            words = [bool(value)] if f.table in BIT_TABLES else codec.encode(f, value)
+            if runs and runs[-1][0] == f.table and runs[-1][1] + len(runs[-1][2]) == f.address:
+                runs[-1][2].extend(words)
+            else:
+                runs.append((f.table, f.address, list(words)))
+        for table, address, words in runs:
+            await self.write(table, address, words)
+
     async def write_field(self, f: RegisterField, value: Any) -> None:
         if f.table in BIT_TABLES:
             await self.write(f.table, f.address, [bool(value)])

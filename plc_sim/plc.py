@@ -473,10 +473,8 @@ class SimulatedPlc:
     async def _refresh_telemetry(self) -> None:
         self._telemetry_due = time.monotonic() + self.telemetry_period_s
         setpoints = await self._setpoints()
-        for name in self.kind.telemetry:
-            f = self.fields[name]
-            if f.sim is not None:
-                await self.memory.write_field(f, self._simulated_value(f, setpoints))
+        simulated = [self.fields[name] for name in self.kind.telemetry if self.fields[name].sim is not None]
+        await self.memory.write_fields([(f, self._simulated_value(f, setpoints)) for f in simulated])
 
     def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
         sim = f.sim

@@ -192,6 +192,25 @@ async def test_bits_and_strings_of_the_panel_station(start_plc, connect):
     assert await plc.memory.read_field(plc.fields["wifi_module"]) is True
 
 
+async def test_fields_written_together_land_each_at_its_own_address(start_plc, connect):
+    """write_fields merges adjacent registers into one write: every field must still land as
+    written, whatever order it is given in, across a gap left alone, and in another table
+    (parameters: nothing in the simulator rewrites them on its own)."""
+    plc = await start_plc("panel")
+    fields = plc.fields
+    engraving = codec.encode(fields["engraving"], "ANNA & JO")
+    await plc.memory.write_fields(
+        [(fields["engraving"], "ANNA & JO"), (fields["wifi_module"], True), (fields["color_code"], 3)]
+    )
+    client = await connect(plc)
+    holding = await client.modbus.read_holding_registers(100, count=10, device_id=1)
+    assert holding.registers == [3, 0, *engraving]
+    assert (await client.modbus.read_coils(0, count=1, device_id=1)).bits[0] is True
+    await plc.memory.write_fields([(fields["finish"], 2), (fields["color_code"], 4)])
+    holding = await client.modbus.read_holding_registers(100, count=3, device_id=1)
+    assert holding.registers == [4, 2, engraving[0]]
+
+
 async def test_whole_line_on_free_ports(ac_mapping):
     from plc_sim.line import SimulatedLine
 
