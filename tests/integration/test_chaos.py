@@ -25,6 +25,7 @@ from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from plc_sim.proxy import ISSUE_12_MIX, FaultMix, FaultyLink, writes_to
 from tests.conftest import AC_LINE
+from tests.integration.orders import run_orders
 
 pytestmark = pytest.mark.slow
 CAPACITIES = (9000, 12000, 18000, 24000)
@@ -51,11 +52,10 @@ async def test_orders_survive_a_faulty_network_exactly_once(ac_mapping, tmp_path
         bridge = Bridge(apply_deployment(ac_mapping, endpoints), settings)
         await bridge.start()
         try:
-            for i in range(20):
-                await bridge.submit(f"C-{i}", "AC-W", {"capacity_btu": CAPACITIES[i % 4]})
-            async with asyncio.timeout(150):  # a wedged link would hold its orders past this
-                await bridge.wait_idle()
-            orders = [bridge.get(f"C-{i}") for i in range(20)]
+            # a wedged link would hold its orders past the timeout
+            orders = await run_orders(
+                bridge, "C", 20, timeout_s=150, options=lambda i: {"capacity_btu": CAPACITIES[i % 4]}
+            )
         finally:
             await bridge.stop()
             for proxy in proxies.values():
@@ -163,11 +163,7 @@ async def test_each_retry_point_of_the_exchange_runs_the_step_once(ac_mapping, t
         bridge = Bridge(apply_deployment(ac_mapping, endpoints), settings)
         await bridge.start()
         try:
-            for i in range(2):
-                await bridge.submit(f"R-{i}", "AC-W", {})
-            async with asyncio.timeout(30):
-                await bridge.wait_idle()
-            states = [bridge.get(f"R-{i}").state for i in range(2)]
+            states = [order.state for order in await run_orders(bridge, "R", 2)]
             retries = bridge.links["coil"].counters.retries
         finally:
             await bridge.stop()

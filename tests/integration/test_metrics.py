@@ -16,6 +16,7 @@ from bridge.http.server import HttpFace, HttpSettings
 from bridge.mapping import apply_deployment
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from tests.integration.orders import run_orders
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
@@ -56,10 +57,7 @@ async def test_metrics_follow_the_line(ac_mapping, tmp_path):
         http = HttpFace(bridge, HttpSettings(port=0))
         await http.start()
         try:
-            for i in range(3):
-                await bridge.submit(f"M-{i}", "AC-W", {})
-            async with asyncio.timeout(30):
-                await bridge.wait_idle()
+            await run_orders(bridge, "M", 3)
             series = await asyncio.to_thread(scrape, http.address)
         finally:
             await http.stop()

@@ -23,6 +23,7 @@ from bridge.mapping.model import Endpoint, SerialLine
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
+from tests.integration.orders import run_orders
 
 pytestmark = pytest.mark.skipif(
     shutil.which("socat") is None and not __import__("os").environ.get("CI"),
@@ -63,11 +64,7 @@ async def test_a_station_on_a_serial_line_runs_its_steps_once(ac_mapping, serial
         bridge = Bridge(apply_deployment(ac_mapping, endpoints), settings)
         await bridge.start()
         try:
-            for i in range(3):
-                await bridge.submit(f"RTU-{i}", "AC-W", {})
-            async with asyncio.timeout(60):
-                await bridge.wait_idle()
-            states = [bridge.get(f"RTU-{i}").state for i in range(3)]
+            states = [order.state for order in await run_orders(bridge, "RTU", 3, timeout_s=60)]
             link = bridge.links["pack"]
             async with asyncio.timeout(5):
                 while not link.telemetry:  # noqa: ASYNC110 - polled over the serial line, bounded

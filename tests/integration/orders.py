@@ -1,0 +1,27 @@
+"""Orders through a running bridge, the way several integration tests drive one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from bridge.domain.model import Order
+from bridge.service import Bridge
+
+
+async def run_orders(
+    bridge: Bridge,
+    prefix: str,
+    count: int,
+    *,
+    timeout_s: float = 30,
+    options: Callable[[int], dict[str, Any]] = lambda i: {},
+) -> list[Order]:
+    """Submit `count` AC-W orders named `prefix-i`, wait until the bridge is idle (bounded: a wedged
+    link fails the test), and return the orders as they ended."""
+    for i in range(count):
+        await bridge.submit(f"{prefix}-{i}", "AC-W", options(i))
+    async with asyncio.timeout(timeout_s):
+        await bridge.wait_idle()
+    return [bridge.get(f"{prefix}-{i}") for i in range(count)]
