@@ -26,6 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.handshake import STATUS_REGISTERS
 from bridge.journal import SqliteJournal
+from bridge.lifecycle import settle_heap
 from bridge.logging import configure_logging
 from bridge.mapping import apply_deployment, load_mapping, parse_mapping
 from bridge.mapping.model import Endpoint, LineMapping
@@ -131,6 +132,7 @@ async def run_bridge(
         assert subscriber.stdout is not None
         await subscriber.stdout.readline()  # subscribed
         await asyncio.sleep(3)  # warm-up: telemetry flowing before the first order
+    settle_heap()  # as `linebridge run` does once it has started
     try:
         began = time.perf_counter()
         for i in range(orders):

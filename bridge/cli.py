@@ -17,6 +17,7 @@ import yaml
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
+from bridge.lifecycle import settle_heap
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
@@ -207,6 +208,7 @@ async def _run(
         try:
             if http is not None:
                 await http.start()  # ConfigurationError likewise
+            settle_heap()
             await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
         finally:
             if http is not None:

@@ -63,16 +63,22 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
     async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
         deployment = tmp_path / "deployment.yaml"
         line.write_deployment(deployment)
+        bridge_log = tmp_path / "bridge.log"
         bridge, endpoint = await run_bridge(
-            tmp_path / "bridge.log", "--mapping", str(mapping), "--deployment", str(deployment),
+            bridge_log, "--mapping", str(mapping), "--deployment", str(deployment),
             "--data-dir", str(tmp_path / "data"), "--telemetry-interval", "0.2",
         )  # fmt: skip
         try:
             async with asyncio.timeout(30):
                 while (result := await cli("health", "--endpoint", endpoint, "--timeout", "2"))[0] != 0:
-                    assert bridge.returncode is None, (tmp_path / "bridge.log").read_text()
+                    assert bridge.returncode is None, bridge_log.read_text()
                     await asyncio.sleep(0.2)
             assert result[1].strip() == f"ok {endpoint} line ac_line"
+            async with asyncio.timeout(10):  # start-up's address space leaves the collector's sight
+                while not (settled := [e for e in logged(bridge_log) if e["event"] == "heap_settled"]):
+                    assert bridge.returncode is None, bridge_log.read_text()
+                    await asyncio.sleep(0.1)
+            assert settled[0]["frozen_objects"] > 500_000
 
             code, out, err = await cli(
                 "order",

@@ -1,16 +1,19 @@
-"""The scanner's fixed-rate schedule on a fake clock, supervision of background work, and the
-history store's bounded queue."""
+"""The scanner's fixed-rate schedule on a fake clock, supervision of background work, the
+history store's bounded queue, and the heap settled after start-up."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from asyncua import ua
 from structlog.testing import capture_logs
 
+from bridge.lifecycle import settle_heap
 from bridge.modbus.scanner import Schedule
 from bridge.opcua.history_store import HistoryStore
 from bridge.supervise import supervised
@@ -151,3 +154,29 @@ def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
     assert [e.name for e in changed_fields(plan, dict(before), {}, before, doubt)] == ["c"]  # doubt went
     nan = {**before, "a": float("nan")}
     assert [e.name for e in changed_fields(plan, dict(nan), {}, nan, {})] == ["a"]  # NaN: never "the same"
+
+
+class _Cyclic:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_settled_heap_is_out_of_the_collectors_sight_and_later_cycles_are_still_collected():
+    threshold = gc.get_threshold()
+    built_at_start = [{"node": i} for i in range(10_000)]  # stands for the address space
+    try:
+        with capture_logs() as logs:
+            frozen = settle_heap()
+        assert frozen >= len(built_at_start)
+        settled = {"event": "heap_settled", "frozen_objects": frozen, "full_collection_after": 100}
+        assert logs == [{**settled, "log_level": "info"}]
+        assert gc.get_threshold()[2] == 100
+        assert not any(o is built_at_start for o in gc.get_objects())  # a full collection skips it
+        later = _Cyclic()
+        gone = weakref.ref(later)
+        del later
+        gc.collect()
+        assert gone() is None  # garbage made after start-up is collected as before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
