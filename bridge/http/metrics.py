@@ -16,23 +16,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase
-from bridge.modbus.link import ModbusStationLink
+from bridge.modbus.link import COUNTS, ModbusStationLink
 from bridge.service import Bridge
 
 REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STEP_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-_LINK_COUNTERS = (
-    ("requests", "Modbus requests sent (every try)"),
-    ("errors", "requests that failed after all their tries"),
-    ("retries", "tries after the first of a request"),
-    ("timeouts", "tries that got no answer in time"),
-    ("outages", "times the station was declared offline"),
-    ("stale_replies", "replies to another request, skipped"),
-    ("rebuilds", "times the watchdog found the link stuck and rebuilt it"),
-    ("reconnects", "connections made again after a loss"),
-    ("polls_done", "telemetry polls started on schedule"),
-    ("polls_missed", "telemetry due times skipped because a poll was still running"),
-)
 
 
 class LineMetrics(Collector):
@@ -87,7 +75,7 @@ class LineMetrics(Collector):
         links = [
             (name, link) for name, link in self.bridge.links.items() if isinstance(link, ModbusStationLink)
         ]
-        for counter, text in _LINK_COUNTERS:
+        for counter, text in COUNTS:
             family = CounterMetricFamily(f"linebridge_station_{counter}", text, labels=["station"])
             for name, link in links:
                 family.add_metric([name], getattr(link.counters, counter))

@@ -60,6 +60,23 @@ class LinkCounters:
     polls_missed: int = 0  # due times skipped because the previous poll was still running
 
 
+# LinkCounters' counts and what each counts, in one place for the OPC UA Diagnostics and the
+# Prometheus metrics; the first two move on every poll (published at most once a second).
+COUNTS: tuple[tuple[str, str], ...] = (
+    ("requests", "Modbus requests sent (every try)"),
+    ("polls_done", "telemetry polls started on schedule"),
+    ("errors", "requests that failed after all their tries"),
+    ("retries", "tries after the first of a request"),
+    ("timeouts", "tries that got no answer in time"),
+    ("outages", "times the station was declared offline"),
+    ("stale_replies", "replies to another request, skipped"),
+    ("rebuilds", "times the watchdog found the link stuck and rebuilt it"),
+    ("reconnects", "connections made again after a loss"),
+    ("polls_missed", "telemetry due times skipped because a poll was still running"),
+)
+BUSY_COUNTS = ("requests", "polls_done")
+
+
 class ModbusStationLink:
     """Implements the domain's StationLink for one station of a mapping."""
 

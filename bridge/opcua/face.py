@@ -13,7 +13,9 @@ import functools
 import json
 import logging
 import math
+import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +31,8 @@ from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
 from bridge.mapping.model import deadband_of, history_of
-from bridge.modbus import ModbusStationLink
+from bridge.modbus import LinkCounters, ModbusStationLink
+from bridge.modbus.link import BUSY_COUNTS, COUNTS
 from bridge.opcua import wire
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history_store import HistoryStore, Row
@@ -60,7 +63,6 @@ Staged = Writes
 _GOOD = ua.StatusCodes.Good
 # Counters that move on every poll are published at most this often (the others as they change).
 BUSY_COUNTERS_EVERY_S = 1.0
-_BUSY_COUNTERS = frozenset({"Requests", "PollsDone"})
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
 
 
@@ -103,6 +105,10 @@ class OpcUaFace:
         self._nids: dict[str, ua.NodeId] = {}
         # station → telemetry, setpoints, doubts and online as last polled (what is unchanged is skipped)
         self._counted_at: dict[str, float] = {}  # station → when its busy counters are next published
+        self._quiet_counts: dict[str, tuple[Any, ...]] = {}  # station → its other counters, as last staged
+        self._station_nodes = {
+            name: _StationNodes.of(f"{self.line_path}.Stations.{name}") for name in self.mapping.stations
+        }
         self._last_scan: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]] = {}
         self._polled: dict[str, tuple[list[Polled], list[Polled]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
@@ -559,7 +565,6 @@ class OpcUaFace:
     async def _on_station_poll(self, link: ModbusStationLink) -> None:
         assert self.types is not None
         name = link.station
-        path = f"{self.line_path}.Stations.{name}"
         online = link.counters.connected and link.telemetry_read_at is not None
         read_at = datetime.fromtimestamp(link.telemetry_read_at, UTC) if link.telemetry_read_at else utcnow()
         status = link.last_status
@@ -572,32 +577,23 @@ class OpcUaFace:
         state_code = self.types.enum_codes[self.types.station_state][state]
         # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
         status_at = datetime.fromtimestamp(link.status_read_at, UTC) if link.status_read_at else read_at
-        self._stage_changed(staged, f"{path}.State", state_code, ua.VariantType.Int32, status_at)
-        self._stage_changed(staged, f"{path}.Connected", online, ua.VariantType.Boolean)
+        nodes = self._station_nodes[name]
+        self._stage_changed(staged, nodes.state, state_code, ua.VariantType.Int32, status_at)
+        self._stage_changed(staged, nodes.connected, online, ua.VariantType.Boolean)
         if status is not None:
             count, uint32 = status.executed_count, ua.VariantType.UInt32
-            self._stage_changed(staged, f"{path}.CycleCount", count, uint32, status_at, good=online)
+            self._stage_changed(staged, nodes.cycle_count, count, uint32, status_at, good=online)
         counters = link.counters
+        quiet = nodes.read_quiet(counters)
+        if quiet != self._quiet_counts.get(name):  # most polls: nothing went wrong, nothing to compare
+            self._quiet_counts[name] = quiet
+            for (diag_path, vtype), value in zip(nodes.quiet, quiet, strict=True):
+                self._stage_changed(staged, diag_path, value, vtype)
         tick = time.monotonic()
-        busy_due = tick >= self._counted_at.get(name, 0.0)
-        if busy_due:
+        if tick >= self._counted_at.get(name, 0.0):
             self._counted_at[name] = tick + BUSY_COUNTERS_EVERY_S
-        for diag, value, vtype in (
-            ("Requests", counters.requests, ua.VariantType.UInt64),
-            ("Errors", counters.errors, ua.VariantType.UInt64),
-            ("Reconnects", counters.reconnects, ua.VariantType.UInt64),
-            ("LastError", counters.last_error, ua.VariantType.String),
-            ("TelemetryRequestsPerPoll", counters.telemetry_requests_per_poll, ua.VariantType.UInt32),
-            ("Retries", counters.retries, ua.VariantType.UInt64),
-            ("Timeouts", counters.timeouts, ua.VariantType.UInt64),
-            ("Outages", counters.outages, ua.VariantType.UInt64),
-            ("StaleReplies", counters.stale_replies, ua.VariantType.UInt64),
-            ("Rebuilds", counters.rebuilds, ua.VariantType.UInt64),
-            ("PollsDone", counters.polls_done, ua.VariantType.UInt64),
-            ("PollsMissed", counters.polls_missed, ua.VariantType.UInt64),
-        ):
-            if busy_due or diag not in _BUSY_COUNTERS:
-                self._stage_changed(staged, f"{path}.Diagnostics.{diag}", value, vtype)
+            for attribute, diag_path in nodes.busy:
+                self._stage_changed(staged, diag_path, getattr(counters, attribute), ua.VariantType.UInt64)
         rows: list[Row] = []
         at_s, now = read_at.timestamp(), utcnow()
         doubts, last = link.doubts, self._last_scan.get(name)
@@ -864,6 +860,38 @@ def changed_fields(
 
 
 _MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _StationNodes:
+    """The paths of a station's own variables, made once: each poll stages them."""
+
+    state: str
+    connected: str
+    cycle_count: str
+    busy: tuple[tuple[str, str], ...]  # LinkCounters attribute, path: published once a second
+    quiet: tuple[tuple[str, ua.VariantType], ...]  # path, type: published as they change
+    read_quiet: Callable[[LinkCounters], tuple[Any, ...]]  # the quiet counters' values, in that order
+
+    @classmethod
+    def of(cls, path: str) -> _StationNodes:
+        diag = f"{path}.Diagnostics"
+        quiet = [(name, ua.VariantType.UInt64) for name, _ in COUNTS if name not in BUSY_COUNTS]
+        quiet += [("last_error", ua.VariantType.String)]
+        quiet += [("telemetry_requests_per_poll", ua.VariantType.UInt32)]
+        return cls(
+            f"{path}.State",
+            f"{path}.Connected",
+            f"{path}.CycleCount",
+            tuple((name, f"{diag}.{_node_name(name)}") for name in BUSY_COUNTS),
+            tuple((f"{diag}.{_node_name(name)}", vtype) for name, vtype in quiet),
+            operator.attrgetter(*(name for name, _ in quiet)),
+        )
+
+
+def _node_name(attribute: str) -> str:
+    """A LinkCounters attribute's variable under Diagnostics: stale_replies → StaleReplies."""
+    return "".join(word.capitalize() for word in attribute.split("_"))
 
 
 @dataclass(frozen=True, slots=True)
