@@ -454,7 +454,7 @@ class SimulatedPlc:
         self._cycle_count += 1
         self._last_cycle_ms = round((time.monotonic() - self._started_at) * 1000)
         await self._set_status(state=PlcState.DONE, done_seq=self._status.accepted_seq, result_code=code)
-        await self._refresh_telemetry()
+        await self._refresh_telemetry(step_sourced_only=True)
         self._log.info("step_done", seq=self._status.done_seq, result_code=code)
         self._observe("step_done")
 
@@ -470,10 +470,18 @@ class SimulatedPlc:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _refresh_telemetry(self) -> None:
-        self._telemetry_due = time.monotonic() + self.telemetry_period_s
+    async def _refresh_telemetry(self, *, step_sourced_only: bool = False) -> None:
+        """Every simulated value on the telemetry period; at a step's end only those that follow the
+        step (state, cycle count, cycle time): noise redrawn at every step end kept a line of PLCs
+        at zero cycle time busy drawing values no poll would read, and put the period off for ever."""
+        if not step_sourced_only:
+            self._telemetry_due = time.monotonic() + self.telemetry_period_s
         setpoints = await self._setpoints()
-        simulated = [self.fields[name] for name in self.kind.telemetry if self.fields[name].sim is not None]
+        simulated = [
+            f
+            for f in (self.fields[name] for name in self.kind.telemetry)
+            if f.sim is not None and (f.sim.source is not None or not step_sourced_only)
+        ]
         await self.memory.write_fields([(f, self._simulated_value(f, setpoints)) for f in simulated])
 
     def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
