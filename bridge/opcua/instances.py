@@ -15,7 +15,6 @@ tests/integration/test_opcua.py holds a copy equal to an instantiated object, br
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from asyncua import Node, Server, ua
@@ -33,13 +32,20 @@ _HIERARCHICAL = frozenset(
 _NAMES = (ua.AttributeIds.BrowseName, ua.AttributeIds.DisplayName)
 
 
+# How a copy's reference differs from the template's
+_SAME, _INSIDE, _TO_ROOT, _TO_PARENT = range(4)
+
+
 @dataclass(frozen=True)
 class _Node:
-    """One node of a template as it was when made (the original lives on and changes)."""
+    """One node of a template as it was when made (the original lives on and changes), laid out
+    for copying: what every copy shares with it, and what each gets anew."""
 
-    nodeid: ua.NodeId
-    attributes: dict[ua.AttributeIds, ua.DataValue]
-    references: list[ua.ReferenceDescription]
+    suffix: str  # its id after the root's id
+    shared: tuple[tuple[ua.AttributeIds, ua.DataValue], ...]  # DataValues are replaced, never changed
+    node_id: ua.DataValue | None  # its NodeId attribute, to hold the copy's id
+    names: bool  # the root: BrowseName and DisplayName are the copy's
+    references: tuple[tuple[int, ua.ReferenceDescription, str], ...]  # how, the reference, target suffix
     call: object
 
 
@@ -49,9 +55,7 @@ class _Template:
     parent: ua.NodeId
     nodes: list[_Node]  # the root first
     parent_ref: ua.ReferenceDescription  # the parent's reference to the root
-
-    def new_id(self, old: ua.NodeId, root: ua.NodeId) -> ua.NodeId:
-        return ua.NodeId(root.Identifier + old.Identifier[len(self.root.Identifier) :], root.NamespaceIndex)
+    names: dict[ua.AttributeIds, ua.DataValue]  # the root's BrowseName and DisplayName attributes
 
 
 class InstanceFactory:
@@ -75,13 +79,12 @@ class InstanceFactory:
     def _capture(self, root: ua.NodeId, parent: ua.NodeId) -> _Template | None:
         if root.NodeIdType != ua.NodeIdType.String:
             return None
-        nodes, queue = [], [root]
+        found, queue = [], [root]
         while queue:
             data = self._aspace[queue.pop()]
-            attributes = {attr: value.value for attr, value in data.attributes.items()}
             if any(v.value_callback or v.value_setter for v in data.attributes.values()):
                 return None  # values computed on read: not ours to copy
-            nodes.append(_Node(data.nodeid, attributes, list(data.references), data.call))
+            found.append(data)
             for ref in data.references:
                 if ref.IsForward and ref.ReferenceTypeId in _HIERARCHICAL:
                     if not (
@@ -95,35 +98,87 @@ class InstanceFactory:
         )
         if parent_ref is None:
             return None
-        return _Template(root, parent, nodes, parent_ref)
+        inside = {data.nodeid for data in found}
+        prefix = len(root.Identifier)
+        nodes, names = [], {}
+        for data in found:
+            is_root = data.nodeid == root
+            values = {attr: value.value for attr, value in data.attributes.items()}
+            node_id = values.pop(ua.AttributeIds.NodeId, None)
+            if is_root:
+                names = {attr: values.pop(attr) for attr in _NAMES if attr in values}
+            references = []
+            for ref in data.references:
+                how = _SAME
+                if ref.NodeId in inside:
+                    how = _TO_ROOT if ref.NodeId == root else _INSIDE
+                elif is_root and ref.NodeId == parent and not ref.IsForward:
+                    how = _TO_PARENT
+                suffix = ref.NodeId.Identifier[prefix:] if how in (_INSIDE, _TO_ROOT) else ""
+                references.append((how, ref, suffix))
+            nodes.append(
+                _Node(
+                    data.nodeid.Identifier[prefix:],
+                    tuple(values.items()),
+                    node_id,
+                    is_root,
+                    tuple(references),
+                    data.call,
+                )
+            )
+        return _Template(root, parent, nodes, parent_ref, names)
 
     def _copy(self, template: _Template, parent: ua.NodeId, root: ua.NodeId, name: ua.QualifiedName) -> None:
-        inside = {data.nodeid for data in template.nodes}
         display = ua.LocalizedText(name.Name)
         if root in self._aspace:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNodeIdExists)
-        for data in template.nodes:
-            copy = NodeData(template.new_id(data.nodeid, root))
-            is_root = data.nodeid == template.root
-            for attr, value in data.attributes.items():
-                if attr == ua.AttributeIds.NodeId:
-                    value = dataclasses.replace(value, Value=ua.Variant(copy.nodeid, ua.VariantType.NodeId))
-                elif is_root and attr in _NAMES:
-                    new = name if attr == ua.AttributeIds.BrowseName else display
-                    value = dataclasses.replace(value, Value=ua.Variant(new))
-                copy.attributes[attr] = AttributeValue(value)
-            for ref in data.references:
-                if ref.NodeId in inside:
-                    mapped = template.new_id(ref.NodeId, root)
-                    if ref.NodeId == template.root:
-                        ref = dataclasses.replace(ref, NodeId=mapped, BrowseName=name, DisplayName=display)
-                    else:
-                        ref = dataclasses.replace(ref, NodeId=mapped)
-                elif is_root and ref.NodeId == template.parent and not ref.IsForward:
-                    ref = dataclasses.replace(ref, NodeId=parent)
-                copy.references.append(ref)
-            copy.call = data.call
-            self._aspace[copy.nodeid] = copy
-        self._aspace[parent].references.append(
-            dataclasses.replace(template.parent_ref, NodeId=root, BrowseName=name, DisplayName=display)
-        )
+        base, ns = root.Identifier, root.NamespaceIndex
+        renamed = {
+            attr: _with_value(value, ua.Variant(name if attr == ua.AttributeIds.BrowseName else display))
+            for attr, value in template.names.items()
+        }
+        ids = {n.suffix: root if n.names else ua.NodeId(base + n.suffix, ns) for n in template.nodes}
+        for node in template.nodes:
+            nodeid = ids[node.suffix]
+            copy = NodeData(nodeid)
+            attributes = copy.attributes
+            for attr, value in node.shared:
+                attributes[attr] = AttributeValue(value)
+            if node.node_id is not None:
+                value = _with_value(node.node_id, ua.Variant(nodeid, ua.VariantType.NodeId))
+                attributes[ua.AttributeIds.NodeId] = AttributeValue(value)
+            if node.names:
+                for attr, value in renamed.items():
+                    attributes[attr] = AttributeValue(value)
+            references = copy.references
+            for how, ref, suffix in node.references:
+                if how == _INSIDE:
+                    ref = _retarget(ref, ids[suffix])
+                elif how == _TO_ROOT:
+                    ref = _retarget(ref, root, name, display)
+                elif how == _TO_PARENT:
+                    ref = _retarget(ref, parent)
+                references.append(ref)
+            copy.call = node.call
+            self._aspace[nodeid] = copy
+        self._aspace[parent].references.append(_retarget(template.parent_ref, root, name, display))
+
+
+def _retarget(
+    ref: ua.ReferenceDescription,
+    target: ua.NodeId,
+    name: ua.QualifiedName | None = None,
+    display: ua.LocalizedText | None = None,
+) -> ua.ReferenceDescription:
+    """`ref` to another node (dataclasses.replace, without its per-call look at the fields)."""
+    return ua.ReferenceDescription(
+        ref.ReferenceTypeId, ref.IsForward, target, name or ref.BrowseName, display or ref.DisplayName,
+        ref.NodeClass, ref.TypeDefinition,
+    )  # fmt: skip
+
+
+def _with_value(value: ua.DataValue, variant: ua.Variant) -> ua.DataValue:
+    return ua.DataValue(
+        variant, value.StatusCode, value.SourceTimestamp, value.ServerTimestamp, value.SourcePicoseconds,
+        value.ServerPicoseconds,
+    )  # fmt: skip
