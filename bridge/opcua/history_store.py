@@ -11,6 +11,7 @@ them run beside the writer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections import deque
@@ -34,6 +35,14 @@ CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, node TEXT NOT NULL UNI
 CREATE TABLE IF NOT EXISTS history (node INTEGER NOT NULL, t REAL NOT NULL, value, vtype INTEGER NOT NULL,
                                     status INTEGER NOT NULL, PRIMARY KEY (node, t)) WITHOUT ROWID;
 """
+
+
+_ROWS_PER_INSERT = 100  # 500 bound values (SQLite allows 32,766)
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    return "INSERT OR REPLACE INTO history VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
 
 
 class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
@@ -143,8 +152,12 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         return self._keys[node_id]
 
     def _insert(self, rows: list[Row]) -> None:
-        insert = "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?)"
-        self._transaction(lambda db: db.executemany(insert, rows))
+        def insert(db: sqlite3.Connection) -> None:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                db.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+
+        self._transaction(insert)
         self.stored_rows += len(rows)
 
     def _transaction(self, work: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import sqlite3
 import weakref
 from datetime import UTC, datetime, timedelta
 
@@ -114,6 +115,24 @@ async def test_the_history_queue_is_bounded_and_counts_what_it_dropped(tmp_path)
             ua.NodeId.from_string("ns=1;s=a"), start, start + timedelta(seconds=1000), 0
         )
         assert [v.Value.Value for v in values] == list(range(150, 250))  # the newest were kept
+    finally:
+        await store.stop()
+
+
+async def test_a_batch_larger_than_one_insert_is_stored_whole_with_its_types(tmp_path):
+    """Rows go in as multi-row INSERTs of 100 (bridge/opcua/history_store.py): 250 rows are three
+    statements, and every value comes back as the type it went in."""
+    store = HistoryStore(tmp_path / "h.sqlite", retention_s={"ns=1;s=a": 3600.0}, batch_s=0)
+    kinds = [7, 2.5, "text", None, True]
+    store.add([(1, 1000.0 + i, kinds[i % 5], ua.VariantType.Int32.value, 0) for i in range(250)])
+    await store.init()
+    try:
+        async with asyncio.timeout(5):
+            while store.stored_rows < 250:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+        with sqlite3.connect(store.path) as db:
+            stored = db.execute("SELECT t, value FROM history ORDER BY t").fetchall()
+        assert stored == [(1000.0 + i, [7, 2.5, "text", None, 1][i % 5]) for i in range(250)]
     finally:
         await store.stop()
 
