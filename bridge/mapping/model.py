@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -436,6 +437,10 @@ class LineMapping(_Strict):
     station_types: dict[Identifier, StationType]
     stations: dict[Identifier, Station] = Field(min_length=1)
     products: dict[ProductId, Product] = Field(min_length=1)
+    # (station type, byte order, word order) → the type and its fields settled: stations alike share them
+    _resolved: dict[tuple[str, str, str], tuple[StationType, dict[str, RegisterField]]] = PrivateAttr(
+        default_factory=dict
+    )
 
     def station_type(self, station: str) -> StationType:
         return self.station_types[self.stations[station].type]
@@ -449,15 +454,18 @@ class LineMapping(_Strict):
         kind = self.station_types[st.type]
         byte_default = st.byte_order or kind.byte_order
         word_default = st.word_order or kind.word_order
-        fields: dict[str, RegisterField] = {}
-        for _, name, f in kind.fields():
-            fields[name] = f.model_copy(
-                update={
-                    "byte_order": f.byte_order or byte_default,
-                    "word_order": f.word_order or word_default,
-                }
+        key = (st.type, byte_default, word_default)
+        cached = self._resolved.get(key)
+        if cached is None or cached[0] is not kind:  # a model_copy shares this cache, maybe not the kind
+            settled = {"byte_order": byte_default, "word_order": word_default}
+            cached = self._resolved[key] = (
+                kind,
+                {  # fields are frozen: a line of a hundred alike stations keeps one set
+                    name: f.model_copy(update={k: getattr(f, k) or v for k, v in settled.items()})
+                    for _, name, f in kind.fields()
+                },
             )
-        return fields
+        return dict(cached[1])
 
 
 def history_of(f: RegisterField) -> FieldHistory:
