@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS history (node INTEGER NOT NULL, t REAL NOT NULL, valu
 """
 
 
-_ROWS_PER_INSERT = 100  # 500 bound values (SQLite allows 32,766)
+# Rows per INSERT: sqlite3 lets go of the interpreter lock around each statement, and a statement
+# per row had the writer thread and the event loop trade it per row (500 bound values; max 32,766).
+_ROWS_PER_INSERT = 100
 
 
 @functools.lru_cache(maxsize=8)
