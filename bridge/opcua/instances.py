@@ -51,8 +51,6 @@ class _Node:
 
 @dataclass
 class _Template:
-    root: ua.NodeId
-    parent: ua.NodeId
     nodes: list[_Node]  # the root first
     parent_ref: ua.ReferenceDescription  # the parent's reference to the root
     names: dict[ua.AttributeIds, ua.DataValue]  # the root's BrowseName and DisplayName attributes
@@ -126,7 +124,7 @@ class InstanceFactory:
                     data.call,
                 )
             )
-        return _Template(root, parent, nodes, parent_ref, names)
+        return _Template(nodes, parent_ref, names)
 
     def _copy(self, template: _Template, parent: ua.NodeId, root: ua.NodeId, name: ua.QualifiedName) -> None:
         display = ua.LocalizedText(name.Name)
