@@ -94,7 +94,4 @@ class PlcMemory:
             await self.write(table, address, words)
 
     async def write_field(self, f: RegisterField, value: Any) -> None:
-        if f.table in BIT_TABLES:
-            await self.write(f.table, f.address, [bool(value)])
-        else:
-            await self.write(f.table, f.address, codec.encode(f, value))
+        await self.write_fields([(f, value)])

@@ -476,7 +476,8 @@ class SimulatedPlc:
         at zero cycle time busy drawing values no poll would read, and put the period off for ever."""
         if not step_sourced_only:
             self._telemetry_due = time.monotonic() + self.telemetry_period_s
-        setpoints = await self._setpoints()
+        # only values that follow a setpoint read them; step-sourced ones never do
+        setpoints = {} if step_sourced_only else await self._setpoints()
         simulated = [
             f
             for f in (self.fields[name] for name in self.kind.telemetry)
