@@ -75,9 +75,9 @@ class LineProcess:
     def wait_reported(self, steps: Collection[tuple[str, int]], timeout_s: float) -> None:
         """Until the line has reported when each of `steps` was done (it reports in batches)."""
         deadline = time.monotonic() + timeout_s
-        while not all(key in self.done_at for key in steps):
+        while missing := [key for key in steps if key not in self.done_at]:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the line did not report {len(steps) - len(self.done_at)} steps done")
+                raise RuntimeError(f"the line did not report {len(missing)} steps done")
             time.sleep(0.05)
 
     def _read(self) -> None:
