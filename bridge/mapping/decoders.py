@@ -4,6 +4,10 @@
 values a second instead builds, per block, one decoder at load: struct formats, byte and word
 order, scale and offset, enum tables and range checks settled once, one pass per poll. The codec
 stays the reference: a property test holds every decoder to it.
+
+Given the block's words of the last poll, a decoder decodes only the fields whose words changed:
+most telemetry holds still from one poll to the next, and the same words always decode to the
+same value and the same doubt, so the caller keeps the last ones for the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from bridge.mapping.model import RegisterField
 
 Values = dict[str, Any]
 Doubts = dict[str, codec.Doubt]
-BlockDecoder = Callable[[Sequence[int] | Sequence[bool]], tuple[Values, Doubts]]
+Words = Sequence[int] | Sequence[bool]
+BlockDecoder = Callable[..., tuple[Values, Doubts]]  # (words, last words or nothing): what changed
 FieldDecoder = Callable[[Sequence[int]], Any]
 
 _FORMAT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f", "float64": "d"}
@@ -83,7 +88,8 @@ def _word(word: int, f: RegisterField) -> int:
 
 
 def block_decoder(block: Block) -> BlockDecoder:
-    """One function for the whole block: every field's value, and what is doubtful about some.
+    """One function for the whole block: every field's value, and what is doubtful about some;
+    given the block's words of the last poll as well, only those of the fields whose words changed.
 
     The function is generated as straight-line Python, one statement group per field, so a poll
     pays no loop, no tuple unpacking and no call per 16-bit value (the common telemetry field);
@@ -91,6 +97,7 @@ def block_decoder(block: Block) -> BlockDecoder:
     if block.is_bits:
         return _bits_decoder(block)
     env: dict[str, Any] = {"CodecError": CodecError, "Doubt": codec.Doubt, "outside": _outside}
+    env["NONE"] = (None,) * block.count  # no last poll: every word differs from it
     body: list[str] = []
     for i, (name, f) in enumerate(block.fields):
         at = f.address - block.start
@@ -100,12 +107,16 @@ def block_decoder(block: Block) -> BlockDecoder:
         env[f"lo{i}"], env[f"hi{i}"] = low, high
         one_word = f.type in ("uint16", "int16") and (f.byte_order or "big") == "big"
         if one_word:
+            body += [f"    w = raw[{at}]", f"    if w != last[{at}]:"]
+        else:
+            body += [f"    if {_changed(at, f.register_count)}:"]
+        start = len(body)
+        if one_word:
             value = "w" if f.type == "uint16" else "(w - 65536 if w > 32767 else w)"
             if f.scale != 1.0 or f.offset != 0.0:
                 env[f"scale{i}"], env[f"offset{i}"] = f.scale, f.offset
                 value = f"{value} * scale{i} + offset{i}"
             body += [
-                f"    w = raw[{at}]",
                 "    if 0 <= w <= 65535:",
                 f"        v = values[{key}] = {value}",
             ]
@@ -133,11 +144,27 @@ def block_decoder(block: Block) -> BlockDecoder:
                 f"        values[{key}] = None",
                 f"        doubts[{key}] = Doubt(True, f'register words must be 0..65535, got {{[w]}}')",
             ]
-    source = "\n".join(["def decode_block(raw):", "    values = {}", "    doubts = {}", *body,
-                        "    return values, doubts"])  # fmt: skip
+        body[start:] = ["    " + line for line in body[start:]]
+    head = [
+        "def decode_block(raw, last=None):",
+        "    values = {}",
+        "    doubts = {}",
+        "    if last is None:",
+        "        last = NONE",
+        "    elif raw == last:  # nothing moved: one comparison in C",
+        "        return values, doubts",
+    ]
+    source = "\n".join([*head, *body, "    return values, doubts"])
     exec(compile(source, f"<decoder {block.table} {block.start}+{block.count}>", "exec"), env)
     decode: BlockDecoder = env["decode_block"]
     return decode
+
+
+def _changed(at: int, count: int) -> str:
+    """The test, in generated code, that a field's words differ from the last poll's."""
+    if count > 4:
+        return f"raw[{at}:{at + count}] != last[{at}:{at + count}]"
+    return " or ".join(f"raw[{i}] != last[{i}]" for i in range(at, at + count))
 
 
 def _outside(value: float, low: float, high: float) -> codec.Doubt:
@@ -149,7 +176,9 @@ def _outside(value: float, low: float, high: float) -> codec.Doubt:
 def _bits_decoder(block: Block) -> BlockDecoder:
     plan = [(name, f.address - block.start) for name, f in block.fields]
 
-    def decode_bits(raw: Sequence[int] | Sequence[bool]) -> tuple[Values, Doubts]:
-        return {name: bool(raw[at]) for name, at in plan}, {}
+    def decode_bits(raw: Words, last: Words | None = None) -> tuple[Values, Doubts]:
+        if last is None:
+            return {name: bool(raw[at]) for name, at in plan}, {}
+        return {name: bool(raw[at]) for name, at in plan if raw[at] != last[at]}, {}
 
     return decode_bits

@@ -130,6 +130,11 @@ class ModbusStationLink:
         self._ever_connected = False
         self.counters = LinkCounters()
         self.telemetry: dict[str, Any] = {}
+        # The dict the last poll replaced and the fields it decoded anew (their words changed): a
+        # listener that saw `telemetry_before` need compare nothing else.
+        self.telemetry_before: dict[str, Any] = {}
+        self.telemetry_changed: Collection[str] = ()
+        self._last_words: dict[int, list[int] | list[bool]] = {}  # per telemetry block, as last polled
         self.setpoints: dict[str, Any] = {}  # as last read from (or written to and read back from) the PLC
         self.doubts: dict[str, codec.Doubt] = {}  # telemetry and setpoint values of the last poll in doubt
         self.telemetry_read_at: float | None = None
@@ -458,17 +463,26 @@ class ModbusStationLink:
             self.last_status = None  # the handshake is unusable; telemetry may still be read
         groups = frozenset(self._telemetry_groups if periods is None else periods)
         blocks, with_setpoints, read = self._poll_plan(groups)
-        values, doubts = await self._read_fields(blocks)
+        words = [(id(block), await self._read_block(block)) for block in blocks]
+        values, doubts = {}, {}
+        for key, raw in words:  # only the fields whose words changed: the same words decode the same
+            block_values, block_doubts = self._decoders[key](raw, self._last_words.get(key))
+            values.update(block_values)
+            doubts.update(block_doubts)
+        decoded = values.keys()
         if with_setpoints:
             self.setpoints, setpoint_doubts = await self._read_fields(self._setpoint_blocks)
             doubts.update(setpoint_doubts)
+            decoded = decoded | self.setpoints.keys()
         self.counters.telemetry_requests_per_poll = (
             1 + len(blocks) + with_setpoints * len(self._setpoint_blocks) - shared
         )
         # new dicts, never changed in place: a listener compares them with the last poll's
+        self.telemetry_before, self.telemetry_changed = self.telemetry, values.keys()
         self.telemetry = {**self.telemetry, **values}
+        self._last_words.update(words)  # once kept: a poll that failed half-way must decode it all again
         if self.doubts or doubts:
-            self.doubts = {**{k: v for k, v in self.doubts.items() if k not in read}, **doubts}
+            self.doubts = {**{k: v for k, v in self.doubts.items() if k not in decoded}, **doubts}
         self.last_read = read
         self.telemetry_read_at = time.time()
         return values

@@ -15,7 +15,7 @@ import logging
 import math
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,7 +110,7 @@ class OpcUaFace:
             name: _StationNodes.of(f"{self.line_path}.Stations.{name}") for name in self.mapping.stations
         }
         self._last_scan: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]] = {}
-        self._polled: dict[str, tuple[list[Polled], list[Polled]]] = {}
+        self._polled: dict[str, tuple[dict[str, Polled], dict[str, Polled]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
 
     @property
@@ -249,7 +249,7 @@ class OpcUaFace:
         await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
         await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
 
-    def _poll_plan(self, station: str) -> tuple[list[Polled], list[Polled]]:
+    def _poll_plan(self, station: str) -> tuple[dict[str, Polled], dict[str, Polled]]:
         """Per polled field, settled once (the scan path looks nothing up per value)."""
         assert self.types is not None
         kind_name = self.mapping.stations[station].type
@@ -257,7 +257,7 @@ class OpcUaFace:
         path = f"{self.line_path}.Stations.{station}"
         plans = []
         for folder, names in (("Telemetry", kind.telemetry), ("Setpoints", kind.setpoints)):
-            plan = []
+            plan = {}
             for field_name in names:
                 f = self._fields[station][field_name]
                 node_path = f"{path}.{folder}.{field_name}"
@@ -271,7 +271,7 @@ class OpcUaFace:
                     field_name, f, node_path, nid, attval, vtype, vtype in _FLOATS, codes, deadband_of(f),
                     history_key,
                 )  # fmt: skip
-                plan.append(entry)
+                plan[field_name] = entry
             plans.append(plan)
         return plans[0], plans[1]
 
@@ -603,7 +603,9 @@ class OpcUaFace:
             (link.telemetry, telemetry_plan, None if last is None or last[3] != online else last[0]),
             (link.setpoints, setpoint_plan, None if last is None or last[3] != online else last[1]),
         ):
-            for entry in changed_fields(plan, values, doubts, before, last[2] if last is not None else {}):
+            # what the link decoded anew, when this face saw the poll before (most of them)
+            known = link.telemetry_changed if before is link.telemetry_before else None
+            for entry in changed_fields(plan, values, doubts, before, last[2] if last else {}, known):
                 value = values.get(entry.name)
                 doubt = doubts.get(entry.name)
                 node_path = entry.path
@@ -839,24 +841,28 @@ _GOOD_CODE = _status_code(_GOOD)
 
 
 def changed_fields(
-    plan: list[Polled],
+    plan: dict[str, Polled],
     values: dict[str, Any],
     doubts: dict[str, Any],
     before: dict[str, Any] | None,
     doubts_before: dict[str, Any],
+    known: Collection[str] | None = None,
 ) -> list[Polled]:
     """The plan's fields whose value or doubt differs from the last poll (all of them after none,
-    or when the station came or went)."""
+    or when the station came or went). `known`: the names that can differ from `before` (the
+    link's fields decoded anew since it), so the others need no comparing."""
     if before is None:
-        return plan
+        return list(plan.values())
     if values is before and doubts is doubts_before:
         return []
-    names = {k for k, v in values.items() if v != before.get(k, _MISSING)}
+    if known is None:
+        names = dict.fromkeys(k for k, v in values.items() if v != before.get(k, _MISSING))
+    else:
+        names = dict.fromkeys(k for k in known if values[k] != before.get(k, _MISSING))
     if doubts or doubts_before:
-        names.update(k for k in doubts.keys() | doubts_before.keys() if doubts.get(k) != doubts_before.get(k))
-    if not names:
-        return []
-    return [entry for entry in plan if entry.name in names]
+        either = doubts.keys() | doubts_before.keys()
+        names.update(dict.fromkeys(k for k in either if doubts.get(k) != doubts_before.get(k)))
+    return [plan[name] for name in names if name in plan]
 
 
 _MISSING = object()

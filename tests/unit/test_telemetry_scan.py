@@ -162,9 +162,9 @@ async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
 def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
     from bridge.opcua.face import Polled, changed_fields
 
-    plan = [Polled(n, None, n, None, None, None, False, None, 0.0, None) for n in ("a", "b", "c")]
+    plan = {n: Polled(n, None, n, None, None, None, False, None, 0.0, None) for n in ("a", "b", "c")}
     before = {"a": 1, "b": 2.5, "c": "x"}
-    assert changed_fields(plan, before, {}, None, {}) == plan  # no last poll: everything
+    assert changed_fields(plan, before, {}, None, {}) == list(plan.values())  # no last poll: everything
     assert changed_fields(plan, before, {}, before, {}) == []  # the same poll again
     assert changed_fields(plan, dict(before), {}, before, {}) == []  # a new poll, equal values
     assert [e.name for e in changed_fields(plan, {**before, "b": 2.6}, {}, before, {})] == ["b"]
@@ -173,6 +173,10 @@ def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
     assert [e.name for e in changed_fields(plan, dict(before), {}, before, doubt)] == ["c"]  # doubt went
     nan = {**before, "a": float("nan")}
     assert [e.name for e in changed_fields(plan, dict(nan), {}, nan, {})] == ["a"]  # NaN: never "the same"
+    # told which fields the link decoded anew, only those are compared (and kept if they differ)
+    now = {**before, "a": 2, "b": 2.6}
+    assert [e.name for e in changed_fields(plan, now, {}, before, {}, known=["a", "c"])] == ["a"]
+    assert [e.name for e in changed_fields(plan, now, doubt, before, {}, known=[])] == ["c"]
 
 
 class _Cyclic:
