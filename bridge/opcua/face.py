@@ -103,12 +103,15 @@ class OpcUaFace:
         self.history: HistoryStore | None = None
         self._history_keys: dict[str, int] = {}  # node path → the history store's key, if historized
         self._nids: dict[str, ua.NodeId] = {}
-        # station → telemetry, setpoints, doubts and online as last polled (what is unchanged is skipped)
         self._counted_at: dict[str, float] = {}  # station → when its busy counters are next published
         self._quiet_counts: dict[str, tuple[Any, ...]] = {}  # station → its other counters, as last staged
+        # station → what its State, Connected and CycleCount were last staged from
+        self._station_seen: dict[str, tuple[Any, ...]] = {}
         self._station_nodes = {
             name: _StationNodes.of(f"{self.line_path}.Stations.{name}") for name in self.mapping.stations
         }
+        self._dropped_path = f"{self.line_path}.HistoryRowsDropped"
+        # station → telemetry, setpoints, doubts and online as last polled (what is unchanged is skipped)
         self._last_scan: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]] = {}
         self._polled: dict[str, tuple[dict[str, Polled], dict[str, Polled]]] = {}
         self._published: dict[str, tuple[Any, int]] = {}  # node path → value and status last written
@@ -268,8 +271,8 @@ class OpcUaFace:
                 nid = self.nid(node_path)
                 attval = value_attribute(self._aspace, nid)
                 entry = Polled(
-                    field_name, f, node_path, nid, attval, vtype, vtype in _FLOATS, codes, deadband_of(f),
-                    history_key,
+                    field_name, f, node_path, nid, attval, vtype, vtype.value, vtype in _FLOATS, codes,
+                    deadband_of(f), history_key,
                 )  # fmt: skip
                 plan[field_name] = entry
             plans.append(plan)
@@ -571,18 +574,21 @@ class OpcUaFace:
         held = self.bridge.engine.station_errors.get(name) or (
             "status block holds garbage" if link.status_invalid else None
         )
-        state = station_state(online, held is not None, status)
-        await self._announce_error(name, held)
         staged: Staged = []  # written at once below (notify.write_values)
-        state_code = self.types.enum_codes[self.types.station_state][state]
-        # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
-        status_at = datetime.fromtimestamp(link.status_read_at, UTC) if link.status_read_at else read_at
         nodes = self._station_nodes[name]
-        self._stage_changed(staged, nodes.state, state_code, ua.VariantType.Int32, status_at)
-        self._stage_changed(staged, nodes.connected, online, ua.VariantType.Boolean)
-        if status is not None:
-            count, uint32 = status.executed_count, ua.VariantType.UInt32
-            self._stage_changed(staged, nodes.cycle_count, count, uint32, status_at, good=online)
+        seen = (online, held, status, link.status_read_at)
+        if seen != self._station_seen.get(name):  # most polls: the status block was not read again
+            self._station_seen[name] = seen
+            await self._announce_error(name, held)
+            state = station_state(online, held is not None, status)
+            state_code = self.types.enum_codes[self.types.station_state][state]
+            # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
+            status_at = datetime.fromtimestamp(link.status_read_at, UTC) if link.status_read_at else read_at
+            self._stage_changed(staged, nodes.state, state_code, ua.VariantType.Int32, status_at)
+            self._stage_changed(staged, nodes.connected, online, ua.VariantType.Boolean)
+            if status is not None:
+                count, uint32 = status.executed_count, ua.VariantType.UInt32
+                self._stage_changed(staged, nodes.cycle_count, count, uint32, status_at, good=online)
         counters = link.counters
         quiet = nodes.read_quiet(counters)
         if quiet != self._quiet_counts.get(name):  # most polls: nothing went wrong, nothing to compare
@@ -608,22 +614,20 @@ class OpcUaFace:
             for entry in changed_fields(plan, values, doubts, before, last[2] if last else {}, known):
                 value = values.get(entry.name)
                 doubt = doubts.get(entry.name)
-                node_path = entry.path
                 if online and doubt is None and value is not None:  # the common case, inline
-                    written = self._stage_good(entry, value, read_at, now, staged)
-                else:
-                    written = await self._write_field(
-                        node_path, name, entry.name, entry.field, value, read_at, good=online, doubt=doubt,
-                        by_exception=entry.deadband, staged=staged,
-                    )  # fmt: skip
+                    self._stage_good(entry, value, read_at, now, staged, rows, at_s)
+                    continue
+                written = await self._write_field(
+                    entry.path, name, entry.name, entry.field, value, read_at, good=online, doubt=doubt,
+                    by_exception=entry.deadband, staged=staged,
+                )  # fmt: skip
                 if written is not None and entry.history_key is not None:
                     value, vtype, code = written
                     stored = None if code & 0x80000000 else value
                     rows.append((entry.history_key, at_s, stored, vtype.value, code))
         if rows and self.history is not None:
             self.history.add(rows)
-            dropped, dropped_path = self.history.dropped_rows, f"{self.line_path}.HistoryRowsDropped"
-            self._stage_changed(staged, dropped_path, dropped, ua.VariantType.UInt64)
+            self._stage_changed(staged, self._dropped_path, self.history.dropped_rows, ua.VariantType.UInt64)
         await write_values(self._aspace, staged)
         if online != self._station_online[name]:
             was = self._station_online[name]
@@ -764,10 +768,11 @@ class OpcUaFace:
         return value, vtype, code
 
     def _stage_good(
-        self, entry: Polled, value: Any, at: datetime, now: datetime, staged: Staged
-    ) -> tuple[Any, ua.VariantType, int] | None:
-        """`_write_field` for a polled value the link found good (in range, decoded), without its
-        lookups: the scan's hot path (docs/telemetry.md)."""
+        self, entry: Polled, value: Any, at: datetime, now: datetime, staged: Staged, rows: list[Row],
+        at_s: float,
+    ) -> None:  # fmt: skip
+        """`_write_field` for a polled value the link found good (in range, decoded), and its
+        history row, without the lookups: the scan's hot path (docs/telemetry.md)."""
         if entry.codes is not None:
             value = entry.codes.get(value, 0)
         last = self._published.get(entry.path)
@@ -776,13 +781,14 @@ class OpcUaFace:
             if value == before or (
                 entry.deadband and isinstance(before, int | float) and abs(value - before) <= entry.deadband
             ):
-                return None
+                return
         if entry.is_float:
             value = float(value)
         variant = scalar_variant(value, entry.vtype)
         staged.append((entry.nid, entry.attval, data_value(variant, _GOOD_CODE, at, now)))
         self._published[entry.path] = (value, _GOOD)
-        return value, entry.vtype, _GOOD
+        if entry.history_key is not None:
+            rows.append((entry.history_key, at_s, value, entry.vtype_code, _GOOD))
 
     def _stage_changed(
         self, staged: Staged, path: str, value: Any, vtype: ua.VariantType, at: datetime | None = None,
@@ -910,6 +916,7 @@ class Polled:
     nid: ua.NodeId
     attval: Any  # the node's value attribute (notify.value_attribute)
     vtype: ua.VariantType
+    vtype_code: int  # vtype.value, as history rows store it
     is_float: bool
     codes: dict[Any, int] | None  # an enum's name → code
     deadband: float

@@ -77,16 +77,21 @@ def _notify(items: Any, handle: int, value: ua.DataValue) -> Any:
     mdata = items._monitored_items[mid]
     if mdata.mode == _DISABLED:
         return None
-    mdata.mvalue.set_current_datavalue(value)
-    if mdata.filter:
-        passes = items._is_data_changed(mdata.mvalue, mdata.filter.Trigger) and items._is_deadband_exceeded(
-            mdata.mvalue, mdata.filter
-        )
+    mvalue = mdata.mvalue
+    if mdata.filter or type(mvalue) is not SharedValues:
+        mvalue.set_current_datavalue(value)
+        if mdata.filter:
+            passes = items._is_data_changed(mvalue, mdata.filter.Trigger) and items._is_deadband_exceeded(
+                mvalue, mdata.filter
+            )
+        else:
+            passes = items._is_data_changed(mvalue, _STATUS_VALUE)
     else:
-        passes = items._is_data_changed(mdata.mvalue, _STATUS_VALUE)
+        passes = _unfiltered_change(mvalue, value)
     if not passes:
         return None
-    event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+    event = _new(_NOTIFICATION)  # its __init__ only sets these two
+    event.ClientHandle, event.Value = mdata.client_handle, value
     isub = items.isub  # InternalSubscription._enqueue_event, without its await chain
     queue = isub._triggered_datachanges
     pending = queue.get(mid)
@@ -97,6 +102,26 @@ def _notify(items: Any, handle: int, value: ua.DataValue) -> Any:
         pending.pop(0)
     pending.append(event)
     return None
+
+
+def _unfiltered_change(mvalue: SharedValues, value: ua.DataValue) -> bool:
+    """`mvalue.set_current_datavalue(value)` and asyncua's `_is_data_changed(mvalue, StatusValue)`,
+    the test of an item without a filter (the usual subscriber), in one step without their calls
+    and comparisons of whole dataclasses (tests/unit/test_notify.py holds the two equal)."""
+    old = mvalue.current_dvalue
+    mvalue.old_dvalue = old
+    variant = value.Value
+    if variant is None or (not variant.is_array and isinstance(variant.Value, _IMMUTABLE)):
+        mvalue.current_dvalue = value
+    else:
+        mvalue.current_dvalue = copy.deepcopy(value)
+    if old is None or (old.StatusCode is not value.StatusCode and old.StatusCode != value.StatusCode):
+        return True
+    # Variant.__ne__ (a null old value is always unlike a non-null new one, as get_old_datavalue wants)
+    was = old.Value
+    if was is None or variant is None:
+        return was is not variant
+    return was.VariantType != variant.VariantType or was.Value != variant.Value
 
 
 async def write_values(aspace: AddressSpace, writes: Writes) -> None:
@@ -152,6 +177,7 @@ def data_value(
 
 
 _VALUE = ua.AttributeIds.Value
+_NOTIFICATION = ua.MonitoredItemNotification
 _DISABLED = ua.MonitoringMode.Disabled
 _STATUS_VALUE = ua.DataChangeTrigger.StatusValue
 

@@ -162,7 +162,7 @@ async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
 def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
     from bridge.opcua.face import Polled, changed_fields
 
-    plan = {n: Polled(n, None, n, None, None, None, False, None, 0.0, None) for n in ("a", "b", "c")}
+    plan = {n: Polled(n, None, n, None, None, None, 0, False, None, 0.0, None) for n in ("a", "b", "c")}
     before = {"a": 1, "b": 2.5, "c": "x"}
     assert changed_fields(plan, before, {}, None, {}) == list(plan.values())  # no last poll: everything
     assert changed_fields(plan, before, {}, before, {}) == []  # the same poll again
