@@ -42,3 +42,16 @@ def test_unknown_keys_are_named(tmp_path):
     assert result.exit_code == 2
     assert "bridge.yaml: speed: unknown option (known: " in result.output
     assert "opcua_endpoint" in result.output
+
+
+def test_a_running_bridge_does_without_rich_but_its_help_screen_does_not():
+    """structlog would import rich for tracebacks the service never draws (docs/telemetry.md)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, bridge.cli, structlog.dev; print('rich' in sys.modules, structlog.dev.rich is None)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+    shown = runner.invoke(app, ["--help"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    assert "╭" in shown.output  # typer still draws its boxed help with rich
