@@ -137,6 +137,29 @@ async def test_a_batch_larger_than_one_insert_is_stored_whole_with_its_types(tmp
         await store.stop()
 
 
+async def test_a_batch_is_stored_in_key_order_and_the_later_of_two_rows_for_one_time_wins(tmp_path):
+    """The writer sorts a batch by (node, time) before it inserts it (bridge/opcua/history_store.py)."""
+    nodes = {"ns=1;s=a": 3600.0, "ns=1;s=b": 3600.0}
+    store = HistoryStore(tmp_path / "h.sqlite", retention_s=nodes, batch_s=0)
+    await store.init()
+    try:
+        a, b = store.key_of("ns=1;s=a"), store.key_of("ns=1;s=b")
+        int32 = ua.VariantType.Int32.value
+        scans = [(key, 1000.0 + i, i, int32, 0) for i in range(3) for key in (b, a)]  # interleaved
+        store.add([*scans, (a, 1001.0, None, int32, 0x80000000), (a, 1001.0, "again", int32, 0)])
+        async with asyncio.timeout(5):
+            while store.stored_rows < 8:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.01)
+        with sqlite3.connect(store.path) as db:
+            stored = db.execute("SELECT node, t, value FROM history ORDER BY node, t").fetchall()
+        assert stored == [
+            (a, 1000.0, 0), (a, 1001.0, "again"), (a, 1002.0, 2),
+            (b, 1000.0, 0), (b, 1001.0, 1), (b, 1002.0, 2),
+        ]  # fmt: skip
+    finally:
+        await store.stop()
+
+
 async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
     store = HistoryStore(
         tmp_path / "h.sqlite", retention_s={"ns=1;s=short": 10.0, "ns=1;s=long": 1000.0}, batch_s=0
