@@ -111,7 +111,8 @@ class ModbusStationLink:
         self._telemetry_blocks = [block for blocks in self._telemetry_groups.values() for block in blocks]
         self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
         self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
-        self._poll_plans: dict[frozenset[float | None], tuple[list[Block], bool, frozenset[str]]] = {}
+        self._poll_plans: dict[tuple[float | None, ...], tuple[list[Block], bool, frozenset[str]]] = {}
+        self._block_reads: dict[int, tuple[str, Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]]] = {}
         self._decoders = {
             id(block): block_decoder(block)
             for block in (*self._result_blocks, *self._telemetry_blocks, *self._setpoint_blocks)
@@ -325,16 +326,21 @@ class ModbusStationLink:
         )
 
     async def _read_block(self, block: Block) -> list[int] | list[bool]:
-        reader = _READERS[block.table]
-        dev = self.endpoint.device_id
-        reply = await self._request(
-            f"read {block.table} {block.start}+{block.count}",
-            lambda c: getattr(c, reader)(block.start, count=block.count, device_id=dev),
-        )
+        read = self._block_reads.get(id(block))
+        if read is None:  # made once per block: a poll reads the same blocks ten times a second
+            reader, start, count = _READERS[block.table], block.start, block.count
+            dev = self.endpoint.device_id
+            read = self._block_reads[id(block)] = (
+                f"read {block.table} {start}+{count}",
+                lambda c: getattr(c, reader)(start, count=count, device_id=dev),
+            )
+        reply = await self._request(*read)
         values = reply.bits if block.is_bits else reply.registers
-        if len(values) < block.count:
-            raise self._failed(f"read {block.table} {block.start}", f"short answer of {len(values)} values")
-        return values[: block.count]
+        if len(values) != block.count:  # bits come in whole bytes: cut to the block
+            if len(values) < block.count:
+                raise self._failed(read[0], f"short answer of {len(values)} values")
+            values = values[: block.count]
+        return values
 
     async def _read_fields(self, blocks: list[Block]) -> tuple[dict[str, Any], dict[str, codec.Doubt]]:
         """Each field's value, and what is doubtful about some of them: one value that makes no
@@ -461,8 +467,9 @@ class ModbusStationLink:
             if not self.status_invalid:
                 raise
             self.last_status = None  # the handshake is unusable; telemetry may still be read
-        groups = frozenset(self._telemetry_groups if periods is None else periods)
-        blocks, with_setpoints, read = self._poll_plan(groups)
+        blocks, with_setpoints, read = self._poll_plan(
+            self._telemetry_groups.keys() if periods is None else periods
+        )
         words = [(id(block), await self._read_block(block)) for block in blocks]
         values, doubts = {}, {}
         for key, raw in words:  # only the fields whose words changed: the same words decode the same
@@ -487,17 +494,18 @@ class ModbusStationLink:
         self.telemetry_read_at = time.time()
         return values
 
-    def _poll_plan(self, periods: frozenset[float | None]) -> tuple[list[Block], bool, frozenset[str]]:
+    def _poll_plan(self, periods: Collection[float | None]) -> tuple[list[Block], bool, frozenset[str]]:
         """The telemetry blocks a poll of these field groups reads, whether it reads the setpoints
         (the station's own period does), and every field it reads: worked out once per combination."""
-        plan = self._poll_plans.get(periods)
+        key = tuple(periods)
+        plan = self._poll_plans.get(key)
         if plan is None:
             blocks = [block for period in periods for block in self._telemetry_groups.get(period, [])]
             with_setpoints = None in periods
             read = {name for block in blocks for name, _ in block.fields}
             if with_setpoints:
                 read |= self._setpoint_fields.keys()
-            plan = self._poll_plans[periods] = (blocks, with_setpoints, frozenset(read))
+            plan = self._poll_plans[key] = (blocks, with_setpoints, frozenset(read))
         return plan
 
     @property

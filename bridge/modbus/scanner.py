@@ -42,8 +42,9 @@ class Schedule:
             return 0.0
         return max(0.0, self.next_due - self.clock())
 
-    def start(self) -> None:
-        """A poll starts now: count the due times it is too late for as missed, book the next.
+    def start(self) -> int:
+        """A poll starts now: count the due times it is too late for as missed (and return how
+        many), book the next.
 
         After the first poll the due times are the whole multiples of the period: stations polled
         at one rate are due together and wake the bridge once per period, not once each (each
@@ -52,12 +53,13 @@ class Schedule:
         if math.isnan(self.next_due):
             self.done += 1
             self.next_due = (math.floor(now / self.period_s + 1e-9) + 1) * self.period_s
-            return
+            return 0
         late = now - self.next_due
         skipped = int(late // self.period_s) if late >= self.period_s else 0
         self.missed += skipped
         self.done += 1
         self.next_due += (skipped + 1) * self.period_s
+        return skipped
 
 
 class StationScanner:
@@ -83,6 +85,7 @@ class StationScanner:
             field_intervals_s=link.telemetry_periods or None,
             requests_per_poll=link.requests_per_poll,
         )
+        counters = link.counters
         while True:
             await asyncio.sleep(min(s.wait_s() for s in schedules.values()))
             # the loop may wake a timer a hair early: that is on time, not a reason to skip a poll
@@ -90,10 +93,8 @@ class StationScanner:
             if not due:
                 continue
             for period in due:
-                schedules[period].start()
-            counters = link.counters
-            counters.polls_done = sum(s.done for s in schedules.values())
-            counters.polls_missed = sum(s.missed for s in schedules.values())
+                counters.polls_missed += schedules[period].start()
+            counters.polls_done += len(due)
             fastest = min(schedules[p].period_s for p in due)
             # the status block: shared with the engine's reads while a step runs, else read at the idle pace
             status_max_age_s = max(fastest / 2, link.idle_status_interval_s)
