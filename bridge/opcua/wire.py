@@ -25,14 +25,15 @@ from asyncua import ua
 from asyncua.ua import ua_binary
 
 _VT = ua.VariantType
-_SCALARS = {  # VariantType → its encoding byte and value, packed at once
-    vtype: (struct.Struct("<B" + code).pack, int(vtype))
-    for vtype, code in (
-        (_VT.Boolean, "?"), (_VT.SByte, "b"), (_VT.Byte, "B"), (_VT.Int16, "h"), (_VT.UInt16, "H"),
-        (_VT.Int32, "i"), (_VT.UInt32, "I"), (_VT.Int64, "q"), (_VT.UInt64, "Q"), (_VT.Float, "f"),
-        (_VT.Double, "d"),
-    )
+_CODES = {
+    _VT.Boolean: "?", _VT.SByte: "b", _VT.Byte: "B", _VT.Int16: "h", _VT.UInt16: "H", _VT.Int32: "i",
+    _VT.UInt32: "I", _VT.Int64: "q", _VT.UInt64: "Q", _VT.Float: "f", _VT.Double: "d",
 }  # fmt: skip
+_SCALARS = {vtype: (struct.Struct("<B" + code).pack, int(vtype)) for vtype, code in _CODES.items()}
+# The usual notified value (a numeric scalar with a status and both timestamps, no picoseconds)
+# with its client handle before it, in one pack: handle, mask, type, value, status, source, server.
+_WHOLE = {vtype: struct.Struct("<IBB" + code + "Iqq").pack for vtype, code in _CODES.items()}
+_ALL_FIELDS = 0x01 | 0x02 | 0x04 | 0x08
 _INT32 = struct.Struct("<i")
 _UINT32 = struct.Struct("<I")
 _INT64 = struct.Struct("<q")
@@ -62,10 +63,35 @@ def encode_data_change(notification: ua.DataChangeNotification) -> bytes:
     parts = [_INT32.pack(len(items))]
     append = parts.append
     for item in items:
+        value = item.Value
+        whole = _usual(value)
+        if whole is not None:
+            try:
+                variant, source, server = value.Value, value.SourceTimestamp, value.ServerTimestamp
+                append(whole(
+                    item.ClientHandle, _ALL_FIELDS, int(variant.VariantType), variant.Value,
+                    value.StatusCode.value, _win_epoch(source), _win_epoch(server),
+                ))  # fmt: skip
+                continue
+            except (struct.error, TypeError, OverflowError):  # asyncua's own path raises its own error
+                pass
         append(_UINT32.pack(item.ClientHandle))
-        append(encode_data_value(item.Value))
+        append(encode_data_value(value))
     append(_INT32.pack(-1) if infos is None else _INT32.pack(0))
     return b"".join(parts)
+
+
+def _usual(value: ua.DataValue) -> Callable[..., bytes] | None:
+    """The one-pack encoder of a notification carrying this value, if it has the usual shape."""
+    variant = value.Value
+    if (
+        variant is None or variant.is_array or variant.Value is None
+        or isinstance(variant.Value, list | tuple)
+        or value.StatusCode is None or value.SourceTimestamp is None or value.ServerTimestamp is None
+        or value.SourcePicoseconds is not None or value.ServerPicoseconds is not None
+    ):  # fmt: skip
+        return None
+    return _WHOLE.get(variant.VariantType)
 
 
 def encode_data_value(value: ua.DataValue) -> bytes:
@@ -104,4 +130,9 @@ def _encode_variant(variant: ua.Variant) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def _filetime(at: datetime) -> bytes:
-    return _INT64.pack(ua.datetime_to_win_epoch(at))
+    return _INT64.pack(_win_epoch(at))
+
+
+@functools.lru_cache(maxsize=256)
+def _win_epoch(at: datetime) -> int:
+    return int(ua.datetime_to_win_epoch(at))

@@ -99,9 +99,12 @@ def test_shared_timestamps_encode_once_and_stay_equal() -> None:
         ua.Variant(1e300, VT.Float, is_array=False),  # too large for a float32
     ],
 )
-def test_a_value_that_does_not_fit_fails_as_asyncua_fails(variant: ua.Variant) -> None:
+@pytest.mark.parametrize("stamped", [False, True])  # with both timestamps: the one-pack path first
+def test_a_value_that_does_not_fit_fails_as_asyncua_fails(variant: ua.Variant, stamped: bool) -> None:
+    at = datetime(2026, 11, 25, 16, 0, tzinfo=UTC) if stamped else None
+    value = ua.DataValue(variant, ua.StatusCode(0), SourceTimestamp=at, ServerTimestamp=at)
     notification = ua.DataChangeNotification(
-        MonitoredItems=[ua.MonitoredItemNotification(ClientHandle=1, Value=ua.DataValue(variant))]
+        MonitoredItems=[ua.MonitoredItemNotification(ClientHandle=1, Value=value)]
     )
     with pytest.raises(ua.UaError) as ours:
         wire.encode_data_change(notification)
