@@ -458,7 +458,10 @@ class ModbusStationLink:
         requests as the layout allows (the status block, then one per contiguous block).
 
         A status read (by the engine's handshake) at most `status_max_age_s` ago is taken instead
-        of reading the block again: while a step runs the engine reads it often enough for both."""
+        of reading the block again: while a step runs the engine reads it often enough for both.
+
+        Returns the fields decoded anew: all of them at the first poll, then those whose words
+        changed (`telemetry` keeps every field's last value)."""
         shared = self.last_status is not None and time.monotonic() - self._status_age_from <= status_max_age_s
         try:
             if not shared:
