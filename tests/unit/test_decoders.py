@@ -69,36 +69,43 @@ def test_a_block_decoder_judges_values_as_the_codec_does(lows, words):
     assert_judged_as_the_codec(block, specs, words[: block.count])
 
 
-@given(data=st.data())
-def test_a_generated_block_decoder_agrees_with_the_codec_field_by_field(data):
-    """Any mix of types, orders, scales and ranges laid out in one block, any words."""
+def laid_out(data, vary) -> tuple:
+    """One to six drawn fields (each as `vary(field)` makes it) one after another in one block,
+    with small gaps, and words for the whole block."""
     specs: dict[str, RegisterField] = {}
     address = 100
     for i in range(data.draw(st.integers(1, 6))):
-        f = data.draw(fields())
-        bounds = data.draw(st.sampled_from([(None, None), (0.0, 100.0), (-50.0, None), (None, 1e6)]))
-        if f.is_numeric and bounds != (None, None):
-            f = f.model_copy(update={"min": bounds[0], "max": bounds[1]})
+        f = vary(data.draw(fields()))
         specs[f"f{i}"] = f.model_copy(update={"address": address})
         address += f.register_count + data.draw(st.integers(0, 2))
     (block,) = plan_blocks(specs.items(), max_gap=8)
     words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=block.count, max_size=block.count))
-    assert_judged_as_the_codec(block, specs, words)
+    return block, specs, words
+
+
+@given(data=st.data())
+def test_a_generated_block_decoder_agrees_with_the_codec_field_by_field(data):
+    """Any mix of types, orders, scales and ranges laid out in one block, any words."""
+
+    def bounded(f: RegisterField) -> RegisterField:
+        bounds = data.draw(st.sampled_from([(None, None), (0.0, 100.0), (-50.0, None), (None, 1e6)]))
+        if f.is_numeric and bounds != (None, None):
+            return f.model_copy(update={"min": bounds[0], "max": bounds[1]})
+        return f
+
+    assert_judged_as_the_codec(*laid_out(data, bounded))
 
 
 @given(data=st.data())
 def test_given_the_last_words_a_decoder_decodes_just_the_fields_whose_words_changed(data):
     """The same words decode to the same value and doubt, so a poll need only decode what moved."""
-    specs: dict[str, RegisterField] = {}
-    address = 0
-    for i in range(data.draw(st.integers(1, 6))):
-        f = data.draw(fields())
+
+    def longer(f: RegisterField) -> RegisterField:
         if f.type == "string" and data.draw(st.booleans()):
-            f = f.model_copy(update={"length": 10})  # five words: compared as a slice
-        specs[f"f{i}"] = f.model_copy(update={"address": address})
-        address += f.register_count + data.draw(st.integers(0, 2))
-    (block,) = plan_blocks(specs.items(), max_gap=8)
-    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=block.count, max_size=block.count))
+            return f.model_copy(update={"length": 10})  # five words: compared as a slice
+        return f
+
+    block, specs, words = laid_out(data, longer)
     moved = data.draw(st.sets(st.integers(0, block.count - 1)))
     last = [(w + 1) % 0x10000 if i in moved else w for i, w in enumerate(words)]
     decode = block_decoder(block)
