@@ -109,12 +109,8 @@ def _unfiltered_change(mvalue: SharedValues, value: ua.DataValue) -> bool:
     the test of an item without a filter (the usual subscriber), in one step without their calls
     and comparisons of whole dataclasses (tests/unit/test_notify.py holds the two equal)."""
     old = mvalue.current_dvalue
-    mvalue.old_dvalue = old
+    mvalue.set_current_datavalue(value)
     variant = value.Value
-    if variant is None or (not variant.is_array and isinstance(variant.Value, _IMMUTABLE)):
-        mvalue.current_dvalue = value
-    else:
-        mvalue.current_dvalue = copy.deepcopy(value)
     if old is None or (old.StatusCode is not value.StatusCode and old.StatusCode != value.StatusCode):
         return True
     # Variant.__ne__ (a null old value is always unlike a non-null new one, as get_old_datavalue wants)
