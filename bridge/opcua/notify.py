@@ -105,9 +105,9 @@ def _notify(items: Any, handle: int, value: ua.DataValue) -> Any:
 
 
 def _unfiltered_change(mvalue: SharedValues, value: ua.DataValue) -> bool:
-    """`mvalue.set_current_datavalue(value)` and asyncua's `_is_data_changed(mvalue, StatusValue)`,
-    the test of an item without a filter (the usual subscriber), in one step without their calls
-    and comparisons of whole dataclasses (tests/unit/test_notify.py holds the two equal)."""
+    """`mvalue.set_current_datavalue(value)`, then asyncua's `_is_data_changed(mvalue, StatusValue)`,
+    the test of an item without a filter (the usual subscriber), decided without its calls and its
+    comparisons of whole dataclasses (tests/unit/test_notify.py holds the two equal)."""
     old = mvalue.current_dvalue
     mvalue.set_current_datavalue(value)
     variant = value.Value
