@@ -95,7 +95,7 @@ class OpcUaFace:
         self._finished_at: dict[str, datetime] = {}
         self._station_online: dict[str, bool | None] = dict.fromkeys(self.mapping.stations)
         self._station_error: dict[str, str | None] = {}
-        self._steps: asyncio.Queue[tuple[Order, Step]] = asyncio.Queue()
+        self._steps: asyncio.Queue[tuple[Order, Step, StepPhase]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one writer of order nodes at a time
         self._events: dict[str, list[Any]] = {}
@@ -210,7 +210,9 @@ class OpcUaFace:
             log.error("opcua_stop_timeout")
 
     def _queue_step(self, order: Order, step: Step) -> None:
-        self._steps.put_nowait((order, step))
+        # with its phase as of now: the step object moves on (a begin handled after the step closed
+        # must still show the step's parameters)
+        self._steps.put_nowait((order, step, step.phase))
 
     # -- building the plant -----------------------------------------------------------------
 
@@ -506,23 +508,24 @@ class OpcUaFace:
 
     async def _follow_steps(self) -> None:
         while True:
-            order, step = await self._steps.get()
+            order, step, phase = await self._steps.get()
             try:
-                await self._on_step(order, step)
+                await self._on_step(order, step, phase)
             except Exception:
                 log.exception("opcua_step_update_failed", order_id=order.order_id, station=step.station)
 
-    async def _on_step(self, order: Order, step: Step) -> None:
+    async def _on_step(self, order: Order, step: Step, phase: StepPhase) -> None:
+        """The step's node as it is now; the station's nodes as of the event (`phase`)."""
         nodeid = await self.show_order(order)
         async with self._lock:
             await self._write_step(nodeid.Identifier, step)
         station_path = f"{self.line_path}.Stations.{step.station}"
-        running = step.phase != StepPhase.CLOSED
+        running = phase != StepPhase.CLOSED
         staged: Staged = []
         current = order.order_id if running else ""
         await self._write(f"{station_path}.CurrentOrder", current, ua.VariantType.String, staged=staged)
         fields, station = self._fields[step.station], step.station
-        if step.phase == StepPhase.BEGUN:
+        if phase == StepPhase.BEGUN:
             for name, value in step.parameters.items():
                 path = f"{station_path}.Parameters.{name}"
                 at = step.started_at

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import Server, ua
 
-from bridge.domain.model import OrderState
+from bridge.domain.model import OrderState, StepPhase
 from bridge.handshake import PlcState
 from bridge.opcua.nodeset import export_nodeset
 from tests.conftest import AC_LINE
@@ -532,3 +532,26 @@ async def test_an_order_waiting_on_an_absent_station_shows_why(rig):
         while await waiting.read_value():  # noqa: ASYNC110 - polls state, bounded
             await asyncio.sleep(0.05)
     await subscription.delete()
+
+
+async def test_a_step_handled_after_it_closed_still_shows_its_parameters(rig):
+    """The face handles each step event with the phase the step had then: a begin it gets to only
+    after the step closed (the face was busy) still writes the station's Parameters."""
+    closed = []
+    rig.bridge.engine.step_listeners.append(
+        lambda order, step: closed.append(step) if step.phase == StepPhase.CLOSED else None
+    )
+    async with rig.face._lock:  # the face busy: the step events wait behind it
+        await rig.bridge.submit("LATE-1", "AC-W", {"capacity_btu": 18000})
+        async with asyncio.timeout(20):
+            while not any(step.station == "charge" for step in closed):  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.02)
+    (charge,) = [step for step in closed if step.station == "charge"]
+    node = rig.node("Plant.Lines.ac_line.Stations.charge.Parameters.charge_g")
+
+    async def shown() -> object:
+        return (await node.read_data_value(raise_on_bad_status=False)).Value.Value
+
+    async with asyncio.timeout(10):
+        while await shown() != charge.parameters["charge_g"]:  # noqa: ASYNC110 - polls the server, bounded
+            await asyncio.sleep(0.02)
