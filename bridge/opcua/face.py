@@ -95,7 +95,10 @@ class OpcUaFace:
         self._finished_at: dict[str, datetime] = {}
         self._station_online: dict[str, bool | None] = dict.fromkeys(self.mapping.stations)
         self._station_error: dict[str, str | None] = {}
-        self._steps: asyncio.Queue[tuple[Order, Step, StepPhase]] = asyncio.Queue()
+        # step events waiting for the face, bounded as the engine bounds its watchers' queues
+        self._steps: asyncio.Queue[tuple[Order, Step, StepPhase]] = asyncio.Queue(
+            bridge.engine.settings.watcher_queue
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one writer of order nodes at a time
         self._events: dict[str, list[Any]] = {}
@@ -212,6 +215,11 @@ class OpcUaFace:
     def _queue_step(self, order: Order, step: Step) -> None:
         # with its phase as of now: the step object moves on (a begin handled after the step closed
         # must still show the step's parameters)
+        if self._steps.full():  # the face has stalled that long: the oldest event goes, said once each
+            old_order, old_step, old_phase = self._steps.get_nowait()
+            log.warning(
+                "step_event_dropped", order_id=old_order.order_id, station=old_step.station, phase=old_phase
+            )
         self._steps.put_nowait((order, step, step.phase))
 
     # -- building the plant -----------------------------------------------------------------

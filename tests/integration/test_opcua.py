@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from asyncua import Server, ua
+from structlog.testing import capture_logs
 
-from bridge.domain.model import OrderState, StepPhase
+from bridge.domain.model import OrderState, Step, StepPhase
 from bridge.handshake import PlcState
 from bridge.opcua.nodeset import export_nodeset
 from tests.conftest import AC_LINE
@@ -555,3 +557,16 @@ async def test_a_step_handled_after_it_closed_still_shows_its_parameters(rig):
     async with asyncio.timeout(10):
         while await shown() != charge.parameters["charge_g"]:  # noqa: ASYNC110 - polls the server, bounded
             await asyncio.sleep(0.02)
+
+
+async def test_step_events_wait_in_a_bounded_queue_that_drops_the_oldest_and_says_so(rig):
+    assert rig.face._steps.maxsize == rig.bridge.engine.settings.watcher_queue  # bounded as the engine's
+    rig.face._steps = asyncio.Queue(2)  # (the follower keeps waiting on the old one: nothing is taken)
+    at = datetime.now(UTC)
+    steps = [Step("O", 0, i, "charge", i + 1, {}, at) for i in range(3)]
+    with capture_logs() as logs:
+        for step in steps:
+            rig.face._queue_step(SimpleNamespace(order_id="O"), step)
+    assert [rig.face._steps.get_nowait()[1] for _ in range(2)] == steps[1:]  # the oldest went
+    dropped = [(e["event"], e["station"], e["phase"]) for e in logs]
+    assert dropped == [("step_event_dropped", "charge", "begun")]
