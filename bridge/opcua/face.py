@@ -32,7 +32,7 @@ from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping import codec
 from bridge.mapping.model import deadband_of, history_of
 from bridge.modbus import LinkCounters, ModbusStationLink
-from bridge.modbus.link import BUSY_COUNTS, COUNTS
+from bridge.modbus.link import BUSY_COUNTS
 from bridge.opcua import wire
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
 from bridge.opcua.history_store import HistoryStore, Row
@@ -47,7 +47,15 @@ from bridge.opcua.notify import (
     write_values,
 )
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
-from bridge.opcua.uatypes import APP_URI_PREFIX, ModelTypes, build_types, field_variant, option_variant
+from bridge.opcua.uatypes import (
+    APP_URI_PREFIX,
+    DIAGNOSTICS,
+    ModelTypes,
+    build_types,
+    diagnostic_name,
+    field_variant,
+    option_variant,
+)
 from bridge.security.rules import current_channel, current_user
 from bridge.service import Bridge
 from bridge.supervise import start_supervised
@@ -899,22 +907,15 @@ class _StationNodes:
     @classmethod
     def of(cls, path: str) -> _StationNodes:
         diag = f"{path}.Diagnostics"
-        quiet = [(name, ua.VariantType.UInt64) for name, _ in COUNTS if name not in BUSY_COUNTS]
-        quiet += [("last_error", ua.VariantType.String)]
-        quiet += [("telemetry_requests_per_poll", ua.VariantType.UInt32)]
+        quiet = [(name, vtype) for name, vtype in DIAGNOSTICS if name not in BUSY_COUNTS]
         return cls(
             f"{path}.State",
             f"{path}.Connected",
             f"{path}.CycleCount",
-            tuple((name, f"{diag}.{_node_name(name)}") for name in BUSY_COUNTS),
-            tuple((f"{diag}.{_node_name(name)}", vtype) for name, vtype in quiet),
+            tuple((name, f"{diag}.{diagnostic_name(name)}") for name in BUSY_COUNTS),
+            tuple((f"{diag}.{diagnostic_name(name)}", vtype) for name, vtype in quiet),
             operator.attrgetter(*(name for name, _ in quiet)),
         )
-
-
-def _node_name(attribute: str) -> str:
-    """A LinkCounters attribute's variable under Diagnostics: stale_replies → StaleReplies."""
-    return "".join(word.capitalize() for word in attribute.split("_"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,21 @@ from asyncua import Node, Server, ua
 
 from bridge.domain.model import OrderState
 from bridge.mapping.model import LineMapping, Option, RegisterField
+from bridge.modbus.link import COUNTS
+
+# A station's Diagnostics variables: the link's counters (LinkCounters attribute, type), one list
+# for the station type here and for the face that publishes them.
+DIAGNOSTICS: tuple[tuple[str, ua.VariantType], ...] = (
+    *((attribute, ua.VariantType.UInt64) for attribute, _ in COUNTS),
+    ("last_error", ua.VariantType.String),
+    ("telemetry_requests_per_poll", ua.VariantType.UInt32),
+)
+
+
+def diagnostic_name(attribute: str) -> str:
+    """A LinkCounters attribute's variable under Diagnostics: stale_replies → StaleReplies."""
+    return "".join(word.capitalize() for word in attribute.split("_"))
+
 
 TYPES_URI = "urn:linebridge:types"
 APP_URI_PREFIX = "urn:linebridge:"  # + the line's name: the server's application URI and its instances
@@ -310,20 +325,9 @@ async def _build_station_types(server: Server, mapping: LineMapping, types: Mode
     )
     diag = await station.add_object(tid(ns, f"{p}.Diagnostics"), ua.QualifiedName("Diagnostics", ns))
     await diag.set_modelling_rule(True)
-    for name, vtype, value in (
-        ("Requests", ua.VariantType.UInt64, 0),
-        ("Errors", ua.VariantType.UInt64, 0),
-        ("Reconnects", ua.VariantType.UInt64, 0),
-        ("LastError", ua.VariantType.String, ""),
-        ("TelemetryRequestsPerPoll", ua.VariantType.UInt32, 0),
-        ("Retries", ua.VariantType.UInt64, 0),
-        ("Timeouts", ua.VariantType.UInt64, 0),
-        ("Outages", ua.VariantType.UInt64, 0),
-        ("StaleReplies", ua.VariantType.UInt64, 0),
-        ("Rebuilds", ua.VariantType.UInt64, 0),
-        ("PollsDone", ua.VariantType.UInt64, 0),
-        ("PollsMissed", ua.VariantType.UInt64, 0),
-    ):
+    for attribute, vtype in DIAGNOSTICS:
+        name = diagnostic_name(attribute)
+        value = "" if vtype == ua.VariantType.String else 0
         await add_variable(diag, tid(ns, f"{p}.Diagnostics.{name}"), name, ns, value, vtype)
 
     for kind_name, kind in mapping.station_types.items():
