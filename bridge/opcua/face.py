@@ -223,7 +223,7 @@ class OpcUaFace:
     def _queue_step(self, order: Order, step: Step) -> None:
         # with its phase as of now: the step object moves on (a begin handled after the step closed
         # must still show the step's parameters)
-        if self._steps.full():  # the face has stalled that long: the oldest event goes, said once each
+        if self._steps.full():  # the face has stalled that long: the oldest event goes, logged
             old_order, old_step, old_phase = self._steps.get_nowait()
             log.warning(
                 "step_event_dropped", order_id=old_order.order_id, station=old_step.station, phase=old_phase
