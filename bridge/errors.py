@@ -7,6 +7,8 @@ BridgeError
 ├── CodecError              a value that does not fit its register field
 ├── StationError            a PLC that did not answer as the handshake requires
 └── OrderRejected           an order that does not fit the mapping; names the field
+    ├── UnknownOrder        an order id the bridge has never accepted
+    └── OrderFinished       a cancel of an order that already ended
 """
 
 from __future__ import annotations
@@ -81,3 +83,13 @@ class UnknownOrder(OrderRejected):
 
     def __init__(self, order_id: str) -> None:
         super().__init__(f"no order {clip(repr(order_id), 60)}", field="order_id")
+
+
+class OrderFinished(OrderRejected):
+    """A cancel of an order that already completed or faulted: there is nothing left to stop, and
+    answering "cancelled" would tell the caller (and the audit) something that did not happen."""
+
+    def __init__(self, order_id: str, state: str) -> None:
+        self.state = state
+        reason = f"order {clip(repr(order_id), 60)} is already {state}: nothing to cancel"
+        super().__init__(reason, field="order_id")

@@ -21,7 +21,14 @@ import structlog
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
 from bridge.domain.orders import OrderRequest, validate_order
 from bridge.domain.ports import OrderJournal, StationLink
-from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationError, UnknownOrder
+from bridge.errors import (
+    CodecError,
+    OrderFinished,
+    OrderRejected,
+    ParameterMismatch,
+    StationError,
+    UnknownOrder,
+)
 from bridge.handshake import HandshakeWatch, PlcState, ResultCode, StatusBlock, next_seq
 from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
@@ -170,9 +177,11 @@ class LineEngine:
             stored = self.journal.load_order(order_id)
             if stored is None:
                 raise UnknownOrder(order_id)
-            return stored
-        if order.state.is_final:
+            order = stored
+        if order.state == OrderState.CANCELLED:  # asked again: what was asked holds
             return order
+        if order.state.is_final:
+            raise OrderFinished(order_id, str(order.state))
         self._waiting = [w for w in self._waiting if w.order is not order]
         for unit in order.units:
             if unit.state == UnitState.WAITING:

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from bridge.domain.model import Order, OrderEvent
-from bridge.errors import OrderRejected, UnknownOrder
+from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
 from bridge.handshake import station_state
 from bridge.http.lineview_page import PAGE
 from bridge.limits import LOGGED_TEXT_CHARS, clip
@@ -183,6 +183,9 @@ class LineView:
         except UnknownOrder:
             self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: no such order")
             return JSONResponse({"reason": f"no order {clip(order_id, 64)!r}"}, status_code=404)
+        except OrderFinished as exc:
+            self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: {exc.reason}")
+            return JSONResponse({"reason": exc.reason}, status_code=409)
         self._audit(request, "order_cancel", f"ok {order_id}")
         return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
 from bridge.domain.model import OrderState
-from bridge.opcua.uatypes import APP_URI_PREFIX, TYPES_URI
+from bridge.opcua.uatypes import APP_URI_PREFIX, NO_TIME, TYPES_URI
 
 ORDER_STATES = list(OrderState)
 
@@ -204,6 +205,11 @@ async def _order_node(line: Line, order_id: str) -> Node:
     return order
 
 
+def _time_or_none(value: Any) -> Any:
+    """A DateTime the server shows as MinDateTime (no time yet) as None; any other value as it is."""
+    return None if isinstance(value, datetime) and value <= NO_TIME else value
+
+
 async def _order_var(line: Line, order_id: str, name: str) -> Node:
     return await (await _order_node(line, order_id)).get_child([f"{line.types_ns}:{name}"])
 
@@ -213,15 +219,16 @@ async def show(line: Line, order_id: str) -> dict[str, Any]:
     info: dict[str, Any] = {"order_id": order_id}
     for name in ("State", "Product", "CurrentStation", "Progress", "Quantity", "FaultStation", "ResultCode",
                  "CreatedAt", "CompletedAt"):  # fmt: skip
-        info[name] = await (await order.get_child([f"{line.types_ns}:{name}"])).read_value()
+        info[name] = _time_or_none(await (await order.get_child([f"{line.types_ns}:{name}"])).read_value())
     info["State"] = ORDER_STATES[info["State"]].value
     steps = []
     for step in await (await order.get_child([f"{line.types_ns}:Steps"])).get_children():
         values = {}
         for name in ("Station", "Unit", "Sequence", "StartedAt", "FinishedAt", "ResultCode", "Results"):
-            values[name] = await (await step.get_child([f"{line.types_ns}:{name}"])).read_value()
+            variable = await step.get_child([f"{line.types_ns}:{name}"])
+            values[name] = _time_or_none(await variable.read_value())
         steps.append(values)
-    info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["StartedAt"]))  # route order
+    info["Steps"] = sorted(steps, key=lambda s: (s["Unit"], s["StartedAt"] or NO_TIME))  # route order
     return info
 
 

@@ -35,6 +35,7 @@ from bridge.modbus import LinkCounters, ModbusStationLink
 from bridge.modbus.link import BUSY_COUNTS
 from bridge.opcua import wire
 from bridge.opcua.endpoint_security import SecuritySettings, audit_sessions, check_exposure, secure_server
+from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.instances import InstanceFactory
 from bridge.opcua.methods import LineMethods
@@ -50,6 +51,7 @@ from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import (
     APP_URI_PREFIX,
     DIAGNOSTICS,
+    NO_TIME,
     ModelTypes,
     build_types,
     diagnostic_name,
@@ -64,7 +66,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
-_NULLABLE = (ua.VariantType.String, ua.VariantType.DateTime, ua.VariantType.ByteString)
+_NULLABLE = (ua.VariantType.String, ua.VariantType.ByteString)
 _VALUE = ua.AttributeIds.Value
 _NULL = ua.Variant()
 Staged = Writes
@@ -169,7 +171,7 @@ class OpcUaFace:
         await self.history.init()
         self._history_keys = {path: self.history.key_of(self.nid(path).to_string()) for path in historized}
         self._polled = {station: self._poll_plan(station) for station in self.mapping.stations}
-        server.iserver.history_manager.set_storage(self.history)
+        server.iserver.history_manager = PagedHistory(server.iserver, self.history)
         starting = logging.getLogger("asyncua.server.server")
         level = starting.level
         starting.setLevel(logging.CRITICAL)  # a port in use is said below in one line, not a traceback
@@ -845,8 +847,10 @@ class OpcUaFace:
 def _data_value(value: Any, vtype: ua.VariantType, at: datetime | None, status: int) -> ua.DataValue:
     if vtype in _FLOATS and isinstance(value, int | float):
         value = float(value)
-    # A null DateTime stays typed (clients see "no time yet"); a null number has no type: no value
-    # yet, or withheld under a Bad status (as asyncua's own write would withhold it).
+    # A DateTime with no time yet is MinDateTime (a null one cannot be encoded); a null number has
+    # no type: no value yet, or withheld under a Bad status (as asyncua's own write would withhold it).
+    if value is None and vtype == ua.VariantType.DateTime:
+        value = NO_TIME
     if status & 0x80000000 or (value is None and vtype not in _NULLABLE):
         variant = _NULL
     else:

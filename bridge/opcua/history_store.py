@@ -213,17 +213,32 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
     async def read_node_history(
         self, node_id: ua.NodeId, start: datetime | None, end: datetime | None, nb_values: int
     ) -> tuple[list[ua.DataValue], datetime | None]:
+        """asyncua's interface (paged reads go through history_read.PagedHistory)."""
+        key = self.key(node_id.to_string())
+        if key is None:
+            return [], None
         epoch = ua.get_win_epoch()
         ascending = not (start is None or start == epoch)
         low = start.timestamp() if ascending and start is not None else 0.0
         high = end.timestamp() if end is not None and end != epoch else time.time() + 86400
         if low > high:
             low, high, ascending = high, low, False
-        limit = nb_values or -1
-        key = self._keys.get(node_id.to_string())
-        if key is None:
-            return [], None
-        rows = await asyncio.to_thread(self._select, key, low, high, ascending, limit)
+        limit = min(nb_values or self.max_history_data_response_size, self.max_history_data_response_size)
+        after = float("-inf") if ascending else float("inf")
+        values, _ = await self.read_page(key, low, high, ascending, limit + 1, after)
+        cont = values[limit].SourceTimestamp if len(values) > limit else None
+        return values[:limit], cont
+
+    def key(self, node_id: str) -> int | None:
+        """The table key of a historized node, or None for a node that keeps no history."""
+        return self._keys.get(node_id) if node_id in self.retention_s else None
+
+    async def read_page(
+        self, key: int, low: float, high: float, ascending: bool, limit: int, after: float
+    ) -> tuple[list[ua.DataValue], list[float]]:
+        """Up to `limit` values of node `key` in [low, high] strictly past `after` (in the read's
+        direction), and their times: a page and where the next one starts."""
+        rows = await asyncio.to_thread(self._select, key, low, high, ascending, limit, after)
         values = [
             ua.DataValue(
                 _variant(value, ua.VariantType(vtype)),
@@ -233,19 +248,17 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
             )
             for t, value, vtype, status in rows
         ]
-        cont = None
-        if len(values) > self.max_history_data_response_size:
-            cont = values[self.max_history_data_response_size].SourceTimestamp
-            values = values[: self.max_history_data_response_size]
-        return values, cont
+        return values, [row[0] for row in rows]
 
-    def _select(self, node: int, low: float, high: float, ascending: bool, limit: int) -> list[Any]:
+    def _select(
+        self, node: int, low: float, high: float, ascending: bool, limit: int, after: float
+    ) -> list[Any]:
         assert self._read_db is not None
-        order = "ASC" if ascending else "DESC"
+        order, past = ("ASC", ">") if ascending else ("DESC", "<")
         return self._read_db.execute(
-            "SELECT t, value, vtype, status FROM history WHERE node = ? AND t BETWEEN ? AND ?"
+            f"SELECT t, value, vtype, status FROM history WHERE node = ? AND t BETWEEN ? AND ? AND t {past} ?"
             f" ORDER BY t {order} LIMIT ?",
-            (node, low, high, limit),
+            (node, low, high, after, limit),
         ).fetchall()
 
 

@@ -17,7 +17,7 @@ import structlog
 from asyncua import Node, ua
 
 from bridge.domain.model import Order
-from bridge.errors import OrderRejected, UnknownOrder
+from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
 from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import LineMapping
 from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
@@ -248,9 +248,11 @@ class LineMethods:
         order_id = args[0].Value
         try:
             await self._cancel(order_id)
-        except UnknownOrder as exc:
+        except (UnknownOrder, OrderFinished) as exc:
             log.info("cancel_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
-            return refused(ua.StatusCodes.BadNotFound, 0, 1, str(exc))
+            unknown = isinstance(exc, UnknownOrder)
+            code = ua.StatusCodes.BadNotFound if unknown else ua.StatusCodes.BadInvalidState
+            return refused(code, 0, 1, str(exc))
         return ua.StatusCode()
 
     async def reload_mapping(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Node, Server, ua
@@ -31,6 +32,10 @@ def diagnostic_name(attribute: str) -> str:
     """A LinkCounters attribute's variable under Diagnostics: stale_replies → StaleReplies."""
     return "".join(word.capitalize() for word in attribute.split("_"))
 
+
+# OPC UA's MinDateTime (encoded as 0): a DateTime with no time yet, such as a running order's
+# CompletedAt. A null DateTime has no encoding, so one in a Read fails the whole request.
+NO_TIME = datetime(1601, 1, 1, tzinfo=UTC)
 
 TYPES_URI = "urn:linebridge:types"
 APP_URI_PREFIX = "urn:linebridge:"  # + the line's name: the server's application URI and its instances
@@ -377,8 +382,8 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
         ("Station", ua.VariantType.String, ""),
         ("Unit", ua.VariantType.UInt32, 0),
         ("Sequence", ua.VariantType.UInt32, 0),
-        ("StartedAt", ua.VariantType.DateTime, None),
-        ("FinishedAt", ua.VariantType.DateTime, None),
+        ("StartedAt", ua.VariantType.DateTime, NO_TIME),
+        ("FinishedAt", ua.VariantType.DateTime, NO_TIME),
         ("ResultCode", ua.VariantType.UInt32, 0),
         ("Parameters", ua.VariantType.String, ""),
         ("Results", ua.VariantType.String, ""),
@@ -396,8 +401,8 @@ async def _build_order_types(server: Server, mapping: LineMapping, types: ModelT
         ("Priority", ua.VariantType.Int32, 0),
         ("FaultStation", ua.VariantType.String, ""),
         ("ResultCode", ua.VariantType.UInt32, 0),
-        ("CreatedAt", ua.VariantType.DateTime, None),
-        ("CompletedAt", ua.VariantType.DateTime, None),
+        ("CreatedAt", ua.VariantType.DateTime, NO_TIME),
+        ("CompletedAt", ua.VariantType.DateTime, NO_TIME),
         ("WaitingFor", ua.VariantType.String, ""),  # why a unit cannot go on (a station away), else ""
     ):
         await add_variable(order, tid(ns, f"{p}.{name}"), name, ns, value, vtype)

@@ -1,0 +1,116 @@
+"""HistoryRead as OPC UA Part 11 has it: pages with continuation points, released on request, and the
+spec's Bad code for a node that keeps no history.
+
+asyncua's HistoryManager hands every request to the storage and turns a timestamp into the
+continuation point: it never says more values exist when NumValuesPerNode cut them off, cannot
+release a point, and answers Good with nothing for a node that is not historized. Here a point is
+an opaque random token naming where the next page starts; the server keeps the newest
+`max_points` of them (Part 4's MaxHistoryContinuationPoints is per session; asyncua tells a history
+manager no session, so the cap is the server's), and an unknown or released token is
+BadContinuationPointInvalid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from asyncua import ua
+from asyncua.server.history import HistoryManager
+from asyncua.server.internal_server import InternalServer
+
+from bridge.opcua.history_store import HistoryStore
+
+MAX_VALUES_PER_PAGE = 10_000  # a request for "all" (NumValuesPerNode 0) still comes in pages
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """Where a paged read goes on: the rest of [low, high] past `after`, `per_page` at a time."""
+
+    node: ua.NodeId
+    key: int
+    low: float
+    high: float
+    ascending: bool
+    per_page: int
+    after: float
+
+
+class PagedHistory(HistoryManager):  # type: ignore[misc]
+    def __init__(self, iserver: InternalServer, store: HistoryStore, *, max_points: int = 1000) -> None:
+        super().__init__(iserver)
+        self.storage = store
+        self._store = store
+        self._points: OrderedDict[bytes, _Cursor] = OrderedDict()
+        self._max_points = max_points
+
+    async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+        details = params.HistoryReadDetails
+        results = []
+        for rv in params.NodesToRead:
+            if params.ReleaseContinuationPoints:
+                self._points.pop(bytes(rv.ContinuationPoint or b""), None)
+                results.append(ua.HistoryReadResult())
+            elif not isinstance(details, ua.ReadRawModifiedDetails) or details.IsReadModified:
+                results.append(_bad(ua.StatusCodes.BadHistoryOperationUnsupported))
+            else:
+                results.append(await self._read_raw(details, rv))
+        return results
+
+    async def _read_raw(
+        self, details: ua.ReadRawModifiedDetails, rv: ua.HistoryReadValueId
+    ) -> ua.HistoryReadResult:
+        if rv.ContinuationPoint:
+            cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
+            if cursor is None or cursor.node != rv.NodeId:
+                return _bad(ua.StatusCodes.BadContinuationPointInvalid)
+        else:
+            key = self._store.key(rv.NodeId.to_string())
+            if key is None:
+                return _bad(ua.StatusCodes.BadHistoryOperationUnsupported)
+            cursor = _first(rv.NodeId, key, details)
+        values, last = await self._store.read_page(
+            cursor.key, cursor.low, cursor.high, cursor.ascending, cursor.per_page + 1, cursor.after
+        )
+        result = ua.HistoryReadResult()
+        result.HistoryData = ua.HistoryData()
+        if len(values) > cursor.per_page:
+            values = values[: cursor.per_page]
+            token = os.urandom(16)
+            self._points[token] = _Cursor(**{**cursor.__dict__, "after": last[cursor.per_page - 1]})
+            while len(self._points) > self._max_points:
+                self._points.popitem(last=False)
+            result.ContinuationPoint = token
+        result.HistoryData.DataValues = values
+        return result
+
+
+def _first(node: ua.NodeId, key: int, details: ua.ReadRawModifiedDetails) -> _Cursor:
+    """Part 11 6.4.3: a start and no end reads forward, an end and no start backward; a start
+    after the end reads backward from the start."""
+    start, end = _seconds(details.StartTime), _seconds(details.EndTime)
+    ascending = start is not None or end is None
+    low = start if start is not None else 0.0
+    high = end if end is not None else time.time() + 86400
+    if start is not None and end is not None and start > end:
+        low, high, ascending = end, start, False
+    wanted = details.NumValuesPerNode or MAX_VALUES_PER_PAGE
+    per_page = min(wanted, MAX_VALUES_PER_PAGE)
+    return _Cursor(node, key, low, high, ascending, per_page, float("-inf") if ascending else float("inf"))
+
+
+def _seconds(at: datetime | None) -> float | None:
+    """A time bound, or None where the client left it unset (null or MinDateTime)."""
+    if at is None or at <= datetime(1601, 1, 2, tzinfo=at.tzinfo or UTC):
+        return None
+    return at.timestamp() if at.tzinfo else at.replace(tzinfo=UTC).timestamp()
+
+
+def _bad(code: int) -> ua.HistoryReadResult:
+    result = ua.HistoryReadResult()
+    result.StatusCode = ua.StatusCode(code)
+    return result
