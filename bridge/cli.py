@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import signal
 import time
 from pathlib import Path
@@ -81,6 +82,9 @@ def run(
     http: str | None = typer.Option(
         None, help="serve HTTP here (HOST:PORT; /metrics for Prometheus); default: none"
     ),
+    http_allowed_host: list[str] = typer.Option(
+        [], help="a further name the HTTP face may be reached by (Host header); repeat for more"
+    ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     security: bool = typer.Option(
         False, "--security/--no-security", help="signed and encrypted endpoints, users and roles"
@@ -137,16 +141,26 @@ def run(
         if opts["http"]:
             from bridge.http.server import HttpSettings  # uvicorn and Starlette: only when asked for
 
-            web = HttpSettings.parse(opts["http"])
+            web = HttpSettings.parse(opts["http"], tuple(opts["http_allowed_host"]))
         if web is not None:
             secured = opcua is not None and opcua.security is not None
             web.check_exposure(opts["allow_insecure_remote"], secured=secured)
+        _raise_open_file_limit()
         asyncio.run(
             _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
         )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def _raise_open_file_limit() -> None:
+    """The soft open-file limit up to the hard one: each client connection, PLC link and SQLite file
+    is a descriptor, and a distribution's default soft limit (often 1,024) is reached by a flood
+    long before the connection caps (docs/security.md) would be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _read_config(ctx: typer.Context, path: Path, opts: dict[str, Any]) -> dict[str, Any]:

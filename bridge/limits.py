@@ -9,6 +9,7 @@ AUDIT_OUTCOME_CHARS = 512
 LOGGED_TEXT_CHARS = 200  # an order id, a product or a reason as it appears in a log line
 OPTIONS_JSON_CHARS = 64 * 1024  # SubmitOrder's Options argument
 OPTIONS_JSON_DEPTH = 8  # nesting of that JSON (options are flat; a little room for what may come)
+HTTP_BODY_BYTES = 64 * 1024  # a request body of the HTTP face (an order is a few hundred bytes)
 
 
 def clip(text: str, limit: int) -> str:
@@ -17,3 +18,16 @@ def clip(text: str, limit: int) -> str:
         return text
     note = f"… ({len(text)} chars)"
     return text[: max(limit - len(note), 0)] + note
+
+
+def nesting_depth(text: str) -> int:
+    """How deep JSON `text` nests, found without parsing it, so a refusal never recurses as deep as
+    a client's brackets (brackets inside strings only over-count, which errs on the safe side)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

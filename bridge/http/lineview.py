@@ -21,8 +21,9 @@ from starlette.routing import Route
 from bridge.domain.model import Order, OrderEvent
 from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
 from bridge.handshake import station_state
+from bridge.http.guard import read_json
 from bridge.http.lineview_page import PAGE
-from bridge.limits import LOGGED_TEXT_CHARS, clip
+from bridge.limits import HTTP_BODY_BYTES, LOGGED_TEXT_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import alternatives
 from bridge.modbus.link import ModbusStationLink
 from bridge.service import Bridge
@@ -157,10 +158,9 @@ class LineView:
         )
 
     async def submit(self, request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"field": "", "reason": "the request is not JSON"}, status_code=400)
+        body, refusal = await read_json(request.stream, HTTP_BODY_BYTES, OPTIONS_JSON_DEPTH + 1)
+        if refusal is not None:
+            return JSONResponse({"field": "", "reason": refusal}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"field": "", "reason": "expected a JSON object"}, status_code=400)
         try:

@@ -113,7 +113,7 @@ function drawOrders(s) {
       const act = el("td");
       if (!unit && !["completed", "faulted", "cancelled"].includes(o.state)) {
         const b = el("button", {type: "button", "data-cancel": o.order_id}, "cancel");
-        b.onclick = () => fetch("/api/orders/" + encodeURIComponent(o.order_id) + "/cancel", {method: "POST"});
+        b.onclick = () => fetch("/api/orders/" + encodeURIComponent(o.order_id) + "/cancel", {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
         act.append(b);
       }
       row.append(act);

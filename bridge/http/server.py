@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
@@ -24,6 +24,13 @@ from starlette.types import ASGIApp
 
 from bridge.errors import ConfigurationError
 from bridge.http.auth import BasicAuth
+from bridge.http.guard import (
+    ConnectionLedger,
+    HttpLimits,
+    RequestGuard,
+    allowed_host_names,
+    guarded_protocol,
+)
 from bridge.http.lineview import LineView
 from bridge.http.metrics import LineMetrics
 from bridge.lifecycle import cancel_and_wait
@@ -41,6 +48,7 @@ log = structlog.get_logger(__name__)
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080  # 0: the system picks one (see HttpFace.address)
+    limits: HttpLimits = field(default_factory=HttpLimits)  # connections, header deadline, Host names
 
     def check_exposure(self, allow_insecure_remote: bool, secured: bool = False) -> None:
         """Without --security the page has no login and can submit and cancel orders: beyond
@@ -55,12 +63,13 @@ class HttpSettings:
         log.warning("http_insecure_exposed", host=self.host)
 
     @classmethod
-    def parse(cls, text: str) -> HttpSettings:
-        """HOST:PORT, [IPv6]:PORT or :PORT (loopback)."""
+    def parse(cls, text: str, allowed_hosts: tuple[str, ...] = ()) -> HttpSettings:
+        """HOST:PORT, [IPv6]:PORT or :PORT (loopback); `allowed_hosts`: further names clients may
+        reach it by (a DNS name, a reverse proxy's)."""
         host, sep, port = text.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:
             raise ConfigurationError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-        return cls(host.strip("[]") or "127.0.0.1", int(port))
+        return cls(host.strip("[]") or "127.0.0.1", int(port), HttpLimits(allowed_hosts=allowed_hosts))
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -77,6 +86,7 @@ class HttpFace:
         self.settings = settings
         self.security = security
         self.metrics = LineMetrics(bridge)
+        self.auth: BasicAuth | None = None
         self.view = LineView(bridge, audit=self.bridge.audit if security is not None else None)
         self.app: ASGIApp = Starlette(
             routes=[*self.view.routes(), Mount("/metrics", make_asgi_app(self.metrics.registry))]
@@ -87,7 +97,11 @@ class HttpFace:
                 initial_s=security.login_backoff_s,
                 max_s=security.login_backoff_max_s,
             )
-            self.app = BasicAuth(self.app, RoleUserManager(security.users_file), self.bridge.audit, backoff)
+            self.auth = BasicAuth(self.app, RoleUserManager(security.users_file), self.bridge.audit, backoff)
+            self.app = self.auth
+        hosts = allowed_host_names(settings.host, settings.limits.allowed_hosts)
+        self.app = self.guard = RequestGuard(self.app, hosts)
+        self.connections = ConnectionLedger(settings.limits)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.address = ""
@@ -107,8 +121,9 @@ class HttpFace:
         if self.security is not None:  # HTTPS with the server's own certificate (its PKI)
             tls = await self._certificate()
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1, **tls
-        )
+            self.app, http=guarded_protocol(self.connections), log_config=None, access_log=False,
+            lifespan="off", timeout_graceful_shutdown=1, timeout_keep_alive=5, **tls,
+        )  # fmt: skip
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
         scheme = "https" if tls else "http"
@@ -144,3 +159,5 @@ class HttpFace:
                 await cancel_and_wait([self._task])
         self.metrics.detach()
         self.view.detach()
+        if self.auth is not None:
+            self.auth.refusals.flush()

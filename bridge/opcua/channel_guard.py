@@ -32,6 +32,7 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SECURITY_POLICY_TYPE_MAP, SecurityPolicyNone
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
+from bridge.limits import clip
 from bridge.security.pki import AuditHook
 from bridge.security.rules import Channel, current_channel
 from bridge.security.users import RoleUserManager, checked_login
@@ -45,6 +46,9 @@ _DISCOVERY = {
     ua.NodeId(ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary),
 }
 _NONE = (SecurityPolicyNone.URI, ua.MessageSecurityMode.None_)
+
+
+ADDRESS_FREE_FAILURES = 20  # failed logins from one address, any user names, before it backs off
 
 
 class LoginBackoff:
@@ -105,6 +109,9 @@ class ChannelGuard:
         self._users = users
         self._audit = audit
         self.backoff = backoff
+        self.address_backoff = LoginBackoff(
+            free=ADDRESS_FREE_FAILURES, initial_s=backoff.initial_s, max_s=backoff.max_s
+        )
 
     def install(self) -> None:
         """Guard every connection from now on; call before the server starts listening."""
@@ -165,9 +172,12 @@ class ChannelGuard:
         if not isinstance(token, ua.UserNameIdentityToken | ua.X509IdentityToken):
             self._audit("login", "", "", f"refused: {type(token).__name__} (anonymous access is off)")
             raise ServiceError(ua.StatusCodes.BadIdentityTokenRejected)
-        wait = self.backoff.wait_s(address)
+        # per user and address, and per address with more room: one guesser's failures slow it,
+        # not another user at the same address (a shared HMI PC, NAT), unless it guesses a lot
+        buckets = ((self.backoff, f"{user}@{address}"), (self.address_backoff, address))
+        wait = max(backoff.wait_s(bucket) for backoff, bucket in buckets)
         if wait > 0:
-            reason = f"refused: failed logins from {address}; next try in {wait:.1f} s"
+            reason = f"refused: failed logins as {clip(user, 64)!r} from {address}; next try in {wait:.1f} s"
             self._audit("login", user, "", reason)
             raise ServiceError(ua.StatusCodes.BadUserAccessDenied)
         verdict = None
@@ -181,11 +191,13 @@ class ChannelGuard:
         try:
             result = await process(*request)
         except (ServiceError, ua.UaStatusCodeError):
-            self.backoff.failed(address)
+            for backoff, bucket in buckets:
+                backoff.failed(bucket)
             raise
         finally:
             checked_login.reset(reset)
-        self.backoff.succeeded(address)
+        for backoff, bucket in buckets:
+            backoff.succeeded(bucket)
         return result
 
     async def _check_password(self, processor: Any, token: ua.UserNameIdentityToken) -> Any:

@@ -18,7 +18,7 @@ from asyncua import Node, ua
 
 from bridge.domain.model import Order
 from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
-from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip
+from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip, nesting_depth
 from bridge.mapping.model import LineMapping
 from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
 
@@ -307,14 +307,7 @@ def parse_options(text: str) -> dict[str, Any]:
     syntax, shape), without ever recursing as deep as a client's nesting."""
     if len(text) > OPTIONS_JSON_CHARS:
         raise OrderRejected(f"longer than {OPTIONS_JSON_CHARS} characters ({len(text)})", field="options")
-    depth = deepest = 0
-    for char in text:  # brackets inside strings only over-count, which errs on the safe side
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    if deepest > OPTIONS_JSON_DEPTH:
+    if nesting_depth(text) > OPTIONS_JSON_DEPTH:
         raise OrderRejected(f"nested deeper than {OPTIONS_JSON_DEPTH} levels", field="options")
     try:
         options = json.loads(text)

@@ -3,9 +3,6 @@ a bridge over the simulated line. A screenshot is kept in the test's folder when
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from bridge.http.server import HttpFace, HttpSettings
@@ -14,20 +11,10 @@ from bridge.opcua.endpoint_security import SecuritySettings
 from bridge.security.users import add_user
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from tests.integration.browser import CHROMIUM, FLAGS, needs_chromium
 
 playwright = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [  # as this machine's closed network needs (no background connections), and no sandbox as root
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and not __import__("os").environ.get("CI"),
-        reason="Debian's chromium is not installed (make tools installs it)",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
