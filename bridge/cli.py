@@ -25,6 +25,7 @@ from bridge.mapping.checks import register_usage
 from bridge.mapping.schema import mapping_json_schema
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
 from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
+from bridge.opcua.session_limits import SessionLimits
 from bridge.service import Bridge, BridgeSettings
 
 if TYPE_CHECKING:
@@ -95,6 +96,13 @@ def run(
     allow_insecure_remote: bool = typer.Option(
         False, help="allow the None endpoint, and --http, on a non-loopback address"
     ),
+    max_sessions: int = typer.Option(50, help="OPC UA sessions at once (BadTooManySessions past it)"),
+    max_anonymous_sessions: int = typer.Option(10, help="of those, anonymous ones"),
+    max_subscriptions_per_session: int = typer.Option(10, help="OPC UA subscriptions one session may hold"),
+    max_monitored_items_per_session: int = typer.Option(10_000, help="monitored items one session may hold"),
+    max_session_timeout: float = typer.Option(
+        120.0, help="seconds an OPC UA session whose client has gone keeps its subscriptions, at most"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the bridge: reload the journal, reconcile with the PLCs, execute orders."""
@@ -133,6 +141,13 @@ def run(
             order_retention_s=opts["order_retention"],
             security=secure,
             allow_insecure_remote=opts["allow_insecure_remote"],
+            limits=SessionLimits(
+                max_sessions=opts["max_sessions"],
+                max_anonymous_sessions=opts["max_anonymous_sessions"],
+                max_subscriptions_per_session=opts["max_subscriptions_per_session"],
+                max_monitored_items_per_session=opts["max_monitored_items_per_session"],
+                max_session_timeout_s=opts["max_session_timeout"],
+            ),
         )
     try:
         if opcua is not None:  # an exposed None endpoint is refused before anything starts

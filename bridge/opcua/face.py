@@ -16,7 +16,7 @@ import math
 import operator
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from bridge.opcua.notify import (
     value_attribute,
     write_values,
 )
+from bridge.opcua.session_limits import SessionLedger, SessionLimits
 from bridge.opcua.setpoints import Setpoint, SetpointAccess
 from bridge.opcua.uatypes import (
     APP_URI_PREFIX,
@@ -85,6 +86,7 @@ class OpcUaSettings:
     server_name: str = "linebridge"
     security: SecuritySettings | None = None  # None: the None endpoint only, anonymous (local demo)
     allow_insecure_remote: bool = False  # serve the None endpoint on a non-loopback address
+    limits: SessionLimits = field(default_factory=SessionLimits)  # what one client may claim
 
 
 class OpcUaFace:
@@ -154,6 +156,8 @@ class OpcUaFace:
         await server.set_application_uri(self.app_uri)
         await self._secure()
         audit_sessions(self.server, self.audit)
+        self.sessions = SessionLedger(self.server, self.settings.limits)
+        self.sessions.install()
         share_notified_values(self.server)
         wire.install()
         self.types = await build_types(server, self.mapping)

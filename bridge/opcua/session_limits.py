@@ -1,0 +1,156 @@
+"""What one OPC UA client may claim: sessions (anonymous ones fewer), subscriptions and monitored
+items per session, and how long an abandoned session keeps them.
+
+asyncua caps subscriptions only for the whole server (1,000): one anonymous client took every slot
+and every other client got BadTooManySubscriptions; 200 sessions × 1,000 monitored items grew the
+bridge by 356 MB. Here each session has its own share, a client over a cap gets the spec's code
+(BadTooManySessions, BadTooManySubscriptions, BadTooManyMonitoredItems per item), and a session
+whose client has gone is closed, with its subscriptions, after `max_session_timeout_s` at most.
+
+asyncua has no hooks for these; this server instance's methods are wrapped (not the classes), the
+same seam `endpoint_security.audit_sessions` uses: the internal server's `create_session` and
+`register/unregister_external_session`, each session's `activate_session`, and the subscription
+service's `create_subscription`, `create_monitored_items` and `delete_monitored_items`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_sessions: int = 50
+    max_anonymous_sessions: int = 10
+    max_subscriptions_per_session: int = 10
+    max_monitored_items_per_session: int = 10_000
+    max_monitored_items: int = 50_000  # all sessions together (~1.8 KB each in asyncua)
+    max_session_timeout_s: float = 120.0  # an abandoned session and its subscriptions live this long
+
+
+class SessionLedger:
+    """Who holds what, kept beside asyncua's own tables (which it prunes; these follow it)."""
+
+    def __init__(self, server: Server, limits: SessionLimits) -> None:
+        self.limits = limits
+        self._iserver = server.iserver
+        self._subs = server.iserver.subscription_service
+        self.sessions: set[Any] = set()
+        self.anonymous: set[Any] = set()
+        self._items: Counter[int] = Counter()  # subscription id → monitored items it holds
+        self.refused: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}
+
+    def install(self) -> None:
+        iserver, subs = self._iserver, self._subs
+        longest_ms = self.limits.max_session_timeout_s * 1000
+        iserver.max_session_timeout_ms = min(iserver.max_session_timeout_ms, longest_ms)
+        iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
+        create_session = iserver.create_session
+        register, unregister = iserver.register_external_session, iserver.unregister_external_session
+        create_subscription = subs.create_subscription
+        create_items, delete_items = subs.create_monitored_items, subs.delete_monitored_items
+
+        def creating(name: str, *args: Any, external: bool = False, **kwargs: Any) -> Any:
+            if external and len(self.sessions) >= self.limits.max_sessions:
+                self._refused("sessions", self.limits.max_sessions)
+                raise ServiceError(ua.StatusCodes.BadTooManySessions)
+            session = create_session(name, *args, external=external, **kwargs)
+            if external:
+                self._guard_activation(session)
+            return session
+
+        def opened(session: Any) -> None:
+            self.sessions.add(session)
+            register(session)
+
+        def closed(session: Any) -> None:
+            self.sessions.discard(session)
+            self.anonymous.discard(session)
+            unregister(session)
+
+        async def subscribing(params: Any, call: Any, session_id: ua.NodeId, *rest: Any, **kw: Any) -> Any:
+            held = sum(1 for sub in subs.subscriptions.values() if sub.session_id == session_id)
+            if held >= self.limits.max_subscriptions_per_session:
+                self._refused("subscriptions_per_session", self.limits.max_subscriptions_per_session)
+                raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
+            return await create_subscription(params, call, session_id, *rest, **kw)
+
+        async def monitoring(params: ua.CreateMonitoredItemsParameters) -> list[Any]:
+            sub = subs.subscriptions.get(params.SubscriptionId)
+            if sub is None:
+                return await create_items(params)  # asyncua answers BadSubscriptionIdInvalid
+            room = self._room(sub.session_id)
+            wanted = list(params.ItemsToCreate)
+            params.ItemsToCreate = wanted[: max(room, 0)]
+            results = list(await create_items(params)) if params.ItemsToCreate else []
+            self._items[params.SubscriptionId] += sum(1 for r in results if r.StatusCode.is_good())
+            if len(wanted) > len(params.ItemsToCreate):
+                self._refused("monitored_items", len(wanted) - len(params.ItemsToCreate))
+                too_many = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)
+                for _ in wanted[len(params.ItemsToCreate) :]:
+                    results.append(ua.MonitoredItemCreateResult(StatusCode=too_many))
+            return results
+
+        def unmonitoring(params: ua.DeleteMonitoredItemsParameters) -> list[ua.StatusCode]:
+            results: list[ua.StatusCode] = delete_items(params)  # asyncua's is synchronous
+            gone = sum(1 for r in results if r.is_good())
+            self._items[params.SubscriptionId] = max(0, self._items[params.SubscriptionId] - gone)
+            return results
+
+        iserver.create_session = creating
+        iserver.register_external_session = opened
+        iserver.unregister_external_session = closed
+        subs.create_subscription = subscribing
+        subs.create_monitored_items = monitoring
+        subs.delete_monitored_items = unmonitoring
+
+    def _guard_activation(self, session: Any) -> None:
+        activate = session.activate_session
+
+        def activating(params: ua.ActivateSessionParameters, *args: Any, **kwargs: Any) -> Any:
+            token = params.UserIdentityToken
+            anonymous = isinstance(token, ua.AnonymousIdentityToken) or (
+                isinstance(token, ua.ExtensionObject) and token.TypeId == ua.NodeId(ua.ObjectIds.Null)
+            ) or token is None
+            full = len(self.anonymous) >= self.limits.max_anonymous_sessions
+            if anonymous and session not in self.anonymous and full:
+                self._refused("anonymous_sessions", self.limits.max_anonymous_sessions)
+                raise ServiceError(ua.StatusCodes.BadTooManySessions)
+            result = activate(params, *args, **kwargs)
+            if anonymous:
+                self.anonymous.add(session)
+            else:
+                self.anonymous.discard(session)
+            return result
+
+        session.activate_session = activating
+
+    def _room(self, session_id: ua.NodeId) -> int:
+        """Monitored items `session_id` may still create (its share, and what the server has left)."""
+        live = self._subs.subscriptions
+        for gone in [sid for sid in self._items if sid not in live]:  # deleted with their items
+            del self._items[gone]
+        mine = sum(n for sid, n in self._items.items() if live[sid].session_id == session_id)
+        total = sum(self._items.values())
+        return min(
+            self.limits.max_monitored_items_per_session - mine, self.limits.max_monitored_items - total
+        )
+
+    def _refused(self, what: str, limit: int) -> None:
+        """Counted; logged at most every 10 s a kind, so a client hammering a cap is no log flood."""
+        self.refused[what] += 1
+        now = time.monotonic()
+        if now - self._logged_at.get(what, -60.0) >= 10.0:
+            self._logged_at[what] = now
+            log.warning("opcua_limit_reached", limit_of=what, limit=limit, refused_so_far=self.refused[what])
+

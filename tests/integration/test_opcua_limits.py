@@ -1,0 +1,94 @@
+"""What one OPC UA client may claim: its share of sessions, subscriptions and monitored items, and
+the spec's Bad code past it, while other clients keep theirs."""
+
+from __future__ import annotations
+
+import pytest
+from asyncua import Client, ua
+
+from bridge.opcua.session_limits import SessionLimits
+from tests.integration.opcua_rig import opcua_rig
+
+LIMITS = SessionLimits(
+    max_sessions=6, max_anonymous_sessions=3, max_subscriptions_per_session=4,
+    max_monitored_items_per_session=30,
+)  # fmt: skip
+
+
+@pytest.fixture
+async def rig(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data", limits=LIMITS) as rig:
+        yield rig  # its own client holds one anonymous session
+
+
+class Quiet:
+    def datachange_notification(self, node, value, data) -> None:
+        pass
+
+
+async def test_one_client_cannot_take_every_subscription_slot(rig):
+    greedy = [await rig.client.create_subscription(100, Quiet()) for _ in range(4)]
+    with pytest.raises(ua.UaStatusCodeError, match="BadTooManySubscriptions"):
+        await rig.client.create_subscription(100, Quiet())
+    other = Client(rig.url, timeout=10)
+    await other.connect()
+    try:
+        mine = await other.create_subscription(100, Quiet())  # room for another client
+        assert mine.subscription_id
+    finally:
+        await other.disconnect()
+    server_subs = rig.face.server.iserver.subscription_service.subscriptions
+    assert len(server_subs) == 4  # the other client's went with its session
+    for sub in greedy:
+        await sub.delete()
+
+
+async def test_monitored_items_past_the_share_get_bad_too_many_monitored_items(rig):
+    sub = await rig.client.create_subscription(100, Quiet())
+    stations = rig.node("Plant.Lines.ac_line.Stations")
+    nodes = []
+    for station in await stations.get_children():
+        for child in await station.get_children():
+            if (await child.read_node_class()) == ua.NodeClass.Variable:
+                nodes.append(child)
+    assert len(nodes) > 35
+    results = await sub.subscribe_data_change(nodes[:35], sampling_interval=100)
+    good = [r for r in results if isinstance(r, int)]
+    bad = [r for r in results if isinstance(r, ua.StatusCode)]
+    assert len(good) == 30
+    assert [r.value for r in bad] == [ua.StatusCodes.BadTooManyMonitoredItems] * 5
+    await sub.unsubscribe(good[:10])
+    more = await sub.subscribe_data_change(nodes[35:40] or nodes[:5], sampling_interval=100)
+    assert all(isinstance(r, int) for r in more)  # deleted items gave their room back
+    await sub.delete()
+
+
+async def test_anonymous_sessions_are_capped_and_free_again_when_one_leaves(rig):
+    clients = []
+    try:
+        for _ in range(2):  # with the rig's own: three anonymous sessions
+            client = Client(rig.url, timeout=10)
+            await client.connect()
+            clients.append(client)
+        fourth = Client(rig.url, timeout=10)
+        with pytest.raises(ua.UaStatusCodeError, match="BadTooManySessions"):
+            await fourth.connect()
+        await clients.pop().disconnect()
+        again = Client(rig.url, timeout=10)
+        await again.connect()
+        clients.append(again)
+    finally:
+        for client in clients:
+            await client.disconnect()
+    assert rig.face.sessions.refused["anonymous_sessions"] == 1
+
+
+async def test_an_abandoned_session_is_timed_out_within_the_configured_bound(rig):
+    assert rig.face.server.iserver.max_session_timeout_ms == LIMITS.max_session_timeout_s * 1000
+    client = Client(rig.url, timeout=10)
+    client.session_timeout = 3_600_000  # asks for an hour
+    await client.connect()
+    try:
+        assert client.session_timeout <= LIMITS.max_session_timeout_s * 1000
+    finally:
+        await client.disconnect()
