@@ -309,6 +309,32 @@ def mapping_schema(
         output.write_text(text)
 
 
+journal_app = typer.Typer(no_args_is_help=True, help="The order journal (SQLite) in the data directory.")
+
+
+@journal_app.command("check")
+def journal_check(
+    path: Path | None = typer.Argument(None, help="a journal file (default: DATA_DIR/journal.sqlite)"),
+    data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
+) -> None:
+    """Say whether a journal is sound (read only: nothing in it is changed); exit 1 if it is not."""
+    from bridge.journal.sqlite import check_journal
+    from bridge.service import JOURNAL_FILE
+
+    file = path or data_dir / JOURNAL_FILE
+    problems, counts = check_journal(file)
+    if problems:
+        typer.echo(f"{file}: NOT sound", err=True)
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"{file}: sound; {counts['orders']} orders ({counts['unfinished']} unfinished),"
+        f" {counts['steps']} steps, {counts['audit_rows']} audit records"
+    )
+
+
+app.add_typer(journal_app, name="journal")
 app.add_typer(order_app, name="order")
 app.add_typer(nodeset_app, name="nodeset")
 app.add_typer(mapping_app, name="mapping")

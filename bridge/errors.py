@@ -6,6 +6,8 @@ BridgeError
 │       └── MappingIncompatible   a valid mapping a running bridge cannot take without a restart
 ├── CodecError              a value that does not fit its register field
 ├── StationError            a PLC that did not answer as the handshake requires
+├── JournalUnavailable      the journal cannot be written (disk full, I/O error, read-only)
+│   └── AdmissionStopped    an order refused because the journal cannot take it now
 └── OrderRejected           an order that does not fit the mapping; names the field
     ├── UnknownOrder        an order id the bridge has never accepted
     └── OrderFinished       a cancel of an order that already ended
@@ -67,6 +69,20 @@ class StationError(BridgeError):
 class ParameterMismatch(StationError):
     """Parameters or a setpoint read back from a PLC differ from what was written: a step with
     such parameters must not start, and such a setpoint write is reported failed."""
+
+
+class JournalUnavailable(BridgeError):
+    """The journal could not commit: nothing the write was for may happen until it can."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"journal {path} cannot be written: {reason}")
+
+
+class AdmissionStopped(JournalUnavailable):
+    """New orders are refused while the journal cannot be written (accepting one means journaling
+    it); running steps wait, and everything resumes by itself once it can."""
 
 
 class OrderRejected(BridgeError):

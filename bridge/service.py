@@ -17,7 +17,7 @@ import structlog
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
-from bridge.errors import ConfigurationError, MappingIncompatible
+from bridge.errors import ConfigurationError, JournalUnavailable, MappingIncompatible
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
@@ -51,6 +51,7 @@ class Bridge:
     def __init__(self, mapping: LineMapping, settings: BridgeSettings | None = None) -> None:
         self.mapping = mapping
         self.settings = settings = settings or BridgeSettings()
+        self.audit_rows_lost = 0  # audit records only logged: the journal could not take them
         self.journal = SqliteJournal(
             settings.data_dir / JOURNAL_FILE, synchronous=settings.journal_synchronous
         )
@@ -148,7 +149,11 @@ class Bridge:
         log.info(
             "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome
         )
-        self.journal.add_audit(event, user, thumbprint, outcome, channel)
+        try:
+            self.journal.add_audit(event, user, thumbprint, outcome, channel)
+        except JournalUnavailable as exc:  # the log line above keeps it; the caller's work goes on
+            self.audit_rows_lost += 1
+            log.error("audit_not_stored", reason=exc.reason, lost_so_far=self.audit_rows_lost)
 
     def watch(self) -> AsyncIterator[OrderEvent]:
         return self.engine.watch()

@@ -10,6 +10,7 @@ lost request or a repeated one resumes the step instead of running it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, 
 from bridge.domain.orders import OrderRequest, validate_order
 from bridge.domain.ports import OrderJournal, StationLink
 from bridge.errors import (
+    AdmissionStopped,
     CodecError,
+    JournalUnavailable,
     OrderFinished,
     OrderRejected,
     ParameterMismatch,
@@ -45,6 +48,7 @@ class EngineSettings:
     step_timeout_s: float | None = None  # None: wait for the PLC however long it takes
     watcher_queue: int = 10_000
     absence_check_s: float = 0.5  # how often waiting units are checked against absent stations
+    journal_retry_s: float = 0.5  # how often a journal that could not be written is tried again
 
 
 @dataclass
@@ -76,6 +80,9 @@ class LineEngine:
         # engineer clears them (clear_station_error) once the other master is found.
         self.station_errors: dict[str, str] = {}
         self.absent_since: dict[str, datetime] = {}  # stations not answering, since when
+        # Why the journal cannot be written, while it cannot: no order is admitted, and every step
+        # waits at its next journal write (before its next PLC action) until a retry succeeds.
+        self.journal_fault: str | None = None
         # Set (and replaced by a fresh one) whenever the work changes; waiters re-check their condition.
         # No lock and no task per notification: a notifying task that is garbage collected while it
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
@@ -84,6 +91,7 @@ class LineEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
         self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
+        self._in_flight: dict[str, tuple[Order, Unit, Step]] = {}  # what a failed worker takes up again
         self.step_listeners: list[Callable[[Order, Step], None]] = []  # told when a step begins or closes
         self.event_listeners: list[Callable[[OrderEvent], None]] = []  # told every order event, at once
 
@@ -92,9 +100,10 @@ class LineEngine:
     async def start(self) -> None:
         """Reload unfinished orders from the journal, then start one worker per station."""
         for order in self.journal.load_unfinished():
-            self._restore(order)
+            await self._restore(order)
         for station in self.links:
-            self._tasks.append(asyncio.create_task(self._station_worker(station), name=f"station-{station}"))
+            worker = functools.partial(self._station_worker, station)
+            start_supervised(self._tasks, f"station-{station}", worker)
         start_supervised(self._tasks, "absence-watch", self._absence_watch)
         self._log.info("engine_started", stations=len(self.links), resumed_orders=len(self._orders))
 
@@ -102,10 +111,10 @@ class LineEngine:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
-    def _restore(self, order: Order) -> None:
+    async def _restore(self, order: Order) -> None:
         self._orders[order.order_id] = order
         if order.state == OrderState.RECEIVED:
-            self._set_state(order, OrderState.QUEUED)
+            await self._set_state(order, OrderState.QUEUED)
         for unit in order.units:
             open_step = next(
                 (
@@ -150,7 +159,13 @@ class LineEngine:
                     field="order_id",
                 )
             return existing
-        accept_index, first_serial = self.journal.reserve(valid.quantity)
+        if self.journal_fault is not None:
+            raise AdmissionStopped(getattr(self.journal, "path", "journal"), self.journal_fault)
+        try:
+            accept_index, first_serial = self.journal.reserve(valid.quantity)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            raise AdmissionStopped(exc.path, exc.reason) from exc
         order = Order(
             order_id=valid.order_id,
             product=valid.product,
@@ -161,10 +176,14 @@ class LineEngine:
         )
         order.units = self._units(order, first_serial)
         accepted = self._event(order, message="accepted")
-        self.journal.add_order(order, accepted)
+        try:
+            self.journal.add_order(order, accepted)
+        except JournalUnavailable as exc:  # not accepted: nothing of it is kept anywhere
+            self._journal_failed(exc)
+            raise AdmissionStopped(exc.path, exc.reason) from exc
         self._orders[order.order_id] = order
         self._emit(accepted)
-        self._set_state(order, OrderState.QUEUED)
+        await self._set_state(order, OrderState.QUEUED)
         for unit in order.units:
             self._enqueue(order, unit)
         log.info("order_accepted", order_id=order.order_id, product=order.product, quantity=order.quantity)
@@ -182,12 +201,14 @@ class LineEngine:
             return order
         if order.state.is_final:
             raise OrderFinished(order_id, str(order.state))
+        if self.journal_fault is not None:  # a cancel not journaled would be undone by a restart
+            raise JournalUnavailable(getattr(self.journal, "path", "journal"), self.journal_fault)
         self._waiting = [w for w in self._waiting if w.order is not order]
         for unit in order.units:
             if unit.state == UnitState.WAITING:
                 unit.state = UnitState.CANCELLED
         order.waiting_for = None
-        self._set_state(order, OrderState.CANCELLED, message="cancelled by request")
+        await self._set_state(order, OrderState.CANCELLED, message="cancelled by request")
         self._forget_if_settled(order)
         return order
 
@@ -252,7 +273,12 @@ class LineEngine:
     # -- one station ------------------------------------------------------------------------
 
     async def _station_worker(self, station: str) -> None:
+        """Supervised: a worker that failed is started again and first takes up the step it had."""
         link = self.links[station]
+        interrupted = self._in_flight.pop(station, None)
+        if interrupted is not None:
+            log.warning("step_taken_up_again", order_id=interrupted[0].order_id, station=station)
+            self._resume[station].insert(0, interrupted)
         while True:
             raise_if_cancelled()
             if self._resume[station]:
@@ -263,13 +289,15 @@ class LineEngine:
                     await self._until_cleared(station)
                     continue
                 order, unit = await self._take(station)
-                step = self._begin(order, unit, station)
+                step = await self._begin(order, unit, station)
             self.station_steps[station] = step
+            self._in_flight[station] = (order, unit, step)
             self._tell(order, step)
             with structlog.contextvars.bound_contextvars(
                 order_id=order.order_id, station=station, unit=unit.index, seq=step.seq
             ):
                 await self._drive(order, unit, step, link)
+            del self._in_flight[station]
             self.station_steps[station] = None
             self._tell(order, step)
 
@@ -333,7 +361,7 @@ class LineEngine:
                 limits = [self.mapping.stations[s].link.absent_fault_after_s for s in away]
                 waited = [(now - self.absent_since[s]).total_seconds() for s in away]
                 if all(limit is not None and w >= limit for limit, w in zip(limits, waited, strict=True)):
-                    self._fault_absent(waiting, away[0], min(waited))
+                    await self._fault_absent(waiting, away[0], min(waited))
                     notes.pop(order.order_id, None)
                     continue
                 since = min(self.absent_since[s] for s in away)
@@ -347,13 +375,15 @@ class LineEngine:
                         f"unit {step.unit_index} at station {station}: not answering since"
                         f" {self.absent_since[station]:%Y-%m-%dT%H:%M:%SZ}; its step waits for the PLC"
                     )
+            if self.journal_fault is not None:  # then that is why every order stands
+                notes = dict.fromkeys(self._orders, self.journal_fault)
             for order in list(self._orders.values()):
                 note = notes.get(order.order_id)
                 if note != order.waiting_for and not order.state.is_final:
                     order.waiting_for = note
                     self._emit(self._event(order, message=note or "waiting ended: the station answers"))
 
-    def _fault_absent(self, waiting: _Waiting, station: str, waited_s: float) -> None:
+    async def _fault_absent(self, waiting: _Waiting, station: str, waited_s: float) -> None:
         order, unit = waiting.order, waiting.unit
         message = f"station {station} did not answer for {waited_s:.0f} s (link.absent_fault_after_s)"
         log.error("order_faulted_station_absent", order_id=order.order_id, station=station, waited_s=waited_s)
@@ -367,7 +397,7 @@ class LineEngine:
         order.current_station = None
         order.move_to(OrderState.FAULTED)
         event = self._event(order, station=station, unit=unit.index, code=order.result_code, message=message)
-        self.journal.save_order(order, event)
+        await self._journaled(self.journal.save_order, order, event)
         self._emit(event)
         self._forget_if_settled(order)
 
@@ -389,7 +419,7 @@ class LineEngine:
         running one: same routes, stations and registers; accepted orders keep their parameters)."""
         self.mapping = mapping
 
-    def _begin(self, order: Order, unit: Unit, station: str) -> Step:
+    async def _begin(self, order: Order, unit: Unit, station: str) -> Step:
         self._seq[station] = next_seq(self._seq[station])
         kind = self.mapping.stations[station].type
         parameters = unit.parameters.get(kind)
@@ -408,7 +438,7 @@ class LineEngine:
         event = self._event(
             order, station=station, unit=unit.index, message=f"unit {unit.index} at {station}"
         )
-        self.journal.begin_step(order, unit, step, event)
+        await self._journaled(self.journal.begin_step, order, unit, step, event)
         self._emit(event)
         return step
 
@@ -426,19 +456,19 @@ class LineEngine:
                 problem = self._watched(step.station, status)
                 if problem is not None:  # nothing the PLC shows now is this step's doing
                     if step.phase != StepPhase.FINISHED:
-                        self._finish(step, {}, ResultCode.HANDSHAKE_VIOLATION)
-                    self._close(order, unit, step, message=f"station {step.station}: {problem}")
+                        await self._finish(step, {}, ResultCode.HANDSHAKE_VIOLATION)
+                    await self._close(order, unit, step, message=f"station {step.station}: {problem}")
                     return
                 phase = status.phase_of(step.seq)
                 if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
                     if phase == PlcPhase.FINISHED:
                         await link.acknowledge(step.seq)
-                    self._close(order, unit, step)
+                    await self._close(order, unit, step)
                     return
                 if phase == PlcPhase.NOT_STARTED:
                     if order.state.is_final:
-                        self._finish(step, {}, ResultCode.ABORTED)
-                        self._close(order, unit, step)
+                        await self._finish(step, {}, ResultCode.ABORTED)
+                        await self._close(order, unit, step)
                         return
                     if status.state == PlcState.DONE:  # a result nobody will collect: free the PLC
                         log.warning("stale_result_acknowledged", stale_seq=status.done_seq)
@@ -456,8 +486,8 @@ class LineEngine:
                             else ResultCode.PARAMETERS_REJECTED
                         )
                         log.error("step_not_started", reason=str(exc), result_code=int(code))
-                        self._finish(step, {}, code)
-                        self._close(order, unit, step, message=str(exc))
+                        await self._finish(step, {}, code)
+                        await self._close(order, unit, step, message=str(exc))
                         return
                     self._watch[step.station].started(step.seq)
                     await link.start(step.seq)
@@ -484,10 +514,10 @@ class LineEngine:
                         log.error("step_results_invalid", reason=message)
                 if timed_out and code == ResultCode.ABORTED:
                     code = ResultCode.STEP_TIMEOUT
-                self._finish(step, results, code)
+                await self._finish(step, results, code)
                 if phase == PlcPhase.FINISHED:
                     await link.acknowledge(step.seq)
-                self._close(order, unit, step, message=message)
+                await self._close(order, unit, step, message=message)
                 return
             except StationError as exc:
                 raise_if_cancelled()
@@ -498,15 +528,15 @@ class LineEngine:
                 last_error = str(exc)
                 await asyncio.sleep(delay)
 
-    def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:
+    async def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:
         step.results = results
         step.result_code = int(code)
         step.finished_at = utcnow()
         step.phase = StepPhase.FINISHED
-        self.journal.finish_step(step)
+        await self._journaled(self.journal.finish_step, step)
         log.info("step_finished", result_code=step.result_code, results=results)
 
-    def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
+    async def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
         step.phase = StepPhase.CLOSED
         order.waiting_for = None  # it moved on (the absence watch says so again if it must wait anew)
         route = self.mapping.products[order.product].route
@@ -542,7 +572,7 @@ class LineEngine:
             order.current_station = None
             order.move_to(OrderState.COMPLETED)
             events.append(self._event(order, message="all units done"))
-        self.journal.close_step(order, unit, step, events)
+        await self._journaled(self.journal.close_step, order, unit, step, events)
         for event in events:
             self._emit(event)
         if unit.state == UnitState.WAITING:
@@ -551,11 +581,60 @@ class LineEngine:
 
     # -- state and events -------------------------------------------------------------------
 
-    def _set_state(self, order: Order, state: OrderState, *, message: str = "") -> None:
+    async def _set_state(self, order: Order, state: OrderState, *, message: str = "") -> None:
         order.move_to(state)
         event = self._event(order, message=message)
-        self.journal.save_order(order, event)
+        await self._journaled(self.journal.save_order, order, event)
         self._emit(event)
+
+    # -- a journal that cannot be written --------------------------------------------------
+
+    async def _journaled(self, write: Callable[..., None], *args: Any) -> None:
+        """`write(*args)` committed, however long the journal takes to become writable again.
+
+        Every journal write comes before the PLC action it records (docs/handshake.md), so a
+        write that waits here holds the step exactly where it is, and the same write, retried,
+        commits what memory already holds. Meanwhile admission is refused with the reason."""
+        while True:
+            try:
+                write(*args)
+            except JournalUnavailable as exc:
+                self._journal_failed(exc)
+                await asyncio.sleep(self.settings.journal_retry_s)
+                continue
+            if self.journal_fault is not None:
+                self._journal_recovered()
+            return
+
+    def _journal_failed(self, exc: JournalUnavailable) -> None:
+        if self.journal_fault is None:
+            log.error("journal_unavailable", path=str(exc.path), reason=exc.reason)
+            self._start_journal_probe()
+        self.journal_fault = f"the journal cannot be written ({exc.reason}): the line stands until it can"
+        self._notify()
+
+    def _journal_recovered(self) -> None:
+        log.warning("journal_recovered", was=self.journal_fault)
+        self.journal_fault = None
+        self._notify()
+
+    def _start_journal_probe(self) -> None:
+        """Admission resumes when a write succeeds; with no step under way to retry one, a probe
+        writes instead (an idle line must start taking orders again by itself too)."""
+        if any(t.get_name() == "journal-probe" and not t.done() for t in self._tasks):
+            return
+
+        async def probe() -> None:
+            while self.journal_fault is not None:
+                await asyncio.sleep(self.settings.journal_retry_s)
+                try:
+                    self.journal.probe()
+                except JournalUnavailable:
+                    continue
+                self._journal_recovered()
+
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(probe(), name="journal-probe"))
 
     def _tell(self, order: Order, step: Step) -> None:
         for listener in self.step_listeners:

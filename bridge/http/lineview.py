@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from bridge.domain.model import Order, OrderEvent
-from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
+from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
 from bridge.handshake import station_state
 from bridge.http.guard import read_json
 from bridge.http.lineview_page import PAGE
@@ -168,6 +168,8 @@ class LineView:
                 body.get("order_id"), body.get("product"), body.get("options") or {},
                 quantity=body.get("quantity"), priority=body.get("priority", 0),
             )  # fmt: skip
+        except JournalUnavailable as exc:
+            return JSONResponse({"field": "", "reason": str(exc)}, status_code=503)
         except OrderRejected as exc:
             self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")
             return JSONResponse(
@@ -183,6 +185,8 @@ class LineView:
         except UnknownOrder:
             self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: no such order")
             return JSONResponse({"reason": f"no order {clip(order_id, 64)!r}"}, status_code=404)
+        except JournalUnavailable as exc:
+            return JSONResponse({"reason": str(exc)}, status_code=503)
         except OrderFinished as exc:
             self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: {exc.reason}")
             return JSONResponse({"reason": exc.reason}, status_code=409)

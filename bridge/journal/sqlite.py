@@ -7,6 +7,7 @@ killed process; use synchronous="FULL" to survive a power cut as well, at some c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
+from bridge.errors import ConfigurationError, JournalUnavailable
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 
 SCHEMA = """
@@ -80,6 +82,58 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+def check_database(db: sqlite3.Connection) -> list[str]:
+    """SQLite's own verdict on a journal: [] when sound, else what is wrong (quick_check)."""
+    rows = [row[0] for row in db.execute("PRAGMA quick_check(20)").fetchall()]
+    return [] if rows == ["ok"] else rows
+
+
+def check_journal(path: Path) -> tuple[list[str], dict[str, int]]:
+    """A journal file checked without changing it (read-only): its problems, and what it holds."""
+    if not path.is_file():
+        return [f"{path}: no such file"], {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [f"{path}: {exc}"], {}
+    try:
+        problems = check_database(db)
+        if problems:
+            return problems, {}
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = sorted({"orders", "units", "steps", "events", "audit"} - tables)
+        if missing:
+            return [f"not a linebridge journal: no table {', '.join(missing)}"], {}
+        counts = {
+            "orders": db.execute("SELECT count(*) FROM orders").fetchone()[0],
+            "unfinished": db.execute(
+                "SELECT count(*) FROM orders WHERE state NOT IN ('completed', 'faulted', 'cancelled')"
+            ).fetchone()[0],
+            "steps": db.execute("SELECT count(*) FROM steps").fetchone()[0],
+            "audit_rows": db.execute("SELECT count(*) FROM audit").fetchone()[0],
+        }
+        return [], counts
+    except sqlite3.Error as exc:
+        return [str(exc)], {}
+    finally:
+        db.close()
+
+
+def _remedy(path: Path, reason: str) -> str:
+    """One message for a journal the bridge cannot use: the file, SQLite's reason, what to do."""
+    lowered = reason.lower()
+    if "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
+        todo = (f"the bridge may not write {path.parent}: give its user write access to that folder"
+                " and the file, or choose another --data-dir")  # fmt: skip
+    elif "full" in lowered or "no space" in lowered:
+        todo = f"the disk holding {path.parent} is full: free space there, then start again"
+    else:
+        todo = (f"the file is damaged: move it aside and keep it for recovery (a new journal starts"
+                f" empty), or restore it from a backup; `linebridge journal check {path}` says whether a"
+                " journal is sound")  # fmt: skip
+    return f"journal {path} cannot be used: {reason}. {todo}. Nothing was changed."
+
+
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -90,15 +144,27 @@ def _dt(value: str | None) -> datetime | None:
 
 class SqliteJournal:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        """Open (or create) the journal; one that is damaged or may not be written stops here with
+        ConfigurationError naming the file and what to do, before anything in it is changed."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigurationError(_remedy(self.path, str(exc))) from None
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+        try:
+            problems = check_database(self._db) if self.path.stat().st_size else []
+            if problems:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise ConfigurationError(_remedy(self.path, str(exc))) from None
 
     def _migrate(self) -> None:
         """Bring a journal written by an earlier version up to this schema (columns only added)."""
@@ -112,10 +178,15 @@ class SqliteJournal:
     def close(self) -> None:
         self._db.close()
 
+    def probe(self) -> None:
+        """One small write, committed: raises JournalUnavailable while the journal cannot be written."""
+        with _Transaction(self._db, self.path) as db:
+            db.execute("INSERT OR REPLACE INTO counters VALUES ('probe', 0)")
+
     # -- writes, one transaction each --------------------------------------------------------
 
     def add_order(self, order: Order, event: OrderEvent) -> None:
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             db.execute(
                 "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -144,14 +215,14 @@ class SqliteJournal:
             self._event(db, event)
 
     def save_order(self, order: Order, event: OrderEvent) -> None:
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             self._update_order(db, order)
             for unit in order.units:
                 self._update_unit(db, unit)
             self._event(db, event)
 
     def begin_step(self, order: Order, unit: Unit, step: Step, event: OrderEvent | None) -> None:
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             cursor = db.execute(
                 "INSERT INTO steps (order_id, unit_index, route_index, station, seq, parameters, phase,"
                 " started_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -173,11 +244,11 @@ class SqliteJournal:
                 self._event(db, event)
 
     def finish_step(self, step: Step) -> None:
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             self._update_step(db, step)
 
     def close_step(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> None:
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             self._update_step(db, step)
             self._update_order(db, order)
             for u in order.units:  # a fault or cancel can settle sibling units too
@@ -188,7 +259,7 @@ class SqliteJournal:
     def add_audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
         """One audit record (session, login, order, write), committed at once. Every field is
         clipped: a client must not be able to grow the journal with what it sends."""
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             db.execute(
                 "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)",
                 (
@@ -211,7 +282,7 @@ class SqliteJournal:
     def reserve(self, units: int) -> tuple[int, int]:
         """The next accept index and the first of `units` fresh unit serials, both unique for the
         life of the journal, in one transaction."""
-        with _Transaction(self._db) as db:
+        with _Transaction(self._db, self.path) as db:
             return self._bump(db, "accept_index", 1, start=1), self._bump(
                 db, "unit_serial", units, start=100001
             )
@@ -374,14 +445,34 @@ def _step(s: sqlite3.Row) -> Step:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error; a database that cannot be written
+    (disk full, I/O error, read-only) raises JournalUnavailable with SQLite's reason."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise JournalUnavailable(self._path, str(exc)) from exc
         return self._db
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+                return
+        except sqlite3.DatabaseError as failed:  # a COMMIT that could not write leaves the transaction open
+            self._rollback()
+            raise JournalUnavailable(self._path, str(failed)) from failed
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.IntegrityError | sqlite3.ProgrammingError
+        ):
+            raise JournalUnavailable(self._path, str(exc)) from exc
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")

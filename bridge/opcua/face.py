@@ -596,9 +596,10 @@ class OpcUaFace:
         online = link.counters.connected and link.telemetry_read_at is not None
         read_at = datetime.fromtimestamp(link.telemetry_read_at, UTC) if link.telemetry_read_at else utcnow()
         status = link.last_status
-        held = self.bridge.engine.station_errors.get(name) or (
+        engine = self.bridge.engine
+        held = engine.station_errors.get(name) or (
             "status block holds garbage" if link.status_invalid else None
-        )
+        ) or engine.journal_fault  # a journal that cannot be written stands the whole line
         staged: Staged = []  # written at once below (notify.write_values)
         nodes = self._station_nodes[name]
         seen = (online, held, status, link.status_read_at)

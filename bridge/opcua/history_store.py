@@ -11,6 +11,7 @@ them run beside the writer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import operator
 import sqlite3
@@ -26,6 +27,7 @@ from asyncua import ua
 from asyncua.server.history import HistoryStorageInterface
 
 from bridge.lifecycle import cancel_and_wait
+from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,7 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         self.batch_s = batch_s  # rows gather this long before they are written: fewer transactions
         self._keys: dict[str, int] = {}  # node id → its integer key in the table
         self.dropped_rows = 0
+        self.write_error: str | None = None  # why the last batch could not be stored, until one is
         self.stored_rows = 0
         self._queue: deque[Row] = deque(maxlen=max_queued_rows)
         self._ready = asyncio.Event()
@@ -97,10 +100,9 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
             return writer, sqlite3.connect(self.path, check_same_thread=False)
 
         self._write_db, self._read_db = await asyncio.to_thread(connect)
-        self._tasks = [
-            asyncio.create_task(self._write_loop(), name="history-writer"),
-            asyncio.create_task(self._prune_loop(), name="history-pruner"),
-        ]
+        self._tasks = []
+        start_supervised(self._tasks, "history-writer", self._write_loop)
+        start_supervised(self._tasks, "history-pruner", self._prune_loop)
 
     async def _off_loop(self, work: Any, *args: Any) -> Any:
         """`work(*args)` in a worker thread that a cancel cannot orphan: stop() waits for it before
@@ -117,8 +119,11 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
         if self._queue and self._write_db is not None:
-            async with self._writing:
-                await asyncio.to_thread(self._insert, self._take())
+            try:
+                async with self._writing:
+                    await asyncio.to_thread(self._insert, self._take())
+            except sqlite3.OperationalError as exc:  # a full disk at stop: those rows are lost, said
+                log.error("history_rows_lost_at_stop", reason=str(exc))
         for db in (self._write_db, self._read_db):
             if db is not None:
                 db.close()
@@ -153,9 +158,21 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
             await asyncio.sleep(self.batch_s)
             self._ready.clear()
             rows = self._take()
-            if rows:
+            if not rows:
+                continue
+            try:
                 async with self._writing:
                     await self._off_loop(self._insert, rows)
+            except sqlite3.OperationalError as exc:  # a full disk: keep the rows (bounded), try again
+                if self.write_error is None:
+                    log.error("history_write_failed", path=str(self.path), reason=str(exc))
+                self.write_error = str(exc)
+                self.add(rows[-self._queue.maxlen :] if self._queue.maxlen else rows)
+                await asyncio.sleep(self.batch_s * 5)
+                continue
+            if self.write_error is not None:
+                log.warning("history_write_recovered", path=str(self.path))
+                self.write_error = None
 
     def key_of(self, node_id: str) -> int:
         """The integer key rows of `node_id` (one of `retention_s`) carry; known after init()."""
@@ -179,17 +196,22 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         db.execute("BEGIN")
         try:
             result = work(db)
+            db.execute("COMMIT")  # a COMMIT that cannot write (disk full) leaves the transaction open
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # (SQLite may have rolled back already)
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(self.prune_every_s)
-            async with self._writing:
-                removed = await self._off_loop(self._prune, time.time())
+            try:
+                async with self._writing:
+                    removed = await self._off_loop(self._prune, time.time())
+            except sqlite3.OperationalError as exc:  # a full disk: prune again next time
+                log.warning("history_prune_failed", reason=str(exc))
+                continue
             if removed:
                 log.info("history_pruned", rows=removed)
 

@@ -17,7 +17,7 @@ import structlog
 from asyncua import Node, ua
 
 from bridge.domain.model import Order
-from bridge.errors import OrderFinished, OrderRejected, UnknownOrder
+from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
 from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip, nesting_depth
 from bridge.mapping.model import LineMapping
 from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
@@ -248,6 +248,8 @@ class LineMethods:
         order_id = args[0].Value
         try:
             await self._cancel(order_id)
+        except JournalUnavailable as exc:
+            return refused(ua.StatusCodes.BadResourceUnavailable, 0, 1, str(exc))
         except (UnknownOrder, OrderFinished) as exc:
             log.info("cancel_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
             unknown = isinstance(exc, UnknownOrder)
@@ -289,6 +291,9 @@ class LineMethods:
     ) -> MethodResult:
         try:
             order = await self._submit(order_id, product, options, quantity, priority)
+        except JournalUnavailable as exc:  # AdmissionStopped: not the caller's fault, and not for ever
+            log.warning("order_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
+            return refused(ua.StatusCodes.BadResourceUnavailable, 0, count, str(exc))
         except OrderRejected as exc:
             result = refused(ua.StatusCodes.BadInvalidArgument, arg_of(exc.field), count, str(exc))
             await self._on_rejected(str(order_id), exc)
