@@ -109,12 +109,24 @@ def mapping_reload(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
 
 
 @station_app.command("clear")
-def station_clear(station: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
-    """Let a station work again that the bridge holds because its PLC ran a step the bridge did not
-    start (another Modbus master). Find that master first: docs/handshake.md."""
+def station_clear(
+    station: str,
+    rerun: bool = typer.Option(False, "--rerun", help="a step its PLC lost in a restart: run it again"),
+    fail: bool = typer.Option(False, "--fail", help="a step its PLC lost in a restart: fault the unit"),
+    endpoint: str = ENDPOINT,
+    line: str | None = LINE,
+) -> None:
+    """Let a station work again that the bridge holds: its PLC ran a step the bridge did not start
+    (another Modbus master: find it first), or restarted mid-step (say --rerun or --fail).
+    docs/handshake.md."""
+    if rerun and fail:
+        typer.echo("say --rerun or --fail, not both", err=True)
+        raise typer.Exit(2)
+    decision = "rerun" if rerun else "fail" if fail else ""
 
     async def work(client: Client) -> None:
-        typer.echo(f"{station}: " + await ua_clear_station_error(await find_line(client, line), station))
+        cleared = await ua_clear_station_error(await find_line(client, line), station, decision)
+        typer.echo(f"{station}: {cleared}")
 
     _client_run(work, endpoint)
 

@@ -6,6 +6,7 @@ BridgeError
 │       └── MappingIncompatible   a valid mapping a running bridge cannot take without a restart
 ├── CodecError              a value that does not fit its register field
 ├── StationError            a PLC that did not answer as the handshake requires
+├── DecisionRequired        an engineer's decision is needed first (rerun or fail a lost step)
 ├── JournalUnavailable      the journal cannot be written (disk full, I/O error, read-only)
 │   └── AdmissionStopped    an order refused because the journal cannot take it now
 └── OrderRejected           an order that does not fit the mapping; names the field
@@ -69,6 +70,10 @@ class StationError(BridgeError):
 class ParameterMismatch(StationError):
     """Parameters or a setpoint read back from a PLC differ from what was written: a step with
     such parameters must not start, and such a setpoint write is reported failed."""
+
+
+class DecisionRequired(BridgeError):
+    """A held station cannot be cleared without saying what becomes of the step its PLC lost."""
 
 
 class JournalUnavailable(BridgeError):

@@ -64,6 +64,7 @@ class ResultCode(IntEnum):
     ABORTED = 3
     STATION_FAULT = 4
     # Recorded by the bridge, never sent by a PLC:
+    PLC_RESTARTED = 65529  # the PLC restarted mid-step and an engineer chose to fault the unit
     STATION_ABSENT = 65530  # every station a unit could go to was away past link.absent_fault_after_s
     RESULTS_INVALID = 65531  # the PLC reported results that are no usable values (NaN, ±Inf, garbage)
     HANDSHAKE_VIOLATION = 65532  # the PLC ran a step the bridge did not start; nothing recorded from it
@@ -146,6 +147,7 @@ class HandshakeWatch:
     done_seq: int = 0
     pending: set[int] = field(default_factory=set)  # starts written, not yet seen taken
     ours: deque[int] = field(default_factory=lambda: deque(maxlen=4))  # the last steps the bridge started
+    fell_back: str | None = None  # how the PLC's counts fell (it restarted), until the caller takes it
 
     def reset(self) -> None:
         self.executed = None
@@ -157,7 +159,10 @@ class HandshakeWatch:
             self.ours.append(seq)
 
     def check(self, status: StatusBlock) -> str | None:
-        """Why `status` shows work the bridge did not order, or None."""
+        """Why `status` shows work the bridge did not order, or None. A restart seen (its counts
+        fell) is left in `fell_back` for the caller, who knows whether a step was under way."""
+        if self.executed is not None and status.executed_count < self.executed:
+            self.fell_back = f"executed count fell from {self.executed} to {status.executed_count}"
         if self.executed is None or status.executed_count < self.executed:
             self.executed, self.reexecuted = status.executed_count, status.reexecuted_count
             self.done_seq = status.done_seq

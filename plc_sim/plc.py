@@ -70,7 +70,8 @@ class SimulatedPlc:
             self.allow = [ipaddress.ip_network(net, strict=False) for net in allow or []]
         except ValueError as exc:
             raise ConfigurationError(f"--allow: {exc}") from None
-        self.executed: Counter[int] = Counter()
+        self.executed: Counter[int] = Counter()  # every run of each seq, power cycles included (for tests)
+        self._run_since_power_up: set[int] = set()  # what the PLC itself remembers
         self.last_reject_reason = ""
         self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, 0, 0)
         self._cycle_count = 0
@@ -196,6 +197,16 @@ class SimulatedPlc:
     @property
     def status(self) -> StatusBlock:
         return self._status
+
+    async def power_cycle(self) -> None:
+        """A restart that keeps nothing: the status block and the command block back to zero, a
+        running step gone (what the bridge must not take as "never started", docs/handshake.md)."""
+        self._due = None
+        self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, 0, 0)
+        self._run_since_power_up.clear()
+        await self.memory.write("holding", self.kind.handshake.command_address, [0] * COMMAND_REGISTERS)
+        await self._publish_status()
+        self._log.warning("plc_power_cycled")
 
     # -- fault injection (Python API) -------------------------------------------------------
 
@@ -386,7 +397,8 @@ class SimulatedPlc:
 
     async def _accept(self, seq: int) -> None:
         """Latch the parameters, check them and start the cycle of step `seq`."""
-        reexecuted = self._status.reexecuted_count + (1 if self.executed[seq] else 0)
+        reexecuted = self._status.reexecuted_count + (1 if seq in self._run_since_power_up else 0)
+        self._run_since_power_up.add(seq)
         self.executed[seq] += 1
         await self._set_status(
             state=PlcState.BUSY,

@@ -25,6 +25,7 @@ from bridge.domain.ports import OrderJournal, StationLink
 from bridge.errors import (
     AdmissionStopped,
     CodecError,
+    DecisionRequired,
     JournalUnavailable,
     OrderFinished,
     OrderRejected,
@@ -79,6 +80,8 @@ class LineEngine:
         # Stations held after their PLC did what the bridge did not order, with the reason; an
         # engineer clears them (clear_station_error) once the other master is found.
         self.station_errors: dict[str, str] = {}
+        self._lost_steps: set[str] = set()  # held ones whose PLC lost a running step: rerun or fail?
+        self._decisions: dict[str, str] = {}  # station → the engineer's decision about that step
         self.absent_since: dict[str, datetime] = {}  # stations not answering, since when
         # Why the journal cannot be written, while it cannot: no order is admitted, and every step
         # waits at its next journal write (before its next PLC action) until a retry succeeds.
@@ -332,9 +335,35 @@ class LineEngine:
     async def _until_cleared(self, station: str) -> None:
         await self._until(lambda: station not in self.station_errors)
 
-    def clear_station_error(self, station: str) -> str | None:
+    async def _hold_for_restart(self, order: Order, unit: Unit, step: Step, why: str) -> str:
+        """Hold the station until an engineer decides about the step its PLC lost; the decision."""
+        station = step.station
+        reason = (
+            f"PLC restarted while step {step.seq} (order {order.order_id}, unit {unit.index}) ran there"
+            f" ({why}): it may have run partly. Decide: `linebridge station clear {station} --rerun` runs"
+            f" it again, `--fail` faults the unit"
+        )
+        self.station_errors[station] = reason
+        self._lost_steps.add(station)
+        log.error("station_restarted_mid_step", reason=reason)
+        self._notify()
+        await self._until(lambda: station not in self.station_errors)
+        decision = self._decisions.pop(station, "rerun")
+        log.warning("restarted_step_decided", decision=decision)
+        return decision
+
+    def clear_station_error(self, station: str, decision: str | None = None) -> str | None:
         """Let a held station work again (its next status is taken as it is); returns the reason
-        it was held, or None if it was not."""
+        it was held, or None if it was not. A station whose PLC lost a step needs `decision`:
+        "rerun" (start the step again) or "fail" (fault the unit); DecisionRequired without it."""
+        if station in self._lost_steps:
+            if decision not in ("rerun", "fail"):
+                raise DecisionRequired(
+                    f"station {station}'s PLC restarted mid-step: say whether to run the step again"
+                    " (rerun) or to fault the unit (fail)"
+                )
+            self._lost_steps.discard(station)
+            self._decisions[station] = decision
         reason = self.station_errors.pop(station, None)
         if reason is not None:
             self._watch[station].reset()
@@ -370,7 +399,11 @@ class LineEngine:
                     f" not answering since {since:%Y-%m-%dT%H:%M:%SZ}"
                 )
             for station, step in self.station_steps.items():
-                if step is not None and station in self.absent_since:  # begun: it waits for the PLC
+                if step is not None and station in self.station_errors:
+                    notes[step.order_id] = f"unit {step.unit_index} at station {station}: held: " + (
+                        self.station_errors[station]
+                    )
+                elif step is not None and station in self.absent_since:  # begun: it waits for the PLC
                     notes[step.order_id] = (
                         f"unit {step.unit_index} at station {station}: not answering since"
                         f" {self.absent_since[station]:%Y-%m-%dT%H:%M:%SZ}; its step waits for the PLC"
@@ -445,6 +478,7 @@ class LineEngine:
     async def _drive(self, order: Order, unit: Unit, step: Step, link: StationLink) -> None:
         """Take step `step` from wherever it stands to closed, deciding only from the PLC status."""
         abort_sent = timed_out = False
+        on_plc = start_sent = False  # the PLC has shown this step / the start has been written
         began = time.monotonic()
         poll = self.settings.status_poll_s
         last_error = ""
@@ -459,7 +493,21 @@ class LineEngine:
                         await self._finish(step, {}, ResultCode.HANDSHAKE_VIOLATION)
                     await self._close(order, unit, step, message=f"station {step.station}: {problem}")
                     return
+                fell_back, self._watch[step.station].fell_back = self._watch[step.station].fell_back, None
                 phase = status.phase_of(step.seq)
+                if not on_plc and phase != PlcPhase.NOT_STARTED:
+                    on_plc = True
+                    log.debug("step_seen_on_plc", phase=phase.value, at_station=step.station)
+                if step.phase == StepPhase.BEGUN and phase == PlcPhase.NOT_STARTED and (
+                    on_plc or (start_sent and fell_back)
+                ):  # the PLC lost a step it had: it may have run partly, and must not run again unasked
+                    why = fell_back or f"its status no longer shows step {step.seq}"
+                    if await self._hold_for_restart(order, unit, step, why) == "fail":
+                        await self._finish(step, {}, ResultCode.PLC_RESTARTED)
+                        await self._close(order, unit, step, message="the PLC restarted mid-step: faulted")
+                        return
+                    on_plc = start_sent = False
+                    continue
                 if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
                     if phase == PlcPhase.FINISHED:
                         await link.acknowledge(step.seq)
@@ -490,6 +538,7 @@ class LineEngine:
                         await self._close(order, unit, step, message=str(exc))
                         return
                     self._watch[step.station].started(step.seq)
+                    start_sent = True
                     await link.start(step.seq)
                     log.debug("step_started")
                     continue

@@ -190,9 +190,13 @@ async def reload_mapping(line: Line) -> list[str]:
     return list(result.OutputArguments[0].Value or [])
 
 
-async def clear_station_error(line: Line, station: str) -> str:
-    """Let a station held for a handshake error work again; what was cleared."""
-    result = await call(line, "ClearStationError", ua.Variant(station, ua.VariantType.String))
+async def clear_station_error(line: Line, station: str, decision: str = "") -> str:
+    """Let a station held for a handshake error work again (`decision` for a step its PLC lost:
+    rerun or fail); what was cleared."""
+    result = await call(
+        line, "ClearStationError", ua.Variant(station, ua.VariantType.String),
+        ua.Variant(decision, ua.VariantType.String),
+    )  # fmt: skip
     return str(result.OutputArguments[0].Value)
 
 

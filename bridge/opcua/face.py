@@ -25,7 +25,13 @@ import structlog
 from asyncua import Node, Server, ua
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, utcnow
-from bridge.errors import ConfigurationError, MappingError, MappingIncompatible, OrderRejected
+from bridge.errors import (
+    ConfigurationError,
+    DecisionRequired,
+    MappingError,
+    MappingIncompatible,
+    OrderRejected,
+)
 from bridge.handshake import ResultCode, station_state
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
@@ -412,7 +418,7 @@ class OpcUaFace:
         await self._fire("notice", f"mapping reload refused: {len(report)} issue(s)", 600)
         return code, report
 
-    async def _clear_station(self, station: str) -> tuple[int, str]:
+    async def _clear_station(self, station: str, decision: str = "") -> tuple[int, str]:
         """ClearStationError: audited and announced like its twin ReloadMapping."""
         label = clip(station, LOGGED_TEXT_CHARS)
         if station not in self.mapping.stations:
@@ -421,8 +427,14 @@ class OpcUaFace:
                 ua.StatusCodes.BadNotFound,
                 f"no station {label!r} (stations: {', '.join(self.mapping.stations)})",
             )
-        reason = self.bridge.engine.clear_station_error(station)
+        try:
+            reason = self.bridge.engine.clear_station_error(station, decision or None)
+        except DecisionRequired as exc:
+            self._audit_caller("station_clear", f"refused {label}: {exc}")
+            return ua.StatusCodes.BadInvalidState, str(exc)
         report = f"cleared: {reason}" if reason else "the station was not held"
+        if reason and decision:
+            report = f"{decision}: {report}"
         self._audit_caller("station_clear", f"ok {station}: {report}")
         return ua.StatusCodes.Good, report
 

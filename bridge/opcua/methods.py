@@ -49,7 +49,11 @@ JSON_ARGS = [
     Arg("Options", ua.VariantType.String, 'JSON object of options; may hold "quantity" and "priority"'),
 ]
 CANCEL_ARGS = [Arg("OrderId", ua.VariantType.String, "the order to cancel")]
-CLEAR_ARGS = [Arg("Station", ua.VariantType.String, "the station to let work again")]
+CLEAR_ARGS = [
+    Arg("Station", ua.VariantType.String, "the station to let work again"),
+    Arg("Decision", ua.VariantType.String,
+        "for a step its PLC lost in a restart: rerun (run it again) or fail (fault the unit); else empty"),
+]  # fmt: skip
 
 
 def typed_args(mapping: LineMapping, types: ModelTypes, product_id: str) -> list[Arg]:
@@ -270,10 +274,11 @@ class LineMethods:
 
     async def clear_station_error(self, parent: ua.NodeId, *args: ua.Variant) -> MethodResult:
         """Let a station held for a handshake it could not trust work again (engineer)."""
-        bad = check_arguments(args, CLEAR_ARGS)
+        bad = check_arguments(args, CLEAR_ARGS[: 1 if len(args) == 1 else 2])  # Decision may be left out
         if bad is not None:
             return bad
-        code, report = await self._clear(args[0].Value or "")
+        decision = (args[1].Value or "") if len(args) > 1 else ""
+        code, report = await self._clear(args[0].Value or "", decision)
         result = refused(code, 0, 1, report) if code else ua.CallMethodResult()
         result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
         return result

@@ -216,3 +216,48 @@ async def test_single_lost_frames_never_take_a_station_offline(rig):
     async with asyncio.timeout(5):
         while await retries.read_value() < 8:  # noqa: ASYNC110 - polls state, bounded
             await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("decision", ["rerun", "fail"])
+async def test_a_plc_restarted_mid_step_holds_the_station_until_an_engineer_decides(rig, decision):
+    """A PLC that power-cycles mid-step loses the step: starting it again would charge a unit
+    twice. The station is held (State error, an event, the order says why) until an engineer says
+    to run it again or to fault the unit; the decision is audited."""
+    events = await station_events(rig)
+    charge = rig.line["charge"]
+    await charge.set_fault("stall", 1)
+    with capture_logs() as logs:
+        await rig.bridge.submit("CYCLED", "AC-W", {})
+        async with asyncio.timeout(15):  # the bridge has seen the step run there (else it cannot know)
+            while not any(e["event"] == "step_seen_on_plc" and e["at_station"] == "charge" for e in logs):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    seq = charge.status.accepted_seq
+    await charge.set_fault("stall", 0)
+    await charge.power_cycle()
+
+    event = await events.until(lambda e: e.Station == "charge" and "restarted" in e.Message.Text)
+    assert event.Severity == 900
+    assert await rig.node("Plant.Lines.ac_line.Stations.charge.State").read_value() == ERROR_STATE
+    waiting = rig.node("Plant.Lines.ac_line.Orders.CYCLED.WaitingFor")
+    async with asyncio.timeout(10):
+        while "restarted" not in await waiting.read_value():  # noqa: ASYNC110 - polls the server, bounded
+            await asyncio.sleep(0.05)
+    assert charge.executed[seq] == 1  # not started again behind the engineer's back
+    assert rig.bridge.get("CYCLED").state == OrderState.RUNNING
+
+    undecided = await rig.call("ClearStationError", s("charge"))
+    assert undecided.StatusCode.value == ua.StatusCodes.BadInvalidState
+    assert "rerun" in undecided.OutputArguments[0].Value
+    decided = await rig.call("ClearStationError", s("charge"), s(decision))
+    assert decided.StatusCode.is_good(), decided
+    order = await until_final(rig, "CYCLED")
+    if decision == "rerun":
+        assert order.state == OrderState.COMPLETED
+        assert charge.executed[seq] == 2  # run again, as decided
+    else:
+        assert (order.state, order.fault_station) == (OrderState.FAULTED, "charge")
+        assert order.result_code == ResultCode.PLC_RESTARTED
+        assert charge.executed[seq] == 1
+    audit = [r for r in rig.bridge.journal.load_audit() if r[1] == "station_clear"]
+    assert any(r[4].startswith(f"ok charge: {decision}: cleared: PLC restarted") for r in audit), audit
+    assert any(r[4].startswith("refused charge") for r in audit), audit
