@@ -45,8 +45,9 @@ tools:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Two workers: the machines have two cores, and most of a test is building an OPC UA server.
 test: $(STAMP) tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # The simulated line and the bridge, one demo order. Ctrl-C, `kill` or closing the terminal
 # (SIGINT, SIGTERM, SIGHUP) stops both; if the simulator cannot start, its one-line reason is all.

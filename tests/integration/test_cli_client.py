@@ -120,6 +120,9 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert err.strip() == "2 order(s)"
             code, out, err = await cli("order", "list", "--state", "completed", "-e", endpoint)
             assert [row.split()[0] for row in out.strip().splitlines()[1:]] == ["SH-1"]
+            code, out, err = await cli("order", "show", "SH-3", "-e", endpoint)  # a step still open
+            assert code == 0, err  # (its FinishedAt is MinDateTime: a null failed the whole Read)
+            assert out.startswith("SH-3  AC-W  running  0/1 units")
             await line["chassis"].set_fault("stall", 0)
             watch = ("order", "watch", "SH-3", "--progress", "--timeout", "30", "-e", endpoint)
             code, out, err = await cli(*watch)
@@ -139,6 +142,10 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert "options.capacity_btu: must be one of 9000, 12000, 18000, 24000" in err
             code, out, err = await cli("order", "cancel", "NOPE", "-e", endpoint)
             assert (code, "BadNotFound" in err) == (1, True)
+            code, out, err = await cli("order", "cancel", "SH-1", "-e", endpoint)  # completed already
+            assert (code, out) == (1, ""), out
+            assert "BadInvalidState" in err
+            assert "already completed" in err
 
             mapping.write_text(
                 AC_LINE.read_text().replace("tolerance_g: {constant: 10}", "tolerance_g: {constant: 12}")
