@@ -86,6 +86,7 @@ class LineEngine:
         # Why the journal cannot be written, while it cannot: no order is admitted, and every step
         # waits at its next journal write (before its next PLC action) until a retry succeeds.
         self.journal_fault: str | None = None
+        self._journal_error: JournalUnavailable | None = None  # the last failure, while it lasts
         # Set (and replaced by a fresh one) whenever the work changes; waiters re-check their condition.
         # No lock and no task per notification: a notifying task that is garbage collected while it
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
@@ -162,8 +163,8 @@ class LineEngine:
                     field="order_id",
                 )
             return existing
-        if self.journal_fault is not None:
-            raise AdmissionStopped(getattr(self.journal, "path", "journal"), self.journal_fault)
+        if self._journal_error is not None:
+            raise AdmissionStopped(self._journal_error.path, self._journal_error.reason)
         try:
             accept_index, first_serial = self.journal.reserve(valid.quantity)
         except JournalUnavailable as exc:
@@ -204,8 +205,8 @@ class LineEngine:
             return order
         if order.state.is_final:
             raise OrderFinished(order_id, str(order.state))
-        if self.journal_fault is not None:  # a cancel not journaled would be undone by a restart
-            raise JournalUnavailable(getattr(self.journal, "path", "journal"), self.journal_fault)
+        if self._journal_error is not None:  # a cancel not journaled would be undone by a restart
+            raise JournalUnavailable(self._journal_error.path, self._journal_error.reason)
         self._waiting = [w for w in self._waiting if w.order is not order]
         for unit in order.units:
             if unit.state == UnitState.WAITING:
@@ -659,12 +660,13 @@ class LineEngine:
         if self.journal_fault is None:
             log.error("journal_unavailable", path=str(exc.path), reason=exc.reason)
             self._start_journal_probe()
+        self._journal_error = exc
         self.journal_fault = f"the journal cannot be written ({exc.reason}): the line stands until it can"
         self._notify()
 
     def _journal_recovered(self) -> None:
         log.warning("journal_recovered", was=self.journal_fault)
-        self.journal_fault = None
+        self.journal_fault = self._journal_error = None
         self._notify()
 
     def _start_journal_probe(self) -> None:

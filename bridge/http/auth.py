@@ -92,18 +92,18 @@ class BasicAuth:
     async def _role(
         self, user: str, password: str, address: str, device: str | None, channel: str
     ) -> str | None:
-        key = (user, hashlib.sha256(password.encode()).hexdigest())
-        known = self._known.get(key)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
         shown_user = clip(user, 64)
         buckets = [(self.backoff, f"{user}#{device}")] if device else [
             (self.backoff, f"{user}@{address}"), (self.address_backoff, address)
         ]  # fmt: skip
         wait = max(backoff.wait_s(bucket) for backoff, bucket in buckets)
-        if wait > 0:
+        if wait > 0:  # before the remembered logins: guesses must not be tried against those for free
             self.refusals.refused("login", shown_user, "refused: backing off", channel, address)
             return None
+        key = (user, hashlib.sha256(password.encode()).hexdigest())
+        known = self._known.get(key)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
         verdict = await asyncio.to_thread(self.users.check_password, user, password)
         entry = (await asyncio.to_thread(load_users, self.users.path)).get(user) if verdict.ok else None
         if entry is None or entry.get("role") not in ROLES:
