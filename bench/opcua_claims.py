@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,19 @@ async def claim(endpoint: str, sessions: int, items: int) -> tuple[list[Client],
     return clients, len(clients), accepted_items
 
 
+async def claim_and_vanish(
+    endpoint: str, sessions: int, items: int, pid: int
+) -> tuple[int, int, float, float]:
+    clients, opened, accepted = await claim(endpoint, sessions, items)
+    under = rss_mb(pid)
+    for client in clients:  # vanish: the sockets close, the sessions are never closed
+        protocol = client.uaclient.protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+    await asyncio.sleep(TIMEOUT_S * 2)
+    return opened, accepted, under, rss_mb(pid)
+
+
 def run(label: str, extra: list[str], sessions: int, items: int) -> None:
     with tempfile.TemporaryDirectory(prefix="lb-claims-") as tmp:
         folder = Path(tmp)
@@ -69,13 +83,8 @@ def run(label: str, extra: list[str], sessions: int, items: int) -> None:
             try:
                 time.sleep(5)  # start-up (the address space) before the first figure
                 before = rss_mb(bridge.pid)
-                clients, opened, accepted = asyncio.run(claim(endpoint, sessions, items))
-                under = rss_mb(bridge.pid)
-                for client in clients:  # vanish: the sockets close, the sessions are never closed
-                    if client.uaclient.protocol is not None and client.uaclient.protocol.transport:
-                        client.uaclient.protocol.transport.abort()
-                time.sleep(TIMEOUT_S * 2)
-                after = rss_mb(bridge.pid)
+                claims = claim_and_vanish(endpoint, sessions, items, bridge.pid)
+                opened, accepted, under, after = asyncio.run(claims)
                 print(f"| {label} | {opened}/{sessions} | {accepted:,}/{sessions * items:,} |"
                       f" {before:.0f} | {under:.0f} (+{under - before:.0f}) | {after:.0f} |")  # fmt: skip
             finally:
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--items", type=int, default=1000)
     args = parser.parse_args(argv)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # each refusal is expected here
     print("| caps | sessions opened | items accepted | RSS before MB | RSS under claims MB |"
           " RSS after they vanish MB |")  # fmt: skip
     print("|---|---|---|---|---|---|")
