@@ -30,8 +30,10 @@ import structlog
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SECURITY_POLICY_TYPE_MAP, SecurityPolicyNone
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
+from bridge.errors import ConfigurationError
 from bridge.limits import clip
 from bridge.security.pki import AuditHook
 from bridge.security.rules import Channel, current_channel
@@ -86,6 +88,23 @@ class LoginBackoff:
         self._failures.pop(address, None)
 
 
+def asyncua_version() -> str:
+    from importlib.metadata import version
+
+    return version("asyncua")
+
+
+def missing_hooks(server: Server) -> list[str]:
+    """The names the guard reaches into that this asyncua does not have (none: it can attach)."""
+    missing = [f"UaProcessor.{name}" for name in ("_process_message", "open_secure_channel")
+               if not callable(getattr(UaProcessor, name, None))]  # fmt: skip
+    if "_connection" not in UaProcessor.__init__.__code__.co_names:  # set per instance in __init__
+        missing.append("UaProcessor._connection")
+    if not hasattr(server.iserver, "asyncio_transports"):
+        missing.append("InternalServer.asyncio_transports")
+    return missing
+
+
 def offered(policies: list[ua.SecurityPolicyType]) -> frozenset[tuple[str, ua.MessageSecurityMode]]:
     """The (policy URI, mode) pairs a client may open a channel with."""
     return frozenset((SECURITY_POLICY_TYPE_MAP[p][0].URI, SECURITY_POLICY_TYPE_MAP[p][1]) for p in policies)
@@ -114,7 +133,15 @@ class ChannelGuard:
         )
 
     def install(self) -> None:
-        """Guard every connection from now on; call before the server starts listening."""
+        """Guard every connection from now on; call before the server starts listening. Fails
+        closed: if asyncua no longer has a name the guard hooks, the server does not start
+        (ConfigurationError), since an unguarded `--security` server would serve the None channel."""
+        missing = missing_hooks(self._server)
+        if missing:
+            raise ConfigurationError(
+                f"--security: asyncua {asyncua_version()} lacks what the channel guard hooks"
+                f" ({', '.join(missing)}); refusing to start unguarded (docs/upgrading.md)"
+            )
         iserver = self._server.iserver
         iserver.asyncio_transports = _GuardedTransports(self.attach, iserver.asyncio_transports)
 

@@ -9,7 +9,9 @@ import threading
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.server.uaprocessor import UaProcessor
 
+from bridge.errors import ConfigurationError
 from bridge.security import users as users_module
 from bridge.security.pki import Pki
 from tests.integration.secure_rig import secure_client, secured_rig
@@ -164,3 +166,12 @@ async def test_password_guessing_backs_off_and_hashes_off_the_event_loop(ac_mapp
                         break
                 except ua.UaStatusCodeError:
                     await asyncio.sleep(0.1)
+
+
+async def test_a_renamed_asyncua_hook_stops_a_secured_start(ac_mapping, tmp_path, monkeypatch):
+    """The channel guard fails closed: an asyncua that no longer has what it hooks (as after an
+    upgrade that renamed it) must not serve a `--security` endpoint unguarded."""
+    monkeypatch.delattr(UaProcessor, "_process_message")
+    with pytest.raises(ConfigurationError, match=r"UaProcessor\._process_message.*refusing to start"):
+        async with secured_rig(ac_mapping, tmp_path):
+            pass
