@@ -130,9 +130,15 @@ async def test_a_cross_site_form_in_chromium_neither_submits_nor_cancels(ac_mapp
         await until_state(bridge, "VICTIM-1", OrderState.RUNNING)
         pages = {"/submit": ATTACK.format(base=http.address), "/cancel": CANCEL.format(base=http.address)}
         async with attacker_site(pages) as evil, playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            # DNS rebinding: the attacker's name resolves to the bridge's address
+            rebinding = [*FLAGS, "--host-resolver-rules=MAP attacker.example 127.0.0.1"]
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=rebinding)
             try:
                 page = await browser.new_page()
+                port = http.address.rsplit(":", 1)[1]
+                rebound = await page.goto(f"http://attacker.example:{port}/api/line")
+                assert rebound.status == 421  # the line is not read under a foreign Host
+                assert "attacker.example" in await rebound.text()
                 for path in ("/submit", "/cancel"):
                     async with page.expect_response(lambda r: r.url.startswith(http.address)) as answer:
                         await page.goto(evil + path)
