@@ -83,9 +83,8 @@ class LineEngine:
         self._lost_steps: set[str] = set()  # held ones whose PLC lost a running step: rerun or fail?
         self._decisions: dict[str, str] = {}  # station → the engineer's decision about that step
         self.absent_since: dict[str, datetime] = {}  # stations not answering, since when
-        # Why the journal cannot be written, while it cannot: no order is admitted, and every step
-        # waits at its next journal write (before its next PLC action) until a retry succeeds.
-        self.journal_fault: str | None = None
+        # While the journal cannot be written no order is admitted, and every step waits at its
+        # next journal write (before its next PLC action) until a retry succeeds (journal_fault).
         self._journal_error: JournalUnavailable | None = None  # the last failure, while it lasts
         # Set (and replaced by a fresh one) whenever the work changes; waiters re-check their condition.
         # No lock and no task per notification: a notifying task that is garbage collected while it
@@ -656,17 +655,24 @@ class LineEngine:
                 self._journal_recovered()
             return
 
+    @property
+    def journal_fault(self) -> str | None:
+        """Why the line stands while the journal cannot be written, else None."""
+        error = self._journal_error
+        if error is None:
+            return None
+        return f"the journal cannot be written ({error.reason}): the line stands until it can"
+
     def _journal_failed(self, exc: JournalUnavailable) -> None:
         if self.journal_fault is None:
             log.error("journal_unavailable", path=str(exc.path), reason=exc.reason)
             self._start_journal_probe()
         self._journal_error = exc
-        self.journal_fault = f"the journal cannot be written ({exc.reason}): the line stands until it can"
         self._notify()
 
     def _journal_recovered(self) -> None:
         log.warning("journal_recovered", was=self.journal_fault)
-        self.journal_fault = self._journal_error = None
+        self._journal_error = None
         self._notify()
 
     def _start_journal_probe(self) -> None:

@@ -12,6 +12,7 @@ BadContinuationPointInvalid.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from asyncua.server.history import HistoryManager
 from asyncua.server.internal_server import InternalServer
 
 from bridge.opcua.history_store import HistoryStore
+from bridge.opcua.uatypes import NO_TIME
 
 MAX_VALUES_PER_PAGE = 10_000  # a request for "all" (NumValuesPerNode 0) still comes in pages
 
@@ -81,7 +83,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         if len(values) > cursor.per_page:
             values = values[: cursor.per_page]
             token = os.urandom(16)
-            self._points[token] = _Cursor(**{**cursor.__dict__, "after": last[cursor.per_page - 1]})
+            self._points[token] = dataclasses.replace(cursor, after=last[cursor.per_page - 1])
             while len(self._points) > self._max_points:
                 self._points.popitem(last=False)
             result.ContinuationPoint = token
@@ -105,9 +107,10 @@ def _first(node: ua.NodeId, key: int, details: ua.ReadRawModifiedDetails) -> _Cu
 
 def _seconds(at: datetime | None) -> float | None:
     """A time bound, or None where the client left it unset (null or MinDateTime)."""
-    if at is None or at <= datetime(1601, 1, 2, tzinfo=at.tzinfo or UTC):
+    if at is None:
         return None
-    return at.timestamp() if at.tzinfo else at.replace(tzinfo=UTC).timestamp()
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return None if at <= NO_TIME else at.timestamp()
 
 
 def _bad(code: int) -> ua.HistoryReadResult:

@@ -167,7 +167,7 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
                 if self.write_error is None:
                     log.error("history_write_failed", path=str(self.path), reason=str(exc))
                 self.write_error = str(exc)
-                self.add(rows[-self._queue.maxlen :] if self._queue.maxlen else rows)
+                self.add(rows)  # back in the bounded queue: what does not fit is dropped, counted
                 await asyncio.sleep(self.batch_s * 5)
                 continue
             if self.write_error is not None:
