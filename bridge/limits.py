@@ -5,6 +5,8 @@ A refused input is still recorded (audit, log), so every recorded copy of client
 
 from __future__ import annotations
 
+import time
+
 AUDIT_OUTCOME_CHARS = 512
 LOGGED_TEXT_CHARS = 200  # an order id, a product or a reason as it appears in a log line
 OPTIONS_JSON_CHARS = 64 * 1024  # SubmitOrder's Options argument
@@ -31,3 +33,19 @@ def nesting_depth(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+class LogThrottle:
+    """Whether to log a refusal now: at most once every `every_s` per kind, so a flood of clients
+    is one line with counts per interval, never a line per connection or request."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._logged_at: dict[str, float] = {}
+
+    def due(self, kind: str = "") -> bool:
+        now = time.monotonic()
+        if now - self._logged_at.get(kind, float("-inf")) < self.every_s:
+            return False
+        self._logged_at[kind] = now
+        return True

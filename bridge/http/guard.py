@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +29,11 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from bridge.limits import clip, nesting_depth
+from bridge.limits import LogThrottle, clip, nesting_depth
 
 log = structlog.get_logger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-REFUSALS_LOGGED_EVERY_S = 10.0  # a flood is one log line per interval with a count, not a line each
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class RequestGuard:
         self.app = app
         self.hosts = hosts
         self.refused: Counter[str] = Counter()
-        self._logged_at = 0.0
+        self._throttle = LogThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,9 +94,7 @@ class RequestGuard:
 
     async def _refuse(self, send: Send, status: int, why: str, reason: str) -> None:
         self.refused[why] += 1
-        now = time.monotonic()
-        if now - self._logged_at >= REFUSALS_LOGGED_EVERY_S:
-            self._logged_at = now
+        if self._throttle.due():
             log.warning("http_request_refused", why=why, reason=reason, refused_so_far=dict(self.refused))
         await reply(send, status, {"reason": reason})
 
@@ -137,7 +133,7 @@ class ConnectionLedger:
     open: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     timed_out: int = 0
-    _logged_at: float = 0.0
+    _throttle: LogThrottle = field(default_factory=LogThrottle)
 
     @property
     def total(self) -> int:
@@ -159,9 +155,7 @@ class ConnectionLedger:
             del self.open[address]
 
     def say(self, event: str, address: str) -> None:
-        now = time.monotonic()
-        if now - self._logged_at >= REFUSALS_LOGGED_EVERY_S:
-            self._logged_at = now
+        if self._throttle.due():
             log.warning(
                 event, client=address, open=self.total, refused=self.refused, timed_out=self.timed_out
             )

@@ -15,7 +15,6 @@ service's `create_subscription`, `create_monitored_items` and `delete_monitored_
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import structlog
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
+
+from bridge.limits import LogThrottle
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ class SessionLedger:
         self.anonymous: set[Any] = set()
         self._items: Counter[int] = Counter()  # subscription id → monitored items it holds
         self.refused: Counter[str] = Counter()
-        self._logged_at: dict[str, float] = {}
+        self._throttle = LogThrottle()
 
     def install(self) -> None:
         iserver, subs = self._iserver, self._subs
@@ -149,8 +150,6 @@ class SessionLedger:
     def _refused(self, what: str, limit: int) -> None:
         """Counted; logged at most every 10 s a kind, so a client hammering a cap is no log flood."""
         self.refused[what] += 1
-        now = time.monotonic()
-        if now - self._logged_at.get(what, -60.0) >= 10.0:
-            self._logged_at[what] = now
+        if self._throttle.due(what):
             log.warning("opcua_limit_reached", limit_of=what, limit=limit, refused_so_far=self.refused[what])
 
