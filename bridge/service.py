@@ -14,10 +14,12 @@ from typing import Any
 
 import structlog
 
+from bridge.counters import LinkCounters
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
 from bridge.errors import ConfigurationError, JournalUnavailable, MappingIncompatible
+from bridge.events import EventHub
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
@@ -65,16 +67,21 @@ class Bridge:
             )
             for station in mapping.stations
         }
+        # The one way out of the core: every face subscribes here (docs/events.md).
+        self.events = EventHub()
         self.engine = LineEngine(
             mapping,
             self.journal,
             self.links,
             EngineSettings(status_poll_s=settings.status_poll_s, step_timeout_s=settings.step_timeout_s),
+            self.events,
         )
         self._telemetry: list[asyncio.Task[None]] = []
         default_s = settings.telemetry_interval_s
         self.scanners = {
-            station: StationScanner(link, mapping.station_type(station).scan_interval_s or default_s)
+            station: StationScanner(
+                link, mapping.station_type(station).scan_interval_s or default_s, self.events.publish
+            )
             for station, link in self.links.items()
         }
 
@@ -154,6 +161,20 @@ class Bridge:
         except JournalUnavailable as exc:  # the log line above keeps it; the caller's work goes on
             self.audit_rows_lost += 1
             log.error("audit_not_stored", reason=exc.reason, lost_so_far=self.audit_rows_lost)
+
+    def counters(self, station: str) -> LinkCounters:
+        """What the station's link has counted so far (read it, never change it): for a face that
+        reads on demand (Prometheus scrapes) rather than following the scans."""
+        return self.links[station].counters
+
+    def held(self, station: str, status_invalid: bool = False) -> str | None:
+        """Why the station does not work now though its PLC answers, or None."""
+        engine = self.engine
+        return (
+            engine.station_errors.get(station)
+            or ("status block holds garbage" if status_invalid else None)
+            or engine.journal_fault  # a journal that cannot be written stands the whole line
+        )
 
     def watch(self) -> AsyncIterator[OrderEvent]:
         return self.engine.watch()

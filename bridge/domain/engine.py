@@ -33,6 +33,7 @@ from bridge.errors import (
     StationError,
     UnknownOrder,
 )
+from bridge.events import EventHub, OrderChanged, StepChanged
 from bridge.handshake import HandshakeWatch, PlcState, ResultCode, StatusBlock, next_seq
 from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled
@@ -67,8 +68,10 @@ class LineEngine:
         journal: OrderJournal,
         links: Mapping[str, StationLink],
         settings: EngineSettings | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.mapping = mapping
+        self.events = events or EventHub()  # where every order and step change is published
         self.journal = journal
         self.links = dict(links)
         self.settings = settings or EngineSettings()
@@ -90,13 +93,10 @@ class LineEngine:
         # No lock and no task per notification: a notifying task that is garbage collected while it
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
         self._changed = asyncio.Event()
-        self._watchers: set[asyncio.Queue[OrderEvent]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
         self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
         self._in_flight: dict[str, tuple[Order, Unit, Step]] = {}  # what a failed worker takes up again
-        self.step_listeners: list[Callable[[Order, Step], None]] = []  # told when a step begins or closes
-        self.event_listeners: list[Callable[[OrderEvent], None]] = []  # told every order event, at once
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class LineEngine:
             self._journal_failed(exc)
             raise AdmissionStopped(exc.path, exc.reason) from exc
         self._orders[order.order_id] = order
-        self._emit(accepted)
+        self._emit(order, accepted)
         await self._set_state(order, OrderState.QUEUED)
         for unit in order.units:
             self._enqueue(order, unit)
@@ -220,13 +220,12 @@ class LineEngine:
 
     async def watch(self) -> AsyncIterator[OrderEvent]:
         """Every order state change from now on, in order."""
-        queue: asyncio.Queue[OrderEvent] = asyncio.Queue(self.settings.watcher_queue)
-        self._watchers.add(queue)
+        subscription = self.events.subscribe("watch", OrderChanged, maxsize=self.settings.watcher_queue)
         try:
-            while True:
-                yield await queue.get()
+            async for changed in subscription:
+                yield changed.event
         finally:
-            self._watchers.discard(queue)
+            subscription.close()
 
     def get_active(self, order_id: str) -> Order | None:
         """The order as it stands in memory, if it still has work left (no journal read)."""
@@ -414,7 +413,8 @@ class LineEngine:
                 note = notes.get(order.order_id)
                 if note != order.waiting_for and not order.state.is_final:
                     order.waiting_for = note
-                    self._emit(self._event(order, message=note or "waiting ended: the station answers"))
+                    message = note or "waiting ended: the station answers"
+                    self._emit(order, self._event(order, message=message))
 
     async def _fault_absent(self, waiting: _Waiting, station: str, waited_s: float) -> None:
         order, unit = waiting.order, waiting.unit
@@ -431,7 +431,7 @@ class LineEngine:
         order.move_to(OrderState.FAULTED)
         event = self._event(order, station=station, unit=unit.index, code=order.result_code, message=message)
         await self._journaled(self.journal.save_order, order, event)
-        self._emit(event)
+        self._emit(order, event)
         self._forget_if_settled(order)
 
     def _units(self, order: Order, first_serial: int) -> list[Unit]:
@@ -472,7 +472,7 @@ class LineEngine:
             order, station=station, unit=unit.index, message=f"unit {unit.index} at {station}"
         )
         await self._journaled(self.journal.begin_step, order, unit, step, event)
-        self._emit(event)
+        self._emit(order, event)
         return step
 
     async def _drive(self, order: Order, unit: Unit, step: Step, link: StationLink) -> None:
@@ -623,7 +623,7 @@ class LineEngine:
             events.append(self._event(order, message="all units done"))
         await self._journaled(self.journal.close_step, order, unit, step, events)
         for event in events:
-            self._emit(event)
+            self._emit(order, event)
         if unit.state == UnitState.WAITING:
             self._enqueue(order, unit)
         self._forget_if_settled(order)
@@ -634,7 +634,7 @@ class LineEngine:
         order.move_to(state)
         event = self._event(order, message=message)
         await self._journaled(self.journal.save_order, order, event)
-        self._emit(event)
+        self._emit(order, event)
 
     # -- a journal that cannot be written --------------------------------------------------
 
@@ -694,8 +694,7 @@ class LineEngine:
         self._tasks.append(asyncio.create_task(probe(), name="journal-probe"))
 
     def _tell(self, order: Order, step: Step) -> None:
-        for listener in self.step_listeners:
-            listener(order, step)
+        self.events.publish(StepChanged(order, step, step.phase))
 
     def _forget_if_settled(self, order: Order) -> None:
         """Drop a final order from memory once no unit of it is still at a station."""
@@ -714,7 +713,7 @@ class LineEngine:
     ) -> OrderEvent:
         return OrderEvent(order.order_id, order.state, utcnow(), station, unit, code, message)
 
-    def _emit(self, event: OrderEvent) -> None:
+    def _emit(self, order: Order, event: OrderEvent) -> None:
         log.info(
             "order_state",
             order_id=event.order_id,
@@ -723,12 +722,7 @@ class LineEngine:
             unit=event.unit_index,
             result_code=event.result_code,
         )
-        for listener in self.event_listeners:
-            listener(event)
-        for queue in list(self._watchers):
-            if queue.full():
-                log.warning("watcher_overflow", dropped=str(queue.get_nowait()))
-            queue.put_nowait(event)
+        self.events.publish(OrderChanged(event, order))
 
 
 def _order_values(order: Order, unit: Unit) -> dict[str, Any]:

@@ -18,14 +18,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bridge.domain.model import Order, OrderEvent
+from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
+from bridge.events import OrderChanged, StationScanned
+from bridge.follow import Follower
 from bridge.handshake import station_state
 from bridge.http.guard import read_json
 from bridge.http.lineview_page import PAGE
 from bridge.limits import HTTP_BODY_BYTES, LOGGED_TEXT_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import alternatives
-from bridge.modbus.link import ModbusStationLink
 from bridge.service import Bridge
 
 PUSH_EVERY_S = 0.5
@@ -39,27 +40,23 @@ class LineView:
         self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
         self._trends: dict[str, dict[str, deque[float]]] = {}  # station → field → last polled values
-        self._trended_at: dict[str, float | None] = {}  # station → the read its trend last took
+        self._scans: dict[str, StationScanned] = {}  # station → its last poll
         self._pushed: tuple[float, str] = (-1.0, "")  # when the pushed snapshot was made, and it
-        bridge.engine.event_listeners.append(self._on_event)
-        for link in bridge.links.values():
-            if isinstance(link, ModbusStationLink):
-                link.listeners.append(self._on_poll)
+        self.follower = Follower(bridge.events, "line-view", (OrderChanged, StationScanned), self._on_event)
 
-    def detach(self) -> None:
-        self.bridge.engine.event_listeners.remove(self._on_event)
-        for link in self.bridge.links.values():
-            if isinstance(link, ModbusStationLink) and self._on_poll in link.listeners:
-                link.listeners.remove(self._on_poll)
-
-    async def _on_poll(self, link: ModbusStationLink) -> None:
-        """Keep the last values of each numeric telemetry field (bounded) for the trend lines."""
-        if link.telemetry_read_at == self._trended_at.get(link.station):  # a failed poll: nothing new
+    async def _on_event(self, event: OrderChanged | StationScanned) -> None:
+        if isinstance(event, OrderChanged):
+            if event.event.state.is_final:
+                self._finished.appendleft(event.order)
             return
-        self._trended_at[link.station] = link.telemetry_read_at
-        trends = self._trends.setdefault(link.station, {})
-        for name in link.last_read:
-            value = link.telemetry.get(name)
+        last = self._scans.get(event.station)
+        self._scans[event.station] = event
+        if last is not None and event.read_at == last.read_at:  # a failed poll: nothing new to trend
+            return
+        # the last values of each numeric telemetry field (bounded) for the trend lines
+        trends = self._trends.setdefault(event.station, {})
+        for name in event.read:
+            value = event.telemetry.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
                 trends.setdefault(name, deque(maxlen=TREND_POINTS)).append(float(value))
 
@@ -72,20 +69,14 @@ class LineView:
             Route("/api/orders/{order_id}/cancel", self.cancel, methods=["POST"]),
         ]
 
-    def _on_event(self, event: OrderEvent) -> None:
-        if event.state.is_final:
-            order = self.bridge.engine.get_active(event.order_id)
-            if order is not None:
-                self._finished.appendleft(order)
-
     # -- what the page shows -----------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         mapping, engine = self.bridge.mapping, self.bridge.engine
         first = next(iter(mapping.products.values()))
         stations = {}
-        for name, link in self.bridge.links.items():
-            stations[name] = self._station(name, link)
+        for name in mapping.stations:
+            stations[name] = self._station(name)
         active = engine.active_orders()
         shown = {o.order_id for o in active}
         orders = [*active, *(o for o in self._finished if o.order_id not in shown)]
@@ -101,23 +92,24 @@ class LineView:
             },
         }
 
-    def _station(self, name: str, link: Any) -> dict[str, Any]:
+    def _station(self, name: str) -> dict[str, Any]:
         engine = self.bridge.engine
         step = engine.station_steps.get(name)
         info: dict[str, Any] = {
             "type": self.bridge.mapping.stations[name].type,
             "current_order": step.order_id if step else "",
         }
-        if isinstance(link, ModbusStationLink):
-            online, status = link.counters.connected, link.last_status
-            held = name in engine.station_errors or link.status_invalid
-            info.update(
-                state=station_state(online, held, status),
-                connected=online,
-                cycle_count=status.executed_count if status else None,
-                telemetry={k: _plain(v) for k, v in link.telemetry.items()},
-                trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
-            )
+        scan = self._scans.get(name)  # None: not polled yet
+        online = scan is not None and scan.counters.connected
+        status = scan.status if scan is not None else None
+        held = name in engine.station_errors or (scan is not None and scan.status_invalid)
+        info.update(
+            state=station_state(online, held, status),
+            connected=online,
+            cycle_count=status.executed_count if status else None,
+            telemetry={k: _plain(v) for k, v in scan.telemetry.items()} if scan is not None else {},
+            trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
+        )
         return info
 
     # -- endpoints -----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Prometheus metrics of the line, read from the engine and the station links at scrape time.
 
 Counters the links keep anyway (requests, errors, …) are not counted twice: a collector reads
-them when Prometheus scrapes. Only what has no counter elsewhere is observed as it happens: each
-Modbus request's duration (the link's `on_request` hook) and each closed step's duration (an
-engine step listener), into histograms; orders that end are counted from the engine's events.
+them (`Bridge.counters`) when Prometheus scrapes. Only what has no counter elsewhere is observed
+from the event stream as it happens: each Modbus request's duration (carried by the station
+scans) and each closed step's duration, into histograms; orders that end are counted too.
 docs/metrics.md lists the series; docs/grafana-dashboard.json shows them.
 """
 
@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase
-from bridge.modbus.link import COUNTS, ModbusStationLink
+from bridge.counters import COUNTS
+from bridge.domain.model import OrderState, StepPhase
+from bridge.events import OrderChanged, StationScanned, StepChanged
+from bridge.follow import Follower
 from bridge.service import Bridge
 
 REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -46,45 +48,39 @@ class LineMetrics(Collector):
         for state in (s for s in OrderState if s.is_final):
             self.orders_finished.labels(state.value)  # every series from the start, at 0
         self.registry.register(self)
-        for name, link in bridge.links.items():
-            self.request_seconds.labels(name)
+        self._observe_request = {}
+        for name in bridge.mapping.stations:
+            self._observe_request[name] = self.request_seconds.labels(name).observe
             self.step_seconds.labels(name)
-            if isinstance(link, ModbusStationLink):
-                link.on_request = self.request_seconds.labels(name).observe
-        bridge.engine.step_listeners.append(self._on_step)
-        bridge.engine.event_listeners.append(self._on_event)
+        kinds = (OrderChanged, StepChanged, StationScanned)
+        self.follower = Follower(bridge.events, "metrics", kinds, self._on_event)
 
-    def detach(self) -> None:
-        for link in self.bridge.links.values():
-            if isinstance(link, ModbusStationLink):
-                link.on_request = None
-        self.bridge.engine.step_listeners.remove(self._on_step)
-        self.bridge.engine.event_listeners.remove(self._on_event)
-
-    def _on_step(self, order: Order, step: Step) -> None:
-        if step.phase == StepPhase.CLOSED and step.finished_at is not None:
-            self.step_seconds.labels(step.station).observe(
-                (step.finished_at - step.started_at).total_seconds()
-            )
-
-    def _on_event(self, event: OrderEvent) -> None:
-        if event.state.is_final:  # an order's final state is told once
-            self.orders_finished.labels(event.state.value).inc()
+    async def _on_event(self, event: OrderChanged | StepChanged | StationScanned) -> None:
+        if isinstance(event, StationScanned):
+            observe = self._observe_request[event.station]
+            for seconds in event.request_seconds:
+                observe(seconds)
+        elif isinstance(event, StepChanged):
+            step = event.step
+            if event.phase == StepPhase.CLOSED and step.finished_at is not None:
+                self.step_seconds.labels(step.station).observe(
+                    (step.finished_at - step.started_at).total_seconds()
+                )
+        elif event.event.state.is_final:  # an order's final state is told once
+            self.orders_finished.labels(event.event.state.value).inc()
 
     def collect(self) -> Iterator[Metric]:
-        links = [
-            (name, link) for name, link in self.bridge.links.items() if isinstance(link, ModbusStationLink)
-        ]
+        counted = [(name, self.bridge.counters(name)) for name in self.bridge.mapping.stations]
         for counter, text in COUNTS:
             family = CounterMetricFamily(f"linebridge_station_{counter}", text, labels=["station"])
-            for name, link in links:
-                family.add_metric([name], getattr(link.counters, counter))
+            for name, counters in counted:
+                family.add_metric([name], getattr(counters, counter))
             yield family
         connected = GaugeMetricFamily(
             "linebridge_station_connected", "1 while the PLC answers", labels=["station"]
         )
-        for name, link in links:
-            connected.add_metric([name], 1.0 if link.counters.connected else 0.0)
+        for name, counters in counted:
+            connected.add_metric([name], 1.0 if counters.connected else 0.0)
         yield connected
         errors = self.bridge.engine.station_errors
         held = GaugeMetricFamily(
@@ -92,7 +88,7 @@ class LineMetrics(Collector):
             "1 while a station is held for a handshake violation",
             labels=["station"],
         )
-        for name, _ in links:
+        for name, _ in counted:
             held.add_metric([name], 1.0 if name in errors else 0.0)
         yield held
         active = {state: 0 for state in OrderState if not state.is_final}

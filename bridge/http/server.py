@@ -112,11 +112,11 @@ class HttpFace:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.create_server((host, port), family=family, reuse_port=False)
         except OSError as exc:
-            self.metrics.detach()
-            self.view.detach()
             raise ConfigurationError(f"HTTP {host}:{port}: cannot listen ({exc.strerror or exc})") from None
         sock.setblocking(False)
         bound = sock.getsockname()[1]
+        await self.metrics.follower.start()
+        await self.view.follower.start()
         tls: dict[str, str] = {}
         if self.security is not None:  # HTTPS with the server's own certificate (its PKI)
             tls = await self._certificate()
@@ -157,7 +157,7 @@ class HttpFace:
                     await self._task
             except TimeoutError:
                 await cancel_and_wait([self._task])
-        self.metrics.detach()
-        self.view.detach()
+        await self.metrics.follower.stop()
+        await self.view.follower.stop()
         if self.auth is not None:
             self.auth.refusals.flush()

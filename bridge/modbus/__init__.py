@@ -1,5 +1,6 @@
 """The Modbus TCP adapter: one `ModbusStationLink` per station PLC."""
 
-from bridge.modbus.link import LinkCounters, ModbusStationLink
+from bridge.counters import LinkCounters
+from bridge.modbus.link import ModbusStationLink
 
 __all__ = ["LinkCounters", "ModbusStationLink"]

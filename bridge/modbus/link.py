@@ -11,8 +11,8 @@ import asyncio
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,6 +21,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from bridge.counters import LinkCounters
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
 from bridge.lifecycle import raise_if_cancelled
@@ -39,42 +40,12 @@ _READERS = {
     "discrete_input": "read_discrete_inputs",
 }
 
+REQUEST_TIMES_KEPT = 4096  # durations kept between two polls (telemetry off: the newest)
+
 # pymodbus 3.16's words for a reply that answers another request than the one sent
 _STALE = re.compile(r"request uses (transaction|device) id=\d+ but received")
 
 
-@dataclass
-class LinkCounters:
-    connected: bool = False
-    requests: int = 0
-    errors: int = 0
-    reconnects: int = 0
-    last_error: str = ""
-    retries: int = 0  # tries after the first of a request (a lost frame, a reset, a busy PLC)
-    timeouts: int = 0  # tries that got no answer in time
-    outages: int = 0  # times the station was declared offline
-    rebuilds: int = 0  # times the watchdog found the link stuck and gave it a new connection
-    stale_replies: int = 0  # replies to another request (a late one, a wrong transaction or device id)
-    telemetry_requests_per_poll: int = 0
-    polls_done: int = 0  # telemetry polls started on schedule
-    polls_missed: int = 0  # due times skipped because the previous poll was still running
-
-
-# LinkCounters' counts and what each counts, in one place for the OPC UA Diagnostics and the
-# Prometheus metrics; the first two move on every poll (published at most once a second).
-COUNTS: tuple[tuple[str, str], ...] = (
-    ("requests", "Modbus requests sent (every try)"),
-    ("polls_done", "telemetry polls started on schedule"),
-    ("errors", "requests that failed after all their tries"),
-    ("retries", "tries after the first of a request"),
-    ("timeouts", "tries that got no answer in time"),
-    ("outages", "times the station was declared offline"),
-    ("stale_replies", "replies to another request, skipped"),
-    ("rebuilds", "times the watchdog found the link stuck and rebuilt it"),
-    ("reconnects", "connections made again after a loss"),
-    ("polls_missed", "telemetry due times skipped because a poll was still running"),
-)
-BUSY_COUNTS = ("requests", "polls_done")
 
 
 class ModbusStationLink:
@@ -143,9 +114,8 @@ class ModbusStationLink:
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
         self.status_read_at: float | None = None  # time.time() of that read
         self._status_age_from = 0.0  # time.monotonic() of that read (its age, whatever the wall clock does)
-        self.on_request: Callable[[float], None] | None = None  # told each request's duration (metrics)
-        # Awaited after every telemetry poll, good or failed (the OPC UA face listens here).
-        self.listeners: list[Callable[[ModbusStationLink], Awaitable[None]]] = []
+        # each request's duration, all its tries, until the scanner takes them into its next event
+        self.request_seconds: deque[float] = deque(maxlen=REQUEST_TIMES_KEPT)
         self._log = log.bind(station=station, line=mapping.line.name)
 
     # -- connection and requests --------------------------------------------------------------
@@ -268,8 +238,7 @@ class ModbusStationLink:
             raise self._failed(what, cause)
         finally:
             lock.release()
-            if self.on_request is not None:
-                self.on_request(time.monotonic() - began)
+            self.request_seconds.append(time.monotonic() - began)
 
     def _longest_request_s(self) -> float:
         """How long one request can hold the link, all its tries included, plus a margin."""

@@ -9,6 +9,7 @@ skipped, never queued behind (docs/telemetry.md).
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bridge.errors import StationError
+from bridge.events import StationScanned
 from bridge.lifecycle import raise_if_cancelled
 from bridge.modbus.link import ModbusStationLink
 
@@ -63,11 +65,14 @@ class Schedule:
 
 
 class StationScanner:
-    """Polls one station's telemetry on schedule, each field group at its own period, and tells
-    the link's listeners after each poll."""
+    """Polls one station's telemetry on schedule, each field group at its own period, and publishes
+    a `StationScanned` after each poll (never waiting for whoever reads it)."""
 
-    def __init__(self, link: ModbusStationLink, period_s: float) -> None:
+    def __init__(
+        self, link: ModbusStationLink, period_s: float, publish: Callable[[StationScanned], None]
+    ) -> None:
         self.link = link
+        self.publish = publish
         # None: the station's own period (its fields that set none, and the setpoints)
         self.schedules: dict[float | None, Schedule] = {None: Schedule(period_s)}
         self.schedules.update({p: Schedule(p) for p in link.telemetry_periods})
@@ -103,9 +108,28 @@ class StationScanner:
             except StationError:  # logged once by the link; the schedule goes on, backing off while down
                 raise_if_cancelled()
                 await asyncio.sleep(max(0.0, link.retry_delay_s() - fastest))
-            for listener in link.listeners:
-                try:
-                    await listener(link)
-                except Exception:  # a listener's bug must not stop the polling, nor pass unseen
-                    self._log.exception("telemetry_listener_failed")
+            self.publish(self.scanned())
             raise_if_cancelled()  # a cancel swallowed inside pymodbus must still end this loop
+
+    def scanned(self) -> StationScanned:
+        """The poll just made, as the event faces read (the link's dicts are replaced, never
+        changed in place, so the event may hold them as they are)."""
+        link = self.link
+        durations = tuple(link.request_seconds)
+        link.request_seconds.clear()
+        return StationScanned(
+            station=link.station,
+            online=link.counters.connected and link.telemetry_read_at is not None,
+            read_at=link.telemetry_read_at,
+            telemetry=link.telemetry,
+            before=link.telemetry_before,
+            changed=link.telemetry_changed,
+            setpoints=link.setpoints,
+            doubts=link.doubts,
+            read=link.last_read,
+            status=link.last_status,
+            status_read_at=link.status_read_at,
+            status_invalid=link.status_invalid,
+            counters=copy.copy(link.counters),
+            request_seconds=durations,
+        )

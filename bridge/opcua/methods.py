@@ -9,17 +9,18 @@ event and a log line. Nothing reaches a PLC for a refused call: the engine valid
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from asyncua import Node, ua
 
-from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
 from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip, nesting_depth
 from bridge.mapping.model import LineMapping
+from bridge.opcua import names
+from bridge.opcua.line_calls import LineCalls
 from bridge.opcua.uatypes import INTEGER_VARIANTS, ModelTypes, option_variant
 
 log = structlog.get_logger(__name__)
@@ -107,37 +108,14 @@ def check_arguments(args: tuple[ua.Variant, ...], spec: list[Arg]) -> MethodResu
     return None
 
 
-Submit = Callable[[str | Any, Any, Any, Any, Any], Awaitable[Order]]
-Rejected = Callable[[str, OrderRejected], Awaitable[None]]
-NodeOf = Callable[[Order], Awaitable[ua.NodeId]]
-
-
-Reload = Callable[[], Awaitable[tuple[int, list[str]]]]  # status code, report lines
-Clear = Callable[[str], Awaitable[tuple[int, str]]]  # status code, what was cleared or why not
-
-
 class LineMethods:
-    """The callables behind the line's method nodes."""
+    """The line's method nodes: each call's arguments checked here, the call itself made to
+    `calls` (line_calls.LineCalls), every refusal turned into an answer."""
 
-    def __init__(
-        self,
-        mapping: LineMapping,
-        types: ModelTypes,
-        submit: Submit,
-        cancel: Callable[[str], Awaitable[Order]],
-        node_of: NodeOf,
-        on_rejected: Rejected,
-        reload: Reload,
-        clear: Clear,
-    ) -> None:
+    def __init__(self, mapping: LineMapping, types: ModelTypes, calls: LineCalls) -> None:
         self.mapping = mapping
         self.types = types
-        self._submit = submit
-        self._cancel = cancel
-        self._node_of = node_of
-        self._on_rejected = on_rejected
-        self._reload = reload
-        self._clear = clear
+        self.calls = calls
         self._typed_specs = {p: typed_args(mapping, types, p) for p in mapping.products}
 
     async def add_to(self, line: Node, ns: int) -> None:
@@ -151,15 +129,15 @@ class LineMethods:
             )
         ]
         await line.add_method(
-            ua.NodeId(f"{base}.SubmitOrder", ns),
-            ua.QualifiedName("SubmitOrder", ns),
+            ua.NodeId(f"{base}.{names.SUBMIT_ORDER}", ns),
+            ua.QualifiedName(names.SUBMIT_ORDER, ns),
             self.submit_json,
             [a.argument() for a in JSON_ARGS],
             out,
         )
         await line.add_method(
-            ua.NodeId(f"{base}.CancelOrder", ns),
-            ua.QualifiedName("CancelOrder", ns),
+            ua.NodeId(f"{base}.{names.CANCEL_ORDER}", ns),
+            ua.QualifiedName(names.CANCEL_ORDER, ns),
             self.cancel,
             [a.argument() for a in CANCEL_ARGS],
             [],
@@ -172,15 +150,15 @@ class LineMethods:
             Description=ua.LocalizedText("the paths that changed; if refused, every reason"),
         )
         await line.add_method(
-            ua.NodeId(f"{base}.ReloadMapping", ns),
-            ua.QualifiedName("ReloadMapping", ns),
+            ua.NodeId(f"{base}.{names.RELOAD_MAPPING}", ns),
+            ua.QualifiedName(names.RELOAD_MAPPING, ns),
             self.reload_mapping,
             [],
             [report],
         )
         await line.add_method(
-            ua.NodeId(f"{base}.ClearStationError", ns),
-            ua.QualifiedName("ClearStationError", ns),
+            ua.NodeId(f"{base}.{names.CLEAR_STATION_ERROR}", ns),
+            ua.QualifiedName(names.CLEAR_STATION_ERROR, ns),
             self.clear_station_error,
             [a.argument() for a in CLEAR_ARGS],
             [
@@ -193,7 +171,7 @@ class LineMethods:
             ],
         )
         for product_id in self.mapping.products:
-            name = f"SubmitOrder_{product_id}"
+            name = f"{names.SUBMIT_TYPED_PREFIX}{product_id}"
             spec = self._typed_specs[product_id]
 
             async def typed(
@@ -251,7 +229,7 @@ class LineMethods:
             return bad
         order_id = args[0].Value
         try:
-            await self._cancel(order_id)
+            await self.calls.cancel(order_id)
         except JournalUnavailable as exc:
             return refused(ua.StatusCodes.BadResourceUnavailable, 0, 1, str(exc))
         except (UnknownOrder, OrderFinished) as exc:
@@ -266,7 +244,7 @@ class LineMethods:
         a refusal the engineer cannot read is no help)."""
         if args:
             return refused(ua.StatusCodes.BadTooManyArguments, None, len(args), "takes no arguments")
-        code, report = await self._reload()
+        code, report = await self.calls.reload()
         result = ua.CallMethodResult()
         result.StatusCode = ua.StatusCode(code)
         result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
@@ -278,7 +256,7 @@ class LineMethods:
         if bad is not None:
             return bad
         decision = (args[1].Value or "") if len(args) > 1 else ""
-        code, report = await self._clear(args[0].Value or "", decision)
+        code, report = await self.calls.clear_station(args[0].Value or "", decision)
         result = refused(code, 0, 1, report) if code else ua.CallMethodResult()
         result.OutputArguments = [ua.Variant(report, ua.VariantType.String)]
         return result
@@ -295,20 +273,20 @@ class LineMethods:
         count: int,
     ) -> MethodResult:
         try:
-            order = await self._submit(order_id, product, options, quantity, priority)
+            order = await self.calls.submit(order_id, product, options, quantity, priority)
         except JournalUnavailable as exc:  # AdmissionStopped: not the caller's fault, and not for ever
             log.warning("order_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
             return refused(ua.StatusCodes.BadResourceUnavailable, 0, count, str(exc))
         except OrderRejected as exc:
             result = refused(ua.StatusCodes.BadInvalidArgument, arg_of(exc.field), count, str(exc))
-            await self._on_rejected(str(order_id), exc)
+            await self.calls.rejected(str(order_id), exc)
             return result
         result = ua.CallMethodResult()
-        result.OutputArguments = [ua.Variant(await self._node_of(order), ua.VariantType.NodeId)]
+        result.OutputArguments = [ua.Variant(await self.calls.node_of(order), ua.VariantType.NodeId)]
         return result
 
     async def _refuse(self, order_id: Any, exc: OrderRejected, count: int) -> MethodResult:
-        await self._on_rejected(str(order_id), exc)
+        await self.calls.rejected(str(order_id), exc)
         return refused(ua.StatusCodes.BadInvalidArgument, _json_arg(exc.field), count, str(exc))
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from asyncua import Node, Server, ua
 
+from bridge.counters import COUNTS
 from bridge.domain.model import OrderState
 from bridge.mapping.model import LineMapping, Option, RegisterField
-from bridge.modbus.link import COUNTS
 
 # A station's Diagnostics variables: the link's counters (LinkCounters attribute, type), one list
 # for the station type here and for the face that publishes them.

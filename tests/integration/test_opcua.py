@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from asyncua import Server, ua
-from structlog.testing import capture_logs
 
-from bridge.domain.model import OrderState, Step, StepPhase
+from bridge.domain.model import OrderState, StepPhase
+from bridge.events import StepChanged
 from bridge.handshake import PlcState
+from bridge.opcua.face import SCAN_QUEUE
 from bridge.opcua.nodeset import export_nodeset
 from tests.conftest import AC_LINE
 from tests.integration.opcua_rig import opcua_rig, s
@@ -539,15 +539,16 @@ async def test_an_order_waiting_on_an_absent_station_shows_why(rig):
 async def test_a_step_handled_after_it_closed_still_shows_its_parameters(rig):
     """The face handles each step event with the phase the step had then: a begin it gets to only
     after the step closed (the face was busy) still writes the station's Parameters."""
+    steps = rig.bridge.events.subscribe("test", StepChanged)
     closed = []
-    rig.bridge.engine.step_listeners.append(
-        lambda order, step: closed.append(step) if step.phase == StepPhase.CLOSED else None
-    )
-    async with rig.face._lock:  # the face busy: the step events wait behind it
+    async with rig.face.orders.lock:  # the face busy: the step events wait behind it
         await rig.bridge.submit("LATE-1", "AC-W", {"capacity_btu": 18000})
         async with asyncio.timeout(20):
-            while not any(step.station == "charge" for step in closed):  # noqa: ASYNC110 - bounded
-                await asyncio.sleep(0.02)
+            while not any(step.station == "charge" for step in closed):
+                event = await steps.get()
+                if event.phase == StepPhase.CLOSED:
+                    closed.append(event.step)
+    steps.close()
     (charge,) = [step for step in closed if step.station == "charge"]
     node = rig.node("Plant.Lines.ac_line.Stations.charge.Parameters.charge_g")
 
@@ -559,14 +560,7 @@ async def test_a_step_handled_after_it_closed_still_shows_its_parameters(rig):
             await asyncio.sleep(0.02)
 
 
-async def test_step_events_wait_in_a_bounded_queue_that_drops_the_oldest_and_says_so(rig):
-    assert rig.face._steps.maxsize == rig.bridge.engine.settings.watcher_queue  # bounded as the engine's
-    rig.face._steps = asyncio.Queue(2)  # (the follower keeps waiting on the old one: nothing is taken)
-    at = datetime.now(UTC)
-    steps = [Step("O", 0, i, "charge", i + 1, {}, at) for i in range(3)]
-    with capture_logs() as logs:
-        for step in steps:
-            rig.face._queue_step(SimpleNamespace(order_id="O"), step)
-    assert [rig.face._steps.get_nowait()[1] for _ in range(2)] == steps[1:]  # the oldest went
-    dropped = [(e["event"], e["station"], e["phase"]) for e in logs]
-    assert dropped == [("step_event_dropped", "charge", "begun")]
+async def test_the_faces_queues_are_bounded_as_the_engine_bounds_its_watchers(rig):
+    followers = {f.name: f for f in (rig.face._order_events, rig.face._scans)}
+    assert followers["opcua-orders"].subscription.maxsize == rig.bridge.engine.settings.watcher_queue
+    assert followers["opcua-stations"].subscription.maxsize == SCAN_QUEUE

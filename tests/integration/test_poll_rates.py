@@ -10,6 +10,7 @@ import copy
 import pytest
 
 from bridge.errors import MappingError
+from bridge.events import StationScanned
 from bridge.mapping import apply_deployment, parse_mapping
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
@@ -25,17 +26,16 @@ async def test_a_field_with_its_own_period_is_read_at_that_period(ac_data, tmp_p
             BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0.5),
         )
         reads: list[frozenset[str]] = []
-
-        async def listen(link) -> None:
-            reads.append(link.last_read)
-
-        bridge.links["chassis"].listeners.append(listen)
+        scans = bridge.events.subscribe("test", StationScanned)
         await bridge.start()
         try:
             async with asyncio.timeout(10):
-                while sum("press_force_kn" in r for r in reads) < 20:  # noqa: ASYNC110 - polls state, bounded
-                    await asyncio.sleep(0.01)
+                while sum("press_force_kn" in r for r in reads) < 20:
+                    scan = await scans.get()
+                    if scan.station == "chassis":
+                        reads.append(scan.read)
         finally:
+            scans.close()
             await bridge.stop()
     fast = sum("press_force_kn" in r for r in reads)
     slow = sum("cycle_count" in r for r in reads)

@@ -183,7 +183,7 @@ async def test_history_is_pruned_per_node_on_its_retention(tmp_path):
 
 
 def test_change_detection_passes_on_only_what_differs_from_the_last_poll():
-    from bridge.opcua.face import Polled, changed_fields
+    from bridge.opcua.station_nodes import Polled, changed_fields
 
     plan = {n: Polled(n, None, n, None, None, None, 0, False, None, 0.0, None) for n in ("a", "b", "c")}
     before = {"a": 1, "b": 2.5, "c": "x"}

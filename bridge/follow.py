@@ -1,0 +1,65 @@
+"""A face's way of reading the event stream: its own subscription and one supervised task that
+hands it every event in batches, so a slow face loses its oldest events, never the line's pace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from bridge.events import DEFAULT_QUEUE, EventHub, Subscription
+from bridge.lifecycle import cancel_and_wait
+from bridge.supervise import start_supervised
+
+log = structlog.get_logger(__name__)
+
+
+class Follower:
+    """Subscribes on `subscribe()` (before the face reads what stands now, so nothing falls between
+    the two), then, from `start()`, calls `handle(event)` for each event in the order published.
+
+    `handle` raising is logged with the event and the next one is handled: one bad update must
+    not freeze a face."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        name: str,
+        kinds: tuple[type, ...],
+        handle: Callable[[Any], Awaitable[None]],
+        *,
+        maxsize: int = DEFAULT_QUEUE,
+    ) -> None:
+        self.hub, self.name, self.kinds, self.handle, self.maxsize = hub, name, kinds, handle, maxsize
+        self.subscription: Subscription[Any] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def dropped(self) -> int:
+        return self.subscription.dropped if self.subscription is not None else 0
+
+    def subscribe(self) -> None:
+        if self.subscription is None:
+            self.subscription = self.hub.subscribe(self.name, *self.kinds, maxsize=self.maxsize)
+
+    async def start(self) -> None:
+        self.subscribe()
+        start_supervised(self._tasks, self.name, self._run)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._tasks)
+        self._tasks.clear()
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+
+    async def _run(self) -> None:
+        assert self.subscription is not None
+        while True:
+            for event in await self.subscription.batch():
+                try:
+                    await self.handle(event)
+                except Exception:
+                    log.exception("event_handling_failed", subscriber=self.name, kind=type(event).__name__)

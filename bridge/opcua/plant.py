@@ -1,0 +1,74 @@
+"""The plant's instances (Plant/Lines/<line> with its stations and method nodes) and the events
+the line raises, built once at start-up from the mapping (docs/opcua-model.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asyncua import Node, Server, ua
+
+from bridge.mapping.model import LineMapping
+from bridge.opcua import names
+from bridge.opcua.uatypes import ModelTypes
+from bridge.opcua.values import ValueWriter
+
+
+class PlantModel:
+    def __init__(self, server: Server, mapping: LineMapping, types: ModelTypes, values: ValueWriter) -> None:
+        self.server, self.mapping, self.types, self.values = server, mapping, types, values
+        self.paths = names.Paths(mapping.line.name)
+        self.line_node: Node | None = None
+        self._events: dict[str, list[Any]] = {}
+
+    async def build(self) -> Node:
+        """Plant → Lines → the line object (its type declares the stations, folders and members)."""
+        ns, types, nid = self.values.ns, self.types, self.values.nid
+        plant = await self.server.nodes.objects.add_folder(nid(names.PLANT), ua.QualifiedName("Plant", ns))
+        lines = await plant.add_folder(nid(names.LINES), ua.QualifiedName("Lines", ns))
+        line = await lines.add_object(
+            nid(self.paths.line), ua.QualifiedName(self.mapping.line.name, ns), types.line_type
+        )
+        await line.write_attribute(
+            ua.AttributeIds.Description,
+            ua.DataValue(ua.Variant(ua.LocalizedText(self.mapping.line.description))),
+        )
+        self.line_node = line
+        stations = self.server.get_node(nid(self.paths.stations))
+        for name, station in self.mapping.stations.items():
+            await stations.add_object(
+                nid(self.paths.station(name)), ua.QualifiedName(name, ns), types.station_types[station.type]
+            )
+        await line.add_variable(
+            nid(self.paths.history_rows_dropped),
+            ua.QualifiedName(names.HISTORY_ROWS_DROPPED, ns),
+            ua.Variant(0, ua.VariantType.UInt64),
+        )  # telemetry history rows lost to a full queue (docs/telemetry.md)
+        # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
+        server_node = self.server.nodes.server
+        await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
+        await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
+        await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+        return line
+
+    async def init_events(self) -> None:
+        """An event generator per kind, raised on the line and on the Server object."""
+        assert self.line_node is not None
+        for key, etype in (
+            ("order", self.types.order_event),
+            ("station", self.types.station_event),
+            ("notice", ua.NodeId(ua.ObjectIds.BaseEventType)),
+        ):
+            self._events[key] = [
+                await self.server.get_event_generator(etype, self.line_node),
+                await self.server.get_event_generator(etype, ua.ObjectIds.Server),
+            ]
+
+    async def fire(self, key: str, message: str, severity: int, **fields: Any) -> None:
+        """Raise an event of kind `key` (order, station, notice) with its own fields."""
+        for generator in self._events.get(key, []):
+            event = generator.event
+            for name, value in fields.items():
+                setattr(event, name, value)
+            event.Severity = severity
+            event.SourceName = self.mapping.line.name
+            await generator.trigger(message=message)
