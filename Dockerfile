@@ -7,10 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 
 # The same install step as the Makefile, without the dev extras.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
 COPY plc_sim ./plc_sim
-RUN pip install . \
+RUN pip install -c constraints.txt . \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin linebridge \
  && mkdir -p /config /data && chown linebridge /data
 COPY mappings /config

@@ -9,13 +9,20 @@ SPEED ?= 50
 ENDPOINT ?= opc.tcp://127.0.0.1:4840/
 HTTP ?= 127.0.0.1:8080
 
-.PHONY: run test lint tools bench chaos sim validate clean
+.PHONY: run test lint lock tools bench chaos sim validate clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package, not only the three whose internals we reach (docs/upgrading.md).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# After changing a dependency in pyproject.toml: record what the venv now holds.
+lock: $(STAMP)
+	{ echo "# Every package make installs, at the version the suite last passed with (pip install -c)."; \
+	  echo "# Made by: make lock (pip freeze of .venv after a green make test). docs/upgrading.md"; \
+	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 # Outside tools the interoperability tests use; installed when we may, else those tests skip
 # (and fail under CI=true, where a skip would hide a gap).

@@ -26,7 +26,7 @@ from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.model import LineMapping
 from bridge.mapping.reload import reload_changes
-from bridge.modbus import ModbusStationLink
+from bridge.modbus import ModbusStationLink, pymodbus_seams
 from bridge.modbus.scanner import StationScanner
 from bridge.supervise import start_supervised
 
@@ -86,6 +86,7 @@ class Bridge:
         }
 
     async def start(self) -> None:
+        pymodbus_seams.check()  # a pymodbus without what the links hook stops here, with the names
         await self.engine.start()
         if self.settings.telemetry_interval_s > 0:
             for station, scanner in self.scanners.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
@@ -29,6 +28,7 @@ from bridge.mapping import codec
 from bridge.mapping.blocks import Block, plan_blocks
 from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
+from bridge.modbus import pymodbus_seams
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +41,6 @@ _READERS = {
 }
 
 REQUEST_TIMES_KEPT = 4096  # durations kept between two polls (telemetry off: the newest)
-
-# pymodbus 3.16's words for a reply that answers another request than the one sent
-_STALE = re.compile(r"request uses (transaction|device) id=\d+ but received")
 
 
 
@@ -154,7 +151,7 @@ class ModbusStationLink:
             self._client = AsyncModbusTcpClient(
                 ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
             )
-        self._count_stale_replies(self._client)
+        pymodbus_seams.count_stale_replies(self._client, self._count_stale_reply)
         if not await self._client.connect():  # bounded by the caller's timeout
             raise StationError(f"cannot connect to {ep}", station=self.station)
         if self._ever_connected:
@@ -162,20 +159,8 @@ class ModbusStationLink:
         self._ever_connected = True
         return self._client
 
-    def _count_stale_replies(self, client: AsyncModbusTcpClient) -> None:
-        """pymodbus skips a whole frame that answers another request (a late reply, a wrong
-        transaction or device id) with only a log line: its framer returns no PDU for bytes it
-        consumed. Count those, per station (the framer is this client's own)."""
-        framer = client.ctx.framer
-        handle = framer.handleFrame
-
-        def counted(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
-            used, pdu = handle(data, exp_devid, exp_tid)
-            if pdu is None and used:
-                self.counters.stale_replies += 1
-            return used, pdu
-
-        framer.handleFrame = counted
+    def _count_stale_reply(self) -> None:
+        self.counters.stale_replies += 1
 
     async def _request(
         self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
@@ -221,7 +206,7 @@ class ModbusStationLink:
                     raise_if_cancelled()
                     if isinstance(exc, TimeoutError):
                         self.counters.timeouts += 1
-                    elif _STALE.search(str(exc)):
+                    elif pymodbus_seams.STALE_REPLY.search(str(exc)):
                         self.counters.stale_replies += 1
                     if client is not None:  # this try's connection (the watchdog may have made another)
                         client.close()

@@ -21,20 +21,20 @@ replaced (before the server starts) by one that guards each processor as it arri
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SECURITY_POLICY_TYPE_MAP, SecurityPolicyNone
-from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
-from bridge.errors import ConfigurationError
 from bridge.limits import clip
+from bridge.opcua import asyncua_seams
 from bridge.security.pki import AuditHook
 from bridge.security.rules import Channel, current_channel
 from bridge.security.users import RoleUserManager, checked_login
@@ -88,23 +88,6 @@ class LoginBackoff:
         self._failures.pop(address, None)
 
 
-def asyncua_version() -> str:
-    from importlib.metadata import version
-
-    return version("asyncua")
-
-
-def missing_hooks(server: Server) -> list[str]:
-    """The names the guard reaches into that this asyncua does not have (none: it can attach)."""
-    missing = [f"UaProcessor.{name}" for name in ("_process_message", "open_secure_channel")
-               if not callable(getattr(UaProcessor, name, None))]  # fmt: skip
-    if "_connection" not in UaProcessor.__init__.__code__.co_names:  # set per instance in __init__
-        missing.append("UaProcessor._connection")
-    if not hasattr(server.iserver, "asyncio_transports"):
-        missing.append("InternalServer.asyncio_transports")
-    return missing
-
-
 def offered(policies: list[ua.SecurityPolicyType]) -> frozenset[tuple[str, ua.MessageSecurityMode]]:
     """The (policy URI, mode) pairs a client may open a channel with."""
     return frozenset((SECURITY_POLICY_TYPE_MAP[p][0].URI, SECURITY_POLICY_TYPE_MAP[p][1]) for p in policies)
@@ -135,13 +118,8 @@ class ChannelGuard:
     def install(self) -> None:
         """Guard every connection from now on; call before the server starts listening. Fails
         closed: if asyncua no longer has a name the guard hooks, the server does not start
-        (ConfigurationError), since an unguarded `--security` server would serve the None channel."""
-        missing = missing_hooks(self._server)
-        if missing:
-            raise ConfigurationError(
-                f"--security: asyncua {asyncua_version()} lacks what the channel guard hooks"
-                f" ({', '.join(missing)}); refusing to start unguarded (docs/upgrading.md)"
-            )
+        (asyncua_seams.check), since an unguarded `--security` server would serve the None channel."""
+        asyncua_seams.check(self._server, secured=True)
         iserver = self._server.iserver
         iserver.asyncio_transports = _GuardedTransports(self.attach, iserver.asyncio_transports)
 
@@ -150,10 +128,13 @@ class ChannelGuard:
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         client = f"{address}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else address
-        open_channel, process = processor.open_secure_channel, processor._process_message
+        open_channel, connection = (
+            processor.open_secure_channel,
+            asyncua_seams.processor_connection(processor),
+        )
 
         def guarded_open(algohdr: Any, seqhdr: Any, body: Any) -> None:
-            if not processor._connection.is_open():
+            if not connection.is_open():
                 request = struct_from_binary(ua.OpenSecureChannelRequest, body.copy())
                 wanted = (algohdr.SecurityPolicyURI, request.Parameters.SecurityMode)
                 if wanted not in self._offered and wanted != _NONE:
@@ -161,8 +142,13 @@ class ChannelGuard:
                     return
             open_channel(algohdr, seqhdr, body)
 
-        async def guarded_process(typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any) -> Any:
-            policy = processor._connection.security_policy
+        def guard(process: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            return functools.partial(guarded_process, process)
+
+        async def guarded_process(
+            process: Callable[..., Awaitable[Any]], typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any
+        ) -> Any:
+            policy = connection.security_policy
             channel = Channel(_policy_name(policy.URI), policy.Mode.name, client)
             current_channel.set(channel)
             if typeid not in _DISCOVERY and (
@@ -181,7 +167,7 @@ class ChannelGuard:
             return await process(typeid, requesthdr, seqhdr, body)
 
         processor.open_secure_channel = guarded_open
-        processor._process_message = guarded_process
+        asyncua_seams.hook_process_message(processor, guard)
 
     def _refuse_channel(self, transport: Any, client: str, wanted: tuple[str, Any], why: str) -> None:
         reason = f"security policy {_policy_name(wanted[0])} with mode {wanted[1].name.rstrip('_')} {why}"

@@ -9,7 +9,8 @@ deadbands and queues are asyncua's, unchanged (but for the null value after an o
 
 asyncua creates the per-item value holder itself; this server's subscription service is wrapped
 so each new monitored item gets the sharing holder instead, and each subscription a leaner
-notification callback (below). Both read asyncua 2.1's monitored-item internals (pinned <2.2).
+notification callback (below). Both read asyncua's monitored-item internals, through
+asyncua_seams (the pinned version's names, checked at start-up).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import structlog
 from asyncua import Server, ua
 from asyncua.server.address_space import AddressSpace
 from asyncua.server.monitored_item_service import MonitoredItemValues
+
+from bridge.opcua import asyncua_seams as seams
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +67,7 @@ def _lean_callback(items: Any) -> Any:
             return
         isub = _notify(items, handle, value)
         if isub is not None:
-            await isub._trigger_publish()
+            await seams.trigger_publish(isub)
 
     datachange_callback.items = items  # type: ignore[attr-defined]  # write_values notifies in place
     return datachange_callback
@@ -73,19 +76,19 @@ def _lean_callback(items: Any) -> Any:
 def _notify(items: Any, handle: int, value: ua.DataValue) -> Any:
     """Queue one monitored item's notification if it passes the item's filter; returns the
     subscription when its queue for this item was empty (asyncua then triggers a publish)."""
-    mid = items._monitored_datachange[handle]
-    mdata = items._monitored_items[mid]
+    by_handle, by_id = seams.item_tables(items)
+    mid = by_handle[handle]
+    mdata = by_id[mid]
     if mdata.mode == _DISABLED:
         return None
     mvalue = mdata.mvalue
     if mdata.filter or type(mvalue) is not SharedValues:
         mvalue.set_current_datavalue(value)
+        is_changed, beyond_deadband = seams.item_filters(items)
         if mdata.filter:
-            passes = items._is_data_changed(mvalue, mdata.filter.Trigger) and items._is_deadband_exceeded(
-                mvalue, mdata.filter
-            )
+            passes = is_changed(mvalue, mdata.filter.Trigger) and beyond_deadband(mvalue, mdata.filter)
         else:
-            passes = items._is_data_changed(mvalue, _STATUS_VALUE)
+            passes = is_changed(mvalue, _STATUS_VALUE)
     else:
         passes = _unfiltered_change(mvalue, value)
     if not passes:
@@ -93,7 +96,7 @@ def _notify(items: Any, handle: int, value: ua.DataValue) -> Any:
     event = _new(_NOTIFICATION)  # its __init__ only sets these two
     event.ClientHandle, event.Value = mdata.client_handle, value
     isub = items.isub  # InternalSubscription._enqueue_event, without its await chain
-    queue = isub._triggered_datachanges
+    queue = seams.triggered_datachanges(isub)
     pending = queue.get(mid)
     if pending is None:
         queue[mid] = [event]
@@ -130,7 +133,7 @@ async def write_values(aspace: AddressSpace, writes: Writes) -> None:
     Variant has the node's DataType and a Bad value is null. A node with a value setter, or a
     monitored item of another kind, goes asyncua's way."""
     touched: dict[int, Any] = {}
-    nodes = aspace._nodes
+    nodes = seams.aspace_nodes(aspace)
     for nodeid, attval, value in writes:
         if attval is None:
             attval = nodes[nodeid].attributes[_VALUE]
@@ -152,12 +155,12 @@ async def write_values(aspace: AddressSpace, writes: Writes) -> None:
             except Exception:  # as asyncua: one item's failure must not stop the others
                 log.exception("datachange_notification_failed", handle=handle)
     for isub in touched.values():
-        await isub._trigger_publish()
+        await seams.trigger_publish(isub)
 
 
 def value_attribute(aspace: AddressSpace, nodeid: ua.NodeId) -> Any:
     """The node's value attribute, to name in writes to `write_values` (it lives as long as the node)."""
-    return aspace._nodes[nodeid].attributes[_VALUE]
+    return seams.aspace_nodes(aspace)[nodeid].attributes[_VALUE]
 
 
 def data_value(
@@ -205,7 +208,7 @@ def share_notified_values(server: Server) -> None:
                 items.datachange_callback = _lean_callback(items)
         results = await create(params)
         if subscription is not None:
-            for item in subscription.monitored_item_srv._monitored_items.values():
+            for item in seams.item_tables(subscription.monitored_item_srv)[1].values():
                 if type(item.mvalue) is MonitoredItemValues:
                     shared = SharedValues()
                     shared.current_dvalue, shared.old_dvalue = (

@@ -12,7 +12,7 @@ from asyncua import Server
 
 from bridge.errors import ConfigurationError
 from bridge.lifecycle import cancel_and_wait
-from bridge.opcua import wire
+from bridge.opcua import asyncua_seams, wire
 from bridge.opcua.endpoint_security import AuditHook, audit_sessions, check_exposure, secure_server
 from bridge.opcua.notify import share_notified_values
 from bridge.opcua.session_limits import SessionLedger
@@ -31,6 +31,7 @@ async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit
     """Endpoints, certificates, users and roles as configured (docs/security.md), sessions
     audited and capped per client, and the faster notification path installed."""
     await server.init()
+    asyncua_seams.check(server, secured=settings.security is not None)  # before anything is hooked
     server.set_endpoint(settings.endpoint)
     server.set_server_name(settings.server_name)
     await server.set_application_uri(app_uri)
