@@ -318,7 +318,7 @@ def journal_check(
     data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
 ) -> None:
     """Say whether a journal is sound (read only: nothing in it is changed); exit 1 if it is not."""
-    from bridge.journal.sqlite import check_journal
+    from bridge.journal.check import check_journal
     from bridge.service import JOURNAL_FILE
 
     file = path or data_dir / JOURNAL_FILE

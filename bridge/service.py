@@ -18,7 +18,7 @@ from bridge.counters import LinkCounters
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
-from bridge.errors import ConfigurationError, JournalUnavailable, MappingIncompatible
+from bridge.errors import ConfigurationError, MappingIncompatible
 from bridge.events import EventHub
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
@@ -53,7 +53,6 @@ class Bridge:
     def __init__(self, mapping: LineMapping, settings: BridgeSettings | None = None) -> None:
         self.mapping = mapping
         self.settings = settings = settings or BridgeSettings()
-        self.audit_rows_lost = 0  # audit records only logged: the journal could not take them
         self.journal = SqliteJournal(
             settings.data_dir / JOURNAL_FILE, synchronous=settings.journal_synchronous
         )
@@ -151,17 +150,18 @@ class Bridge:
         return self.engine.get(order_id)
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
-        """One audit record from either face (OPC UA, HTTP): one log line (clipped) and a row in
-        the journal, committed at once."""
+        """One audit record from either face (OPC UA, HTTP): one log line (clipped) now, and a row
+        in the journal written with the others queued (one transaction per batch, off the loop)."""
         outcome, user = clip(outcome, AUDIT_OUTCOME_CHARS), clip(user, 128)
         log.info(
             "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome
         )
-        try:
-            self.journal.add_audit(event, user, thumbprint, outcome, channel)
-        except JournalUnavailable as exc:  # the log line above keeps it; the caller's work goes on
-            self.audit_rows_lost += 1
-            log.error("audit_not_stored", reason=exc.reason, lost_so_far=self.audit_rows_lost)
+        self.journal.add_audit(event, user, thumbprint, outcome, channel)
+
+    @property
+    def audit_rows_lost(self) -> int:
+        """Audit records only logged: the journal could not take them."""
+        return self.journal.audit_rows_lost
 
     def counters(self, station: str) -> LinkCounters:
         """What the station's link has counted so far (read it, never change it): for a face that

@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
-from bridge.domain.orders import OrderRequest, validate_order
-from bridge.domain.ports import OrderJournal, StationLink
+from bridge.domain.orders import OrderRequest, ValidOrder, validate_order
+from bridge.domain.ports import OrderJournal, Rows, StationLink
 from bridge.errors import (
     AdmissionStopped,
     CodecError,
@@ -93,6 +93,7 @@ class LineEngine:
         # No lock and no task per notification: a notifying task that is garbage collected while it
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
         self._changed = asyncio.Event()
+        self._admission = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
         self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
@@ -148,24 +149,28 @@ class LineEngine:
         Submitting an order id again with the same content returns the existing order unchanged.
         """
         valid = validate_order(self.mapping, request)
-        existing = self.get(valid.order_id)
-        if existing is not None:
-            same = (existing.product, existing.options, existing.quantity, existing.priority) == (
-                valid.product,
-                valid.options,
-                valid.quantity,
-                valid.priority,
+        async with self._admission:  # the id looked up and the order inserted, one admission at a time
+            existing = self.get(valid.order_id)
+            if existing is None:
+                return await self._admit(valid)
+        same = (existing.product, existing.options, existing.quantity, existing.priority) == (
+            valid.product,
+            valid.options,
+            valid.quantity,
+            valid.priority,
+        )
+        if not same:
+            raise OrderRejected(
+                "an order with this id exists with a different product, options, quantity or priority",
+                field="order_id",
             )
-            if not same:
-                raise OrderRejected(
-                    "an order with this id exists with a different product, options, quantity or priority",
-                    field="order_id",
-                )
-            return existing
+        return existing
+
+    async def _admit(self, valid: ValidOrder) -> Order:
         if self._journal_error is not None:
             raise AdmissionStopped(self._journal_error.path, self._journal_error.reason)
         try:
-            accept_index, first_serial = self.journal.reserve(valid.quantity)
+            accept_index, first_serial = await self.journal.run(self.journal.reserve, valid.quantity)
         except JournalUnavailable as exc:
             self._journal_failed(exc)
             raise AdmissionStopped(exc.path, exc.reason) from exc
@@ -179,8 +184,8 @@ class LineEngine:
         )
         order.units = self._units(order, first_serial)
         accepted = self._event(order, message="accepted")
-        try:
-            self.journal.add_order(order, accepted)
+        try:  # the order is nobody else's yet: the writer may read it as it stands
+            await self.journal.run(self.journal.add_order, order, accepted)
         except JournalUnavailable as exc:  # not accepted: nothing of it is kept anywhere
             self._journal_failed(exc)
             raise AdmissionStopped(exc.path, exc.reason) from exc
@@ -194,7 +199,8 @@ class LineEngine:
 
     async def cancel(self, order_id: str) -> Order:
         """Stop an order: waiting units never enter another station; running steps are aborted."""
-        order = self._orders.get(order_id)
+        async with self._admission:  # an order being admitted is in memory before it is cancelled
+            order = self._orders.get(order_id)
         if order is None:
             stored = self.journal.load_order(order_id)
             if stored is None:
@@ -430,7 +436,7 @@ class LineEngine:
         order.current_station = None
         order.move_to(OrderState.FAULTED)
         event = self._event(order, station=station, unit=unit.index, code=order.result_code, message=message)
-        await self._journaled(self.journal.save_order, order, event)
+        await self._journaled(self.journal.save_order_rows, order, event)
         self._emit(order, event)
         self._forget_if_settled(order)
 
@@ -471,7 +477,7 @@ class LineEngine:
         event = self._event(
             order, station=station, unit=unit.index, message=f"unit {unit.index} at {station}"
         )
-        await self._journaled(self.journal.begin_step, order, unit, step, event)
+        step.id = await self._journaled(self.journal.begin_step_rows, order, unit, step, event)
         self._emit(order, event)
         return step
 
@@ -582,7 +588,7 @@ class LineEngine:
         step.result_code = int(code)
         step.finished_at = utcnow()
         step.phase = StepPhase.FINISHED
-        await self._journaled(self.journal.finish_step, step)
+        await self._journaled(self.journal.finish_step_rows, step)
         log.info("step_finished", result_code=step.result_code, results=results)
 
     async def _close(self, order: Order, unit: Unit, step: Step, *, message: str = "") -> None:
@@ -621,7 +627,7 @@ class LineEngine:
             order.current_station = None
             order.move_to(OrderState.COMPLETED)
             events.append(self._event(order, message="all units done"))
-        await self._journaled(self.journal.close_step, order, unit, step, events)
+        await self._journaled(self.journal.close_step_rows, order, unit, step, events)
         for event in events:
             self._emit(order, event)
         if unit.state == UnitState.WAITING:
@@ -633,27 +639,28 @@ class LineEngine:
     async def _set_state(self, order: Order, state: OrderState, *, message: str = "") -> None:
         order.move_to(state)
         event = self._event(order, message=message)
-        await self._journaled(self.journal.save_order, order, event)
+        await self._journaled(self.journal.save_order_rows, order, event)
         self._emit(order, event)
 
     # -- a journal that cannot be written --------------------------------------------------
 
-    async def _journaled(self, write: Callable[..., None], *args: Any) -> None:
-        """`write(*args)` committed, however long the journal takes to become writable again.
+    async def _journaled(self, rows_of: Callable[..., Rows], *args: Any) -> int | None:
+        """The rows `rows_of(*args)` committed (off the loop), however long the journal takes to
+        become writable again; the first row's id.
 
         Every journal write comes before the PLC action it records (docs/handshake.md), so a
         write that waits here holds the step exactly where it is, and the same write, retried,
         commits what memory already holds. Meanwhile admission is refused with the reason."""
         while True:
             try:
-                write(*args)
+                row_id = await self.journal.commit(rows_of(*args))
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
                 await asyncio.sleep(self.settings.journal_retry_s)
                 continue
             if self.journal_fault is not None:
                 self._journal_recovered()
-            return
+            return row_id
 
     @property
     def journal_fault(self) -> str | None:
@@ -685,7 +692,7 @@ class LineEngine:
             while self.journal_fault is not None:
                 await asyncio.sleep(self.settings.journal_retry_s)
                 try:
-                    self.journal.probe()
+                    await self.journal.run(self.journal.probe)
                 except JournalUnavailable:
                     continue
                 self._journal_recovered()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.handshake import StatusBlock
+
+T = TypeVar("T")
 
 
 class StationLink(Protocol):
@@ -34,18 +37,33 @@ class StationLink(Protocol):
         ...
 
 
+# One journal write as the journal will commit it: statements built from memory as it stands.
+Rows = list[tuple[str, Any, bool]]
+
+
 class OrderJournal(Protocol):
-    """Durable record of orders: every call has committed when it returns."""
+    """Durable record of orders. A write's rows are built on the caller's thread (`*_rows`) and
+    committed off it (`commit`): committed when the await returns, never before."""
+
+    def save_order_rows(self, order: Order, event: OrderEvent) -> Rows: ...
+
+    def begin_step_rows(self, order: Order, unit: Unit, step: Step, event: OrderEvent | None) -> Rows: ...
+
+    def finish_step_rows(self, step: Step) -> Rows: ...
+
+    def close_step_rows(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> Rows: ...
+
+    async def commit(self, rows: Rows) -> int | None:
+        """Committed in one transaction; the first statement's row id."""
+        ...
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` where the journal's writes run (reserve, add_order, probe)."""
+        ...
 
     def add_order(self, order: Order, event: OrderEvent) -> None: ...
 
-    def save_order(self, order: Order, event: OrderEvent) -> None: ...
-
-    def begin_step(self, order: Order, unit: Unit, step: Step, event: OrderEvent | None) -> None: ...
-
-    def finish_step(self, step: Step) -> None: ...
-
-    def close_step(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> None: ...
+    def probe(self) -> None: ...
 
     def load_order(self, order_id: str) -> Order | None: ...
 

@@ -1,22 +1,47 @@
 """SQLite (WAL) implementation of the order journal.
 
-Each public method is one transaction, committed before it returns: the engine acknowledges
-nothing (to a client or to a PLC) that is not on disk. WAL with synchronous=NORMAL survives a
-killed process; use synchronous="FULL" to survive a power cut as well, at some cost per commit.
+Each write is one transaction, committed before it returns: the engine acknowledges nothing (to a
+client or to a PLC) that is not on disk. WAL with synchronous=NORMAL survives a killed process; use
+synchronous="FULL" to survive a power cut as well, at some cost per commit.
+
+Writes run on one writer thread of the journal's own, never on the event loop: the engine builds a
+write's rows from memory as it stands (`*_rows`, on the loop, so no other thread reads objects the
+loop changes) and awaits `commit(rows)`. Audit records are queued and written in batches by the
+same thread. Reads from the loop use a second connection (WAL lets it read while the writer writes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import structlog
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
 from bridge.errors import ConfigurationError, JournalUnavailable
+from bridge.journal.check import check_database, remedy
+from bridge.journal.rows import (
+    Rows,
+    add_order_rows,
+    begin_step_rows,
+    close_step_rows,
+    finish_step_rows,
+    save_order_rows,
+)
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+AUDIT_QUEUE = 10_000  # audit records waiting for the writer; beyond that the oldest is lost, counted
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -82,62 +107,6 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-def check_database(db: sqlite3.Connection) -> list[str]:
-    """SQLite's own verdict on a journal: [] when sound, else what is wrong (quick_check)."""
-    rows = [row[0] for row in db.execute("PRAGMA quick_check(20)").fetchall()]
-    return [] if rows == ["ok"] else rows
-
-
-def check_journal(path: Path) -> tuple[list[str], dict[str, int]]:
-    """A journal file checked without changing it (read-only): its problems, and what it holds."""
-    if not path.is_file():
-        return [f"{path}: no such file"], {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        return [f"{path}: {exc}"], {}
-    try:
-        problems = check_database(db)
-        if problems:
-            return problems, {}
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        missing = sorted({"orders", "units", "steps", "events", "audit"} - tables)
-        if missing:
-            return [f"not a linebridge journal: no table {', '.join(missing)}"], {}
-        counts = {
-            "orders": db.execute("SELECT count(*) FROM orders").fetchone()[0],
-            "unfinished": db.execute(
-                "SELECT count(*) FROM orders WHERE state NOT IN ('completed', 'faulted', 'cancelled')"
-            ).fetchone()[0],
-            "steps": db.execute("SELECT count(*) FROM steps").fetchone()[0],
-            "audit_rows": db.execute("SELECT count(*) FROM audit").fetchone()[0],
-        }
-        return [], counts
-    except sqlite3.Error as exc:
-        return [str(exc)], {}
-    finally:
-        db.close()
-
-
-def _remedy(path: Path, reason: str) -> str:
-    """One message for a journal the bridge cannot use: the file, SQLite's reason, what to do."""
-    lowered = reason.lower()
-    if "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
-        todo = (f"the bridge may not write {path.parent}: give its user write access to that folder"
-                " and the file, or choose another --data-dir")  # fmt: skip
-    elif "full" in lowered or "no space" in lowered:
-        todo = f"the disk holding {path.parent} is full: free space there, then start again"
-    else:
-        todo = (f"the file is damaged: move it aside and keep it for recovery (a new journal starts"
-                f" empty), or restore it from a backup; `linebridge journal check {path}` says whether a"
-                " journal is sound")  # fmt: skip
-    return f"journal {path} cannot be used: {reason}. {todo}. Nothing was changed."
-
-
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
@@ -151,7 +120,7 @@ class SqliteJournal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigurationError(_remedy(self.path, str(exc))) from None
+            raise ConfigurationError(remedy(self.path, str(exc))) from None
         self._db.row_factory = sqlite3.Row
         try:
             problems = check_database(self._db) if self.path.stat().st_size else []
@@ -162,9 +131,17 @@ class SqliteJournal:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
             self._migrate()
+            # the loop's reads: a connection of their own, never inside the writer's transaction
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             self._db.close()
-            raise ConfigurationError(_remedy(self.path, str(exc))) from None
+            raise ConfigurationError(remedy(self.path, str(exc))) from None
+        self._reader.row_factory = sqlite3.Row
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
+        self._audit: deque[tuple[str, ...]] = deque()
+        self._audit_lock = threading.Lock()  # the queue is filled on the loop and emptied by the writer
+        self._audit_flush_due = False
+        self.audit_rows_lost = 0  # audit records only logged: the journal could not take them
 
     def _migrate(self) -> None:
         """Bring a journal written by an earlier version up to this schema (columns only added)."""
@@ -176,104 +153,103 @@ class SqliteJournal:
             self._db.execute("ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
+        """Write what is queued, stop the writer, close both connections."""
+        with contextlib.suppress(RuntimeError):  # closed twice
+            self._writer.submit(self._flush_audit).result()
+        self._writer.shutdown(wait=True)
+        self._reader.close()
         self._db.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` on the writer thread, awaited: for writes that read nothing the loop
+        changes (reserve, add_order of an order nobody else holds yet, probe)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+
+    async def commit(self, rows: Rows) -> int | None:
+        """`rows` committed in one transaction on the writer thread; the row id of the first
+        statement (an insert's). Raises JournalUnavailable as the synchronous writes do."""
+        return await self.run(self._execute, rows)
+
+    def _execute(self, rows: Rows) -> int | None:
+        first: int | None = None
+        with _Transaction(self._db, self.path) as db:
+            for i, (sql, params, many) in enumerate(rows):
+                cursor = db.executemany(sql, params) if many else db.execute(sql, params)
+                if i == 0:
+                    first = cursor.lastrowid
+        return first
 
     def probe(self) -> None:
         """One small write, committed: raises JournalUnavailable while the journal cannot be written."""
-        with _Transaction(self._db, self.path) as db:
-            db.execute("INSERT OR REPLACE INTO counters VALUES ('probe', 0)")
+        self._execute([("INSERT OR REPLACE INTO counters VALUES ('probe', 0)", (), False)])
 
-    # -- writes, one transaction each --------------------------------------------------------
+    # -- writes: the rows of each (built by the caller's thread), and each committed at once --------
 
     def add_order(self, order: Order, event: OrderEvent) -> None:
-        with _Transaction(self._db, self.path) as db:
-            db.execute(
-                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    order.order_id,
-                    order.product,
-                    json.dumps(order.options),
-                    order.quantity,
-                    order.priority,
-                    order.state,
-                    order.current_station,
-                    order.fault_station,
-                    order.result_code,
-                    _ts(order.created_at),
-                    _ts(order.completed_at),
-                    order.accept_index,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO units (order_id, unit_index, serial, next_step, state, parameters)"
-                " VALUES (?,?,?,?,?,?)",
-                [
-                    (u.order_id, u.index, u.serial, u.next_step, u.state, json.dumps(u.parameters))
-                    for u in order.units
-                ],
-            )
-            self._event(db, event)
+        self._execute(self.add_order_rows(order, event))
 
     def save_order(self, order: Order, event: OrderEvent) -> None:
-        with _Transaction(self._db, self.path) as db:
-            self._update_order(db, order)
-            for unit in order.units:
-                self._update_unit(db, unit)
-            self._event(db, event)
+        self._execute(self.save_order_rows(order, event))
 
     def begin_step(self, order: Order, unit: Unit, step: Step, event: OrderEvent | None) -> None:
-        with _Transaction(self._db, self.path) as db:
-            cursor = db.execute(
-                "INSERT INTO steps (order_id, unit_index, route_index, station, seq, parameters, phase,"
-                " started_at) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    step.order_id,
-                    step.unit_index,
-                    step.route_index,
-                    step.station,
-                    step.seq,
-                    json.dumps(step.parameters),
-                    step.phase,
-                    _ts(step.started_at),
-                ),
-            )
-            step.id = cursor.lastrowid
-            self._update_order(db, order)
-            self._update_unit(db, unit)
-            if event is not None:
-                self._event(db, event)
+        step.id = self._execute(self.begin_step_rows(order, unit, step, event))
 
     def finish_step(self, step: Step) -> None:
-        with _Transaction(self._db, self.path) as db:
-            self._update_step(db, step)
+        self._execute(self.finish_step_rows(step))
 
     def close_step(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> None:
-        with _Transaction(self._db, self.path) as db:
-            self._update_step(db, step)
-            self._update_order(db, order)
-            for u in order.units:  # a fault or cancel can settle sibling units too
-                self._update_unit(db, u)
-            for event in events:
-                self._event(db, event)
+        self._execute(self.close_step_rows(order, unit, step, events))
+
+    add_order_rows = staticmethod(add_order_rows)
+    save_order_rows = staticmethod(save_order_rows)
+    begin_step_rows = staticmethod(begin_step_rows)
+    finish_step_rows = staticmethod(finish_step_rows)
+    close_step_rows = staticmethod(close_step_rows)
+
+    # -- audit: queued on the loop, written in batches by the writer ---------------------------
 
     def add_audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
-        """One audit record (session, login, order, write), committed at once. Every field is
-        clipped: a client must not be able to grow the journal with what it sends."""
-        with _Transaction(self._db, self.path) as db:
-            db.execute(
+        """Queue one audit record (session, login, order, write); the writer thread commits every
+        record queued in one transaction. Every field is clipped: a client must not be able to
+        grow the journal with what it sends."""
+        row = (
+            datetime.now(UTC).isoformat(), clip(event, 32), clip(user, 128), clip(thumbprint, 64),
+            clip(outcome, AUDIT_OUTCOME_CHARS), clip(channel, 128),
+        )  # fmt: skip
+        with self._audit_lock:
+            if len(self._audit) >= AUDIT_QUEUE:
+                self._audit.popleft()
+                self.audit_rows_lost += 1
+            self._audit.append(row)
+            if self._audit_flush_due:
+                return
+            self._audit_flush_due = True
+        with contextlib.suppress(RuntimeError):  # closed: close() wrote what was queued
+            self._writer.submit(self._flush_audit)
+
+    def _flush_audit(self) -> None:
+        with self._audit_lock:
+            rows, self._audit_flush_due = list(self._audit), False
+            self._audit.clear()
+        if not rows:
+            return
+        try:
+            self._execute([(
                 "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)",
-                (
-                    datetime.now(UTC).isoformat(),
-                    clip(event, 32),
-                    clip(user, 128),
-                    clip(thumbprint, 64),
-                    clip(outcome, AUDIT_OUTCOME_CHARS),
-                    clip(channel, 128),
-                ),
-            )
+                rows,
+                True,
+            )])  # fmt: skip
+        except JournalUnavailable as exc:  # the log lines keep them; the work goes on
+            self.audit_rows_lost += len(rows)
+            log.error("audit_not_stored", reason=exc.reason, rows=len(rows), lost_so_far=self.audit_rows_lost)
 
     def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str, str]]:
-        rows = self._db.execute(
+        """The newest `limit` records, oldest first, once every record queued so far is written."""
+        with contextlib.suppress(RuntimeError):
+            self._writer.submit(self._flush_audit).result()
+        rows = self._reader.execute(
             "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
@@ -294,71 +270,20 @@ class SqliteJournal:
         db.execute("INSERT OR REPLACE INTO counters VALUES (?,?)", (name, first + count))
         return int(first)
 
-    @staticmethod
-    def _update_order(db: sqlite3.Connection, order: Order) -> None:
-        db.execute(
-            "UPDATE orders SET state=?, current_station=?, fault_station=?, result_code=?, completed_at=?"
-            " WHERE order_id=?",
-            (
-                order.state,
-                order.current_station,
-                order.fault_station,
-                order.result_code,
-                _ts(order.completed_at),
-                order.order_id,
-            ),
-        )
-
-    @staticmethod
-    def _update_unit(db: sqlite3.Connection, unit: Unit) -> None:
-        db.execute(
-            "UPDATE units SET next_step=?, state=? WHERE order_id=? AND unit_index=?",
-            (unit.next_step, unit.state, unit.order_id, unit.index),
-        )
-
-    @staticmethod
-    def _update_step(db: sqlite3.Connection, step: Step) -> None:
-        db.execute(
-            "UPDATE steps SET phase=?, finished_at=?, results=?, result_code=? WHERE id=?",
-            (
-                step.phase,
-                _ts(step.finished_at),
-                None if step.results is None else json.dumps(step.results),
-                step.result_code,
-                step.id,
-            ),
-        )
-
-    @staticmethod
-    def _event(db: sqlite3.Connection, event: OrderEvent) -> None:
-        db.execute(
-            "INSERT INTO events (order_id, state, station, unit_index, result_code, message, at)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (
-                event.order_id,
-                event.state,
-                event.station,
-                event.unit_index,
-                event.result_code,
-                event.message,
-                _ts(event.at),
-            ),
-        )
-
     # -- reads ------------------------------------------------------------------------------
 
     def load_order(self, order_id: str) -> Order | None:
-        row = self._db.execute("SELECT * FROM orders WHERE order_id=?", (order_id,)).fetchone()
+        row = self._reader.execute("SELECT * FROM orders WHERE order_id=?", (order_id,)).fetchone()
         return None if row is None else self._order(row)
 
     def load_unfinished(self) -> list[Order]:
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT * FROM orders WHERE state NOT IN (?,?,?) ORDER BY accept_index",
             (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED),
         ).fetchall()
         orders = [self._order(row) for row in rows]
         # A cancelled or faulted order may still have a step on a PLC to settle.
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT DISTINCT o.* FROM orders o JOIN steps s USING (order_id)"
             " WHERE o.state IN (?,?) AND s.phase != ? ORDER BY o.accept_index",
             (OrderState.FAULTED, OrderState.CANCELLED, StepPhase.CLOSED),
@@ -366,13 +291,15 @@ class SqliteJournal:
         return orders + [self._order(row) for row in rows]
 
     def load_finished_since(self, since: datetime) -> list[Order]:
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT * FROM orders WHERE completed_at >= ? ORDER BY accept_index", (since.isoformat(),)
         ).fetchall()
         return [self._order(row) for row in rows]
 
     def load_events(self, order_id: str) -> list[OrderEvent]:
-        rows = self._db.execute("SELECT * FROM events WHERE order_id=? ORDER BY id", (order_id,)).fetchall()
+        rows = self._reader.execute(
+            "SELECT * FROM events WHERE order_id=? ORDER BY id", (order_id,)
+        ).fetchall()
         return [
             OrderEvent(
                 r["order_id"],
@@ -387,7 +314,7 @@ class SqliteJournal:
         ]
 
     def last_seq(self, station: str) -> int | None:
-        row = self._db.execute(
+        row = self._reader.execute(
             "SELECT seq FROM steps WHERE station=? ORDER BY id DESC LIMIT 1", (station,)
         ).fetchone()
         return None if row is None else int(row["seq"])
@@ -407,7 +334,7 @@ class SqliteJournal:
             completed_at=_dt(row["completed_at"]),
             accept_index=row["accept_index"],
         )
-        for u in self._db.execute(
+        for u in self._reader.execute(
             "SELECT * FROM units WHERE order_id=? ORDER BY unit_index", (order.order_id,)
         ).fetchall():
             parameters = json.loads(u["parameters"]) if u["parameters"] else {}
@@ -421,7 +348,7 @@ class SqliteJournal:
                     parameters,
                 )
             )
-        for s in self._db.execute("SELECT * FROM steps WHERE order_id=? ORDER BY id", (order.order_id,)):
+        for s in self._reader.execute("SELECT * FROM steps WHERE order_id=? ORDER BY id", (order.order_id,)):
             order.steps.append(_step(s))
         return order
 

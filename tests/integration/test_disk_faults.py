@@ -18,7 +18,8 @@ from asyncua import ua
 
 from bridge.domain.model import OrderState
 from bridge.errors import ConfigurationError
-from bridge.journal.sqlite import SqliteJournal, check_journal
+from bridge.journal.check import check_journal
+from bridge.journal.sqlite import SqliteJournal
 from tests.integration.opcua_rig import opcua_rig, s
 
 pytestmark = pytest.mark.slow
