@@ -12,14 +12,12 @@ same thread. Reads from the loop use a second connection (WAL lets it read while
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +35,7 @@ from bridge.journal.rows import (
     finish_step_rows,
     save_order_rows,
 )
+from bridge.journal.writer import WriterThread
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 
 log = structlog.get_logger(__name__)
@@ -137,11 +136,12 @@ class SqliteJournal:
             self._db.close()
             raise ConfigurationError(remedy(self.path, str(exc))) from None
         self._reader.row_factory = sqlite3.Row
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
+        self._writer = WriterThread("journal-writer", self._execute_group)
         self._audit: deque[tuple[str, ...]] = deque()
         self._audit_lock = threading.Lock()  # the queue is filled on the loop and emptied by the writer
         self._audit_flush_due = False
         self.audit_rows_lost = 0  # audit records only logged: the journal could not take them
+        self._closed = False
 
     def _migrate(self) -> None:
         """Bring a journal written by an earlier version up to this schema (columns only added)."""
@@ -154,9 +154,11 @@ class SqliteJournal:
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close both connections."""
-        with contextlib.suppress(RuntimeError):  # closed twice
-            self._writer.submit(self._flush_audit).result()
-        self._writer.shutdown(wait=True)
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.call(self._flush_audit).result()
+        self._writer.stop()
         self._reader.close()
         self._db.close()
 
@@ -165,21 +167,28 @@ class SqliteJournal:
     async def run(self, call: Callable[..., T], *args: Any) -> T:
         """`call(*args)` on the writer thread, awaited: for writes that read nothing the loop
         changes (reserve, add_order of an order nobody else holds yet, probe)."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+        return await self._writer.run(call, *args)
 
     async def commit(self, rows: Rows) -> int | None:
         """`rows` committed in one transaction on the writer thread; the row id of the first
         statement (an insert's). Raises JournalUnavailable as the synchronous writes do."""
-        return await self.run(self._execute, rows)
+        return await self._writer.commit(rows)  # type: ignore[no-any-return]
 
     def _execute(self, rows: Rows) -> int | None:
-        first: int | None = None
+        return self._execute_group([rows])[0]
+
+    def _execute_group(self, writes: list[Rows]) -> list[int | None]:
+        """Several writes in one transaction (the writer's group commit); each one's first row id."""
+        firsts: list[int | None] = []
         with _Transaction(self._db, self.path) as db:
-            for i, (sql, params, many) in enumerate(rows):
-                cursor = db.executemany(sql, params) if many else db.execute(sql, params)
-                if i == 0:
-                    first = cursor.lastrowid
-        return first
+            for rows in writes:
+                first = None
+                for i, (sql, params, many) in enumerate(rows):
+                    cursor = db.executemany(sql, params) if many else db.execute(sql, params)
+                    if i == 0:
+                        first = cursor.lastrowid
+                firsts.append(first)
+        return firsts
 
     def probe(self) -> None:
         """One small write, committed: raises JournalUnavailable while the journal cannot be written."""
@@ -226,8 +235,8 @@ class SqliteJournal:
             if self._audit_flush_due:
                 return
             self._audit_flush_due = True
-        with contextlib.suppress(RuntimeError):  # closed: close() wrote what was queued
-            self._writer.submit(self._flush_audit)
+        if not self._closed:  # else close() wrote what was queued
+            self._writer.call(self._flush_audit)
 
     def _flush_audit(self) -> None:
         with self._audit_lock:
@@ -247,8 +256,8 @@ class SqliteJournal:
 
     def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str, str]]:
         """The newest `limit` records, oldest first, once every record queued so far is written."""
-        with contextlib.suppress(RuntimeError):
-            self._writer.submit(self._flush_audit).result()
+        if not self._closed:
+            self._writer.call(self._flush_audit).result()
         rows = self._reader.execute(
             "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
