@@ -9,7 +9,7 @@ ones are copies of its nodes in the address space under new node ids (the templa
 the new root's id in front, as asyncua names children of a string id), their references mapped
 to the copies, and the parent given its reference to the new object.
 
-This reads asyncua 2.1's address-space internals (NodeData, AttributeValue; pinned <2.2);
+This builds asyncua's address-space records (NodeData, AttributeValue; the version is pinned);
 tests/integration/test_opcua.py holds a copy equal to an instantiated object, browse for browse.
 """
 
@@ -42,7 +42,11 @@ class _Node:
     for copying: what every copy shares with it, and what each gets anew."""
 
     suffix: str  # its id after the root's id
-    shared: tuple[tuple[ua.AttributeIds, ua.DataValue], ...]  # DataValues are replaced, never changed
+    # What every copy shares: one AttributeValue for all of them (their attributes other than the
+    # Value are never written: WriteMask 0 for clients, and we write only values), so a copy costs
+    # its own Value, NodeId and names, not fifteen attribute objects (docs/opcua-model.md).
+    shared: tuple[tuple[ua.AttributeIds, AttributeValue], ...]
+    value: ua.DataValue | None  # the Value attribute's initial DataValue (each copy gets its own holder)
     node_id: ua.DataValue | None  # its NodeId attribute, to hold the copy's id
     names: bool  # the root: BrowseName and DisplayName are the copy's
     references: tuple[tuple[int, ua.ReferenceDescription, str], ...]  # how, the reference, target suffix
@@ -103,6 +107,7 @@ class InstanceFactory:
             is_root = data.nodeid == root
             values = {attr: value.value for attr, value in data.attributes.items()}
             node_id = values.pop(ua.AttributeIds.NodeId, None)
+            value = values.pop(ua.AttributeIds.Value, None)
             if is_root:
                 names = {attr: values.pop(attr) for attr in _NAMES if attr in values}
             references = []
@@ -117,7 +122,8 @@ class InstanceFactory:
             nodes.append(
                 _Node(
                     data.nodeid.Identifier[prefix:],
-                    tuple(values.items()),
+                    tuple((attr, AttributeValue(v)) for attr, v in values.items()),
+                    value,
                     node_id,
                     is_root,
                     tuple(references),
@@ -140,8 +146,9 @@ class InstanceFactory:
             nodeid = ids[node.suffix]
             copy = NodeData(nodeid)
             attributes = copy.attributes
-            for attr, value in node.shared:
-                attributes[attr] = AttributeValue(value)
+            attributes.update(node.shared)
+            if node.value is not None:
+                attributes[ua.AttributeIds.Value] = AttributeValue(node.value)
             if node.node_id is not None:
                 value = _with_value(node.node_id, ua.Variant(nodeid, ua.VariantType.NodeId))
                 attributes[ua.AttributeIds.NodeId] = AttributeValue(value)

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from asyncua import Server, ua
 
-from bridge.domain.model import Order, OrderState, Step, utcnow
+from bridge.domain.model import Order, OrderState, Step, StepPhase, utcnow
 from bridge.events import OrderChanged
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping.model import LineMapping
@@ -21,11 +21,10 @@ from bridge.opcua import names
 from bridge.opcua.instances import InstanceFactory
 from bridge.opcua.plant import PlantModel
 from bridge.opcua.uatypes import ModelTypes, option_variant
-from bridge.opcua.values import Staged, ValueWriter, value_for
+from bridge.opcua.values import Staged, ValueWriter, good_value
 
 log = structlog.get_logger(__name__)
 
-_GOOD = ua.StatusCodes.Good
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
 _STRING, _UINT32, _INT32, _DATETIME = (
     ua.VariantType.String, ua.VariantType.UInt32, ua.VariantType.Int32, ua.VariantType.DateTime,
@@ -41,6 +40,8 @@ class OrderNodes:
         self._instances = InstanceFactory(server)
         self._nodes: dict[str, ua.NodeId] = {}  # order id → its node, while it is in the address space
         self._finished_at: dict[str, datetime] = {}
+        # order id → node path → the members last written there: only what changed is written again
+        self._shown: dict[str, dict[str, tuple[Any, ...]]] = {}
         self.lock = asyncio.Lock()  # one writer of order nodes at a time
 
     def __len__(self) -> int:
@@ -102,7 +103,7 @@ class OrderNodes:
     async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
         path = nodeid.Identifier
         state_code = self.types.enum_codes[self.types.order_state][order.state]
-        self._stage_all(path, staged := [], (
+        self._stage_all(order.order_id, path, staged := [], (
             ("State", state_code, _INT32),
             ("Product", order.product, _STRING),
             ("CurrentStation", order.current_station or "", _STRING),
@@ -118,6 +119,8 @@ class OrderNodes:
         await self.values.flush(staged)
         if order.state.is_final:
             self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
+            if not any(step.phase != StepPhase.CLOSED for step in order.steps):  # it changes no more
+                self._shown.pop(order.order_id, None)
 
     async def _write_step(self, order_path: str, step: Step) -> None:
         path = self.paths.step(order_path, step)
@@ -127,25 +130,31 @@ class OrderNodes:
             step_name = ua.QualifiedName(names.step_name(step), self.values.ns)
             await self._instances.add_object(steps, nodeid, step_name, self.types.step_type)
         results = valid_json(step.results) if step.results is not None else ""
-        self._stage_all(path, staged := [], (
+        shown = self._shown.get(step.order_id, {}).get(path)
+        parameters = shown[6] if shown is not None else valid_json(step.parameters)  # never change
+        self._stage_all(step.order_id, path, staged := [], (
             ("Station", step.station, _STRING),
             ("Unit", step.unit_index, _UINT32),
             ("Sequence", step.seq, _UINT32),
             ("StartedAt", step.started_at, _DATETIME),
             ("FinishedAt", step.finished_at, _DATETIME),
             ("ResultCode", step.result_code or 0, _UINT32),
-            ("Parameters", valid_json(step.parameters), _STRING),
+            ("Parameters", parameters, _STRING),
             ("Results", results, _STRING),
         ))  # fmt: skip
         await self.values.flush(staged)
 
     def _stage_all(
-        self, path: str, staged: Staged, members: tuple[tuple[str, Any, ua.VariantType], ...]
+        self, order_id: str, path: str, staged: Staged, members: tuple[tuple[str, Any, ua.VariantType], ...]
     ) -> None:
-        for name, value, vtype in members:
-            staged.append(
-                (self.values.order_nid(f"{path}.{name}"), None, value_for(value, vtype, None, _GOOD))
-            )
+        """The members whose value differs from what was last written there, onto `staged`."""
+        shown = self._shown.setdefault(order_id, {})
+        values = tuple(value for _, value, _ in members)
+        before = shown.get(path)
+        shown[path] = values
+        for i, (name, value, vtype) in enumerate(members):
+            if before is None or before[i] != value:
+                staged.append((self.values.order_nid(f"{path}.{name}"), None, good_value(value, vtype)))
 
     async def sweep_finished(self, retention_s: float) -> None:
         """Finished orders leave the address space after the retention (they stay in the journal)."""
@@ -157,6 +166,7 @@ class OrderNodes:
                     async with self.lock:
                         nodeid = self._nodes.pop(order_id, None)
                         self._finished_at.pop(order_id, None)
+                        self._shown.pop(order_id, None)
                         if nodeid is not None:
                             await self.server.delete_nodes([self.server.get_node(nodeid)], recursive=True)
                     log.info("order_left_address_space", order_id=order_id)

@@ -200,6 +200,19 @@ def _status_of(value: Any, good: bool, doubt: codec.Doubt | None) -> int:
     return ua.StatusCodes.BadDataEncodingInvalid
 
 
+def good_value(value: Any, vtype: ua.VariantType) -> ua.DataValue:
+    """value_for(value, vtype, None, Good) for a scalar of the node's own type, without the
+    Variant's checks (an order's members: written thousands of times a minute)."""
+    if value is None:
+        if vtype != ua.VariantType.DateTime:
+            return value_for(value, vtype, None, _GOOD)
+        value = NO_TIME
+    elif vtype in _FLOATS:
+        value = float(value)
+    now = utcnow()
+    return data_value(scalar_variant(value, vtype), _GOOD_CODE, now, now)
+
+
 def value_for(value: Any, vtype: ua.VariantType, at: datetime | None, status: int) -> ua.DataValue:
     if vtype in _FLOATS and isinstance(value, int | float):
         value = float(value)
