@@ -87,6 +87,9 @@ def run(
         [], help="a further name the HTTP face may be reached by (Host header); repeat for more"
     ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
+    finished_in_full: int = typer.Option(
+        100, help="finished orders that keep their nodes; older ones are built from the journal when read"
+    ),
     security: bool = typer.Option(
         False, "--security/--no-security", help="signed and encrypted endpoints, users and roles"
     ),
@@ -139,6 +142,7 @@ def run(
         opcua = OpcUaSettings(
             endpoint=opts["opcua_endpoint"],
             order_retention_s=opts["order_retention"],
+            finished_in_full=opts["finished_in_full"],
             security=secure,
             allow_insecure_remote=opts["allow_insecure_remote"],
             limits=SessionLimits(

@@ -101,7 +101,7 @@ SEAMS: tuple[Seam, ...] = (
     _seam(MonitoredItemValues, "set_current_datavalue", _NOTIFY),
     _seam(InternalSubscription, "_triggered_datachanges", _NOTIFY, how="init"),
     _seam(InternalSubscription, "_trigger_publish", _NOTIFY),
-    _seam(AddressSpace, "_nodes", "notify.py, instances.py", how="init"),
+    _seam(AddressSpace, "_nodes", "notify.py, on_demand.py", how="init"),
     _seam(AttributeValue, "datachange_callbacks", _NOTIFY, how="init"),
     _seam(ua_binary, "create_dataclass_serializer", "wire.py"),
     # the rest of the server's life
@@ -170,3 +170,9 @@ async def trigger_publish(isub: InternalSubscription) -> None:
 
 def aspace_nodes(aspace: AddressSpace) -> dict[Any, Any]:
     return aspace._nodes
+
+
+def replace_node_table(aspace: AddressSpace, table: Callable[[dict[Any, Any]], dict[Any, Any]]) -> None:
+    """Give the address space `table(its nodes)` as its node table (asyncua's own shelf loading
+    swaps this table the same way): a dict subclass that may build a node when it is asked for."""
+    aspace._nodes = table(aspace._nodes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from bridge.domain.model import Order, utcnow
+from bridge.domain.model import utcnow
 from bridge.events import OrderChanged, StationScanned, StepChanged
 from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
@@ -26,7 +26,7 @@ from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.line_calls import LineCalls, audit_with_channel
 from bridge.opcua.methods import LineMethods
-from bridge.opcua.order_nodes import OrderNodes
+from bridge.opcua.order_nodes import KEEP_FULL, OrderNodes
 from bridge.opcua.plant import PlantModel
 from bridge.opcua.session_limits import SessionLedger, SessionLimits
 from bridge.opcua.setpoints import SetpointAccess
@@ -46,6 +46,8 @@ SCAN_QUEUE = 1_000  # scans waiting for the face: a face that falls behind skips
 class OpcUaSettings:
     endpoint: str = DEFAULT_ENDPOINT
     order_retention_s: float = 3600.0
+    # finished orders that keep their nodes; older ones are built again from the journal when asked for
+    finished_in_full: int = KEEP_FULL
     history_retention_s: float = 7 * 24 * 3600.0
     history_file: Path | None = None  # None: DATA_DIR/history.sqlite
     server_name: str = "linebridge"
@@ -87,7 +89,10 @@ class OpcUaFace:
         values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
-        self.orders = OrderNodes(server, self.mapping, types, values, plant)
+        self.orders = OrderNodes(
+            server, self.mapping, types, values, plant, self.bridge.get, settings.finished_in_full
+        )
+        await self.orders.start()
         self.stations = stations = StationNodes(self.bridge, types, values, plant)
         calls = LineCalls(self.bridge, plant, self.orders)
         await LineMethods(self.mapping, types, calls).add_to(line, values.ns)
@@ -111,8 +116,7 @@ class OpcUaFace:
         await plant.init_events()
         self._order_events.subscribe()  # before the orders are read: nothing falls in between
         self._scans.subscribe()
-        for order in self._initial_orders():
-            await self.orders.show(order)
+        await self._show_initial_orders()
         await self._order_events.start()
         await self._scans.start()
         retention_s = settings.order_retention_s
@@ -132,10 +136,18 @@ class OpcUaFace:
             await self.history.stop()
         await server_setup.stop(self.server)
 
-    def _initial_orders(self) -> list[Order]:
+    async def _show_initial_orders(self) -> None:
+        """The orders with work left, in full; the finished ones of the retention by reference (their
+        nodes are built when asked for: order_nodes.py)."""
+        assert self.orders is not None
+        active = self.bridge.engine.active_orders()
         since = utcnow() - timedelta(seconds=self.settings.order_retention_s)
-        finished = self.bridge.journal.load_finished_since(since)
-        return finished + self.bridge.engine.active_orders()
+        known = {order.order_id for order in active}
+        for order_id, product, finished in self.bridge.journal.finished_since(since):
+            if order_id not in known and product in self.mapping.products:
+                self.orders.add_compact(order_id, product, finished)
+        for order in active:
+            await self.orders.show(order)
 
     async def _on_order(self, event: OrderChanged | StepChanged) -> None:
         assert self.orders is not None

@@ -65,6 +65,60 @@ class InstanceFactory:
         self._aspace: AddressSpace = server.iserver.aspace
         self._templates: dict[ua.NodeId, _Template | None] = {}  # None: this type is never copied
 
+    def has_template(self, type_id: ua.NodeId) -> bool:
+        return self._templates.get(type_id) is not None
+
+    async def prepare(self, parent: Node, scratch: ua.NodeId, type_id: ua.NodeId) -> Node | None:
+        """Make the template of `type_id` now, from an object at `scratch` under `parent` that the
+        caller deletes (so that copies can be made synchronously later); the object, or None when
+        there was a template already."""
+        if type_id in self._templates:
+            return None
+        node = await parent.add_object(scratch, ua.QualifiedName("scratch", scratch.NamespaceIndex), type_id)
+        self._templates[type_id] = self._capture(node.nodeid, parent.nodeid)
+        return node
+
+    def copy(
+        self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName, type_id: ua.NodeId, *, link: bool
+    ) -> None:
+        """A copy of the type's template, at once (the template must exist: `prepare`); `link`:
+        give the parent its reference to it (False when the parent has it already)."""
+        template = self._templates.get(type_id)
+        if template is None:
+            raise LookupError(f"no template of {type_id}")
+        self._copy(template, parent, nodeid, name, link=link)
+
+    def link(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName, type_id: ua.NodeId) -> None:
+        """Only the parent's reference to a copy, as `copy(link=True)` would add it: the copy's
+        nodes may come later (on_demand.py)."""
+        template = self._templates.get(type_id)
+        if template is None:
+            raise LookupError(f"no template of {type_id}")
+        display = ua.LocalizedText(name.Name)
+        self._aspace[parent].references.append(_retarget(template.parent_ref, nodeid, name, display))
+
+    def unlink(self, parent: ua.NodeId, nodeid: ua.NodeId) -> None:
+        """Drop the parent's forward references to `nodeid` (whose nodes are gone already)."""
+        data = self._aspace[parent]
+        data.references = [r for r in data.references if not (r.IsForward and r.NodeId == nodeid)]
+
+    def subtree(self, root: ua.NodeId) -> list[ua.NodeId]:
+        """The ids of `root` and everything hierarchically under it that is named after it."""
+        found, queue = [], [root]
+        prefix = f"{root.Identifier}."
+        while queue:
+            nodeid = queue.pop()
+            data = self._aspace.get(nodeid)
+            if data is None:
+                continue
+            found.append(nodeid)
+            queue += [
+                ref.NodeId for ref in data.references
+                if ref.IsForward and ref.ReferenceTypeId in _HIERARCHICAL
+                and ref.NodeId.NodeIdType == ua.NodeIdType.String and ref.NodeId.Identifier.startswith(prefix)
+            ]  # fmt: skip
+        return found
+
     async def add_object(
         self, parent: Node, nodeid: ua.NodeId, name: ua.QualifiedName, type_id: ua.NodeId
     ) -> ua.NodeId:
@@ -75,7 +129,7 @@ class InstanceFactory:
             if type_id not in self._templates:
                 self._templates[type_id] = self._capture(node.nodeid, parent.nodeid)
             return node.nodeid
-        self._copy(template, parent.nodeid, nodeid, name)
+        self._copy(template, parent.nodeid, nodeid, name, link=True)
         return nodeid
 
     def _capture(self, root: ua.NodeId, parent: ua.NodeId) -> _Template | None:
@@ -132,7 +186,9 @@ class InstanceFactory:
             )
         return _Template(nodes, parent_ref, names)
 
-    def _copy(self, template: _Template, parent: ua.NodeId, root: ua.NodeId, name: ua.QualifiedName) -> None:
+    def _copy(
+        self, template: _Template, parent: ua.NodeId, root: ua.NodeId, name: ua.QualifiedName, *, link: bool
+    ) -> None:
         display = ua.LocalizedText(name.Name)
         if root in self._aspace:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNodeIdExists)
@@ -166,7 +222,8 @@ class InstanceFactory:
                 references.append(ref)
             copy.call = node.call
             self._aspace[nodeid] = copy
-        self._aspace[parent].references.append(_retarget(template.parent_ref, root, name, display))
+        if link:
+            self._aspace[parent].references.append(_retarget(template.parent_ref, root, name, display))
 
 
 def _retarget(

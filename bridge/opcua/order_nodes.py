@@ -1,12 +1,20 @@
 """Orders in the address space: one object per order under the line's Orders folder, with its
 options, state and steps, kept in step with the event stream; finished orders leave after the
-retention (they stay in the journal)."""
+retention (they stay in the journal).
+
+The most recent finished orders (`keep_full`) keep their nodes; older ones, and those found in the
+journal at start, keep only their reference in the Orders folder, and their nodes are built again
+from the journal the moment anyone asks for one (on_demand.py): a retained finished order costs
+about a kilobyte instead of a hundred and seventy, and a restart builds none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +25,9 @@ from bridge.domain.model import Order, OrderState, Step, StepPhase, utcnow
 from bridge.events import OrderChanged
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping.model import LineMapping
-from bridge.opcua import names
+from bridge.opcua import asyncua_seams, names
 from bridge.opcua.instances import InstanceFactory
+from bridge.opcua.on_demand import OnDemandNodes
 from bridge.opcua.plant import PlantModel
 from bridge.opcua.uatypes import ModelTypes, option_variant
 from bridge.opcua.values import Staged, ValueWriter, good_value
@@ -26,26 +35,64 @@ from bridge.opcua.values import Staged, ValueWriter, good_value
 log = structlog.get_logger(__name__)
 
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
+KEEP_FULL = 100  # finished orders that keep their nodes; older ones are built again when asked for
 _STRING, _UINT32, _INT32, _DATETIME = (
     ua.VariantType.String, ua.VariantType.UInt32, ua.VariantType.Int32, ua.VariantType.DateTime,
 )  # fmt: skip
+Members = list[tuple[str, Any, ua.VariantType]]
 
 
 class OrderNodes:
     def __init__(
-        self, server: Server, mapping: LineMapping, types: ModelTypes, values: ValueWriter, plant: PlantModel
-    ) -> None:
+        self, server: Server, mapping: LineMapping, types: ModelTypes, values: ValueWriter, plant: PlantModel,
+        load: Callable[[str], Order | None], keep_full: int = KEEP_FULL,
+    ) -> None:  # fmt: skip
         self.server, self.mapping, self.types, self.values, self.plant = server, mapping, types, values, plant
         self.paths = plant.paths
+        self.load, self.keep_full = load, keep_full
         self._instances = InstanceFactory(server)
         self._nodes: dict[str, ua.NodeId] = {}  # order id → its node, while it is in the address space
         self._finished_at: dict[str, datetime] = {}
+        self._full: OrderedDict[str, None] = OrderedDict()  # finished orders with their nodes, oldest first
+        self._compact: dict[str, str] = {}  # finished orders by reference only → their product
+        self._prefix = f"{self.paths.orders}."
         # order id → node path → the members last written there: only what changed is written again
         self._shown: dict[str, dict[str, tuple[Any, ...]]] = {}
         self.lock = asyncio.Lock()  # one writer of order nodes at a time
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    @property
+    def compact(self) -> int:
+        """Finished orders in the address space by reference only."""
+        return len(self._compact)
+
+    async def start(self) -> None:
+        """Make every order and step template now (a compact order is built inside a lookup, where
+        nothing may be awaited), then let the node table build compact orders on demand."""
+        folder = self.server.get_node(self.values.nid(self.paths.orders))
+        for n, product in enumerate(self.mapping.products):
+            scratch_id = self.values.order_nid(f"{self._prefix}~{n}")
+            scratch = await self._instances.prepare(folder, scratch_id, self.types.order_types[product])
+            if scratch is None:
+                continue
+            steps = self.server.get_node(self.values.order_nid(f"{self._prefix}~{n}.Steps"))
+            step_id = self.values.order_nid(f"{self._prefix}~{n}.Steps.~")
+            await self._instances.prepare(steps, step_id, self.types.step_type)
+            await self.server.delete_nodes([scratch], recursive=True)
+        table = self.values.aspace
+        asyncua_seams.replace_node_table(table, lambda nodes: OnDemandNodes(nodes, self._resolve))
+
+    def add_compact(self, order_id: str, product: str, finished: datetime) -> None:
+        """A finished order found in the journal: its reference now, its nodes when asked for."""
+        nodeid = self.values.order_nid(self.paths.order(order_id))
+        name = ua.QualifiedName(order_id, self.values.ns)
+        folder = self.values.nid(self.paths.orders)
+        self._instances.link(folder, nodeid, name, self.types.order_types[product])
+        self._nodes[order_id] = nodeid
+        self._compact[order_id] = product
+        self._finished_at[order_id] = finished
 
     async def show(self, order: Order) -> ua.NodeId:
         """Create the order's node if needed and write its current state; returns its NodeId."""
@@ -86,24 +133,36 @@ class OrderNodes:
             ua.QualifiedName(order.order_id, self.values.ns),
             self.types.order_types[order.product],
         )
-        product = self.mapping.products[order.product]
-        for name, option in product.options.items():
-            value = order.options.get(name)
-            datatype = self.types.option_enums.get((order.product, name))
-            if datatype is not None:
-                value = self.types.enum_codes[datatype][value]
-            await self.values.write(
-                self.values.order_nid(f"{path}.Options.{name}"), value, option_variant(option)
-            )
+        for option_nid, value, vtype in self._options(order, path):
+            await self.values.write(option_nid, value, vtype)
         self._nodes[order.order_id] = nodeid
         for step in order.steps:
             await self._write_step(path, step)
         return nodeid
 
     async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
-        path = nodeid.Identifier
+        self._stage_all(order.order_id, nodeid.Identifier, staged := [], self._order_members(order))
+        await self.values.flush(staged)
+        if order.state.is_final:
+            self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
+            if not any(step.phase != StepPhase.CLOSED for step in order.steps):  # it changes no more
+                self._finished(order.order_id)
+
+    async def _write_step(self, order_path: str, step: Step) -> None:
+        path = self.paths.step(order_path, step)
+        nodeid = self.values.order_nid(path)
+        if nodeid not in self.values.aspace:
+            steps = self.server.get_node(self.values.order_nid(f"{order_path}.Steps"))
+            step_name = ua.QualifiedName(names.step_name(step), self.values.ns)
+            await self._instances.add_object(steps, nodeid, step_name, self.types.step_type)
+        shown = self._shown.get(step.order_id, {}).get(path)
+        parameters = shown[6] if shown is not None else valid_json(step.parameters)  # they never change
+        self._stage_all(step.order_id, path, staged := [], self._step_members(step, parameters))
+        await self.values.flush(staged)
+
+    def _order_members(self, order: Order) -> Members:
         state_code = self.types.enum_codes[self.types.order_state][order.state]
-        self._stage_all(order.order_id, path, staged := [], (
+        return [
             ("State", state_code, _INT32),
             ("Product", order.product, _STRING),
             ("CurrentStation", order.current_station or "", _STRING),
@@ -115,24 +174,11 @@ class OrderNodes:
             ("CreatedAt", order.created_at, _DATETIME),
             ("CompletedAt", order.completed_at, _DATETIME),
             ("WaitingFor", order.waiting_for or "", _STRING),
-        ))  # fmt: skip
-        await self.values.flush(staged)
-        if order.state.is_final:
-            self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
-            if not any(step.phase != StepPhase.CLOSED for step in order.steps):  # it changes no more
-                self._shown.pop(order.order_id, None)
+        ]
 
-    async def _write_step(self, order_path: str, step: Step) -> None:
-        path = self.paths.step(order_path, step)
-        nodeid = self.values.order_nid(path)
-        if nodeid not in self.values.aspace:
-            steps = self.server.get_node(self.values.order_nid(f"{order_path}.Steps"))
-            step_name = ua.QualifiedName(names.step_name(step), self.values.ns)
-            await self._instances.add_object(steps, nodeid, step_name, self.types.step_type)
-        results = valid_json(step.results) if step.results is not None else ""
-        shown = self._shown.get(step.order_id, {}).get(path)
-        parameters = shown[6] if shown is not None else valid_json(step.parameters)  # never change
-        self._stage_all(step.order_id, path, staged := [], (
+    @staticmethod
+    def _step_members(step: Step, parameters: str) -> Members:
+        return [
             ("Station", step.station, _STRING),
             ("Unit", step.unit_index, _UINT32),
             ("Sequence", step.seq, _UINT32),
@@ -140,13 +186,20 @@ class OrderNodes:
             ("FinishedAt", step.finished_at, _DATETIME),
             ("ResultCode", step.result_code or 0, _UINT32),
             ("Parameters", parameters, _STRING),
-            ("Results", results, _STRING),
-        ))  # fmt: skip
-        await self.values.flush(staged)
+            ("Results", valid_json(step.results) if step.results is not None else "", _STRING),
+        ]
 
-    def _stage_all(
-        self, order_id: str, path: str, staged: Staged, members: tuple[tuple[str, Any, ua.VariantType], ...]
-    ) -> None:
+    def _options(self, order: Order, path: str) -> list[tuple[ua.NodeId, Any, ua.VariantType]]:
+        found = []
+        for name, option in self.mapping.products[order.product].options.items():
+            value = order.options.get(name)
+            datatype = self.types.option_enums.get((order.product, name))
+            if datatype is not None:
+                value = self.types.enum_codes[datatype][value]
+            found.append((self.values.order_nid(f"{path}.Options.{name}"), value, option_variant(option)))
+        return found
+
+    def _stage_all(self, order_id: str, path: str, staged: Staged, members: Members) -> None:
         """The members whose value differs from what was last written there, onto `staged`."""
         shown = self._shown.setdefault(order_id, {})
         values = tuple(value for _, value, _ in members)
@@ -156,6 +209,75 @@ class OrderNodes:
             if before is None or before[i] != value:
                 staged.append((self.values.order_nid(f"{path}.{name}"), None, good_value(value, vtype)))
 
+    # -- finished orders by reference, built on demand ---------------------------------------
+
+    def _resolve(self, nodeid: Any) -> bool:
+        """Build the nodes of the compact order `nodeid` belongs to; whether it did. Called by the
+        node table on a miss: it must answer at once for everything that is not such a node."""
+        if not self._compact or getattr(nodeid, "NamespaceIndex", None) != self.values.ns:
+            return False
+        ident = nodeid.Identifier
+        if not isinstance(ident, str) or not ident.startswith(self._prefix):
+            return False
+        order_id = ident[len(self._prefix) :].split(".", 1)[0]
+        if self._compact.pop(order_id, None) is None:
+            return False
+        order = self.load(order_id)
+        if order is None:
+            return False
+        self._build(order)
+        self._full[order_id] = None  # compact again when newer ones push it out (never in here)
+        log.debug("order_built_on_demand", order_id=order_id)
+        return True
+
+    def _build(self, order: Order) -> None:
+        """The order's nodes and values from its record, at once (every template exists: start)."""
+        path = self.paths.order(order.order_id)
+        name = ua.QualifiedName(order.order_id, self.values.ns)
+        folder, order_type = self.values.nid(self.paths.orders), self.types.order_types[order.product]
+        self._instances.copy(folder, self.values.order_nid(path), name, order_type, link=False)
+        for option_nid, value, vtype in self._options(order, path):
+            self.values.set_new(option_nid, good_value(value, vtype))
+        self._set_new(path, self._order_members(order))
+        steps = self.values.order_nid(f"{path}.Steps")
+        for step in order.steps:
+            step_path = self.paths.step(path, step)
+            step_name = ua.QualifiedName(names.step_name(step), self.values.ns)
+            step_id = self.values.order_nid(step_path)
+            self._instances.copy(steps, step_id, step_name, self.types.step_type, link=True)
+            self._set_new(step_path, self._step_members(step, valid_json(step.parameters)))
+
+    def _set_new(self, path: str, members: Members) -> None:
+        for member, value, vtype in members:
+            self.values.set_new(self.values.order_nid(f"{path}.{member}"), good_value(value, vtype))
+
+    def _finished(self, order_id: str) -> None:
+        """The order changes no more: the newest `keep_full` finished keep their nodes."""
+        self._full[order_id] = None
+        self._full.move_to_end(order_id)
+        self._shown.pop(order_id, None)
+        while len(self._full) > self.keep_full:
+            oldest = next(iter(self._full))
+            if not self._compact_order(oldest):  # a client watches it: it keeps its nodes a while
+                self._full.move_to_end(oldest)
+                break
+
+    def _compact_order(self, order_id: str) -> bool:
+        """Its nodes go, its reference stays; False if a client watches one of its values."""
+        root = self._nodes.get(order_id)
+        self._full.pop(order_id, None)
+        if root is None or order_id in self._compact:
+            return True
+        ids = self._instances.subtree(root)
+        if any(self.values.watched(nodeid) for nodeid in ids):
+            self._full[order_id] = None
+            return False
+        product = self.values.aspace[self.values.order_nid(f"{root.Identifier}.Product")]
+        self._compact[order_id] = product.attributes[ua.AttributeIds.Value].value.Value.Value
+        for nodeid in ids:
+            del self.values.aspace[nodeid]
+        return True
+
     async def sweep_finished(self, retention_s: float) -> None:
         """Finished orders leave the address space after the retention (they stay in the journal)."""
         while True:
@@ -164,12 +286,18 @@ class OrderNodes:
             for order_id, finished in list(self._finished_at.items()):
                 if finished <= cutoff:
                     async with self.lock:
-                        nodeid = self._nodes.pop(order_id, None)
-                        self._finished_at.pop(order_id, None)
-                        self._shown.pop(order_id, None)
-                        if nodeid is not None:
-                            await self.server.delete_nodes([self.server.get_node(nodeid)], recursive=True)
+                        await self._forget(order_id)
                     log.info("order_left_address_space", order_id=order_id)
+
+    async def _forget(self, order_id: str) -> None:
+        nodeid = self._nodes.pop(order_id, None)
+        self._finished_at.pop(order_id, None)
+        self._shown.pop(order_id, None)
+        self._full.pop(order_id, None)
+        if self._compact.pop(order_id, None) is not None:  # no nodes to delete: only its reference
+            self._instances.unlink(self.values.nid(self.paths.orders), nodeid)
+        elif nodeid is not None:
+            await self.server.delete_nodes([self.server.get_node(nodeid)], recursive=True)
 
 
 def valid_json(values: dict[str, Any]) -> str:

@@ -72,6 +72,16 @@ class ValueWriter:
         """The next value written to `path` is written whatever it holds."""
         self._published.pop(path, None)
 
+    def set_new(self, nodeid: ua.NodeId, value: ua.DataValue) -> None:
+        """The value of a node made this instant, which nobody can be watching yet: no
+        notification to send, so no await (on_demand.py builds nodes inside a lookup)."""
+        self.aspace[nodeid].attributes[_VALUE].value = value
+
+    def watched(self, nodeid: ua.NodeId) -> bool:
+        """Whether a monitored item watches the node's value."""
+        attribute = self.aspace[nodeid].attributes.get(_VALUE)
+        return attribute is not None and bool(attribute.datachange_callbacks)
+
     async def flush(self, staged: Staged) -> None:
         if staged:
             await write_values(self.aspace, staged)
