@@ -81,7 +81,7 @@ run: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/linebridge validate $(MAPPING)
 
-# `make bench`: order throughput, then telemetry at plant scale (docs/telemetry.md).
+# `make bench`: order throughput, the order path at scale (bench/order_path.py), then telemetry at plant scale (docs/telemetry.md).
 # `make bench SOAK=600`: the first telemetry workload for 600 s, RSS each minute.
 SOAK ?=
 bench: $(STAMP)

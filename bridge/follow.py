@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from bridge.events import DEFAULT_QUEUE, EventHub, Subscription
+from bridge.domain.events import DEFAULT_QUEUE, EventHub, Subscription
 from bridge.lifecycle import cancel_and_wait
 from bridge.supervise import start_supervised
 

@@ -16,10 +16,10 @@ import structlog
 
 from bridge.counters import LinkCounters
 from bridge.domain.engine import EngineSettings, LineEngine
+from bridge.domain.events import EventHub
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
 from bridge.errors import ConfigurationError, MappingIncompatible
-from bridge.events import EventHub
 from bridge.journal import SqliteJournal
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
 from bridge.domain.orders import OrderRequest, ValidOrder, validate_order
 from bridge.domain.ports import OrderJournal, Rows, StationLink
@@ -33,7 +34,6 @@ from bridge.errors import (
     StationError,
     UnknownOrder,
 )
-from bridge.events import EventHub, OrderChanged, StepChanged
 from bridge.handshake import HandshakeWatch, PlcState, ResultCode, StatusBlock, next_seq
 from bridge.handshake import StepPhase as PlcPhase
 from bridge.lifecycle import cancel_and_wait, raise_if_cancelled

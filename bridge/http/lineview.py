@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
-from bridge.events import OrderChanged, StationScanned
 from bridge.follow import Follower
 from bridge.handshake import station_state
 from bridge.http.guard import read_json

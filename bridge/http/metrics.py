@@ -16,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bridge.counters import COUNTS
+from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import OrderState, StepPhase
-from bridge.events import OrderChanged, StationScanned, StepChanged
 from bridge.follow import Follower
 from bridge.service import Bridge
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bridge.domain.events import StationScanned
 from bridge.errors import StationError
-from bridge.events import StationScanned
 from bridge.lifecycle import raise_if_cancelled
 from bridge.modbus.link import ModbusStationLink
 

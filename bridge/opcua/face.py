@@ -10,26 +10,24 @@ through `Bridge` and its events, never a station link (docs/events.md).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import structlog
 
+from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import utcnow
-from bridge.events import OrderChanged, StationScanned, StepChanged
 from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
 from bridge.opcua import server_setup
-from bridge.opcua.endpoint_security import SecuritySettings
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.line_calls import LineCalls, audit_with_channel
 from bridge.opcua.methods import LineMethods
-from bridge.opcua.order_nodes import KEEP_FULL, OrderNodes
+from bridge.opcua.order_nodes import OrderNodes
 from bridge.opcua.plant import PlantModel
-from bridge.opcua.session_limits import SessionLedger, SessionLimits
+from bridge.opcua.session_limits import SessionLedger
 from bridge.opcua.setpoints import SetpointAccess
+from bridge.opcua.settings import DEFAULT_ENDPOINT, OpcUaSettings
 from bridge.opcua.station_nodes import StationNodes
 from bridge.opcua.uatypes import APP_URI_PREFIX, build_types
 from bridge.opcua.values import ValueWriter
@@ -38,22 +36,9 @@ from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
+__all__ = ["DEFAULT_ENDPOINT", "OpcUaFace", "OpcUaSettings"]
+
 SCAN_QUEUE = 1_000  # scans waiting for the face: a face that falls behind skips the oldest
-
-
-@dataclass(frozen=True)
-class OpcUaSettings:
-    endpoint: str = DEFAULT_ENDPOINT
-    order_retention_s: float = 3600.0
-    # finished orders that keep their nodes; older ones are built again from the journal when asked for
-    finished_in_full: int = KEEP_FULL
-    history_retention_s: float = 7 * 24 * 3600.0
-    history_file: Path | None = None  # None: DATA_DIR/history.sqlite
-    server_name: str = "linebridge"
-    security: SecuritySettings | None = None  # None: the None endpoint only, anonymous (local demo)
-    allow_insecure_remote: bool = False  # serve the None endpoint on a non-loopback address
-    limits: SessionLimits = field(default_factory=SessionLimits)  # what one client may claim
 
 
 class OpcUaFace:

@@ -21,8 +21,8 @@ from typing import Any
 import structlog
 from asyncua import Server, ua
 
+from bridge.domain.events import OrderChanged
 from bridge.domain.model import Order, OrderState, Step, StepPhase, utcnow
-from bridge.events import OrderChanged
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.mapping.model import LineMapping
 from bridge.opcua import asyncua_seams, names

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 import structlog
 from asyncua import Server
@@ -16,9 +15,7 @@ from bridge.opcua import asyncua_seams, wire
 from bridge.opcua.endpoint_security import AuditHook, audit_sessions, check_exposure, secure_server
 from bridge.opcua.notify import share_notified_values
 from bridge.opcua.session_limits import SessionLedger
-
-if TYPE_CHECKING:
-    from bridge.opcua.face import OpcUaSettings
+from bridge.opcua.settings import OpcUaSettings
 
 log = structlog.get_logger(__name__)
 

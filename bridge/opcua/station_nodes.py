@@ -16,8 +16,8 @@ import structlog
 from asyncua import ua
 
 from bridge.counters import BUSY_COUNTS, LinkCounters
+from bridge.domain.events import StationScanned
 from bridge.domain.model import Order, Step, StepPhase, utcnow
-from bridge.events import StationScanned
 from bridge.handshake import ResultCode, station_state
 from bridge.mapping.model import LineMapping, deadband_of, history_of
 from bridge.opcua.history_store import HistoryStore, Row

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import Server, ua
 
+from bridge.domain.events import StepChanged
 from bridge.domain.model import OrderState, StepPhase
-from bridge.events import StepChanged
 from bridge.handshake import PlcState
 from bridge.opcua.face import SCAN_QUEUE
 from bridge.opcua.nodeset import export_nodeset

@@ -9,8 +9,8 @@ import copy
 
 import pytest
 
+from bridge.domain.events import StationScanned
 from bridge.errors import MappingError
-from bridge.events import StationScanned
 from bridge.mapping import apply_deployment, parse_mapping
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine

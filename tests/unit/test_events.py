@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase
-from bridge.events import EventHub, OrderChanged, StepChanged
 from bridge.follow import Follower
 
 ROOT = Path(__file__).resolve().parents[2]
