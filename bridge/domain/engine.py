@@ -289,10 +289,11 @@ class LineEngine:
             self._resume[station].insert(0, interrupted)
         while True:
             raise_if_cancelled()
+            seen: tuple[StatusBlock, float] | None = None  # the status read just before the step began
             if self._resume[station]:
                 order, unit, step = self._resume[station].pop(0)
             else:
-                await self._until_reachable(station, link)
+                seen = await self._until_reachable(station, link)
                 if station in self.station_errors:
                     await self._until_cleared(station)
                     continue
@@ -304,13 +305,14 @@ class LineEngine:
             with structlog.contextvars.bound_contextvars(
                 order_id=order.order_id, station=station, unit=unit.index, seq=step.seq
             ):
-                await self._drive(order, unit, step, link)
+                await self._drive(order, unit, step, link, seen)
             del self._in_flight[station]
             self.station_steps[station] = None
             self._tell(order, step)
 
-    async def _until_reachable(self, station: str, link: StationLink) -> None:
-        """Wait until the PLC answers (so no unit is held by a dead station) and know its seq."""
+    async def _until_reachable(self, station: str, link: StationLink) -> tuple[StatusBlock, float]:
+        """Wait until the PLC answers (so no unit is held by a dead station) and know its seq; the
+        status it answered and when (time.monotonic()): the step that follows may start from it."""
         while True:
             raise_if_cancelled()
             try:
@@ -327,7 +329,7 @@ class LineEngine:
                 self._seq[station] = status.accepted_seq if last is None else last
                 while next_seq(self._seq[station]) in (status.accepted_seq, status.done_seq):
                     self._seq[station] = next_seq(self._seq[station])
-            return
+            return status, time.monotonic()
 
     def _watched(self, station: str, status: StatusBlock) -> str | None:
         """Hold the station if `status` shows work the bridge did not order; returns the reason."""
@@ -481,8 +483,13 @@ class LineEngine:
         self._emit(order, event)
         return step
 
-    async def _drive(self, order: Order, unit: Unit, step: Step, link: StationLink) -> None:
-        """Take step `step` from wherever it stands to closed, deciding only from the PLC status."""
+    async def _drive(
+        self, order: Order, unit: Unit, step: Step, link: StationLink, seen: tuple[StatusBlock, float] | None
+    ) -> None:
+        """Take step `step` from wherever it stands to closed, deciding only from the PLC status.
+
+        `seen`: a status read just before the step began; taken as the first if it is no older than
+        the engine's own polling interval (one request less per step), else read again."""
         abort_sent = timed_out = False
         on_plc = start_sent = False  # the PLC has shown this step / the start has been written
         began = time.monotonic()
@@ -491,7 +498,11 @@ class LineEngine:
         while True:
             raise_if_cancelled()  # a cancel swallowed inside the Modbus library must still stop us
             try:
-                status = await link.status()
+                if seen is not None and time.monotonic() - seen[1] <= poll:
+                    status = seen[0]
+                else:
+                    status = await link.status()
+                seen = None
                 self.absent_since.pop(step.station, None)
                 problem = self._watched(step.station, status)
                 if problem is not None:  # nothing the PLC shows now is this step's doing
