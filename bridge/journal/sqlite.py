@@ -41,6 +41,7 @@ from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 AUDIT_QUEUE = 10_000  # audit records waiting for the writer; beyond that the oldest is lost, counted
+WRITER_WAIT_S = 30.0  # the longest a caller that is no coroutine waits for the writer (close, load_audit)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -157,8 +158,8 @@ class SqliteJournal:
         if self._closed:
             return
         self._closed = True
-        self._writer.call(self._flush_audit).result()
-        self._writer.stop()
+        self._writer.call(self._flush_audit).result(timeout=WRITER_WAIT_S)
+        self._writer.stop(WRITER_WAIT_S)
         self._reader.close()
         self._db.close()
 
@@ -257,7 +258,7 @@ class SqliteJournal:
     def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str, str]]:
         """The newest `limit` records, oldest first, once every record queued so far is written."""
         if not self._closed:
-            self._writer.call(self._flush_audit).result()
+            self._writer.call(self._flush_audit).result(timeout=WRITER_WAIT_S)
         rows = self._reader.execute(
             "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),

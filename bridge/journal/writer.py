@@ -48,10 +48,10 @@ class WriterThread:
         self._items.put((call, args, future, False))
         return future
 
-    def stop(self) -> None:
-        """Finish what was handed over, then end the thread."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what was handed over, then end the thread (waiting at most `timeout_s`)."""
         self._items.put((_STOP, (), None, False))
-        self._thread.join()
+        self._thread.join(timeout_s)
 
     def _work(self) -> None:
         while True:
