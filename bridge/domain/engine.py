@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from bridge.domain.dispatch import DispatchList, Waiting
 from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
 from bridge.domain.orders import OrderRequest, ValidOrder, validate_order
@@ -53,14 +54,6 @@ class EngineSettings:
     journal_retry_s: float = 0.5  # how often a journal that could not be written is tried again
 
 
-@dataclass
-class _Waiting:
-    key: tuple[int, int, int]
-    order: Order
-    unit: Unit
-    stations: frozenset[str]
-
-
 class LineEngine:
     def __init__(
         self,
@@ -76,7 +69,7 @@ class LineEngine:
         self.links = dict(links)
         self.settings = settings or EngineSettings()
         self._orders: dict[str, Order] = {}  # orders with work left, in memory
-        self._waiting: list[_Waiting] = []
+        self._waiting = DispatchList()
         self._resume: dict[str, list[tuple[Order, Unit, Step]]] = {s: [] for s in links}
         self._seq: dict[str, int] = {}
         self._watch = {station: HandshakeWatch() for station in links}
@@ -212,7 +205,7 @@ class LineEngine:
             raise OrderFinished(order_id, str(order.state))
         if self._journal_error is not None:  # a cancel not journaled would be undone by a restart
             raise JournalUnavailable(self._journal_error.path, self._journal_error.reason)
-        self._waiting = [w for w in self._waiting if w.order is not order]
+        self._waiting.drop_order(order)
         for unit in order.units:
             if unit.state == UnitState.WAITING:
                 unit.state = UnitState.CANCELLED
@@ -255,7 +248,7 @@ class LineEngine:
         step = self.mapping.products[order.product].route[unit.next_step]
         stations = frozenset(alternatives(step))
         key = (-order.priority, order.accept_index, unit.index)
-        self._waiting.append(_Waiting(key, order, unit, stations))
+        self._waiting.add(Waiting(key, order, unit, stations))
         self._notify()
 
     def _notify(self) -> None:
@@ -268,14 +261,10 @@ class LineEngine:
             await self._changed.wait()
 
     async def _take(self, station: str) -> tuple[Order, Unit]:
-        def best() -> _Waiting | None:
-            eligible = [w for w in self._waiting if station in w.stations]
-            return min(eligible, key=lambda w: w.key, default=None)
-
-        await self._until(lambda: best() is not None)
-        chosen = best()
+        await self._until(lambda: self._waiting.best(station) is not None)
+        chosen = self._waiting.best(station)
         assert chosen is not None
-        self._waiting.remove(chosen)
+        self._waiting.take(chosen)
         return chosen.order, chosen.unit
 
     # -- one station ------------------------------------------------------------------------
@@ -424,11 +413,11 @@ class LineEngine:
                     message = note or "waiting ended: the station answers"
                     self._emit(order, self._event(order, message=message))
 
-    async def _fault_absent(self, waiting: _Waiting, station: str, waited_s: float) -> None:
+    async def _fault_absent(self, waiting: Waiting, station: str, waited_s: float) -> None:
         order, unit = waiting.order, waiting.unit
         message = f"station {station} did not answer for {waited_s:.0f} s (link.absent_fault_after_s)"
         log.error("order_faulted_station_absent", order_id=order.order_id, station=station, waited_s=waited_s)
-        self._waiting = [w for w in self._waiting if w.order is not order]
+        self._waiting.drop_order(order)
         unit.state = UnitState.FAULTED
         for sibling in order.units:
             if sibling.state == UnitState.WAITING:
@@ -618,7 +607,7 @@ class LineEngine:
                 order.fault_station = step.station
                 order.result_code = step.result_code
                 order.move_to(OrderState.FAULTED)
-                self._waiting = [w for w in self._waiting if w.order is not order]
+                self._waiting.drop_order(order)
                 for sibling in order.units:
                     if sibling.state == UnitState.WAITING:
                         sibling.state = UnitState.CANCELLED
