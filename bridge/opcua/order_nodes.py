@@ -256,11 +256,8 @@ class OrderNodes:
         self._full[order_id] = None
         self._full.move_to_end(order_id)
         self._shown.pop(order_id, None)
-        while len(self._full) > self.keep_full:
-            oldest = next(iter(self._full))
-            if not self._compact_order(oldest):  # a client watches it: it keeps its nodes a while
-                self._full.move_to_end(oldest)
-                break
+        for oldest in list(self._full)[: max(0, len(self._full) - self.keep_full)]:
+            self._compact_order(oldest)  # one a client watches keeps its nodes (and its place)
 
     def _compact_order(self, order_id: str) -> bool:
         """Its nodes go, its reference stays; False if a client watches one of its values."""
@@ -270,7 +267,7 @@ class OrderNodes:
             return True
         ids = self._instances.subtree(root)
         if any(self.values.watched(nodeid) for nodeid in ids):
-            self._full[order_id] = None
+            self._full[order_id] = None  # back, at the newest end: looked at again later
             return False
         product = self.values.aspace[self.values.order_nid(f"{root.Identifier}.Product")]
         self._compact[order_id] = product.attributes[ua.AttributeIds.Value].value.Value.Value

@@ -63,8 +63,8 @@ async def test_a_finished_order_a_client_watches_keeps_its_nodes(ac_mapping, tmp
         handler = _Values()
         subscription = await rig.client.create_subscription(50, handler)
         await subscription.subscribe_data_change(rig.node(f"{ORDERS}.W-0.State"))
-        await run_orders(rig.bridge, "V", 2)
-        assert rig.face.orders.compact == 1  # V-0 went; W-0 is watched and stays
+        await run_orders(rig.bridge, "V", 3)
+        assert rig.face.orders.compact == 2  # V-0 and V-1 went: W-0 is watched, stays and blocks none
         assert await rig.node(f"{ORDERS}.W-0.State").read_data_value()
         assert ua.NodeId(f"{ORDERS}.W-0.State", rig.ns) in dict.keys(rig.face.server.iserver.aspace._nodes)
         await subscription.delete()
