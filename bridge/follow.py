@@ -36,10 +36,6 @@ class Follower:
         self.subscription: Subscription[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def dropped(self) -> int:
-        return self.subscription.dropped if self.subscription is not None else 0
-
     def subscribe(self) -> None:
         if self.subscription is None:
             self.subscription = self.hub.subscribe(self.name, *self.kinds, maxsize=self.maxsize)

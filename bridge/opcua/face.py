@@ -13,6 +13,7 @@ import functools
 from datetime import timedelta
 
 import structlog
+from asyncua import Server
 
 from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import utcnow
@@ -46,7 +47,7 @@ class OpcUaFace:
         self.bridge = bridge
         self.mapping = bridge.mapping
         self.settings = settings or OpcUaSettings()
-        self.server = server_setup.new_server()
+        self.server = Server()
         self.endpoint = self.settings.endpoint
         self.audit = functools.partial(audit_with_channel, bridge)
         self.history: HistoryStore | None = None

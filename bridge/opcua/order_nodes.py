@@ -60,9 +60,6 @@ class OrderNodes:
         self._shown: dict[str, dict[str, tuple[Any, ...]]] = {}
         self.lock = asyncio.Lock()  # one writer of order nodes at a time
 
-    def __len__(self) -> int:
-        return len(self._nodes)
-
     @property
     def compact(self) -> int:
         """Finished orders in the address space by reference only."""

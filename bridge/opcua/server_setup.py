@@ -20,10 +20,6 @@ from bridge.opcua.settings import OpcUaSettings
 log = structlog.get_logger(__name__)
 
 
-def new_server() -> Server:
-    return Server()
-
-
 async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit: AuditHook) -> SessionLedger:
     """Endpoints, certificates, users and roles as configured (docs/security.md), sessions
     audited and capped per client, and the faster notification path installed."""

@@ -175,8 +175,10 @@ class StationNodes:
         read_at = datetime.fromtimestamp(scan.read_at, UTC) if scan.read_at else utcnow()
         held = self.bridge.held(name, scan.status_invalid)
         staged: Staged = []  # written at once below (notify.write_values)
-        self._stage_state(scan, held, read_at, staged)
-        if (seen := (online, held, scan.status, scan.status_read_at)) != self._seen.get(name):
+        seen = (online, held, scan.status, scan.status_read_at)
+        state_changed = seen != self._seen.get(name)  # most polls: the status block was not read again
+        self._stage_state(scan, held, read_at, staged, state_changed)
+        if state_changed:
             self._seen[name] = seen
             await self._announce_error(name, held)
         rows: list[Row] = []
@@ -212,11 +214,14 @@ class StationNodes:
         await self.values.flush(staged)
         await self._came_or_went(name, online)
 
-    def _stage_state(self, scan: StationScanned, held: str | None, read_at: datetime, staged: Staged) -> None:
-        """State, Connected, CycleCount and the diagnostics counters, each only when it changed."""
+    def _stage_state(
+        self, scan: StationScanned, held: str | None, read_at: datetime, staged: Staged, state_changed: bool
+    ) -> None:
+        """State, Connected, CycleCount (when `state_changed`) and the diagnostics counters, each only
+        when it changed."""
         name, online, status = scan.station, scan.online, scan.status
         nodes, stage = self._own[name], self.values.stage_changed
-        if (online, held, status, scan.status_read_at) != self._seen.get(name):
+        if state_changed:
             state = station_state(online, held is not None, status)
             state_code = self.types.enum_codes[self.types.station_state][state]
             # the status block may be older than this poll's telemetry (handshake.idle_status_interval_s)
