@@ -43,6 +43,7 @@ class BridgeSettings:
     backoff_max_s: float = 5.0
     telemetry_interval_s: float = 1.0
     status_poll_s: float = 0.005
+    status_reuse_s: float = 0.05  # a status this young stands in for a new read (docs/handshake.md)
     step_timeout_s: float | None = None
     journal_synchronous: str = "NORMAL"
     mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
@@ -72,7 +73,11 @@ class Bridge:
             mapping,
             self.journal,
             self.links,
-            EngineSettings(status_poll_s=settings.status_poll_s, step_timeout_s=settings.step_timeout_s),
+            EngineSettings(
+                status_poll_s=settings.status_poll_s,
+                status_reuse_s=settings.status_reuse_s,
+                step_timeout_s=settings.step_timeout_s,
+            ),
             self.events,
         )
         self._telemetry: list[asyncio.Task[None]] = []

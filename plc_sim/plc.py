@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +31,7 @@ from plc_sim.memory import PlcMemory, build_device, internal_access, table_sizes
 log = structlog.get_logger(__name__)
 
 _WRITE_FCS = frozenset({5, 6, 15, 16, 22, 23})
+REQUESTS_KEPT = 10_000
 TELEMETRY_INTERVAL_S = 0.5
 
 
@@ -89,6 +90,9 @@ class SimulatedPlc:
         self._memory: PlcMemory | None = None
         self._log = log.bind(station=station)
         self.observer: Callable[[str, int], None] | None = None
+        # Every request a client made, as (function code, first address), newest last: what a
+        # bridge asks of a PLC, for tests and for tracing a rig (a write that reads too counts once).
+        self.requests: deque[tuple[int, int]] = deque(maxlen=REQUESTS_KEPT)
         self._check_control_block()
         self._parameter_spans = self._spans(self.kind.parameters)
         self._result_spans = self._spans(self.kind.results)
@@ -256,6 +260,8 @@ class SimulatedPlc:
     ) -> ExcCodes | None:
         if internal_access.get():
             return None
+        if values is not None or function_code not in _WRITE_FCS:  # a write's read half: the same request
+            self.requests.append((function_code, address))
         is_write = values is not None and function_code in _WRITE_FCS
         holding = function_code in (3, 6, 16, 22, 23)
         touches_control = (
@@ -279,7 +285,7 @@ class SimulatedPlc:
             self.drop_connections()
             await self._notify_waiters()
             return None
-        if self.faults.corrupt_next and function_code == 3 and values is None:
+        if self.faults.corrupt_next and function_code in (3, 23) and values is None:
             await self._corrupt_first_parameter(_start, address, count, _registers)
         if self.faults.clamp_setpoints and is_write and values:
             self._clamp_setpoint(function_code, address, count, values)
@@ -306,6 +312,7 @@ class SimulatedPlc:
             6: "holding",
             15: "coil",
             16: "holding",
+            23: "holding",
         }.get(function_code)
         if table is None:
             return

@@ -22,7 +22,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-WRITE_CODES = {5, 6, 15, 16}
+WRITE_CODES = {5, 6, 15, 16, 23}
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ class FaultyLink:
                     await writer.drain()
                     continue
                 if pdu[0] in WRITE_CODES:
-                    address, count = struct.unpack(">HH", pdu[1:5])
-                    count = 1 if pdu[0] in (5, 6) else count
+                    address, count = _written(pdu)
                     self.writes.append((pdu[0], address, count))
                     self._log.info(
                         "proxy_write", function_code=pdu[0], address=address, count=count, fault=fault
@@ -147,8 +146,16 @@ class FaultyLink:
 
 
 def writes_to(address: int) -> Callable[[bytes], bool]:
-    """A `planned` test: a write (function 6 or 16) that starts at this holding address."""
-    return lambda pdu: pdu[0] in (6, 16) and int.from_bytes(pdu[1:3], "big") == address
+    """A `planned` test: a write (function 6, 16 or 23) that starts at this holding address."""
+    return lambda pdu: pdu[0] in (6, 16, 23) and _written(pdu)[0] == address
+
+
+def _written(pdu: bytes) -> tuple[int, int]:
+    """(address, count) a write request writes; function 23 reads too, after its read fields."""
+    if pdu[0] == 23:
+        return struct.unpack(">HH", pdu[5:9])
+    address, count = struct.unpack(">HH", pdu[1:5])
+    return address, 1 if pdu[0] in (5, 6) else count
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes:

@@ -48,6 +48,9 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class EngineSettings:
     status_poll_s: float = 0.005
+    # A status this young is taken instead of reading the block again: the one that found the
+    # station reachable, or the one the station's last step ended on (docs/engine.md, "Requests").
+    status_reuse_s: float = 0.05
     step_timeout_s: float | None = None  # None: wait for the PLC however long it takes
     watcher_queue: int = 10_000
     absence_check_s: float = 0.5  # how often waiting units are checked against absent stations
@@ -72,6 +75,7 @@ class LineEngine:
         self._waiting = DispatchList()
         self._resume: dict[str, list[tuple[Order, Unit, Step]]] = {s: [] for s in links}
         self._seq: dict[str, int] = {}
+        self._acked: dict[str, int] = {}  # station → the last step whose acknowledge the bridge wrote
         self._watch = {station: HandshakeWatch() for station in links}
         # Stations held after their PLC did what the bridge did not order, with the reason; an
         # engineer clears them (clear_station_error) once the other master is found.
@@ -276,16 +280,24 @@ class LineEngine:
         if interrupted is not None:
             log.warning("step_taken_up_again", order_id=interrupted[0].order_id, station=station)
             self._resume[station].insert(0, interrupted)
+        ended: tuple[StatusBlock, float] | None = None  # the status the last step here ended on
         while True:
             raise_if_cancelled()
             seen: tuple[StatusBlock, float] | None = None  # the status read just before the step began
             if self._resume[station]:
                 order, unit, step = self._resume[station].pop(0)
             else:
-                seen = await self._until_reachable(station, link)
+                # The PLC answered a moment ago: no request to prove it is there.
+                fresh = ended is not None and time.monotonic() - ended[1] <= self.settings.status_reuse_s
+                if fresh and station in self._seq and station not in self.station_errors:
+                    seen = ended
+                else:
+                    seen = await self._until_reachable(station, link)
                 if station in self.station_errors:
                     await self._until_cleared(station)
                     continue
+                if self._waiting.best(station) is None:  # by the time a unit comes, another master may have
+                    seen = None  # started a step: what was read before the wait is no proof
                 order, unit = await self._take(station)
                 step = await self._begin(order, unit, station)
             self.station_steps[station] = step
@@ -294,7 +306,7 @@ class LineEngine:
             with structlog.contextvars.bound_contextvars(
                 order_id=order.order_id, station=station, unit=unit.index, seq=step.seq
             ):
-                await self._drive(order, unit, step, link, seen)
+                ended = await self._drive(order, unit, step, link, seen)
             del self._in_flight[station]
             self.station_steps[station] = None
             self._tell(order, step)
@@ -396,8 +408,9 @@ class LineEngine:
                 )
             for station, step in self.station_steps.items():
                 if step is not None and station in self.station_errors:
-                    notes[step.order_id] = f"unit {step.unit_index} at station {station}: held: " + (
-                        self.station_errors[station]
+                    notes[step.order_id] = (
+                        f"unit {step.unit_index} at station {station}: held: "
+                        + (self.station_errors[station])
                     )
                 elif step is not None and station in self.absent_since:  # begun: it waits for the PLC
                     notes[step.order_id] = (
@@ -474,11 +487,12 @@ class LineEngine:
 
     async def _drive(
         self, order: Order, unit: Unit, step: Step, link: StationLink, seen: tuple[StatusBlock, float] | None
-    ) -> None:
+    ) -> tuple[StatusBlock, float] | None:
         """Take step `step` from wherever it stands to closed, deciding only from the PLC status.
 
-        `seen`: a status read just before the step began; taken as the first if it is no older than
-        the engine's own polling interval (one request less per step), else read again."""
+        `seen`: a status read just before the step began (or the one the station's last step ended
+        on); taken as the first if it is no older than `status_reuse_s`, else read again.
+        Returns the status the step ended on, with when it was read, if it ended acknowledged."""
         abort_sent = timed_out = False
         on_plc = start_sent = False  # the PLC has shown this step / the start has been written
         began = time.monotonic()
@@ -487,10 +501,17 @@ class LineEngine:
         while True:
             raise_if_cancelled()  # a cancel swallowed inside the Modbus library must still stop us
             try:
-                if seen is not None and time.monotonic() - seen[1] <= poll:
-                    status = seen[0]
+                # Our own acknowledge, written after this status was read: the PLC takes it before a
+                # start (docs/handshake.md), so the station counts as ready. Read afresh, "done" is
+                # a lost or not yet taken acknowledge, written again.
+                acked_after = False
+                if seen is not None and time.monotonic() - seen[1] <= self.settings.status_reuse_s:
+                    status, read_at = seen
+                    ours = self._acked.get(step.station)
+                    acked_after = status.state == PlcState.DONE and ours == status.done_seq
                 else:
                     status = await link.status()
+                    read_at = time.monotonic()
                 seen = None
                 self.absent_since.pop(step.station, None)
                 problem = self._watched(step.station, status)
@@ -498,37 +519,41 @@ class LineEngine:
                     if step.phase != StepPhase.FINISHED:
                         await self._finish(step, {}, ResultCode.HANDSHAKE_VIOLATION)
                     await self._close(order, unit, step, message=f"station {step.station}: {problem}")
-                    return
+                    return None
                 fell_back, self._watch[step.station].fell_back = self._watch[step.station].fell_back, None
                 phase = status.phase_of(step.seq)
                 if not on_plc and phase != PlcPhase.NOT_STARTED:
                     on_plc = True
                     log.debug("step_seen_on_plc", phase=phase.value, at_station=step.station)
-                if step.phase == StepPhase.BEGUN and phase == PlcPhase.NOT_STARTED and (
-                    on_plc or (start_sent and fell_back)
+                if (
+                    step.phase == StepPhase.BEGUN
+                    and phase == PlcPhase.NOT_STARTED
+                    and (on_plc or (start_sent and fell_back))
                 ):  # the PLC lost a step it had: it may have run partly, and must not run again unasked
                     why = fell_back or f"its status no longer shows step {step.seq}"
                     if await self._hold_for_restart(order, unit, step, why) == "fail":
                         await self._finish(step, {}, ResultCode.PLC_RESTARTED)
                         await self._close(order, unit, step, message="the PLC restarted mid-step: faulted")
-                        return
+                        return None
                     on_plc = start_sent = False
                     continue
                 if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
                     if phase == PlcPhase.FINISHED:
-                        await link.acknowledge(step.seq)
+                        await self._acknowledge(link, step)
                     await self._close(order, unit, step)
-                    return
+                    return (status, read_at) if phase == PlcPhase.FINISHED else None
                 if phase == PlcPhase.NOT_STARTED:
                     if order.state.is_final:
                         await self._finish(step, {}, ResultCode.ABORTED)
                         await self._close(order, unit, step)
-                        return
-                    if status.state == PlcState.DONE:  # a result nobody will collect: free the PLC
-                        log.warning("stale_result_acknowledged", stale_seq=status.done_seq)
-                        await link.acknowledge(status.done_seq)
+                        return None
+                    if status.state == PlcState.DONE and not acked_after:
+                        if status.done_seq != self._acked.get(step.station):  # a result nobody will collect
+                            log.warning("stale_result_acknowledged", stale_seq=status.done_seq)
+                        await link.acknowledge(status.done_seq)  # free the PLC (twice is harmless)
+                        self._acked[step.station] = status.done_seq
                         continue
-                    if not status.ready:
+                    if not (status.ready or acked_after):
                         await asyncio.sleep(poll)
                         continue
                     try:
@@ -542,7 +567,7 @@ class LineEngine:
                         log.error("step_not_started", reason=str(exc), result_code=int(code))
                         await self._finish(step, {}, code)
                         await self._close(order, unit, step, message=str(exc))
-                        return
+                        return None
                     self._watch[step.station].started(step.seq)
                     start_sent = True
                     await link.start(step.seq)
@@ -571,9 +596,9 @@ class LineEngine:
                     code = ResultCode.STEP_TIMEOUT
                 await self._finish(step, results, code)
                 if phase == PlcPhase.FINISHED:
-                    await link.acknowledge(step.seq)
+                    await self._acknowledge(link, step)
                 await self._close(order, unit, step, message=message)
-                return
+                return (status, read_at) if phase == PlcPhase.FINISHED else None
             except StationError as exc:
                 raise_if_cancelled()
                 self.absent_since.setdefault(step.station, utcnow())
@@ -582,6 +607,10 @@ class LineEngine:
                     log.warning("step_retry", error=str(exc), retry_in_s=round(delay, 3))
                 last_error = str(exc)
                 await asyncio.sleep(delay)
+
+    async def _acknowledge(self, link: StationLink, step: Step) -> None:
+        await link.acknowledge(step.seq)
+        self._acked[step.station] = step.seq
 
     async def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:
         step.results = results

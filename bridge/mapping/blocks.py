@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bridge.mapping.model import BIT_TABLES, RegisterField
+from bridge.mapping.model import BIT_TABLES, READ_REGISTERS_MAX, RegisterField
 
 # Protocol limits per request: registers read / written, bits read / written.
-MAX_READ = {"holding": 125, "input": 125, "coil": 2000, "discrete_input": 2000}
+MAX_READ = {"holding": READ_REGISTERS_MAX, "input": READ_REGISTERS_MAX, "coil": 2000, "discrete_input": 2000}
 MAX_WRITE = {"holding": 123, "coil": 1968}
 
 

@@ -22,12 +22,15 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.handshake import STATUS_REGISTERS
+
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 ProductId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=32)]
 Table = Literal["coil", "discrete_input", "holding", "input"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string", "enum"]
 ByteOrder = Literal["big", "little"]
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+READ_REGISTERS_MAX = 125  # registers one Modbus read (function 3 or 4) may ask for
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete_input"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
@@ -195,6 +198,12 @@ class Handshake(_Strict):
         description="how often a telemetry poll also reads the status block while no step runs at the"
         " station (0: at every poll); a running step reads it at the engine's pace",
     )
+    results_with_status: bool = Field(
+        False,
+        description="read the status block and the input-register results in one request, gap"
+        " included (the PLC must answer a read across it; at most 125 registers from the status"
+        " block): a finished step's status brings its results, one request less per step",
+    )
 
 
 class StationType(_Strict):
@@ -214,6 +223,24 @@ class StationType(_Strict):
     setpoints: dict[Identifier, RegisterField] = Field(
         default={}, description="station settings an engineer may change from OPC UA, checked and read back"
     )
+
+    @model_validator(mode="after")
+    def _results_reachable_with_status(self) -> StationType:
+        if not self.handshake.results_with_status:
+            return self
+        start = self.handshake.status_address
+        last = start + READ_REGISTERS_MAX - 1
+        for name, f in self.results.items():
+            if (
+                f.table == "input"
+                and not start + STATUS_REGISTERS <= f.address <= last - f.register_count + 1
+            ):
+                raise ValueError(
+                    f"results.{name}: handshake.results_with_status reads inputs {start} to {last} in one"
+                    f" request, the status block first; input {f.address} ({f.register_count} registers)"
+                    " is not inside after it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _periods_on_telemetry_only(self) -> StationType:
@@ -268,6 +295,11 @@ class LinkSettings(_Strict):
         2, ge=1, le=100, description="failed requests in a row before the station is offline"
     )
     online_after: int = Field(2, ge=1, le=100, description="good requests in a row before it is back online")
+    read_write_registers: bool = Field(
+        False,
+        description="the PLC answers Modbus function 23 (read/write multiple registers): each block of"
+        " holding-register parameters is written and read back in one request",
+    )
     absent_fault_after_s: float | None = Field(
         None, gt=0, le=7 * 24 * 3600,
         description="an order waiting only on this station faults after it has not answered this long"

@@ -41,8 +41,7 @@ _READERS = {
 }
 
 REQUEST_TIMES_KEPT = 4096  # durations kept between two polls (telemetry off: the newest)
-
-
+READ_WRITE_MAX = 121  # registers function 23 may write in one request
 
 
 class ModbusStationLink:
@@ -68,6 +67,14 @@ class ModbusStationLink:
         self.idle_status_interval_s = kind.handshake.idle_status_interval_s
         self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
         self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
+        # handshake.results_with_status: the input-register results come with every status read
+        with_status = kind.handshake.results_with_status
+        self._results_in_status = [b for b in self._result_blocks if with_status and b.table == "input"]
+        self._results_apart = [b for b in self._result_blocks if b not in self._results_in_status]
+        self._status_count = max(
+            [STATUS_REGISTERS] + [b.start + b.count - self._status_address for b in self._results_in_status]
+        )
+        self._status_words: list[int] = []  # as the last status read answered, results included
         # Telemetry per poll period: None, the station's own; others set per field in the mapping.
         periods = {fields[n].scan_interval_s for n in kind.telemetry} | {None}
         self._telemetry_groups = {
@@ -313,13 +320,16 @@ class ModbusStationLink:
     async def status(self) -> StatusBlock:
         """The handshake status block; a StationError while it holds garbage (logged once, and
         once when it makes sense again)."""
-        dev = self.endpoint.device_id
+        dev, count = self.endpoint.device_id, self._status_count
+        self._status_words = []
         reply = await self._request(
             "read status",
-            lambda c: c.read_input_registers(self._status_address, count=STATUS_REGISTERS, device_id=dev),
+            lambda c: c.read_input_registers(self._status_address, count=count, device_id=dev),
         )
         try:
-            status = StatusBlock.from_registers(reply.registers)
+            if len(reply.registers) != count:
+                raise ValueError(f"asked for {count} registers, got {len(reply.registers)}")
+            status = StatusBlock.from_registers(reply.registers[:STATUS_REGISTERS])
         except ValueError as exc:
             self._bad_status += 1
             if self._bad_status == 1:
@@ -331,6 +341,7 @@ class ModbusStationLink:
             self._bad_status = 0
         self.last_status, self._status_age_from = status, time.monotonic()
         self.status_read_at = time.time()
+        self._status_words = reply.registers
         return status
 
     async def write_parameters(self, parameters: dict[str, Any]) -> None:
@@ -352,8 +363,22 @@ class ModbusStationLink:
 
     async def _write_verified(self, payload: list[tuple[Block, list[int] | list[bool]]], what: str) -> None:
         dev = self.endpoint.device_id
+        read_back: dict[int, list[int]] = {}  # per block, what function 23 answered with its write
         for block, values in payload:
-            if block.is_bits:
+            if self.policy.read_write_registers and not block.is_bits and block.count <= READ_WRITE_MAX:
+                request = f"write/read holding {block.start}"
+                words = [int(v) for v in values]
+                reply = await self._request(
+                    request,
+                    lambda c, b=block, w=words: c.readwrite_registers(
+                        read_address=b.start, read_count=b.count, write_address=b.start,
+                        values=w, device_id=dev,
+                    ),
+                )
+                if len(reply.registers) != block.count:
+                    raise self._failed(request, f"short answer of {len(reply.registers)} values")
+                read_back[id(block)] = reply.registers
+            elif block.is_bits:
                 bits = [bool(v) for v in values]
                 await self._request(
                     f"write coils {block.start}",
@@ -366,7 +391,7 @@ class ModbusStationLink:
                     lambda c, b=block, w=words: c.write_registers(b.start, w, device_id=dev),
                 )
         for block, values in payload:
-            read = await self._read_block(block)
+            read = read_back.get(id(block)) or await self._read_block(block)
             if [int(v) for v in read] != [int(v) for v in values]:
                 names = [
                     name for name, f in block.fields if block.slice_for(f, read) != block.slice_for(f, values)
@@ -391,7 +416,16 @@ class ModbusStationLink:
     async def read_results(self) -> dict[str, Any]:
         """The step's results; CodecError naming each result that is no usable value (NaN, ±Inf,
         undecodable). A finite value outside the mapping's range is kept, and logged."""
-        values, doubts = await self._read_fields(self._result_blocks)
+        # The last status read brought the input results with it (they stay until the next start,
+        # which only the bridge writes); if it failed, they are read on their own.
+        words = self._status_words
+        values, doubts = await self._read_fields(self._results_apart if words else self._result_blocks)
+        if words:
+            for block in self._results_in_status:
+                offset = block.start - self._status_address
+                block_values, block_doubts = self._decoders[id(block)](words[offset : offset + block.count])
+                values.update(block_values)
+                doubts.update(block_doubts)
         bad = [f"{name}: {d.reason}" for name, d in doubts.items() if d.bad]
         if bad:
             raise CodecError(f"results not usable: {'; '.join(bad)}")

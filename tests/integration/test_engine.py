@@ -19,7 +19,7 @@ from bridge.errors import (
     UnknownOrder,
 )
 from bridge.handshake import PlcState, ResultCode
-from bridge.mapping import apply_deployment, parse_mapping
+from bridge.mapping import LineMapping, apply_deployment, parse_mapping
 from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
@@ -44,8 +44,8 @@ async def line(ac_mapping):
 async def start_bridge(ac_mapping, line, tmp_path):
     bridges: list[Bridge] = []
 
-    async def start(**settings) -> Bridge:
-        mapping = apply_deployment(ac_mapping, line.endpoints())
+    async def start(mapping: LineMapping = ac_mapping, **settings) -> Bridge:
+        mapping = apply_deployment(mapping, line.endpoints())
         defaults = {"data_dir": tmp_path / "data", "telemetry_interval_s": 0, "backoff_max_s": 0.2}
         bridge = Bridge(mapping, BridgeSettings(**{**defaults, **settings}))
         await bridge.start()
@@ -220,15 +220,19 @@ async def test_station_down_at_start_then_back(ac_mapping, line, start_bridge):
     assert sum(pack.executed.values()) == 1
 
 
-async def test_read_back_mismatch_never_starts_the_step(line, start_bridge):
+@pytest.mark.parametrize("read_write_registers", [True, False], ids=["function-23", "write-then-read"])
+async def test_read_back_mismatch_never_starts_the_step(ac_data, line, start_bridge, read_write_registers):
+    ac_data["stations"]["chassis"]["link"] = {"read_write_registers": read_write_registers}
     await line["chassis"].set_fault("corrupt_next", 1)
-    bridge = await start_bridge()
+    bridge = await start_bridge(parse_mapping(ac_data, source="test"))
     await bridge.submit("BENT", "AC-W", {})
     await until_idle(bridge)
     order = bridge.get("BENT")
     assert (order.state, order.fault_station, order.result_code) == (
         OrderState.FAULTED, "chassis", ResultCode.READBACK_MISMATCH)  # fmt: skip
     assert sum(line["chassis"].executed.values()) == 0
+    writes = {code for code, address in line["chassis"].requests if address == 100}
+    assert writes == ({23} if read_write_registers else {16, 3})
 
 
 async def test_setpoint_is_written_read_back_and_followed(line, start_bridge):
@@ -433,6 +437,31 @@ async def test_telemetry_is_polled_in_three_requests_per_station(line, start_bri
         assert set(values) == {"state", "cycle_count", "last_cycle_time_ms", "bench_air_temp_c"}
     finally:
         await own.close()
+
+
+async def test_a_step_costs_four_requests_on_a_capable_plc(ac_mapping, line, start_bridge):
+    """ac_line's PLCs answer function 23 and its status reads bring the input results: a step is
+    parameters written and read back, start, status with results, acknowledge (docs/handshake.md)."""
+    assert ac_mapping.station_type("chassis").handshake.results_with_status
+    assert ac_mapping.stations["chassis"].link.read_write_registers
+    chassis = line["chassis"]
+    bridge = await start_bridge(status_reuse_s=5.0)  # a slow journal commit on a busy machine is no reason
+    async with asyncio.timeout(5):
+        while not chassis.requests:  # noqa: ASYNC110 - waits for the engine's first status read, bounded
+            await asyncio.sleep(0.005)
+    chassis.requests.clear()
+    await bridge.submit("TEN", "AC-W", {"capacity_btu": 18000}, quantity=10)  # ten units wait at chassis
+    await until_idle(bridge)
+    assert bridge.get("TEN").state == OrderState.COMPLETED
+    requests = list(chassis.requests)
+    status, parameters, start, ack = (4, 0), (23, 100), (6, 0), (6, 1)
+    counts = Counter(requests)
+    assert counts[parameters] == counts[start] == counts[ack] == 10, requests
+    assert set(counts) == {status, parameters, start, ack}, counts  # no read-back or result read apart
+    # the next unit's parameters follow the last one's acknowledge: no status read to prove the PLC is there
+    after_ack = [requests[i + 1] for i, r in enumerate(requests[:-1]) if r == ack]
+    assert after_ack == [parameters] * 9
+    assert counts[status] <= 2 * 10 - 1  # at least one status per step, read after its start
 
 
 async def test_an_order_waiting_on_an_absent_station_says_why_and_waits(line, start_bridge):

@@ -61,6 +61,24 @@ def test_a_field_overlapping_the_handshake_block(ac_data):
     assert "results.label_count (input 6-7)" in issue
 
 
+@pytest.mark.parametrize(("address", "fits"), [(8, True), (123, True), (124, False), (200, False)])
+def test_results_read_with_the_status_must_fit_one_read_after_it(ac_data, address, fits):
+    """One read of at most 125 registers from the status block (input 0-7) must reach a uint32 result."""
+    run_test = ac_data["station_types"]["run_test"]
+    assert run_test["handshake"] == {"results_with_status": True}
+    run_test["results"] = {
+        "eer": {"table": "input", "address": address, "type": "uint32"},
+        "passed": {"table": "discrete_input", "address": 0, "type": "bool"},  # bits: read apart
+    }
+    if fits:
+        assert parse_mapping(ac_data, source="test.yaml").station_type("test_a").handshake.results_with_status
+        return
+    issue = one_issue(ac_data)
+    assert issue.startswith("station_types.run_test")
+    assert "results.eer: handshake.results_with_status reads inputs 0 to 124 in one request" in issue
+    assert f"input {address} (2 registers) is not inside" in issue
+
+
 @pytest.mark.parametrize(
     ("field", "message"),
     [
