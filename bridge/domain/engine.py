@@ -49,7 +49,8 @@ log = structlog.get_logger(__name__)
 class EngineSettings:
     status_poll_s: float = 0.005
     # A status this young is taken instead of reading the block again: the one that found the
-    # station reachable, or the one the station's last step ended on (docs/engine.md, "Requests").
+    # station reachable, or the one the station's last step ended on (docs/handshake.md, "Requests
+    # per step").
     status_reuse_s: float = 0.05
     step_timeout_s: float | None = None  # None: wait for the PLC however long it takes
     watcher_queue: int = 10_000
