@@ -43,6 +43,7 @@ class BridgeSettings:
     backoff_max_s: float = 5.0
     telemetry_interval_s: float = 1.0
     status_poll_s: float = 0.005
+    status_poll_max_s: float = 0.1  # the busy poll's ceiling while a step runs (docs/engine.md)
     status_reuse_s: float = 0.05  # a status this young stands in for a new read (docs/handshake.md)
     step_timeout_s: float | None = None
     journal_synchronous: str = "NORMAL"
@@ -75,6 +76,7 @@ class Bridge:
             self.links,
             EngineSettings(
                 status_poll_s=settings.status_poll_s,
+                status_poll_max_s=settings.status_poll_max_s,
                 status_reuse_s=settings.status_reuse_s,
                 step_timeout_s=settings.step_timeout_s,
             ),

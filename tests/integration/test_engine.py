@@ -464,6 +464,25 @@ async def test_a_step_costs_four_requests_on_a_capable_plc(ac_mapping, line, sta
     assert counts[status] <= 2 * 10 - 1  # at least one status per step, read after its start
 
 
+async def test_a_running_step_is_polled_at_a_backed_off_pace(ac_mapping, tmp_path):
+    """A 1 s cycle (chassis' 20 s at speed 20) is seen done with ~15 status reads, not ~200 at 5 ms."""
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=20, seed=3) as slow:
+        settings = BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0, status_poll_max_s=0.1)
+        bridge = Bridge(apply_deployment(ac_mapping, slow.endpoints()), settings)
+        await bridge.start()
+        try:
+            chassis = slow["chassis"]
+            await bridge.submit("SLOW", "AC-W", {})
+            order = await until_state(bridge, "SLOW", lambda o: o.units[0].next_step >= 1, timeout_s=10)
+            (step,) = [st for st in order.steps if st.station == "chassis"]
+            assert step.result_code == 0
+            reads = Counter(chassis.requests)[(4, 0)]
+            assert 1 <= reads <= 1 / 0.1 + 10, reads  # ~6 doublings from 5 ms, then one per 100 ms
+        finally:
+            await bridge.stop()
+
+
 async def test_an_order_waiting_on_an_absent_station_says_why_and_waits(line, start_bridge):
     chassis = line["chassis"]
     await chassis.set_fault("exception_code", 4)  # every request answered with 'device failure'
