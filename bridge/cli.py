@@ -88,7 +88,7 @@ def run(
     ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     finished_in_full: int = typer.Option(
-        100, help="finished orders that keep their nodes; older ones are built from the journal when read"
+        100, help="built finished orders that keep their nodes; an order is built when a client asks for it"
     ),
     security: bool = typer.Option(
         False, "--security/--no-security", help="signed and encrypted endpoints, users and roles"

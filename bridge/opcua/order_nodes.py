@@ -2,10 +2,12 @@
 options, state and steps, kept in step with the event stream; finished orders leave after the
 retention (they stay in the journal).
 
-The most recent finished orders (`keep_full`) keep their nodes; older ones, and those found in the
-journal at start, keep only their reference in the Orders folder, and their nodes are built again
-from the journal the moment anyone asks for one (on_demand.py): a retained finished order costs
-about a kilobyte instead of a hundred and seventy, and a restart builds none of them.
+An order enters the folder by reference only; its nodes are built the first time a client reads,
+browses into or subscribes to any of them (on_demand.py), from the order as it stands (in memory
+while it has work left, else from the journal), and kept current from then on. An order nobody
+looks at costs the face a reference and its events, not ~80 nodes written at every step: that
+was most of what the OPC UA face cost the order path (docs/opcua-model.md). The most recent built
+finished orders (`keep_full`) keep their nodes; older ones go back to their reference.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bridge.opcua.values import Staged, ValueWriter, good_value
 log = structlog.get_logger(__name__)
 
 SEVERITY = {OrderState.FAULTED: 700, OrderState.CANCELLED: 400, OrderState.COMPLETED: 300}
-KEEP_FULL = 100  # finished orders that keep their nodes; older ones are built again when asked for
+KEEP_FULL = 100  # built finished orders that keep their nodes; older ones are built again when asked for
 _STRING, _UINT32, _INT32, _DATETIME = (
     ua.VariantType.String, ua.VariantType.UInt32, ua.VariantType.Int32, ua.VariantType.DateTime,
 )  # fmt: skip
@@ -54,7 +56,7 @@ class OrderNodes:
         self._nodes: dict[str, ua.NodeId] = {}  # order id → its node, while it is in the address space
         self._finished_at: dict[str, datetime] = {}
         self._full: OrderedDict[str, None] = OrderedDict()  # finished orders with their nodes, oldest first
-        self._compact: dict[str, str] = {}  # finished orders by reference only → their product
+        self._compact: dict[str, str] = {}  # orders by reference only (not built, or no more) → product
         self._prefix = f"{self.paths.orders}."
         # order id → node path → the members last written there: only what changed is written again
         self._shown: dict[str, dict[str, tuple[Any, ...]]] = {}
@@ -62,8 +64,12 @@ class OrderNodes:
 
     @property
     def compact(self) -> int:
-        """Finished orders in the address space by reference only."""
+        """Orders in the address space by reference only."""
         return len(self._compact)
+
+    def built(self, order_id: str) -> bool:
+        """Whether the order's nodes are in the address space (then they are kept current)."""
+        return order_id in self._nodes and order_id not in self._compact
 
     async def start(self) -> None:
         """Make every order and step template now (a compact order is built inside a lookup, where
@@ -83,21 +89,27 @@ class OrderNodes:
 
     def add_compact(self, order_id: str, product: str, finished: datetime) -> None:
         """A finished order found in the journal: its reference now, its nodes when asked for."""
+        self._refer(order_id, product)
+        self._finished_at[order_id] = finished
+
+    def _refer(self, order_id: str, product: str) -> ua.NodeId:
         nodeid = self.values.order_nid(self.paths.order(order_id))
         name = ua.QualifiedName(order_id, self.values.ns)
         folder = self.values.nid(self.paths.orders)
         self._instances.link(folder, nodeid, name, self.types.order_types[product])
         self._nodes[order_id] = nodeid
         self._compact[order_id] = product
-        self._finished_at[order_id] = finished
+        return nodeid
 
     async def show(self, order: Order) -> ua.NodeId:
-        """Create the order's node if needed and write its current state; returns its NodeId."""
+        """The order's reference if it has none yet, its current state written if it is built;
+        returns its NodeId."""
         async with self.lock:
-            nodeid = self._nodes.get(order.order_id)
-            if nodeid is None:
-                nodeid = await self._create(order)
-            await self._write_order(nodeid, order)
+            nodeid = self._nodes.get(order.order_id) or self._refer(order.order_id, order.product)
+            if order.order_id not in self._compact:
+                await self._write_order(nodeid, order)
+            elif order.state.is_final:
+                self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
             return nodeid
 
     async def on_order(self, changed: OrderChanged) -> None:
@@ -116,26 +128,11 @@ class OrderNodes:
         )
 
     async def on_step(self, order: Order, step: Step) -> None:
-        """The step's node as it is now."""
+        """The step's node as it is now, if its order is built (else it is built as it stands)."""
         nodeid = await self.show(order)
         async with self.lock:
-            await self._write_step(nodeid.Identifier, step)
-
-    async def _create(self, order: Order) -> ua.NodeId:
-        path = self.paths.order(order.order_id)
-        folder = self.server.get_node(self.values.nid(self.paths.orders))
-        nodeid = await self._instances.add_object(
-            folder,
-            self.values.order_nid(path),
-            ua.QualifiedName(order.order_id, self.values.ns),
-            self.types.order_types[order.product],
-        )
-        for option_nid, value, vtype in self._options(order, path):
-            await self.values.write(option_nid, value, vtype)
-        self._nodes[order.order_id] = nodeid
-        for step in order.steps:
-            await self._write_step(path, step)
-        return nodeid
+            if order.order_id not in self._compact:
+                await self._write_step(nodeid.Identifier, step)
 
     async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
         self._stage_all(order.order_id, nodeid.Identifier, staged := [], self._order_members(order))
@@ -206,11 +203,11 @@ class OrderNodes:
             if before is None or before[i] != value:
                 staged.append((self.values.order_nid(f"{path}.{name}"), None, good_value(value, vtype)))
 
-    # -- finished orders by reference, built on demand ---------------------------------------
+    # -- orders by reference, built on demand -------------------------------------------------
 
     def _resolve(self, nodeid: Any) -> bool:
-        """Build the nodes of the compact order `nodeid` belongs to; whether it did. Called by the
-        node table on a miss: it must answer at once for everything that is not such a node."""
+        """Build the nodes of the order by reference `nodeid` belongs to; whether it did. Called by
+        the node table on a miss: it must answer at once for everything that is not such a node."""
         if not self._compact or getattr(nodeid, "NamespaceIndex", None) != self.values.ns:
             return False
         ident = nodeid.Identifier
@@ -219,32 +216,36 @@ class OrderNodes:
         order_id = ident[len(self._prefix) :].split(".", 1)[0]
         if self._compact.pop(order_id, None) is None:
             return False
-        order = self.load(order_id)
+        order = self.load(order_id)  # as it stands in memory while it has work left
         if order is None:
             return False
         self._build(order)
-        self._full[order_id] = None  # compact again when newer ones push it out (never in here)
+        if order.state.is_final and all(step.phase == StepPhase.CLOSED for step in order.steps):
+            self._shown.pop(order_id, None)  # it changes no more
+            self._full[order_id] = None  # compact again when newer ones push it out (never in here)
         log.debug("order_built_on_demand", order_id=order_id)
         return True
 
     def _build(self, order: Order) -> None:
-        """The order's nodes and values from its record, at once (every template exists: start)."""
+        """The order's nodes and values as it stands, at once (every template exists: start)."""
         path = self.paths.order(order.order_id)
         name = ua.QualifiedName(order.order_id, self.values.ns)
         folder, order_type = self.values.nid(self.paths.orders), self.types.order_types[order.product]
         self._instances.copy(folder, self.values.order_nid(path), name, order_type, link=False)
         for option_nid, value, vtype in self._options(order, path):
             self.values.set_new(option_nid, good_value(value, vtype))
-        self._set_new(path, self._order_members(order))
+        self._set_new(order.order_id, path, self._order_members(order))
         steps = self.values.order_nid(f"{path}.Steps")
         for step in order.steps:
             step_path = self.paths.step(path, step)
             step_name = ua.QualifiedName(names.step_name(step), self.values.ns)
             step_id = self.values.order_nid(step_path)
             self._instances.copy(steps, step_id, step_name, self.types.step_type, link=True)
-            self._set_new(step_path, self._step_members(step, valid_json(step.parameters)))
+            self._set_new(order.order_id, step_path, self._step_members(step, valid_json(step.parameters)))
 
-    def _set_new(self, path: str, members: Members) -> None:
+    def _set_new(self, order_id: str, path: str, members: Members) -> None:
+        """The members' first values, remembered as shown: what changes later is written as usual."""
+        self._shown.setdefault(order_id, {})[path] = tuple(value for _, value, _ in members)
         for member, value, vtype in members:
             self.values.set_new(self.values.order_nid(f"{path}.{member}"), good_value(value, vtype))
 

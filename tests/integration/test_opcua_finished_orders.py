@@ -1,9 +1,11 @@
-"""Finished orders beyond the newest few keep only their reference in the Orders folder and are
-built again from the journal when a client asks: browsable and readable as ever, at a fraction
-of the memory, and a restart builds none of them."""
+"""An order is in the Orders folder by reference until a client asks for any of its nodes; then it
+is built as it stands (from memory while it runs, else from the journal) and kept current. Built
+finished orders beyond the newest few go back to their reference. Browsable and readable as ever,
+at a fraction of the memory and of the face's work per step; a restart builds none of them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from asyncua import ua
@@ -19,20 +21,20 @@ async def _browse_orders(rig) -> list[str]:
     return sorted(ref.BrowseName.Name for ref in await rig.node(ORDERS).get_children_descriptions())
 
 
-async def _completed_code(rig) -> int:
-    enum = await rig.node(f"{ORDERS}.F-0.State").read_data_type()
+async def _completed_code(rig, order_id: str = "F-0") -> int:
+    enum = await rig.node(f"{ORDERS}.{order_id}.State").read_data_type()
     values = await rig.client.get_node(enum).get_child(["0:EnumValues"])
     return next(v.Value for v in await values.read_value() if v.DisplayName.Text == "completed")
 
 
-async def test_older_finished_orders_are_built_again_when_read(ac_mapping, tmp_path):
+async def test_an_order_nobody_looked_at_is_listed_and_built_when_read(ac_mapping, tmp_path):
     async with opcua_rig(ac_mapping, tmp_path, finished_in_full=2) as rig:
         orders = await run_orders(rig.bridge, "F", 4)
-        assert rig.face.orders.compact == 2  # the two oldest: their reference only
+        await _settled(rig, lambda: rig.face.orders.compact == 4)  # their reference only
         assert "Plant.Lines.ac_line.Orders.F-0.State" not in str(list(rig.face.server.iserver.aspace.keys()))
         assert await _browse_orders(rig) == ["F-0", "F-1", "F-2", "F-3"]  # all browsable
         completed = await _completed_code(rig)  # reading F-0 builds it
-        assert rig.face.orders.compact == 1
+        assert rig.face.orders.compact == 3
         assert await rig.node(f"{ORDERS}.F-0.State").read_value() == completed
         step = orders[0].steps[-1]
         path = f"{ORDERS}.F-0.Steps.{step.unit_index}-{step.route_index}-{step.station}"
@@ -40,7 +42,48 @@ async def test_older_finished_orders_are_built_again_when_read(ac_mapping, tmp_p
         assert await rig.node(f"{path}.Sequence").read_value() == step.seq
         steps = await rig.node(f"{ORDERS}.F-1.Steps").get_children()  # browsing builds it too
         assert len(steps) == len(orders[1].steps)
-        assert rig.face.orders.compact == 0
+        assert rig.face.orders.compact == 2
+
+
+async def test_an_order_built_while_it_runs_is_kept_current(ac_mapping, tmp_path):
+    """Read while it has work left, an order is built from the order in memory; the events that
+    follow keep it current: its state, progress and every later step."""
+    async with opcua_rig(ac_mapping, tmp_path) as rig:
+        rig.line.plcs["pack"].cycle_time_s = 1.0  # the last station: L-0 runs for a second at least
+        await rig.bridge.submit("L-0", "AC-W", {})
+        await _listed(rig, "L-0")
+        assert not rig.face.orders.built("L-0")
+        assert await rig.node(f"{ORDERS}.L-0.Quantity").read_value() == 1  # builds it
+        assert rig.face.orders.built("L-0")
+        assert rig.bridge.engine.get_active("L-0") is not None  # built while it runs
+        async with asyncio.timeout(30):
+            await rig.bridge.wait_idle()
+        order = rig.bridge.get("L-0")
+        assert order is not None
+        completed = await _completed_code(rig, "L-0")
+        state = rig.node(f"{ORDERS}.L-0.State")
+        async with asyncio.timeout(10):
+            while await state.read_value() != completed:  # noqa: ASYNC110 - polls the server, bounded
+                await asyncio.sleep(0.02)
+        assert await rig.node(f"{ORDERS}.L-0.Progress").read_value() == order.units_done
+        steps = await rig.node(f"{ORDERS}.L-0.Steps").get_children()
+        assert len(steps) == len(order.steps)
+        last = order.steps[-1]
+        path = f"{ORDERS}.L-0.Steps.{last.unit_index}-{last.route_index}-{last.station}"
+        assert json.loads(await rig.node(f"{path}.Results").read_value()) == last.results
+
+
+async def _listed(rig, order_id: str) -> None:
+    async with asyncio.timeout(10):
+        while order_id not in await _browse_orders(rig):  # noqa: ASYNC110 - polls the server, bounded
+            await asyncio.sleep(0.02)
+
+
+async def _settled(rig, condition, timeout_s: float = 10) -> None:
+    """Until the face has handled what the line did (it follows the events a little behind)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polls the face's state, bounded
+            await asyncio.sleep(0.02)
 
 
 async def test_a_restart_lists_finished_orders_by_reference_and_reads_them_from_the_journal(
@@ -60,13 +103,24 @@ async def test_a_restart_lists_finished_orders_by_reference_and_reads_them_from_
 async def test_a_finished_order_a_client_watches_keeps_its_nodes(ac_mapping, tmp_path):
     async with opcua_rig(ac_mapping, tmp_path, finished_in_full=1) as rig:
         await run_orders(rig.bridge, "W", 1)
+        await _listed(rig, "W-0")
         handler = _Values()
         subscription = await rig.client.create_subscription(50, handler)
-        await subscription.subscribe_data_change(rig.node(f"{ORDERS}.W-0.State"))
+        await subscription.subscribe_data_change(rig.node(f"{ORDERS}.W-0.State"))  # builds W-0
         await run_orders(rig.bridge, "V", 3)
-        assert rig.face.orders.compact == 2  # V-0 and V-1 went: W-0 is watched, stays and blocks none
+        for i in range(3):
+            await _listed(rig, f"V-{i}")
+            await rig.node(f"{ORDERS}.V-{i}.State").read_value()  # builds V-i: four built, one kept in full
+        await _settled(rig, lambda: rig.face.orders.compact == 0)
+        rig.line.plcs["pack"].cycle_time_s = 1.0  # X-0 is built while it runs: its end compacts
+        await rig.bridge.submit("X-0", "AC-W", {})
+        await _listed(rig, "X-0")
+        await rig.node(f"{ORDERS}.X-0.State").read_value()
+        await _settled(rig, lambda: rig.face.orders.compact == 3)  # V-0..2 went: W-0 is watched, stays
         assert await rig.node(f"{ORDERS}.W-0.State").read_data_value()
-        assert ua.NodeId(f"{ORDERS}.W-0.State", rig.ns) in dict.keys(rig.face.server.iserver.aspace._nodes)
+        nodes = dict.keys(rig.face.server.iserver.aspace._nodes)  # without building on demand
+        assert ua.NodeId(f"{ORDERS}.W-0.State", rig.ns) in nodes
+        assert ua.NodeId(f"{ORDERS}.V-0.State", rig.ns) not in nodes
         await subscription.delete()
 
 
