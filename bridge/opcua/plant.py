@@ -64,7 +64,13 @@ class PlantModel:
             ]
 
     async def fire(self, key: str, message: str, severity: int, **fields: Any) -> None:
-        """Raise an event of kind `key` (order, station, notice) with its own fields."""
+        """Raise an event of kind `key` (order, station, notice) with its own fields.
+
+        Not built while no client has a subscription (events are not historized, and a
+        subscription made later does not receive earlier events): a thousand orders raise tens
+        of thousands of them, each with a fresh EventId from the OS's random source."""
+        if not self.server.iserver.subscription_service.subscriptions:
+            return
         for generator in self._events.get(key, []):
             event = generator.event
             for name, value in fields.items():
