@@ -5,9 +5,11 @@ plant scale, in one run."""
 
 from bench import order_path, telemetry, throughput
 
-throughput.main([])
+alone = throughput.main([])
 print()
-throughput.main(["--telemetry-load", "125"])
+loaded = throughput.main(["--telemetry-load", "125"])
+if alone and loaded:
+    print(f"step overhead p99 under telemetry / alone: {loaded / alone:.2f}")
 print()
 order_path.main([])
 print()

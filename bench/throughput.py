@@ -212,7 +212,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> float | None:
+    """Prints the figures; returns the step overhead's p99 in ms (None for --serve-line)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--mapping", type=Path, default=ROOT / "mappings" / "ac_line.yaml")
@@ -229,18 +230,18 @@ def main(argv: list[str] | None = None) -> None:
         mapping = with_telemetry(args.mapping, args.telemetry_load)
     if args.serve_line:
         asyncio.run(serve_line(mapping, args.telemetry_period))
-        return
+        return None
     telemetry_s = 0.1 if args.telemetry_load else 0.0
     with (
         tempfile.TemporaryDirectory() as tmp,
         LineProcess(args.mapping, args.telemetry_load, telemetry_s or 0.5) as line,
     ):
-        run_line(args, mapping, line, Path(tmp), telemetry_s)
+        return run_line(args, mapping, line, Path(tmp), telemetry_s)
 
 
 def run_line(
     args: argparse.Namespace, mapping: LineMapping, line: LineProcess, tmp: Path, telemetry_s: float
-) -> None:
+) -> float:
     deployed = apply_deployment(mapping, line.endpoints)
     elapsed, bridge, journal = asyncio.run(run_bridge(deployed, args.orders, tmp / "data", telemetry_s))
     line.wait_reported(journal.closed_at, timeout_s=10)
@@ -270,6 +271,7 @@ def run_line(
           f" ms, max {max(commits):.2f} ms ({len(commits)} awaited, off the loop)")  # fmt: skip
     print(f"bare pymodbus          {total} requests in {bare:.2f} s ({total / bare:.0f} req/s)")
     print(f"ratio bridge/bare      {elapsed / bare:.2f}")
+    return percentile(overhead_ms, 99)
 
 
 if __name__ == "__main__":
