@@ -23,7 +23,8 @@ async def test_node_opcua_browses_reads_submits_and_gets_events(ac_mapping, tmp_
         # node-opcua may log its own notices on stdout too: the summary is the JSON line.
         (line,) = [text for text in out.decode().splitlines() if text.startswith('{"nodes"')]
         summary = json.loads(line)
-        assert rig.bridge.get("NODE-1").options["panel_color"] == "graphite"
+        placed = rig.bridge.get("NODE-1")
+        assert placed.options["panel_color"] == "graphite"
 
     assert summary["call"] == {"status": "Good", "output": f"ns={rig.ns};s=Plant.Lines.ac_line.Orders.NODE-1"}
     assert summary["variables"] > 200
@@ -35,3 +36,8 @@ async def test_node_opcua_browses_reads_submits_and_gets_events(ac_mapping, tmp_
     assert states[-1] == 3  # completed
     stations = [e["station"] for e in summary["events"] if e["station"]]
     assert stations[:5] == ["chassis", "coil", "compressor", "charge", "panel"]
+    # The order it placed, read afterwards: built on demand, with every step and its results.
+    order = summary["order"]
+    assert (order["stateStatus"], order["state"]) == ("Good", 3)
+    assert order["steps"] == len(placed.steps)
+    assert sorted(map(json.dumps, order["results"])) == sorted(json.dumps(s.results) for s in placed.steps)

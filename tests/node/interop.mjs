@@ -93,10 +93,25 @@ const call = await session.call({
 });
 await completed;
 
+// The order it placed, by the node id the call returned: nobody has read it yet, so the server
+// builds its nodes within this request (docs/opcua-model.md, "Orders are built when asked for").
+const orderNode = call.outputArguments?.[0]?.value?.toString();
+const [state] = await session.read([{ nodeId: `${orderNode}.State`, attributeId: AttributeIds.Value }]);
+const [stepsBrowse] = await session.browse([{
+  nodeId: `${orderNode}.Steps`, browseDirection: BrowseDirection.Forward, referenceTypeId: "HierarchicalReferences",
+  includeSubtypes: true, nodeClassMask: 0, resultMask: 63,
+}]);
+const stepIds = (stepsBrowse.references || []).map((ref) => ref.nodeId.toString());
+const results = await session.read(stepIds.map((id) => ({ nodeId: `${id}.Results`, attributeId: AttributeIds.Value })));
+const order = {
+  state: state.value.value, stateStatus: state.statusCode.name, steps: stepIds.length,
+  results: results.map((dv) => (dv.statusCode.isGood() ? JSON.parse(dv.value.value) : dv.statusCode.name)),
+};
+
 console.log(JSON.stringify({
   nodes: seen.size, variables: variables.length, statuses, plantVariables, plantGood,
   call: { status: call.statusCode.name, output: call.outputArguments?.[0]?.value?.toString() },
-  events: events.filter((e) => e.orderId === orderId),
+  events: events.filter((e) => e.orderId === orderId), order,
 }));
 await subscription.terminate();
 await session.close();
