@@ -30,7 +30,8 @@ from bridge.opcua.session_limits import SessionLedger
 from bridge.opcua.setpoints import SetpointAccess
 from bridge.opcua.settings import DEFAULT_ENDPOINT, OpcUaSettings
 from bridge.opcua.station_nodes import StationNodes
-from bridge.opcua.uatypes import APP_URI_PREFIX, build_types
+from bridge.opcua.type_tree import build_types
+from bridge.opcua.uatypes import APP_URI_PREFIX
 from bridge.opcua.values import ValueWriter
 from bridge.service import Bridge
 from bridge.supervise import start_supervised

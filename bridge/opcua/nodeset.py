@@ -7,7 +7,8 @@ from pathlib import Path
 from asyncua import Server
 
 from bridge.mapping.model import LineMapping
-from bridge.opcua.uatypes import TYPES_URI, build_types
+from bridge.opcua.type_tree import build_types
+from bridge.opcua.uatypes import TYPES_URI
 
 
 async def export_nodeset(mapping: LineMapping, path: Path) -> None:
