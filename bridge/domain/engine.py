@@ -412,9 +412,8 @@ class LineEngine:
                 )
             for station, step in self.station_steps.items():
                 if step is not None and station in self.station_errors:
-                    notes[step.order_id] = (
-                        f"unit {step.unit_index} at station {station}: held: "
-                        + (self.station_errors[station])
+                    notes[step.order_id] = f"unit {step.unit_index} at station {station}: held: " + (
+                        self.station_errors[station]
                     )
                 elif step is not None and station in self.absent_since:  # begun: it waits for the PLC
                     notes[step.order_id] = (
@@ -529,10 +528,8 @@ class LineEngine:
                 if not on_plc and phase != PlcPhase.NOT_STARTED:
                     on_plc = True
                     log.debug("step_seen_on_plc", phase=phase.value, at_station=step.station)
-                if (
-                    step.phase == StepPhase.BEGUN
-                    and phase == PlcPhase.NOT_STARTED
-                    and (on_plc or (start_sent and fell_back))
+                if step.phase == StepPhase.BEGUN and phase == PlcPhase.NOT_STARTED and (
+                    on_plc or (start_sent and fell_back)
                 ):  # the PLC lost a step it had: it may have run partly, and must not run again unasked
                     why = fell_back or f"its status no longer shows step {step.seq}"
                     if await self._hold_for_restart(order, unit, step, why) == "fail":
@@ -543,7 +540,7 @@ class LineEngine:
                     continue
                 if step.phase == StepPhase.FINISHED:  # result journaled: only the acknowledge is left
                     if phase == PlcPhase.FINISHED:
-                        await self._acknowledge(link, step)
+                        await self._acknowledge(link, step.station, step.seq)
                     await self._close(order, unit, step)
                     return (status, read_at) if phase == PlcPhase.FINISHED else None
                 if phase == PlcPhase.NOT_STARTED:
@@ -554,8 +551,7 @@ class LineEngine:
                     if status.state == PlcState.DONE and not acked_after:
                         if status.done_seq != self._acked.get(step.station):  # a result nobody will collect
                             log.warning("stale_result_acknowledged", stale_seq=status.done_seq)
-                        await link.acknowledge(status.done_seq)  # free the PLC (twice is harmless)
-                        self._acked[step.station] = status.done_seq
+                        await self._acknowledge(link, step.station, status.done_seq)  # twice is harmless
                         continue
                     if not (status.ready or acked_after):
                         await asyncio.sleep(poll)
@@ -601,7 +597,7 @@ class LineEngine:
                     code = ResultCode.STEP_TIMEOUT
                 await self._finish(step, results, code)
                 if phase == PlcPhase.FINISHED:
-                    await self._acknowledge(link, step)
+                    await self._acknowledge(link, step.station, step.seq)
                 await self._close(order, unit, step, message=message)
                 return (status, read_at) if phase == PlcPhase.FINISHED else None
             except StationError as exc:
@@ -613,9 +609,10 @@ class LineEngine:
                 last_error = str(exc)
                 await asyncio.sleep(delay)
 
-    async def _acknowledge(self, link: StationLink, step: Step) -> None:
-        await link.acknowledge(step.seq)
-        self._acked[step.station] = step.seq
+    async def _acknowledge(self, link: StationLink, station: str, seq: int) -> None:
+        """Frees the PLC of the result of step `seq`, and remembers it was this bridge's doing."""
+        await link.acknowledge(seq)
+        self._acked[station] = seq
 
     async def _finish(self, step: Step, results: dict[str, Any], code: int) -> None:
         step.results = results
