@@ -106,10 +106,10 @@ class OrderNodes:
         returns its NodeId."""
         async with self.lock:
             nodeid = self._nodes.get(order.order_id) or self._refer(order.order_id, order.product)
+            if order.state.is_final:
+                self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
             if order.order_id not in self._compact:
                 await self._write_order(nodeid, order)
-            elif order.state.is_final:
-                self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
             return nodeid
 
     async def on_order(self, changed: OrderChanged) -> None:
@@ -137,10 +137,8 @@ class OrderNodes:
     async def _write_order(self, nodeid: ua.NodeId, order: Order) -> None:
         self._stage_all(order.order_id, nodeid.Identifier, staged := [], self._order_members(order))
         await self.values.flush(staged)
-        if order.state.is_final:
-            self._finished_at.setdefault(order.order_id, order.completed_at or utcnow())
-            if not any(step.phase != StepPhase.CLOSED for step in order.steps):  # it changes no more
-                self._finished(order.order_id)
+        if _changes_no_more(order):
+            self._finished(order.order_id)
 
     async def _write_step(self, order_path: str, step: Step) -> None:
         path = self.paths.step(order_path, step)
@@ -220,8 +218,8 @@ class OrderNodes:
         if order is None:
             return False
         self._build(order)
-        if order.state.is_final and all(step.phase == StepPhase.CLOSED for step in order.steps):
-            self._shown.pop(order_id, None)  # it changes no more
+        if _changes_no_more(order):
+            self._shown.pop(order_id, None)
             self._full[order_id] = None  # compact again when newer ones push it out (never in here)
         log.debug("order_built_on_demand", order_id=order_id)
         return True
@@ -293,6 +291,11 @@ class OrderNodes:
             self._instances.unlink(self.values.nid(self.paths.orders), nodeid)
         elif nodeid is not None:
             await self.server.delete_nodes([self.server.get_node(nodeid)], recursive=True)
+
+
+def _changes_no_more(order: Order) -> bool:
+    """Finished, and every step closed: no event will change its nodes again."""
+    return order.state.is_final and all(step.phase == StepPhase.CLOSED for step in order.steps)
 
 
 def valid_json(values: dict[str, Any]) -> str:
