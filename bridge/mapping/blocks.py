@@ -10,6 +10,7 @@ from bridge.mapping.model import BIT_TABLES, READ_REGISTERS_MAX, RegisterField
 # Protocol limits per request: registers read / written, bits read / written.
 MAX_READ = {"holding": READ_REGISTERS_MAX, "input": READ_REGISTERS_MAX, "coil": 2000, "discrete_input": 2000}
 MAX_WRITE = {"holding": 123, "coil": 1968}
+READ_WRITE_MAX = 121  # holding registers function 23 may write in one request (it reads up to 125)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
 from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
-from bridge.mapping.blocks import Block, plan_blocks
+from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
 from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
 from bridge.modbus import pymodbus_seams
@@ -41,7 +41,6 @@ _READERS = {
 }
 
 REQUEST_TIMES_KEPT = 4096  # durations kept between two polls (telemetry off: the newest)
-READ_WRITE_MAX = 121  # registers function 23 may write in one request
 
 
 class ModbusStationLink:
