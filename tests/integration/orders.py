@@ -25,3 +25,10 @@ async def run_orders(
     async with asyncio.timeout(timeout_s):
         await bridge.wait_idle()
     return [bridge.get(f"{prefix}-{i}") for i in range(count)]
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 20, every_s: float = 0.05) -> None:
+    """Until `predicate()` holds, bounded: a state the bridge reaches by itself, polled."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(every_s)

@@ -21,6 +21,7 @@ from bridge.errors import ConfigurationError
 from bridge.journal.check import check_journal
 from bridge.journal.sqlite import SqliteJournal
 from tests.integration.opcua_rig import opcua_rig, s
+from tests.integration.orders import until
 
 pytestmark = pytest.mark.slow
 LINEBRIDGE = str(Path(sys.executable).parent / "linebridge")
@@ -53,12 +54,6 @@ def fill(path: Path) -> Path:
                 if exc.errno != errno.ENOSPC:
                     raise
     return path
-
-
-async def until(predicate, timeout_s: float = 20) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state, bounded
-            await asyncio.sleep(0.05)
 
 
 async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_mapping, tmp_path):

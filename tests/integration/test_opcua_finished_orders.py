@@ -11,7 +11,7 @@ import json
 from asyncua import ua
 
 from tests.integration.opcua_rig import opcua_rig
-from tests.integration.orders import run_orders
+from tests.integration.orders import run_orders, until
 
 ORDERS = "Plant.Lines.ac_line.Orders"
 
@@ -30,7 +30,7 @@ async def _completed_code(rig, order_id: str = "F-0") -> int:
 async def test_an_order_nobody_looked_at_is_listed_and_built_when_read(ac_mapping, tmp_path):
     async with opcua_rig(ac_mapping, tmp_path, finished_in_full=2) as rig:
         orders = await run_orders(rig.bridge, "F", 4)
-        await _settled(rig, lambda: rig.face.orders.compact == 4)  # their reference only
+        await until(lambda: rig.face.orders.compact == 4, timeout_s=10, every_s=0.02)  # by reference only
         assert "Plant.Lines.ac_line.Orders.F-0.State" not in str(list(rig.face.server.iserver.aspace.keys()))
         assert await _browse_orders(rig) == ["F-0", "F-1", "F-2", "F-3"]  # all browsable
         completed = await _completed_code(rig)  # reading F-0 builds it
@@ -79,13 +79,6 @@ async def _listed(rig, order_id: str) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _settled(rig, condition, timeout_s: float = 10) -> None:
-    """Until the face has handled what the line did (it follows the events a little behind)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polls the face's state, bounded
-            await asyncio.sleep(0.02)
-
-
 async def test_a_restart_lists_finished_orders_by_reference_and_reads_them_from_the_journal(
     ac_mapping, tmp_path
 ):
@@ -111,12 +104,13 @@ async def test_a_finished_order_a_client_watches_keeps_its_nodes(ac_mapping, tmp
         for i in range(3):
             await _listed(rig, f"V-{i}")
             await rig.node(f"{ORDERS}.V-{i}.State").read_value()  # builds V-i: four built, one kept in full
-        await _settled(rig, lambda: rig.face.orders.compact == 0)
+        await until(lambda: rig.face.orders.compact == 0, timeout_s=10, every_s=0.02)
         rig.line.plcs["pack"].cycle_time_s = 1.0  # X-0 is built while it runs: its end compacts
         await rig.bridge.submit("X-0", "AC-W", {})
         await _listed(rig, "X-0")
         await rig.node(f"{ORDERS}.X-0.State").read_value()
-        await _settled(rig, lambda: rig.face.orders.compact == 3)  # V-0..2 went: W-0 is watched, stays
+        # V-0..2 went: W-0 is watched, stays
+        await until(lambda: rig.face.orders.compact == 3, timeout_s=10, every_s=0.02)
         assert await rig.node(f"{ORDERS}.W-0.State").read_data_value()
         nodes = dict.keys(rig.face.server.iserver.aspace._nodes)  # without building on demand
         assert ua.NodeId(f"{ORDERS}.W-0.State", rig.ns) in nodes
