@@ -1,0 +1,152 @@
+"""What ISA-95 Job Control words mean on this line: a product of the mapping is a work master and
+its options are the work master's parameters; a job order is an order request; an order's state is
+a job state. Pure translations (docs/isa95.md "How a job maps to an order"), so the job order
+receiver validates a job exactly as `SubmitOrder` validates an order.
+
+The structures are the classes `build_isa95_types` made from the served definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from asyncua import ua
+
+from bridge.domain.model import OrderState
+from bridge.domain.orders import OrderRequest
+from bridge.errors import OrderRejected
+from bridge.mapping.model import LineMapping, Option
+
+# ReturnStatus bits (version 2): the outcome of a Job Control call is in these, the call is Good.
+OK = 1 << 0
+UNKNOWN_JOB_ORDER_ID = 1 << 1
+INVALID_JOB_ORDER_STATUS = 1 << 3
+UNABLE_TO_ACCEPT = 1 << 4
+INVALID_REQUEST = 1 << 32
+
+# Top-level job states (StateNumber).
+NOT_ALLOWED_TO_START, ALLOWED_TO_START, RUNNING, INTERRUPTED, ENDED, ABORTED = 1, 2, 3, 4, 5, 6
+STATE_NAMES = {
+    NOT_ALLOWED_TO_START: "NotAllowedToStart", ALLOWED_TO_START: "AllowedToStart", RUNNING: "Running",
+    INTERRUPTED: "Interrupted", ENDED: "Ended", ABORTED: "Aborted",
+}  # fmt: skip
+
+# A job order's MaterialRequirements entry with this MaterialUse carries the quantity to make.
+PRODUCED = "Produced"
+
+
+def _variant(value: Any, option: Option) -> ua.Variant:
+    kinds = {
+        "bool": ua.VariantType.Boolean, "string": ua.VariantType.String,
+        "integer": ua.VariantType.Int32, "number": ua.VariantType.Double,
+    }  # fmt: skip
+    if option.type == "enum":
+        kind = ua.VariantType.String if isinstance(value, str) else ua.VariantType.Int32
+    else:
+        kind = kinds[option.type]
+    if value is None:
+        return ua.Variant(None, ua.VariantType.Null)
+    return ua.Variant(float(value) if kind == ua.VariantType.Double else value, kind)
+
+
+def _allowed(option: Option) -> str:
+    if option.values is not None:
+        return "one of " + ", ".join(map(str, option.values))
+    if option.type == "string":
+        return f"at most {option.max_length} {option.charset.replace('_', ' ')} characters"
+    bounds = []
+    if option.min is not None:
+        bounds.append(f">= {option.min:g}")
+    if option.max is not None:
+        bounds.append(f"<= {option.max:g}")
+    return " ".join([option.type, " and ".join(bounds)]).strip()
+
+
+def work_masters(mapping: LineMapping) -> list[Any]:
+    """One work master per product: its options as parameters, each with its default as Value and
+    its description and allowed values (the spec has no field for a range: they are a second
+    Description text, in words an operator reads)."""
+    masters = []
+    for name, product in mapping.products.items():
+        parameters = [
+            ua.ISA95ParameterDataType(
+                ID=option_name,
+                Value=_variant(option.default, option),
+                Description=[
+                    ua.LocalizedText(option.description or option_name),
+                    ua.LocalizedText(_allowed(option)),
+                ],
+            )
+            for option_name, option in product.options.items()
+        ]
+        description = ua.LocalizedText(product.description or name)
+        masters.append(ua.ISA95WorkMasterDataType(ID=name, Description=description, Parameters=parameters))
+    return masters
+
+
+def _quantity(materials: Sequence[Any] | None) -> int | None:
+    produced = [m for m in materials or [] if m.MaterialUse == PRODUCED]
+    if not produced:
+        return None
+    if len(produced) > 1:
+        raise OrderRejected(f"at most one entry with MaterialUse {PRODUCED!r}", field="MaterialRequirements")
+    text = produced[0].Quantity
+    try:
+        quantity = float(text)
+    except (TypeError, ValueError):
+        raise OrderRejected(f"Quantity {text!r} is not a number", field="MaterialRequirements") from None
+    if not quantity.is_integer():
+        reason = f"Quantity must be a whole number of units, got {text}"
+        raise OrderRejected(reason, field="MaterialRequirements")
+    return int(quantity)
+
+
+def order_request(job_order: Any) -> OrderRequest:
+    """The order a job order asks for, or OrderRejected naming the job order's field. The request
+    still goes through `validate_order` (options, ranges, quantity, priority) as any order does."""
+    masters = job_order.WorkMasterID or []
+    if len(masters) != 1:
+        reason = f"exactly one work master (a product of the line) is required, got {len(masters)}"
+        raise OrderRejected(reason, field="WorkMasterID")
+    options: dict[str, Any] = {}
+    for parameter in job_order.JobOrderParameters or []:
+        if parameter.ID in options:
+            raise OrderRejected("given twice", field=f"JobOrderParameters.{parameter.ID}")
+        if parameter.Subparameters:
+            reason = "sub-parameters are not used on this line"
+            raise OrderRejected(reason, field=f"JobOrderParameters.{parameter.ID}")
+        value = parameter.Value
+        options[parameter.ID] = value.Value if isinstance(value, ua.Variant) else value
+    return OrderRequest(
+        order_id=job_order.JobOrderID,
+        product=masters[0].ID,
+        options=options,
+        quantity=_quantity(job_order.MaterialRequirements),
+        priority=0 if job_order.Priority is None else job_order.Priority,
+    )
+
+
+def job_field(field: str) -> str:
+    """An order's field named as the job order names it, for a refusal the MES can act on."""
+    head, _, rest = field.partition(".")
+    names = {"order_id": "JobOrderID", "product": "WorkMasterID", "options": "JobOrderParameters",
+             "quantity": "MaterialRequirements", "priority": "Priority"}  # fmt: skip
+    return names.get(head, head) + (f".{rest}" if rest else "")
+
+
+def job_state(state: OrderState) -> list[Any]:
+    """An order's state as ISA95StateDataType[]: the top-level state alone, its BrowsePath null as
+    the spec requires (sub-states are optional; this line reports none yet).
+
+    received and queued are AllowedToStart (accepted, waiting for the line); faulted and cancelled
+    are Aborted; completed is Ended."""
+    number = _JOB_STATE[state]
+    text = ua.LocalizedText(STATE_NAMES[number])
+    return [ua.ISA95StateDataType(StateText=text, StateNumber=ua.UInt32(number))]
+
+
+_JOB_STATE = {
+    OrderState.RECEIVED: ALLOWED_TO_START, OrderState.QUEUED: ALLOWED_TO_START, OrderState.RUNNING: RUNNING,
+    OrderState.COMPLETED: ENDED, OrderState.FAULTED: ABORTED, OrderState.CANCELLED: ABORTED,
+}  # fmt: skip
