@@ -141,25 +141,45 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-async def test_a_client_decodes_a_job_order_from_the_server_alone(rig) -> None:
-    """A client in a process of its own, knowing nothing of the types but what it reads from the
-    server, encodes a job order into a variable of the official type and decodes it back."""
+async def job_order_probe(rig) -> str:
+    """A writable variable of the official job order type, for a client to fill and read back."""
     ns = await rig.client.get_namespace_index(JOBCONTROL_URI)
     holder = await rig.face.server.nodes.objects.add_variable(
         ua.NodeId("isa95-test-job-order", ns), "JobOrderProbe", None, datatype=ua.NodeId(3008, ns)
     )
     await holder.set_writable()
+    return holder.nodeid.to_string()
+
+
+async def run_client(*args: str) -> dict:
+    """A client in a process of its own: its JSON summary line (node-opcua logs lines of its own)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FRESH_CLIENT, rig.url, holder.nodeid.to_string(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
-    back = json.loads(out.decode().strip().splitlines()[-1])
+    return json.loads([line for line in out.decode().splitlines() if line.startswith("{")][-1])
+
+
+async def test_a_client_decodes_a_job_order_from_the_server_alone(rig) -> None:
+    """asyncua in a process of its own, knowing nothing of the types but what it reads from the
+    server, encodes a job order into a variable of the official type and decodes it back."""
+    back = await run_client(sys.executable, "-c", FRESH_CLIENT, rig.url, await job_order_probe(rig))
     assert back == {
         "id": "J-1", "priority": 2, "work_master": None, "parameter": ["capacity_btu", 12000],
         "type": "ISA95JobOrderDataType",
+    }  # fmt: skip
+
+
+@pytest.mark.interop
+async def test_node_opcua_decodes_a_job_order_from_the_server_alone(rig, node_client) -> None:
+    """The same with node-opcua, an independent stack (tests/node/isa95.mjs)."""
+    node = node_client[0]
+    back = await run_client(node, str(NODE_DIR / "isa95.mjs"), rig.url, await job_order_probe(rig))
+    assert back == {
+        "write": "Good", "type": "ISA95JobOrderDataType", "id": "J-node", "priority": 4,
+        "parameter": ["capacity_btu", 12000],
     }  # fmt: skip
 
 
