@@ -22,7 +22,7 @@ from bridge.lifecycle import cancel_and_wait
 from bridge.opcua import server_setup
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
-from bridge.opcua.isa95_types import build_isa95_types
+from bridge.opcua.isa95_model import build_job_control
 from bridge.opcua.line_calls import LineCalls, audit_with_channel
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.order_nodes import OrderNodes
@@ -74,7 +74,7 @@ class OpcUaFace:
         settings, server = self.settings, self.server
         self.sessions = await server_setup.configure(server, self.app_uri, settings, self.audit)
         types = await build_types(server, self.mapping)
-        await build_isa95_types(server)
+        await build_job_control(server, types.ns)
         values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()

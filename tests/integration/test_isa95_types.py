@@ -190,3 +190,131 @@ async def test_the_nodeset_export_holds_the_job_control_types(ac_mapping, tmp_pa
     assert JOBCONTROL_URI in [uri.text for uri in root.find("u:NamespaceUris", UA)]
     exported = {n.get("BrowseName").split(":", 1)[1] for n in root.findall("u:UADataType", UA)}
     assert {s.name for s in STRUCTURES} <= exported
+    object_types = {n.get("BrowseName").split(":", 1)[1] for n in root.findall("u:UAObjectType", UA)}
+    assert {"ISA95JobOrderReceiverObjectType", "ISA95JobResponseProviderObjectType"} <= object_types
+
+
+TYPES_COMPARED = ("ns=1;i=1002", "ns=1;i=1003", "ns=1;i=1006")  # receiver, response provider, event
+FOLLOWED = ("HasComponent", "HasProperty")  # a type's children
+NAMED_REFERENCES = ("FromState", "ToState", "HasCause", "HasEffect", "GeneratesEvent")
+
+
+def official_object_types() -> dict[str, dict]:
+    """Each node of the compared object types in the official file, by node id: what a client
+    browsing the type sees (class, browse name, type definition, modelling rule, data type, value
+    rank, array dimensions, arguments, state and transition numbers, references between them)."""
+    official_data_types()  # fails or skips if the file is missing, as above
+    root = ET.parse(OFFICIAL).getroot()
+    aliases = {a.get("Alias"): a.text for a in root.find("u:Aliases", UA)}
+    nodes = {n.get("NodeId"): n for n in root if n.get("NodeId")}
+    types_ns = "{http://opcfoundation.org/UA/2008/02/Types.xsd}"
+    found: dict[str, dict] = {}
+
+    def refs(node: ET.Element) -> list[tuple[str, bool, str]]:
+        return [
+            (r.get("ReferenceType"), r.get("IsForward", "true") == "true", aliases.get(r.text, r.text))
+            for r in node.find("u:References", UA)
+        ]  # fmt: skip
+
+    def arguments(node: ET.Element) -> list[tuple]:
+        out = []
+        for arg in node.iter(f"{types_ns}Argument"):
+            dims = arg.find(f"{types_ns}ArrayDimensions")
+            out.append((
+                arg.find(f"{types_ns}Name").text,
+                arg.find(f"{types_ns}DataType").find(f"{types_ns}Identifier").text,
+                int(arg.find(f"{types_ns}ValueRank").text),
+                [int(d.text) for d in dims] if dims is not None else [],
+            ))  # fmt: skip
+        return out
+
+    def visit(nid: str) -> None:
+        node = nodes[nid]
+        by_kind = refs(node)
+        value = node.find("u:Value", UA)
+        entry = {
+            "class": node.tag.split("}")[1].removeprefix("UA"),
+            "name": node.get("BrowseName"),
+            "type": [t for k, f, t in by_kind if k == "HasTypeDefinition"],
+            "rule": [t for k, f, t in by_kind if k == "HasModellingRule"],
+            "refs": sorted((k, t) for k, f, t in by_kind if f and k in NAMED_REFERENCES),
+        }
+        if entry["class"] == "Variable":
+            entry["data_type"] = aliases.get(node.get("DataType"), node.get("DataType"))
+            entry["value_rank"] = int(node.get("ValueRank", "-1"))
+            entry["dims"] = [int(d) for d in node.get("ArrayDimensions", "").split(",") if d]
+            if entry["name"] in ("InputArguments", "OutputArguments"):
+                entry["arguments"] = arguments(node)
+            if entry["name"] in ("StateNumber", "TransitionNumber"):
+                entry["value"] = int("".join(value.itertext()).strip())
+        if entry["class"] == "ObjectType":
+            entry["supertype"] = next(t for k, f, t in by_kind if k == "HasSubtype" and not f)
+            entry["abstract"] = node.get("IsAbstract") == "true"
+        found[nid] = entry
+        for kind, forward, target in by_kind:
+            if forward and kind in FOLLOWED:
+                visit(target)
+
+    for nid in TYPES_COMPARED:
+        visit(nid)
+    return found
+
+
+async def served_object_types(client, ns: int) -> dict[str, dict]:
+    """The same description, read from the server by browsing."""
+    found: dict[str, dict] = {}
+
+    def numbered(nodeid: ua.NodeId) -> str:
+        return in_file_numbering(nodeid, ns)
+
+    def name(qname: ua.QualifiedName) -> str:
+        return f"1:{qname.Name}" if qname.NamespaceIndex == ns else qname.Name
+
+    async def visit(node) -> None:
+        nodeclass = await node.read_node_class()
+        references = await node.get_references()
+        ref_names = {}
+        for ref in references:
+            kind = ref.ReferenceTypeId
+            if kind not in ref_names:
+                ref_names[kind] = (await client.get_node(kind).read_browse_name()).Name
+        forward = [(ref_names[r.ReferenceTypeId], r) for r in references if r.IsForward]
+        entry = {
+            "class": nodeclass.name,
+            "name": name(await node.read_browse_name()),
+            "type": [numbered(r.NodeId) for k, r in forward if k == "HasTypeDefinition"],
+            "rule": [numbered(r.NodeId) for k, r in forward if k == "HasModellingRule"],
+            "refs": sorted((k, numbered(r.NodeId)) for k, r in forward if k in NAMED_REFERENCES),
+        }
+        if nodeclass == ua.NodeClass.Variable:
+            entry["data_type"] = numbered(await node.read_data_type())
+            entry["value_rank"] = await node.read_value_rank()
+            entry["dims"] = list(await node.read_array_dimensions() or [])
+            if entry["name"] in ("InputArguments", "OutputArguments"):
+                entry["arguments"] = [
+                    (a.Name, numbered(a.DataType), a.ValueRank, list(a.ArrayDimensions or []))
+                    for a in await node.read_value()
+                ]
+            if entry["name"] in ("StateNumber", "TransitionNumber"):
+                entry["value"] = await node.read_value()
+        if nodeclass == ua.NodeClass.ObjectType:
+            entry["supertype"] = numbered((await node.get_parent()).nodeid)
+            entry["abstract"] = (await node.read_attribute(ua.AttributeIds.IsAbstract)).Value.Value
+        found[numbered(node.nodeid)] = entry
+        for kind, ref in forward:
+            if kind in FOLLOWED:
+                await visit(client.get_node(ref.NodeId))
+
+    for nid in TYPES_COMPARED:
+        await visit(client.get_node(ua.NodeId(int(nid.rsplit("=", 1)[1]), ns)))
+    return found
+
+
+async def test_the_job_control_object_types_match_the_official_nodeset(rig) -> None:
+    """Every node of the receiver, response provider and status event types, as served, equals the
+    official file's: ids, names, modelling rules, method arguments, states, transitions."""
+    official = official_object_types()
+    served = await served_object_types(rig.client, await rig.client.get_namespace_index(JOBCONTROL_URI))
+    assert sorted(served) == sorted(official), "the same nodes"
+    for nid, want in official.items():
+        assert served[nid] == want, nid
