@@ -106,6 +106,16 @@ class UnknownOrder(OrderRejected):
         super().__init__(f"no order {clip(repr(order_id), 60)}", field="order_id")
 
 
+class WrongOrderState(OrderRejected):
+    """A request that does not apply to the order in the state it is in (start a running order,
+    clear one that has not ended)."""
+
+    def __init__(self, order_id: str, state: str, action: str, applies_to: str) -> None:
+        self.state = state
+        reason = f"order {clip(repr(order_id), 60)} is {state}: {action} applies to {applies_to}"
+        super().__init__(reason, field="order_id")
+
+
 class OrderFinished(OrderRejected):
     """A cancel of an order that already completed or faulted: there is nothing left to stop, and
     answering "cancelled" would tell the caller (and the audit) something that did not happen."""

@@ -34,6 +34,7 @@ from bridge.errors import (
     ParameterMismatch,
     StationError,
     UnknownOrder,
+    WrongOrderState,
 )
 from bridge.handshake import HandshakeWatch, PlcState, ResultCode, StatusBlock, next_seq
 from bridge.handshake import StepPhase as PlcPhase
@@ -138,7 +139,7 @@ class LineEngine:
                     seq=open_step.seq,
                     phase=open_step.phase,
                 )
-            elif unit.state == UnitState.WAITING and not order.state.is_final:
+            elif unit.state == UnitState.WAITING and order.state in (OrderState.QUEUED, OrderState.RUNNING):
                 self._enqueue(order, unit)
         self._forget_if_settled(order)
 
@@ -167,7 +168,16 @@ class LineEngine:
             )
         return existing
 
-    async def _admit(self, valid: ValidOrder) -> Order:
+    async def store_order(self, request: OrderRequest) -> Order:
+        """Accept an order held out of dispatch until `start_order` (ISA-95 Store): journaled as stored,
+        so a restart keeps it stored. An id that exists already is refused, whatever its content."""
+        valid = validate_order(self.mapping, request)
+        async with self._admission:
+            if self.get(valid.order_id) is not None:
+                raise OrderRejected("an order with this id exists", field="order_id")
+            return await self._admit(valid, stored=True)
+
+    async def _admit(self, valid: ValidOrder, *, stored: bool = False) -> Order:
         if self._journal_error is not None:
             raise AdmissionStopped(self._journal_error.path, self._journal_error.reason)
         try:
@@ -182,9 +192,10 @@ class LineEngine:
             quantity=valid.quantity,
             priority=valid.priority,
             accept_index=accept_index,
+            state=OrderState.STORED if stored else OrderState.RECEIVED,
         )
         order.units = self._units(order, first_serial)
-        accepted = self._event(order, message="accepted")
+        accepted = self._event(order, message="stored" if stored else "accepted")
         try:  # the order is nobody else's yet: the writer may read it as it stands
             await self.journal.run(self.journal.add_order, order, accepted)
         except JournalUnavailable as exc:  # not accepted: nothing of it is kept anywhere
@@ -192,10 +203,17 @@ class LineEngine:
             raise AdmissionStopped(exc.path, exc.reason) from exc
         self._orders[order.order_id] = order
         self._emit(order, accepted)
-        await self._set_state(order, OrderState.QUEUED)
-        for unit in order.units:
-            self._enqueue(order, unit)
-        log.info("order_accepted", order_id=order.order_id, product=order.product, quantity=order.quantity)
+        if not stored:
+            await self._set_state(order, OrderState.QUEUED)
+            for unit in order.units:
+                self._enqueue(order, unit)
+        log.info(
+            "order_accepted",
+            order_id=order.order_id,
+            product=order.product,
+            quantity=order.quantity,
+            stored=stored,
+        )
         return order
 
     async def cancel(self, order_id: str) -> Order:
@@ -221,6 +239,124 @@ class LineEngine:
         await self._set_state(order, OrderState.CANCELLED, message="cancelled by request")
         self._forget_if_settled(order)
         return order
+
+    # -- ISA-95 job commands (docs/isa95.md "What each method does on this line") -------------------
+
+    async def _active(self, order_id: str, action: str, *states: OrderState) -> Order:
+        """The order in memory if it is in one of `states`; else UnknownOrder or WrongOrderState."""
+        async with self._admission:
+            order = self._orders.get(order_id)
+        if order is None:
+            order = self.journal.load_order(order_id)
+            if order is None:
+                raise UnknownOrder(order_id)
+        if order.state not in states or order.order_id not in self._orders:
+            raise WrongOrderState(order_id, str(order.state), action, " or ".join(states))
+        if self._journal_error is not None:  # a change not journaled would be undone by a restart
+            raise JournalUnavailable(self._journal_error.path, self._journal_error.reason)
+        return order
+
+    async def start_order(self, order_id: str) -> Order:
+        """A stored order may run: its units join dispatch."""
+        order = await self._active(order_id, "start", OrderState.STORED)
+        await self._set_state(order, OrderState.QUEUED, message="started by request")
+        for unit in order.units:
+            self._enqueue(order, unit)
+        return order
+
+    async def revoke_start(self, order_id: str) -> Order:
+        """Back to stored, if no unit of it has begun."""
+        order = await self._active(order_id, "revoke start", OrderState.QUEUED)
+        self._waiting.drop_order(order)
+        await self._set_state(order, OrderState.STORED, message="start revoked by request")
+        return order
+
+    async def pause_order(self, order_id: str) -> Order:
+        """Hold the order's next steps; a step at a station finishes, its unit then waits."""
+        order = await self._active(order_id, "pause", OrderState.RUNNING)
+        self._waiting.drop_order(order)
+        await self._set_state(order, OrderState.PAUSED, message="paused by request")
+        return order
+
+    async def resume_order(self, order_id: str) -> Order:
+        order = await self._active(order_id, "resume", OrderState.PAUSED)
+        await self._set_state(order, OrderState.RUNNING, message="resumed by request")
+        for unit in order.units:
+            if unit.state == UnitState.WAITING:
+                self._enqueue(order, unit)
+        return order
+
+    async def stop_order(self, order_id: str) -> Order:
+        """End the order after the units in progress: units not begun are cancelled. A paused
+        order ends at once (its units between stations stay where they are, cancelled)."""
+        order = await self._active(order_id, "stop", OrderState.RUNNING, OrderState.PAUSED)
+        self._waiting.drop_order(order)
+        paused = order.state == OrderState.PAUSED
+        for unit in order.units:
+            if unit.state == UnitState.WAITING and (paused or unit.next_step == 0):
+                unit.state = UnitState.CANCELLED
+        in_progress = any(u.state in (UnitState.WAITING, UnitState.AT_STATION) for u in order.units)
+        if paused or not in_progress:
+            await self._set_state(order, OrderState.COMPLETED, message=f"stopped by request: {_made(order)}")
+            self._forget_if_settled(order)
+        else:
+            await self._journaled(
+                self.journal.save_order_rows, order, self._event(order, message="stop requested")
+            )
+            for unit in order.units:
+                if unit.state == UnitState.WAITING:
+                    self._enqueue(order, unit)
+        return order
+
+    async def abort_order(self, order_id: str) -> Order:
+        """Fault what has not finished: waiting units never enter another station, a step on a PLC
+        is aborted as a cancel aborts it."""
+        states = (OrderState.STORED, OrderState.QUEUED, OrderState.RUNNING, OrderState.PAUSED)
+        order = await self._active(order_id, "abort", *states)
+        self._waiting.drop_order(order)
+        for unit in order.units:
+            if unit.state == UnitState.WAITING:
+                unit.state = UnitState.CANCELLED
+        order.waiting_for = None
+        order.result_code = int(ResultCode.ABORTED)  # and a step running on a PLC is aborted (_drive)
+        await self._set_state(order, OrderState.FAULTED, message=f"aborted by request: {_made(order)}")
+        self._forget_if_settled(order)
+        return order
+
+    async def update_order(self, request: OrderRequest) -> Order:
+        """Replace a stored or started order's content before any unit of it has begun (ISA-95
+        Update). Its units are made anew (fresh serials); its place in the queue is kept."""
+        valid = validate_order(self.mapping, request)
+        order = await self._active(valid.order_id, "update", OrderState.STORED, OrderState.QUEUED)
+        try:
+            _, first_serial = await self.journal.run(self.journal.reserve, valid.quantity)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            raise
+        if order.steps or order.state not in (OrderState.STORED, OrderState.QUEUED):  # began meanwhile
+            raise WrongOrderState(order.order_id, str(order.state), "update", "stored or queued")
+        self._waiting.drop_order(order)
+        order.product, order.options = valid.product, valid.options
+        order.quantity, order.priority = valid.quantity, valid.priority
+        order.units = self._units(order, first_serial)
+        event = self._event(order, message="updated by request")
+        await self._journaled(self.journal.replace_order_rows, order, event)
+        self._emit(order, event)
+        if order.state == OrderState.QUEUED:
+            for unit in order.units:
+                self._enqueue(order, unit)
+        return order
+
+    async def clear_order(self, order_id: str) -> None:
+        """Take an ended order off the job order list (it stays in the journal and under Orders)."""
+        order = self.get(order_id)
+        if order is None:
+            raise UnknownOrder(order_id)
+        if not order.state.is_final or order.order_id in self._orders:
+            raise WrongOrderState(
+                order_id, str(order.state), "clear", "an ended order (completed, faulted, cancelled)"
+            )
+        await self._journaled(self.journal.clear_order_rows, order_id, utcnow())
 
     def get(self, order_id: str) -> Order | None:
         return self._orders.get(order_id) or self.journal.load_order(order_id)
@@ -412,8 +548,9 @@ class LineEngine:
                 )
             for station, step in self.station_steps.items():
                 if step is not None and station in self.station_errors:
-                    notes[step.order_id] = f"unit {step.unit_index} at station {station}: held: " + (
-                        self.station_errors[station]
+                    notes[step.order_id] = (
+                        f"unit {step.unit_index} at station {station}: held: "
+                        + (self.station_errors[station])
                     )
                 elif step is not None and station in self.absent_since:  # begun: it waits for the PLC
                     notes[step.order_id] = (
@@ -528,8 +665,10 @@ class LineEngine:
                 if not on_plc and phase != PlcPhase.NOT_STARTED:
                     on_plc = True
                     log.debug("step_seen_on_plc", phase=phase.value, at_station=step.station)
-                if step.phase == StepPhase.BEGUN and phase == PlcPhase.NOT_STARTED and (
-                    on_plc or (start_sent and fell_back)
+                if (
+                    step.phase == StepPhase.BEGUN
+                    and phase == PlcPhase.NOT_STARTED
+                    and (on_plc or (start_sent and fell_back))
                 ):  # the PLC lost a step it had: it may have run partly, and must not run again unasked
                     why = fell_back or f"its status no longer shows step {step.seq}"
                     if await self._hold_for_restart(order, unit, step, why) == "fail":
@@ -576,8 +715,8 @@ class LineEngine:
                 if phase == PlcPhase.RUNNING:
                     timeout = self.settings.step_timeout_s
                     overdue = timeout is not None and time.monotonic() - began > timeout
-                    if not abort_sent and (order.state == OrderState.CANCELLED or overdue):
-                        timed_out = overdue and order.state != OrderState.CANCELLED
+                    if not abort_sent and (_abort_steps(order) or overdue):
+                        timed_out = overdue and not _abort_steps(order)
                         log.warning("step_aborting", reason="timeout" if timed_out else "cancelled")
                         await link.abort(step.seq)
                         abort_sent = True
@@ -654,14 +793,20 @@ class LineEngine:
                 )
         if unit.state == UnitState.WAITING and order.state.is_final:
             unit.state = UnitState.CANCELLED
-        if not order.state.is_final and all(u.state == UnitState.DONE for u in order.units):
+        # CANCELLED in an order not final: a unit a Stop left out
+        if not order.state.is_final and all(
+            u.state in (UnitState.DONE, UnitState.CANCELLED) for u in order.units
+        ):
             order.current_station = None
             order.move_to(OrderState.COMPLETED)
-            events.append(self._event(order, message="all units done"))
+            done = order.units_done == order.quantity
+            events.append(
+                self._event(order, message="all units done" if done else f"stopped: {_made(order)}")
+            )
         await self._journaled(self.journal.close_step_rows, order, unit, step, events)
         for event in events:
             self._emit(order, event)
-        if unit.state == UnitState.WAITING:
+        if unit.state == UnitState.WAITING and order.state != OrderState.PAUSED:
             self._enqueue(order, unit)
         self._forget_if_settled(order)
 
@@ -761,6 +906,16 @@ class LineEngine:
             result_code=event.result_code,
         )
         self.events.publish(OrderChanged(event, order))
+
+
+def _abort_steps(order: Order) -> bool:
+    """Whether a step of the order running on a PLC is to be aborted: cancelled, or aborted."""
+    aborted = order.state == OrderState.FAULTED and order.result_code == ResultCode.ABORTED
+    return order.state == OrderState.CANCELLED or aborted
+
+
+def _made(order: Order) -> str:
+    return f"{order.units_done} of {order.quantity} units made"
 
 
 def _order_values(order: Order, unit: Unit) -> dict[str, Any]:

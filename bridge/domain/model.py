@@ -16,6 +16,9 @@ class OrderState(StrEnum):
     """ISA-95 job order states, as a client sees them.
 
     received → queued → running → completed | faulted | cancelled; queued → cancelled.
+    An order stored through ISA-95 Job Control waits as `stored` until started (→ queued); a
+    running one may be `paused` (its next steps held) and resumed. New states go last: their
+    position is their code in the OPC UA enumeration.
     """
 
     RECEIVED = "received"
@@ -24,17 +27,25 @@ class OrderState(StrEnum):
     COMPLETED = "completed"
     FAULTED = "faulted"
     CANCELLED = "cancelled"
+    STORED = "stored"
+    PAUSED = "paused"
 
     @property
     def is_final(self) -> bool:
         return self in (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED)
 
 
+_ENDS = frozenset({OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED})
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
-    OrderState.RECEIVED: frozenset({OrderState.QUEUED, OrderState.CANCELLED}),
+    OrderState.RECEIVED: frozenset({OrderState.QUEUED, OrderState.STORED, OrderState.CANCELLED}),
     # queued → faulted: a station the order needs stayed away past its limit (docs/engine.md)
-    OrderState.QUEUED: frozenset({OrderState.RUNNING, OrderState.FAULTED, OrderState.CANCELLED}),
-    OrderState.RUNNING: frozenset({OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED}),
+    # queued → stored: a start revoked before any unit began
+    OrderState.QUEUED: frozenset(
+        {OrderState.RUNNING, OrderState.FAULTED, OrderState.CANCELLED, OrderState.STORED}
+    ),
+    OrderState.STORED: frozenset({OrderState.QUEUED, OrderState.FAULTED, OrderState.CANCELLED}),
+    OrderState.RUNNING: _ENDS | {OrderState.PAUSED},
+    OrderState.PAUSED: _ENDS | {OrderState.RUNNING},
     OrderState.COMPLETED: frozenset(),
     OrderState.FAULTED: frozenset(),
     OrderState.CANCELLED: frozenset(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from bridge.domain.model import Order, OrderEvent, Step, Unit
@@ -52,6 +53,10 @@ class OrderJournal(Protocol):
     def finish_step_rows(self, step: Step) -> Rows: ...
 
     def close_step_rows(self, order: Order, unit: Unit, step: Step, events: list[OrderEvent]) -> Rows: ...
+
+    def replace_order_rows(self, order: Order, event: OrderEvent) -> Rows: ...
+
+    def clear_order_rows(self, order_id: str, at: datetime) -> Rows: ...
 
     async def commit(self, rows: Rows) -> int | None:
         """Committed in one transaction; the first statement's row id."""

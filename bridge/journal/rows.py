@@ -35,6 +35,22 @@ def add_order_rows(order: Order, event: OrderEvent) -> Rows:
     ]  # fmt: skip
 
 
+def replace_order_rows(order: Order, event: OrderEvent) -> Rows:
+    """An order's content and units made anew (an update before any unit began)."""
+    update = (
+        "UPDATE orders SET product=?, options=?, quantity=?, priority=? WHERE order_id=?",
+        (order.product, json.dumps(order.options), order.quantity, order.priority, order.order_id),
+        False,
+    )
+    units = add_order_rows(order, event)[1]
+    return [update, ("DELETE FROM units WHERE order_id=?", (order.order_id,), False), units, _event(event)]
+
+
+def clear_order_rows(order_id: str, at: datetime) -> Rows:
+    """An ended order taken off the job order list."""
+    return [("INSERT OR IGNORE INTO cleared (order_id, at) VALUES (?,?)", (order_id, _ts(at)), False)]
+
+
 def save_order_rows(order: Order, event: OrderEvent) -> Rows:
     return [_update_order(order), *(_update_unit(unit) for unit in order.units), _event(event)]
 

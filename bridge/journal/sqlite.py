@@ -31,8 +31,10 @@ from bridge.journal.rows import (
     Rows,
     add_order_rows,
     begin_step_rows,
+    clear_order_rows,
     close_step_rows,
     finish_step_rows,
+    replace_order_rows,
     save_order_rows,
 )
 from bridge.journal.writer import WriterThread
@@ -94,6 +96,7 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cleared (order_id TEXT PRIMARY KEY, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -217,6 +220,8 @@ class SqliteJournal:
     begin_step_rows = staticmethod(begin_step_rows)
     finish_step_rows = staticmethod(finish_step_rows)
     close_step_rows = staticmethod(close_step_rows)
+    replace_order_rows = staticmethod(replace_order_rows)
+    clear_order_rows = staticmethod(clear_order_rows)
 
     # -- audit: queued on the loop, written in batches by the writer ---------------------------
 
@@ -299,6 +304,21 @@ class SqliteJournal:
             (OrderState.FAULTED, OrderState.CANCELLED, StepPhase.CLOSED),
         ).fetchall()
         return orders + [self._order(row) for row in rows]
+
+    def jobs_ended_since(self, since: datetime, limit: int) -> list[Order]:
+        """The newest `limit` orders finished since `since` and not cleared, oldest first: the
+        ended jobs of the job order list."""
+        rows = self._reader.execute(
+            "SELECT * FROM orders WHERE completed_at >= ? AND order_id NOT IN (SELECT order_id FROM cleared)"
+            " ORDER BY completed_at DESC LIMIT ?",
+            (since.isoformat(), limit),
+        ).fetchall()
+        return [self._order(row) for row in reversed(rows)]
+
+    def is_cleared(self, order_id: str) -> bool:
+        return (
+            self._reader.execute("SELECT 1 FROM cleared WHERE order_id=?", (order_id,)).fetchone() is not None
+        )
 
     def finished_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """(order id, product, when it finished) of the orders finished since `since`, oldest first:

@@ -139,8 +139,8 @@ def job_state(state: OrderState) -> list[Any]:
     """An order's state as ISA95StateDataType[]: the top-level state alone, its BrowsePath null as
     the spec requires (sub-states are optional; this line reports none yet).
 
-    received and queued are AllowedToStart (accepted, waiting for the line); faulted and cancelled
-    are Aborted; completed is Ended."""
+    stored is NotAllowedToStart; received and queued are AllowedToStart (accepted, waiting for the
+    line); paused is Interrupted; faulted and cancelled are Aborted; completed is Ended."""
     number = _JOB_STATE[state]
     text = ua.LocalizedText(STATE_NAMES[number])
     return [ua.ISA95StateDataType(StateText=text, StateNumber=ua.UInt32(number))]
@@ -149,4 +149,5 @@ def job_state(state: OrderState) -> list[Any]:
 _JOB_STATE = {
     OrderState.RECEIVED: ALLOWED_TO_START, OrderState.QUEUED: ALLOWED_TO_START, OrderState.RUNNING: RUNNING,
     OrderState.COMPLETED: ENDED, OrderState.FAULTED: ABORTED, OrderState.CANCELLED: ABORTED,
+    OrderState.STORED: NOT_ALLOWED_TO_START, OrderState.PAUSED: INTERRUPTED,
 }  # fmt: skip

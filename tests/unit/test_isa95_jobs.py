@@ -133,6 +133,8 @@ def test_a_job_the_line_cannot_make_is_refused_as_submit_order_refuses_it(ac_map
         (OrderState.COMPLETED, ENDED, "Ended"),
         (OrderState.FAULTED, ABORTED, "Aborted"),
         (OrderState.CANCELLED, ABORTED, "Aborted"),
+        (OrderState.STORED, 1, "NotAllowedToStart"),
+        (OrderState.PAUSED, 4, "Interrupted"),
     ],
 )
 def test_an_order_state_is_reported_as_the_top_level_job_state(state, number, text) -> None:
