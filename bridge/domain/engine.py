@@ -168,14 +168,23 @@ class LineEngine:
             )
         return existing
 
-    async def store_order(self, request: OrderRequest) -> Order:
-        """Accept an order held out of dispatch until `start_order` (ISA-95 Store): journaled as stored,
-        so a restart keeps it stored. An id that exists already is refused, whatever its content."""
+    async def store_order(self, request: OrderRequest, *, start: bool = False) -> Order:
+        """Accept an order held out of dispatch until `start_order` (ISA-95 Store), journaled as
+        stored so a restart keeps it stored; with `start`, one that may run at once (StoreAndStart).
+        An id that exists already is refused, whatever its content."""
         valid = validate_order(self.mapping, request)
         async with self._admission:
             if self.get(valid.order_id) is not None:
                 raise OrderRejected("an order with this id exists", field="order_id")
-            return await self._admit(valid, stored=True)
+            return await self._admit(valid, stored=not start)
+
+    async def cancel_job(self, order_id: str) -> Order:
+        """ISA-95 Cancel: only a job that has not started."""
+        await self._active(order_id, "cancel", OrderState.STORED, OrderState.QUEUED)
+        return await self.cancel(order_id)
+
+    def stored_orders(self) -> int:
+        return sum(1 for order in self._orders.values() if order.state == OrderState.STORED)
 
     async def _admit(self, valid: ValidOrder, *, stored: bool = False) -> Order:
         if self._journal_error is not None:

@@ -23,6 +23,7 @@ from bridge.opcua import server_setup
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.isa95_model import build_job_control
+from bridge.opcua.job_control import JobControl
 from bridge.opcua.line_calls import LineCalls, audit_with_channel
 from bridge.opcua.methods import LineMethods
 from bridge.opcua.order_nodes import OrderNodes
@@ -56,6 +57,7 @@ class OpcUaFace:
         self.sessions: SessionLedger | None = None
         self.orders: OrderNodes | None = None
         self.stations: StationNodes | None = None
+        self.jobs: JobControl | None = None
         queue = bridge.engine.settings.watcher_queue
         self._order_events = Follower(
             bridge.events, "opcua-orders", (OrderChanged, StepChanged), self._on_order, maxsize=queue
@@ -74,7 +76,7 @@ class OpcUaFace:
         settings, server = self.settings, self.server
         self.sessions = await server_setup.configure(server, self.app_uri, settings, self.audit)
         types = await build_types(server, self.mapping)
-        await build_job_control(server, types.ns)
+        jc_ns = await build_job_control(server, types.ns)
         values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
@@ -85,6 +87,11 @@ class OpcUaFace:
         self.stations = stations = StationNodes(self.bridge, types, values, plant)
         calls = LineCalls(self.bridge, plant, self.orders)
         await LineMethods(self.mapping, types, calls).add_to(line, values.ns)
+        self.jobs = JobControl(
+            self.bridge, server, values.ns, jc_ns, types.ns, calls.audit_caller,
+            functools.partial(plant.fire, "notice"), settings.order_retention_s,
+        )  # fmt: skip
+        await self.jobs.build(line)
         setpoints, write = stations.setpoints(), self.bridge.write_setpoint
         SetpointAccess(
             server, setpoints, write, stations.show_setpoint, calls.audit_caller, stations.setpoint_mismatch
@@ -108,6 +115,7 @@ class OpcUaFace:
         await self._show_initial_orders()
         await self._order_events.start()
         await self._scans.start()
+        await self.jobs.start()
         retention_s = settings.order_retention_s
         start_supervised(
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)
@@ -119,6 +127,8 @@ class OpcUaFace:
         # server has begun to close, or a history write can wait forever on a closed database.
         await self._order_events.stop()
         await self._scans.stop()
+        if self.jobs is not None:
+            await self.jobs.stop()
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.history is not None:

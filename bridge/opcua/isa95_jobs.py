@@ -13,10 +13,11 @@ from typing import Any
 
 from asyncua import ua
 
-from bridge.domain.model import OrderState
+from bridge.domain.model import Order, OrderState, StepPhase
 from bridge.domain.orders import OrderRequest
 from bridge.errors import OrderRejected
 from bridge.mapping.model import LineMapping, Option
+from bridge.opcua.uatypes import eu_information
 
 # ReturnStatus bits (version 2): the outcome of a Job Control call is in these, the call is Good.
 OK = 1 << 0
@@ -125,6 +126,70 @@ def order_request(job_order: Any) -> OrderRequest:
         quantity=_quantity(job_order.MaterialRequirements),
         priority=0 if job_order.Priority is None else job_order.Priority,
     )
+
+
+def job_order(order: Order, mapping: LineMapping) -> Any:
+    """The job order as the line holds it, whichever door it came in by (Job Control or
+    SubmitOrder): its work master, every option as a parameter, its priority and quantity."""
+    product = mapping.products.get(order.product)
+    parameters = [
+        ua.ISA95ParameterDataType(ID=name, Value=_variant(value, product.options[name]))
+        if product is not None and name in product.options
+        else ua.ISA95ParameterDataType(ID=name, Value=_any(value))
+        for name, value in order.options.items()
+    ]
+    return ua.ISA95JobOrderDataType(
+        JobOrderID=order.order_id,
+        WorkMasterID=[ua.ISA95WorkMasterDataType(ID=order.product)],
+        Priority=ua.Int16(order.priority),
+        JobOrderParameters=parameters,
+        MaterialRequirements=[
+            ua.ISA95MaterialDataType(MaterialDefinitionID=order.product, MaterialUse=PRODUCED,
+                                     Quantity=str(order.quantity))
+        ],
+    )  # fmt: skip
+
+
+def job_response(order: Order, mapping: LineMapping) -> Any:
+    """What the line did for a job: for each unit its serial and, per station it passed, the
+    result code and every result with its engineering units, as flat parameters named
+    `unit<index>.<station>.<result>` (an MES maps them without walking sub-parameters)."""
+    data = [
+        ua.ISA95ParameterDataType(ID=f"unit{u.index}.serial", Value=_any(u.serial)) for u in order.units
+    ]
+    for step in order.steps:
+        if step.phase == StepPhase.BEGUN or step.result_code is None:
+            continue
+        prefix = f"unit{step.unit_index}.{step.station}"
+        data.append(ua.ISA95ParameterDataType(
+            ID=f"{prefix}.result_code", Value=ua.Variant(step.result_code, ua.VariantType.UInt32)
+        ))  # fmt: skip
+        fields = mapping.station_type(step.station).results if step.station in mapping.stations else {}
+        for name, value in (step.results or {}).items():
+            unit = getattr(fields.get(name), "unit", None)
+            eu = eu_information(unit) if unit else None
+            data.append(
+                ua.ISA95ParameterDataType(ID=f"{prefix}.{name}", Value=_any(value), EngineeringUnits=eu)
+            )
+    started = min((s.started_at for s in order.steps), default=None)
+    return ua.ISA95JobResponseDataType(
+        JobResponseID=order.order_id,
+        JobOrderID=order.order_id,
+        StartTime=started,
+        EndTime=order.completed_at,
+        JobState=job_state(order.state),
+        JobResponseData=data,
+    )
+
+
+def _any(value: Any) -> ua.Variant:
+    if isinstance(value, bool):
+        return ua.Variant(value, ua.VariantType.Boolean)
+    if isinstance(value, int):
+        return ua.Variant(value, ua.VariantType.Int64)
+    if isinstance(value, float):
+        return ua.Variant(value, ua.VariantType.Double)
+    return ua.Variant(str(value), ua.VariantType.String)
 
 
 def job_field(field: str) -> str:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from asyncua import Client, Node, ua
 
 from bridge.domain.model import OrderState, StepPhase
 from bridge.journal import SqliteJournal
+from bridge.opcua.isa95_types import JOBCONTROL_URI
 from bridge.service import JOURNAL_FILE
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
@@ -178,3 +180,111 @@ async def test_a_fresh_journal_takes_over_plcs_in_any_handshake_state(
         assert runs_since["test_a"] + runs_since["test_b"] >= len(fresh), runs_since
         for name, plc in line.plcs.items():
             assert plc.status.reexecuted_count == 0, (name, plc.executed)  # never a step twice
+
+
+async def start_bridge_with_opcua(tmp_path: Path, run: int) -> tuple[asyncio.subprocess.Process, str]:
+    """The bridge with its OPC UA face on a port the system picks; the endpoint it reports."""
+    log_path = tmp_path / f"bridge-{run}.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--mapping", str(AC_LINE),
+            "--deployment", str(tmp_path / "deployment.yaml"), "--data-dir", str(tmp_path / "data"),
+            "--opcua-endpoint", "opc.tcp://127.0.0.1:0/", "--telemetry-interval", "0",
+            "--request-timeout", "0.5", "--log-level", "info",
+            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    async with asyncio.timeout(30):
+        while (endpoint := listening(log_path.read_text())) is None:
+            assert process.returncode is None, log_path.read_text()
+            await asyncio.sleep(0.05)  # the bridge's log line, bounded
+    return process, endpoint
+
+
+def listening(log: str) -> str | None:
+    """The endpoint of the bridge's `opcua_listening` line (JSON lines: its log is no terminal)."""
+    for line in log.splitlines():
+        if '"opcua_listening"' in line:
+            return str(json.loads(line)["endpoint"])
+    return None
+
+
+def isa95(classes: dict, name: str):
+    """A Job Control class the client loaded (or that this process had already, from another test)."""
+    return classes.get(name) or getattr(ua, name)
+
+
+async def job_orders(client: Client, receiver: Node) -> dict[str, int]:
+    jc = await client.get_namespace_index(JOBCONTROL_URI)
+    listed = await (await receiver.get_child(ua.QualifiedName("JobOrderList", jc))).read_value()
+    return {entry.JobOrder.JobOrderID: entry.State[0].StateNumber for entry in listed or []}
+
+
+async def test_a_job_survives_a_sigkill_mid_run_with_its_state_and_response(ac_mapping, tmp_path):
+    """A job stored and one started through ISA-95 Job Control; the bridge is SIGKILLed while the
+    second runs (its second unit done at the charge station); after the restart the stored job is
+    still NotAllowedToStart, the running one ends with a response holding every unit's results of
+    every station, each step run once."""
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=13) as line:
+        endpoints = {n: ep.model_dump() for n, ep in line.endpoints().items()}
+        (tmp_path / "deployment.yaml").write_text(yaml.safe_dump({"stations": endpoints}))
+        process, url = await start_bridge_with_opcua(tmp_path, 0)
+        chassis = line["chassis"]
+        await chassis.set_fault("stall", 1)  # the job waits at its first station until the client is gone
+        async with Client(url, timeout=10) as client:
+            classes = await client.load_data_type_definitions()
+            ns = await client.get_namespace_index("urn:linebridge:ac_line")
+            jc = await client.get_namespace_index(JOBCONTROL_URI)
+            receiver = client.get_node(ua.NodeId("Plant.Lines.ac_line.JobManagement.JobOrderControl", ns))
+            for job_id, method, quantity in (("J-WAIT", "Store", 1), ("J-RUN", "StoreAndStart", 3)):
+                material = isa95(classes, "ISA95MaterialDataType")
+                produced = material(MaterialUse="Produced", Quantity=str(quantity))
+                job = isa95(classes, "ISA95JobOrderDataType")(
+                    JobOrderID=job_id,
+                    WorkMasterID=[isa95(classes, "ISA95WorkMasterDataType")(ID="AC-W")],
+                    MaterialRequirements=[produced],
+                )
+                status = await receiver.call_method(ua.QualifiedName(method, jc), ua.Variant(job))
+                assert status == 1, (job_id, status)
+        switch = KillSwitch(process.pid, "charge", "step_done", 2)
+        for name, plc in line.plcs.items():
+            plc.observer = functools.partial(switch.observe, name)
+        await chassis.set_fault("stall", 0)
+        async with asyncio.timeout(60):
+            assert await process.wait() == -signal.SIGKILL
+        for plc in line.plcs.values():
+            plc.observer = None
+
+        journal = SqliteJournal(tmp_path / "data" / JOURNAL_FILE)
+        try:  # what the restart finds
+            assert journal.load_order("J-WAIT").state == OrderState.STORED
+            assert journal.load_order("J-RUN").state == OrderState.RUNNING
+        finally:
+            journal.close()
+
+        process, url = await start_bridge_with_opcua(tmp_path, 1)
+        try:
+            async with Client(url, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:linebridge:ac_line")
+                jc = await client.get_namespace_index(JOBCONTROL_URI)
+                management = "Plant.Lines.ac_line.JobManagement"
+                receiver = client.get_node(ua.NodeId(f"{management}.JobOrderControl", ns))
+                async with asyncio.timeout(30):
+                    while (await job_orders(client, receiver)).get("J-RUN") != 5:  # noqa: ASYNC110 - Ended
+                        await asyncio.sleep(0.05)  # polls the server's state, bounded
+                assert (await job_orders(client, receiver))["J-WAIT"] == 1  # NotAllowedToStart
+                results = client.get_node(ua.NodeId(f"{management}.JobOrderResults", ns))
+                response, status = await results.call_method(
+                    ua.QualifiedName("RequestJobResponseByJobOrderID", jc), "J-RUN"
+                )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await process.wait()
+    assert status == 1
+    assert [s.StateNumber for s in response.JobState] == [5]
+    codes = Counter(p.ID.split(".")[0] for p in response.JobResponseData if p.ID.endswith(".result_code"))
+    assert codes == {"unit0": 7, "unit1": 7, "unit2": 7}, "every unit's seven stations, each once"
+    assert all(p.Value.Value == 0 for p in response.JobResponseData if p.ID.endswith(".result_code"))
+    for name, plc in line.plcs.items():
+        assert set(plc.executed.values()) <= {1}, f"{name} ran a step twice: {plc.executed}"

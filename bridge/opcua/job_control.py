@@ -1,0 +1,380 @@
+"""The line's ISA-95 Job Control door (OPC 10031-4 v2), laid out as Machinery Jobs lays it out:
+Plant/Lines/<line>/JobManagement with JobOrderControl (a job order receiver) and JobOrderResults
+(a job response provider). A job and an order are one thing: the methods call the engine, and the
+job order list, the response list and the status events follow the event stream, so an order
+placed by SubmitOrder is a job here and a stored job is an order under Orders.
+
+Every method answers Good with its outcome in ReturnStatus (the specification forbids a Bad status
+where ReturnStatus is returned); a refusal also names the argument and the reason in the call's
+diagnostics, in the audit trail and in a notice event (docs/isa95.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+
+from bridge.domain.events import OrderChanged, StepChanged
+from bridge.domain.model import Order, OrderState, utcnow
+from bridge.errors import JournalUnavailable, OrderRejected, UnknownOrder, WrongOrderState
+from bridge.follow import Follower
+from bridge.lifecycle import cancel_and_wait
+from bridge.limits import LOGGED_TEXT_CHARS, clip
+from bridge.opcua import isa95_jobs as jobs
+from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, RECEIVER_TYPE
+from bridge.opcua.uatypes import tid
+from bridge.security.rules import current_user
+from bridge.security.users import at_least
+from bridge.service import Bridge
+from bridge.supervise import start_supervised
+
+log = structlog.get_logger(__name__)
+
+MAX_STORED = 100  # jobs stored and not started on one line (MaxDownloadableJobOrders): what an MES may park
+ENDED_LISTED = 100  # ended jobs, not cleared, that JobOrderList and JobOrderResponseList keep (newest)
+REFRESH_S = 0.2  # the lists are rewritten at most this often, however fast the line runs
+ACCESS_DENIED = 1 << 33  # implementation-specific ReturnStatus bit: the caller's role may not do this
+PREPARED = (OrderState.RECEIVED, OrderState.QUEUED, OrderState.STORED)  # no response yet: not started
+AuditCaller = Callable[[str, str], None]
+
+
+class Refused(Exception):
+    """A Job Control call that did not happen: its ReturnStatus bits, the argument and the reason."""
+
+    def __init__(self, bits: int, reason: str, argument: int | None = 0) -> None:
+        super().__init__(reason)
+        self.bits, self.reason, self.argument = bits, reason, argument
+
+
+class JobControl:
+    def __init__(
+        self,
+        bridge: Bridge,
+        server: Server,
+        line_ns: int,
+        jc_ns: int,
+        types_ns: int,
+        audit_caller: AuditCaller,
+        notice: Callable[[str, int], Awaitable[None]],
+        retention_s: float,
+    ) -> None:
+        self.bridge, self.server = bridge, server
+        self.line_ns, self.jc_ns, self.types_ns = line_ns, jc_ns, types_ns
+        self.audit_caller, self.notice, self.retention_s = audit_caller, notice, retention_s
+        self.path = f"Plant.Lines.{bridge.mapping.line.name}.JobManagement"
+        self._jobs: dict[str, Order] = {}  # the job order list: active orders, then ended ones not cleared
+        self._responses: dict[str, Any] = {}  # job id → its response, built again when it changed
+        self._states: dict[str, int] = {}  # job id → the top-level state last announced
+        self._dirty = asyncio.Event()
+        self._follower = Follower(bridge.events, "opcua-jobs", (OrderChanged, StepChanged), self._on_event)
+        self._events: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _nid(self, name: str) -> ua.NodeId:
+        return ua.NodeId(f"{self.path}.{name}", self.line_ns)
+
+    # -- the address space -----------------------------------------------------------------
+
+    async def build(self, line: Node) -> None:
+        management = await line.add_object(
+            ua.NodeId(self.path, self.line_ns), ua.QualifiedName("JobManagement", self.line_ns)
+        )
+        self.receiver = await management.add_object(
+            self._nid("JobOrderControl"), ua.QualifiedName("JobOrderControl", self.line_ns),
+            objecttype=ua.NodeId(RECEIVER_TYPE, self.jc_ns),
+        )  # fmt: skip
+        self.provider = await management.add_object(
+            self._nid("JobOrderResults"), ua.QualifiedName("JobOrderResults", self.line_ns),
+            objecttype=ua.NodeId(PROVIDER_TYPE, self.jc_ns),
+        )  # fmt: skip
+        receiver_methods = {
+            "Store": self._store, "StoreAndStart": self._store_and_start, "Update": self._update,
+            "Start": self._by_id("start", self.bridge.engine.start_order),
+            "RevokeStart": self._by_id("revoke_start", self.bridge.engine.revoke_start),
+            "Pause": self._by_id("pause", self.bridge.engine.pause_order),
+            "Resume": self._by_id("resume", self.bridge.engine.resume_order),
+            "Stop": self._by_id("stop", self.bridge.engine.stop_order),
+            "Abort": self._by_id("abort", self.bridge.engine.abort_order),
+            "Cancel": self._by_id("cancel", self.bridge.engine.cancel_job),
+            "Clear": self._by_id("clear", self._clear),
+        }  # fmt: skip
+        for name, handler in receiver_methods.items():
+            self.server.link_method(self.server.get_node(self._nid(f"JobOrderControl.{name}")), handler)
+        provider = {
+            "RequestJobResponseByJobOrderID": self._response_by_id,
+            "RequestJobResponseByJobOrderState": self._responses_by_state,
+        }
+        for name, handler in provider.items():
+            self.server.link_method(self.server.get_node(self._nid(f"JobOrderResults.{name}")), handler)
+        mapping = self.bridge.mapping
+        await self._write("JobOrderControl.WorkMaster", jobs.work_masters(mapping))
+        await self._write("JobOrderControl.EquipmentID", list(mapping.stations), ua.VariantType.String)
+        await self._write(
+            "JobOrderControl.MaxDownloadableJobOrders", ua.UInt16(MAX_STORED), ua.VariantType.UInt16
+        )
+        for node in (self.receiver, self.provider):
+            await node.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+            await line.add_reference(node.nodeid, ua.ObjectIds.HasNotifier)
+
+    async def _write(
+        self, name: str, value: Any, vtype: ua.VariantType = ua.VariantType.ExtensionObject
+    ) -> None:
+        await self.server.write_attribute_value(self._nid(name), ua.DataValue(ua.Variant(value, vtype)))
+
+    async def start(self) -> None:
+        """The job order list as it stands, then the stream that keeps it current."""
+        self._follower.subscribe()  # before the orders are read: nothing falls in between
+        since = utcnow() - timedelta(seconds=self.retention_s)
+        for order in self.bridge.journal.jobs_ended_since(since, ENDED_LISTED):
+            self._jobs[order.order_id] = order
+        for order in self.bridge.engine.active_orders():
+            self._jobs[order.order_id] = order
+        self._states = {job_id: _number(order) for job_id, order in self._jobs.items()}
+        event_type = tid(self.types_ns, JOB_EVENT)
+        self._events = [
+            await self.server.get_event_generator(event_type, self.receiver.nodeid),
+            await self.server.get_event_generator(event_type, ua.ObjectIds.Server),
+        ]
+        await self._publish()
+        await self._follower.start()
+        start_supervised(self._tasks, "opcua-job-lists", self._refresh)
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+        await cancel_and_wait(self._tasks)
+        self._tasks.clear()
+
+    # -- following the line ----------------------------------------------------------------
+
+    async def _on_event(self, event: OrderChanged | StepChanged) -> None:
+        order = event.order
+        if isinstance(event, StepChanged) and order.order_id not in self._jobs:
+            return
+        self._jobs[order.order_id] = order
+        self._responses.pop(order.order_id, None)
+        self._dirty.set()
+        if isinstance(event, OrderChanged) and self._states.get(order.order_id) != _number(order):
+            self._states[order.order_id] = _number(order)
+            await self._announce(order, event.event.message)
+
+    async def _announce(self, order: Order, message: str) -> None:
+        """A job status event: the job order, its state and its response (only while a client
+        subscribes: see PlantModel.fire)."""
+        if not self.server.iserver.subscription_service.subscriptions:
+            return
+        mapping = self.bridge.mapping
+        for generator in self._events:
+            event = generator.event
+            event.JobOrder = jobs.job_order(order, mapping)
+            event.JobState = jobs.job_state(order.state)
+            event.JobResponse = self._response(order)
+            event.Severity = 700 if order.state == OrderState.FAULTED else 300
+            event.SourceName = mapping.line.name
+            text = f"job {order.order_id}: {jobs.STATE_NAMES[_number(order)]}"
+            await generator.trigger(message=f"{text} ({message})" if message else text)
+
+    async def _refresh(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._publish()
+            await asyncio.sleep(REFRESH_S)
+
+    async def _publish(self) -> None:
+        """JobOrderList and JobOrderResponseList from the jobs held, ended ones trimmed to the newest."""
+        ended = [job_id for job_id, order in self._jobs.items() if order.state.is_final]
+        for job_id in ended[: max(0, len(ended) - ENDED_LISTED)]:
+            self._forget(job_id)
+        mapping = self.bridge.mapping
+        listed = [
+            ua.ISA95JobOrderAndStateDataType(
+                JobOrder=jobs.job_order(o, mapping), State=jobs.job_state(o.state)
+            )
+            for o in self._jobs.values()
+        ]
+        responses = [self._response(o) for o in self._jobs.values() if o.state not in PREPARED]
+        await self._write("JobOrderControl.JobOrderList", listed)
+        await self._write("JobOrderResults.JobOrderResponseList", responses)
+
+    def _forget(self, job_id: str) -> None:
+        for held in (self._jobs, self._responses, self._states):
+            held.pop(job_id, None)
+
+    def _response(self, order: Order) -> Any:
+        response = self._responses.get(order.order_id)
+        if response is None:
+            response = self._responses[order.order_id] = jobs.job_response(order, self.bridge.mapping)
+        return response
+
+    # -- the receiver's methods -------------------------------------------------------------
+
+    async def _store(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        return await self._answer("store", args, lambda: self._store_job(args, start=False))
+
+    async def _store_and_start(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        return await self._answer("store_and_start", args, lambda: self._store_job(args, start=True))
+
+    async def _update(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        async def update() -> str:
+            order = await self.bridge.engine.update_order(_request(args))
+            return order.order_id
+
+        return await self._answer("update", args, update)
+
+    async def _store_job(self, args: tuple[ua.Variant, ...], *, start: bool) -> str:
+        request = _request(args)
+        if not start and self.bridge.engine.stored_orders() >= MAX_STORED:
+            raise Refused(
+                jobs.UNABLE_TO_ACCEPT, f"{MAX_STORED} jobs are stored and not started: start or cancel one"
+            )
+        order = await self.bridge.engine.store_order(request, start=start)
+        return order.order_id
+
+    def _by_id(self, action: str, command: Callable[[str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def method(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+            async def run() -> str:
+                job_id = _job_id(args)
+                await command(job_id)
+                return job_id
+
+            return await self._answer(action, args, run)
+
+        return method
+
+    async def _clear(self, job_id: str) -> None:
+        await self.bridge.engine.clear_order(job_id)
+        self._forget(job_id)
+
+    async def _answer(
+        self, action: str, args: tuple[ua.Variant, ...], run: Callable[[], Awaitable[str]]
+    ) -> ua.CallMethodResult:
+        """Run one Job Control call as the caller's role allows; its ReturnStatus, audited."""
+        comment = _comment(args)
+        try:
+            user = current_user.get()
+            if user is not None and not at_least(user.lb_role, "operator"):
+                raise Refused(
+                    jobs.INVALID_REQUEST | ACCESS_DENIED, f"role {user.lb_role} may not {action} jobs", None
+                )
+            job_id = await run()
+        except Refused as refused:
+            return await self._refused(action, args, refused, comment)
+        except UnknownOrder as exc:
+            return await self._refused(action, args, Refused(jobs.UNKNOWN_JOB_ORDER_ID, exc.reason), comment)
+        except WrongOrderState as exc:
+            return await self._refused(
+                action, args, Refused(jobs.INVALID_JOB_ORDER_STATUS, exc.reason), comment
+            )
+        except OrderRejected as exc:
+            reason = f"{jobs.job_field(exc.field)}: {exc.reason}"
+            return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, reason), comment)
+        except JournalUnavailable as exc:  # AdmissionStopped too: not the caller's fault, not for ever
+            return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, str(exc)), comment)
+        order = self.bridge.engine.get_active(job_id) or (
+            None if action == "clear" else self.bridge.get(job_id)
+        )
+        if order is not None:  # the list shows what the call did when it returns, not a moment later
+            self._jobs[job_id] = order
+            self._responses.pop(job_id, None)
+        await self._publish()
+        self.audit_caller(f"job_{action}", f"ok {job_id}{comment}")
+        log.info("job_command", action=action, order_id=job_id)
+        return _result(jobs.OK, len(args))
+
+    async def _refused(
+        self, action: str, args: tuple[ua.Variant, ...], refused: Refused, comment: str
+    ) -> ua.CallMethodResult:
+        reason = clip(refused.reason, LOGGED_TEXT_CHARS)
+        log.warning("job_refused", action=action, bits=refused.bits, reason=reason)
+        self.audit_caller(f"job_{action}", f"refused: {reason}{comment}")
+        await self.notice(f"job {action} refused: {reason}", 500)
+        return _result(refused.bits, len(args), refused.argument, reason)
+
+    # -- the response provider's methods ---------------------------------------------------------
+
+    async def _response_by_id(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        try:
+            job_id = _job_id(args)
+        except Refused as refused:
+            return _with_outputs(
+                _result(refused.bits, len(args), 0, refused.reason), ua.ISA95JobResponseDataType()
+            )
+        order = self._jobs.get(job_id) or self.bridge.get(job_id)
+        if order is None:
+            empty = ua.ISA95JobResponseDataType(JobOrderID=job_id, JobState=[])
+            reason = f"no job {clip(repr(job_id), 60)}"
+            return _with_outputs(_result(jobs.UNKNOWN_JOB_ORDER_ID, 1, 0, reason), empty)
+        return _with_outputs(_result(jobs.OK, 1), self._response(order))
+
+    async def _responses_by_state(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        """The responses of the listed jobs whose top-level state is one of those asked for."""
+        wanted = args[0].Value if len(args) == 1 and isinstance(args[0].Value, list) else None
+        if wanted is None or not all(isinstance(s, ua.ISA95StateDataType) for s in wanted):
+            result = _result(
+                jobs.INVALID_REQUEST, len(args), 0, "JobOrderState: an array of ISA95StateDataType"
+            )
+            return _with_outputs(result, [])
+        numbers = {int(s.StateNumber) for s in wanted}
+        found = [self._response(o) for o in self._jobs.values() if _number(o) in numbers]
+        return _with_outputs(_result(jobs.OK, 1), found)
+
+
+def _number(order: Order) -> int:
+    return int(jobs.job_state(order.state)[0].StateNumber)
+
+
+def _request(args: tuple[ua.Variant, ...]) -> Any:
+    """The order a Store/StoreAndStart/Update call asks for, or Refused/OrderRejected saying why."""
+    if not args or not isinstance(args[0].Value, ua.ISA95JobOrderDataType):
+        raise Refused(jobs.INVALID_REQUEST, "JobOrder: an ISA95JobOrderDataType is required")
+    _check_comment(args)
+    return jobs.order_request(args[0].Value)
+
+
+def _job_id(args: tuple[ua.Variant, ...]) -> str:
+    if not args or args[0].VariantType != ua.VariantType.String or not args[0].Value:
+        raise Refused(jobs.INVALID_REQUEST, "JobOrderID: a non-empty String is required")
+    _check_comment(args)
+    return str(args[0].Value)
+
+
+def _check_comment(args: tuple[ua.Variant, ...]) -> None:
+    if len(args) > 2:
+        raise Refused(jobs.INVALID_REQUEST, f"two arguments at most, got {len(args)}", None)
+    if len(args) == 2 and args[1].Value is not None and args[1].VariantType != ua.VariantType.LocalizedText:
+        raise Refused(jobs.INVALID_REQUEST, "Comment: LocalizedText[] or nothing", 1)
+
+
+def _comment(args: tuple[ua.Variant, ...]) -> str:
+    """The caller's Comment, for the audit trail."""
+    if len(args) < 2 or args[1].VariantType != ua.VariantType.LocalizedText:
+        return ""
+    texts = args[1].Value if isinstance(args[1].Value, list) else [args[1].Value]
+    said = " / ".join(t.Text for t in texts if t is not None and t.Text)
+    return f" (comment: {clip(said, LOGGED_TEXT_CHARS)})" if said else ""
+
+
+def _result(bits: int, count: int, argument: int | None = None, reason: str = "") -> ua.CallMethodResult:
+    """Good, ReturnStatus `bits`, and the refused argument marked with the reason."""
+    result = ua.CallMethodResult()
+    result.OutputArguments = [ua.Variant(bits, ua.VariantType.UInt64)]
+    if reason:
+        result.InputArgumentResults = [ua.StatusCode() for _ in range(count)]
+        result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo() for _ in range(count)]
+        index = argument if argument is not None and argument < count else None
+        if index is not None:
+            result.InputArgumentResults[index] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            result.InputArgumentDiagnosticInfos[index] = ua.DiagnosticInfo(AdditionalInfo=reason)
+    return result
+
+
+def _with_outputs(result: ua.CallMethodResult, response: Any) -> ua.CallMethodResult:
+    """The response provider's outputs: the response(s) first, then ReturnStatus."""
+    value = ua.Variant(response, ua.VariantType.ExtensionObject, is_array=isinstance(response, list))
+    result.OutputArguments = [value, *result.OutputArguments]
+    return result

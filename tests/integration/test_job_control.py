@@ -1,0 +1,129 @@
+"""ISA-95 Job Control over OPC UA, as an MES that knows only the specification uses it: a client in
+a process of its own (tests/integration/job_client.py) finds the receiver and the response provider
+by their types, stores and starts a job for AC-W with parameters, sees it run to Ended with a job
+response holding station results, and gets the specification's ReturnStatus bits for what it may
+not do. docs/isa95.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from asyncua import ua
+
+from bridge.domain.model import OrderState
+from bridge.handshake import PlcState
+from bridge.opcua.isa95_jobs import (
+    INVALID_JOB_ORDER_STATUS,
+    INVALID_REQUEST,
+    OK,
+    UNABLE_TO_ACCEPT,
+    UNKNOWN_JOB_ORDER_ID,
+)
+from bridge.opcua.isa95_types import JOBCONTROL_URI
+from bridge.opcua.job_control import ACCESS_DENIED
+from tests.integration.conftest import NODE_DIR
+from tests.integration.opcua_rig import opcua_rig
+from tests.integration.secure_rig import secure_client, secured_rig
+from tests.integration.test_isa95_types import run_client
+
+CLIENT = str(Path(__file__).with_name("job_client.py"))
+
+
+@pytest.fixture
+async def rig(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        yield rig
+
+
+async def test_an_mes_stores_starts_and_collects_a_job(rig) -> None:
+    seen = await run_client(sys.executable, CLIENT, rig.url, "run")
+    assert seen["work_masters"] == list(rig.bridge.mapping.products)
+    assert seen["store"] == [OK, []]
+    assert seen["stored"] == 1  # NotAllowedToStart
+    assert seen["start"] == [OK, []]
+    charge = seen["response"].pop("charge")
+    assert abs(charge - 1250) <= 10, "the charge station's result for 24000 BTU (ac_line.md)"
+    assert seen["response"] == {
+        "status": OK, "state": [5], "unit": "g", "units": ["unit0.serial", "unit1.serial"], "end": True,
+    }  # fmt: skip
+    assert seen["start_again"][0] == INVALID_JOB_ORDER_STATUS
+    assert "is completed: start applies to stored" in seen["start_again"][1][0]
+    assert seen["duplicate"][0] == UNABLE_TO_ACCEPT
+    assert seen["duplicate"][1] == ["JobOrderID: an order with this id exists"]
+    assert seen["unknown"][0] == UNKNOWN_JOB_ORDER_ID
+    assert seen["out_of_range"][0] == UNABLE_TO_ACCEPT
+    assert seen["out_of_range"][1][0].startswith("JobOrderParameters.capacity_btu: must be one of 9000")
+    assert rig.bridge.get("J9") is None  # refused: nothing kept, nothing written
+    assert seen["by_state"] == [OK, ["J1"]]
+    assert seen["clear"] == [OK, []]
+    assert seen["after_clear"] is False
+    order = rig.bridge.get("J1")  # one order, two doors: the job is an order of the engine
+    assert (order.state, order.quantity, order.options["capacity_btu"]) == (OrderState.COMPLETED, 2, 24000)
+
+
+async def test_a_running_job_cannot_be_started_or_cleared_but_can_be_aborted(rig) -> None:
+    chassis = rig.line["chassis"]
+    await chassis.set_fault("stall", 1)
+    seen = await run_client(sys.executable, CLIENT, rig.url, "running")
+    assert seen["store_and_start"] == [OK, []]
+    assert seen["start_running"][0] == INVALID_JOB_ORDER_STATUS
+    assert seen["clear_running"][0] == INVALID_JOB_ORDER_STATUS
+    assert "clear applies to an ended order" in seen["clear_running"][1][0]
+    assert seen["abort"] == [OK, []]
+    await chassis.set_fault("stall", 0)
+    order = rig.bridge.get("J2")
+    assert order.state == OrderState.FAULTED
+    await chassis.wait_for(lambda plc: plc.status.state != PlcState.BUSY)  # its step was aborted
+
+
+@pytest.mark.slow
+async def test_an_observer_may_not_store_or_abort_a_job_over_a_secured_channel(ac_mapping, tmp_path) -> None:
+    """The refusal is a ReturnStatus (invalid request, and bit 33: the role may not), the call
+    Good as the specification requires; nothing is stored and the refusal is audited."""
+    async with secured_rig(ac_mapping, tmp_path) as (rig, cert, _):
+        outcomes = {}
+        for user in ("otto", "olga"):
+            async with secure_client(rig.url, cert, user, f"{user}-pw") as client:
+                jc = await client.get_namespace_index(JOBCONTROL_URI)
+                ns = await client.get_namespace_index("urn:linebridge:ac_line")
+                receiver = client.get_node(ua.NodeId("Plant.Lines.ac_line.JobManagement.JobOrderControl", ns))
+                # this process's server made the classes (job_client.py shows a client that has none)
+                job = ua.ISA95JobOrderDataType(
+                    JobOrderID=f"SEC-{user}", WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")]
+                )
+                store = await receiver.get_child(ua.QualifiedName("Store", jc))
+                no_comment = ua.Variant([], ua.VariantType.LocalizedText)
+                outcomes[user] = await receiver.call_method(store, ua.Variant(job), no_comment)
+        assert outcomes == {"otto": INVALID_REQUEST | ACCESS_DENIED, "olga": OK}
+        assert rig.bridge.get("SEC-otto") is None
+        assert rig.bridge.get("SEC-olga").state == OrderState.STORED
+        records = [r[1:3] + r[4:5] for r in rig.bridge.journal.load_audit()]
+        assert ("job_store", "otto", "refused: role observer may not store jobs") in records
+        assert ("job_store", "olga", "ok SEC-olga") in records
+
+
+@pytest.mark.interop
+async def test_node_opcua_stores_starts_and_collects_a_job(rig, node_client) -> None:
+    """The same walk with node-opcua, an independent stack (tests/node/jobs.mjs)."""
+    node, script = node_client[0], str(NODE_DIR / "jobs.mjs")
+    seen = await run_client(node, script, rig.url, "run")
+    charge = seen["response"].pop("charge")
+    assert abs(charge - 980) <= 10, "the charge station's result for 18000 BTU (ac_line.md)"
+    assert seen["response"] == {"status": OK, "state": [5], "unit": "g"}
+    assert (seen["store"], seen["stored"], seen["start"]) == (OK, 1, OK)
+    assert seen["start_again"] == INVALID_JOB_ORDER_STATUS
+    assert seen["duplicate"] == UNABLE_TO_ACCEPT
+    assert seen["unknown"] == UNKNOWN_JOB_ORDER_ID
+    assert seen["out_of_range"][0] == UNABLE_TO_ACCEPT
+    assert seen["out_of_range"][1][0].startswith("JobOrderParameters.capacity_btu: must be one of")
+    chassis = rig.line["chassis"]
+    await chassis.set_fault("stall", 1)
+    seen = await run_client(node, script, rig.url, "running")
+    assert seen == {
+        "store_and_start": OK, "start_running": INVALID_JOB_ORDER_STATUS,
+        "clear_running": INVALID_JOB_ORDER_STATUS, "abort": OK,
+    }  # fmt: skip
+    await chassis.set_fault("stall", 0)
+    assert rig.bridge.get("N2").state == OrderState.FAULTED
