@@ -88,9 +88,16 @@ async def main(url: str, phase: str) -> None:
         if phase == "run":
             masters = await (await receiver.get_child(f"{jc}:WorkMaster")).read_value()
             seen["work_masters"] = [m.ID for m in masters]
-            seen["store"] = await call(receiver, "Store", job(classes, "J1", capacity_btu=24000, quantity=2))
+            seen["listed"] = await states(receiver)  # an order placed by the line's own method is a job
+            seen["store"] = await call(receiver, "Store", job(classes, "J1", capacity_btu=9000))
+            bigger = job(classes, "J1", capacity_btu=24000, quantity=2)
+            seen["update"] = await call(receiver, "Update", bigger)
             seen["stored"] = (await states(receiver)).get("J1")
             seen["start"] = await call(receiver, "Start", job_id("J1"))
+            seen["store_j3"] = await call(receiver, "Store", job(classes, "J3"))
+            seen["revoke_stored"] = await call(receiver, "RevokeStart", job_id("J3"))
+            seen["cancel"] = await call(receiver, "Cancel", job_id("J3"))
+            seen["cancelled"] = (await states(receiver)).get("J3")
             await until_state(receiver, "J1", 5)
             response, status, _ = await call(provider, "RequestJobResponseByJobOrderID", job_id("J1"))
             data = {p.ID: p for p in response.JobResponseData}
@@ -114,6 +121,10 @@ async def main(url: str, phase: str) -> None:
         elif phase == "running":  # the test stalled the first station: J2 stays running
             seen["store_and_start"] = await call(receiver, "StoreAndStart", job(classes, "J2"))
             await until_state(receiver, "J2", 3)
+            seen["pause"] = await call(receiver, "Pause", job_id("J2"))
+            seen["paused"] = (await states(receiver)).get("J2")
+            seen["resume"] = await call(receiver, "Resume", job_id("J2"))
+            seen["resumed"] = (await states(receiver)).get("J2")
             seen["start_running"] = await call(receiver, "Start", job_id("J2"))
             seen["clear_running"] = await call(receiver, "Clear", job_id("J2"))
             seen["abort"] = await call(receiver, "Abort", job_id("J2"))

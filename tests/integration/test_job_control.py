@@ -6,6 +6,8 @@ not do. docs/isa95.md."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from bridge.opcua.isa95_jobs import (
 )
 from bridge.opcua.isa95_types import JOBCONTROL_URI
 from bridge.opcua.job_control import ACCESS_DENIED
+from bridge.security.pki import Pki
 from tests.integration.conftest import NODE_DIR
-from tests.integration.opcua_rig import opcua_rig
+from tests.integration.opcua_rig import opcua_rig, s
+from tests.integration.orders import until
 from tests.integration.secure_rig import secure_client, secured_rig
 from tests.integration.test_isa95_types import run_client
 
@@ -38,11 +42,19 @@ async def rig(ac_mapping, tmp_path):
 
 
 async def test_an_mes_stores_starts_and_collects_a_job(rig) -> None:
+    await rig.call("SubmitOrder", s("VIA-SUBMIT"), s("AC-W"), s("{}"))  # the other door
+    await until(lambda: rig.bridge.get("VIA-SUBMIT").state == OrderState.COMPLETED)
     seen = await run_client(sys.executable, CLIENT, rig.url, "run")
+    assert seen["listed"] == {"VIA-SUBMIT": 5}
     assert seen["work_masters"] == list(rig.bridge.mapping.products)
     assert seen["store"] == [OK, []]
+    assert seen["update"] == [OK, []]
     assert seen["stored"] == 1  # NotAllowedToStart
     assert seen["start"] == [OK, []]
+    assert seen["store_j3"] == [OK, []]
+    assert seen["revoke_stored"][0] == INVALID_JOB_ORDER_STATUS
+    assert (seen["cancel"], seen["cancelled"]) == ([OK, []], 6)  # Aborted
+    assert await rig.node("Plant.Lines.ac_line.Orders.J1").read_browse_name()  # a job is an order
     charge = seen["response"].pop("charge")
     assert abs(charge - 1250) <= 10, "the charge station's result for 24000 BTU (ac_line.md)"
     assert seen["response"] == {
@@ -56,7 +68,7 @@ async def test_an_mes_stores_starts_and_collects_a_job(rig) -> None:
     assert seen["out_of_range"][0] == UNABLE_TO_ACCEPT
     assert seen["out_of_range"][1][0].startswith("JobOrderParameters.capacity_btu: must be one of 9000")
     assert rig.bridge.get("J9") is None  # refused: nothing kept, nothing written
-    assert seen["by_state"] == [OK, ["J1"]]
+    assert seen["by_state"] == [OK, ["VIA-SUBMIT", "J1"]]
     assert seen["clear"] == [OK, []]
     assert seen["after_clear"] is False
     order = rig.bridge.get("J1")  # one order, two doors: the job is an order of the engine
@@ -68,6 +80,8 @@ async def test_a_running_job_cannot_be_started_or_cleared_but_can_be_aborted(rig
     await chassis.set_fault("stall", 1)
     seen = await run_client(sys.executable, CLIENT, rig.url, "running")
     assert seen["store_and_start"] == [OK, []]
+    assert (seen["pause"], seen["paused"]) == ([OK, []], 4)  # Interrupted
+    assert (seen["resume"], seen["resumed"]) == ([OK, []], 3)
     assert seen["start_running"][0] == INVALID_JOB_ORDER_STATUS
     assert seen["clear_running"][0] == INVALID_JOB_ORDER_STATUS
     assert "clear applies to an ended order" in seen["clear_running"][1][0]
@@ -127,3 +141,61 @@ async def test_node_opcua_stores_starts_and_collects_a_job(rig, node_client) -> 
     }  # fmt: skip
     await chassis.set_fault("stall", 0)
     assert rig.bridge.get("N2").state == OrderState.FAULTED
+
+
+async def test_job_state_changes_are_announced_as_job_order_status_events(rig) -> None:
+    """Events of the concrete subtype of ISA95JobOrderStatusEventType on the receiver, one per
+    top-level state change, each carrying the job order, its state and its response."""
+    events: asyncio.Queue = asyncio.Queue()
+
+    class Handler:
+        def event_notification(self, event) -> None:
+            events.put_nowait(event)
+
+    jc = await rig.client.get_namespace_index(JOBCONTROL_URI)
+    receiver = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl")
+    subscription = await rig.client.create_subscription(20, Handler())
+    event_type = rig.client.get_node(ua.NodeId("T.JobOrderStatusEventType", rig.types_ns))
+    await subscription.subscribe_events(receiver, event_type)
+    job = ua.ISA95JobOrderDataType(JobOrderID="J-EV", WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")])
+    assert await receiver.call_method(ua.QualifiedName("Store", jc), ua.Variant(job)) == OK
+    assert await receiver.call_method(ua.QualifiedName("Start", jc), "J-EV") == OK
+    seen = []
+    async with asyncio.timeout(20):
+        while not seen or seen[-1].JobState[0].StateNumber != 5:
+            seen.append(await events.get())
+    assert [e.JobState[0].StateNumber for e in seen] == [1, 2, 3, 5]
+    assert {e.JobOrder.JobOrderID for e in seen} == {"J-EV"}
+    assert seen[-1].Message.Text == "job J-EV: Ended (all units done)"
+    assert any(p.ID == "unit0.pack.result_code" for p in seen[-1].JobResponse.JobResponseData)
+    await subscription.delete()
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+async def test_node_opcua_as_an_observer_is_refused_a_store_by_its_return_status(
+    ac_mapping, tmp_path, node_client
+):
+    node, script = node_client[0], str(NODE_DIR / "jobs.mjs")
+    async with secured_rig(ac_mapping, tmp_path) as (rig, _, _):
+        pki_args = (str(tmp_path / "node-pki"), "otto", "otto-pw")
+        first = await run_node_client(node, script, rig.url, "observer", *pki_args)
+        assert "refused" in first  # its certificate is not trusted yet
+        pki = Pki(tmp_path / "pki")
+        (rejected,) = pki.certificates(pki.rejected)
+        pki.move(rejected[0][:8], pki.rejected, pki.trusted)  # what `linebridge pki trust` does
+        seen = await run_client(node, script, rig.url, "observer", *pki_args)
+        assert seen == {"store": INVALID_REQUEST | ACCESS_DENIED}
+        assert rig.bridge.get("N-OBS") is None
+
+
+async def run_node_client(*args: str) -> dict:
+    """A client expected to be refused: its JSON line, whatever its exit code."""
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(90):
+        out, err = await process.communicate()
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, err.decode()[-2000:]
+    return json.loads(lines[-1])

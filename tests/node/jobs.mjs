@@ -1,14 +1,39 @@
 // An MES built on node-opcua, an independent stack, that knows only the ISA-95 Job Control
 // specification: it finds the job order receiver and response provider by their types, stores and
 // starts a job, follows it in JobOrderList, collects its job response and the ReturnStatus of what
-// it may not do. Usage: node jobs.mjs URL PHASE (run | running) — prints one JSON line.
-import { AttributeIds, BrowseDirection, DataType, OPCUAClient, VariantArrayType, coerceNodeId } from "node-opcua";
+// it may not do. Usage: node jobs.mjs URL PHASE (run | running) — prints one JSON line;
+// node jobs.mjs URL observer PKI_DIR USER PASSWORD: a Store over Basic256Sha256 SignAndEncrypt as
+// that user (exits 2 when the server refuses the connection: our certificate is not trusted yet).
+import {
+  AttributeIds, BrowseDirection, DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAClient,
+  SecurityPolicy, UserTokenType, VariantArrayType, coerceNodeId,
+} from "node-opcua";
 
-const [url, phase] = process.argv.slice(2);
+const [url, phase, pkiDir, userName, password] = process.argv.slice(2);
 const deadline = setTimeout(() => { console.error("jobs: timed out"); process.exit(3); }, 90000);
-const client = OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 2, initialDelay: 200 } });
-await client.connect(url);
-const session = await client.createSession();
+let client, session;
+if (phase === "observer") {
+  const clientCertificateManager = new OPCUACertificateManager({ rootFolder: pkiDir, automaticallyAcceptUnknownCertificate: true });
+  await clientCertificateManager.initialize();
+  client = OPCUAClient.create({
+    applicationName: "linebridge-jobs", endpointMustExist: false, clientCertificateManager,
+    securityMode: MessageSecurityMode.SignAndEncrypt, securityPolicy: SecurityPolicy.Basic256Sha256,
+    connectionStrategy: { maxRetry: 0, initialDelay: 100 },
+  });
+  try {
+    await client.connect(url);
+    session = await client.createSession({ type: UserTokenType.UserName, userName, password });
+  } catch (err) {
+    console.log(JSON.stringify({ refused: String(err.message || err).slice(0, 300) }));
+    await client.disconnect().catch(() => {});
+    clearTimeout(deadline);
+    process.exit(2);
+  }
+} else {
+  client = OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 2, initialDelay: 200 } });
+  await client.connect(url);
+  session = await client.createSession();
+}
 const ns = (await session.readNamespaceArray()).indexOf("http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/");
 if (ns < 0) { console.error("no Job Control namespace"); process.exit(2); }
 
@@ -95,6 +120,8 @@ if (phase === "run") {
   seen.unknown = (await call(receiver, "Start", id("NOPE"), comment)).status;
   const bad = await call(receiver, "Store", await job("N9", 9001), comment);
   seen.out_of_range = [bad.status, bad.why];
+} else if (phase === "observer") {
+  seen.store = (await call(receiver, "Store", await job("N-OBS", 9000), comment)).status;
 } else {  // the test stalled the first station: N2 stays running
   seen.store_and_start = (await call(receiver, "StoreAndStart", await job("N2", 9000), comment)).status;
   await until(receiver, "N2", 3);
