@@ -69,6 +69,7 @@ class JobControl:
         self.path = f"Plant.Lines.{bridge.mapping.line.name}.JobManagement"
         self._jobs: dict[str, Order] = {}  # the job order list: active orders, then ended ones not cleared
         self._responses: dict[str, Any] = {}  # job id → its response, built again when it changed
+        self._entries: dict[str, Any] = {}  # job id → its JobOrderList entry, likewise
         self._states: dict[str, int] = {}  # job id → the top-level state last announced
         self._dirty = asyncio.Event()
         self._follower = Follower(bridge.events, "opcua-jobs", (OrderChanged, StepChanged), self._on_event)
@@ -155,8 +156,7 @@ class JobControl:
         order = event.order
         if isinstance(event, StepChanged) and order.order_id not in self._jobs:
             return
-        self._jobs[order.order_id] = order
-        self._responses.pop(order.order_id, None)
+        self._hold(order)
         self._dirty.set()
         if isinstance(event, OrderChanged) and self._states.get(order.order_id) != _number(order):
             self._states[order.order_id] = _number(order)
@@ -190,20 +190,30 @@ class JobControl:
         ended = [job_id for job_id, order in self._jobs.items() if order.state.is_final]
         for job_id in ended[: max(0, len(ended) - ENDED_LISTED)]:
             self._forget(job_id)
-        mapping = self.bridge.mapping
-        listed = [
-            ua.ISA95JobOrderAndStateDataType(
-                JobOrder=jobs.job_order(o, mapping), State=jobs.job_state(o.state)
-            )
-            for o in self._jobs.values()
-        ]
+        listed = [self._entry(o) for o in self._jobs.values()]
         responses = [self._response(o) for o in self._jobs.values() if o.state not in PREPARED]
         await self._write("JobOrderControl.JobOrderList", listed)
         await self._write("JobOrderResults.JobOrderResponseList", responses)
 
+    def _hold(self, order: Order) -> None:
+        """`order` changed: held (an ended one last, so the oldest ended go first), rebuilt when shown."""
+        if order.state.is_final:
+            self._jobs.pop(order.order_id, None)
+        self._jobs[order.order_id] = order
+        self._responses.pop(order.order_id, None)
+        self._entries.pop(order.order_id, None)
+
     def _forget(self, job_id: str) -> None:
-        for held in (self._jobs, self._responses, self._states):
+        for held in (self._jobs, self._responses, self._entries, self._states):
             held.pop(job_id, None)
+
+    def _entry(self, order: Order) -> Any:
+        entry = self._entries.get(order.order_id)
+        if entry is None:
+            job = jobs.job_order(order, self.bridge.mapping)
+            entry = ua.ISA95JobOrderAndStateDataType(JobOrder=job, State=jobs.job_state(order.state))
+            self._entries[order.order_id] = entry
+        return entry
 
     def _response(self, order: Order) -> Any:
         response = self._responses.get(order.order_id)
@@ -279,8 +289,7 @@ class JobControl:
             None if action == "clear" else self.bridge.get(job_id)
         )
         if order is not None:  # the list shows what the call did when it returns, not a moment later
-            self._jobs[job_id] = order
-            self._responses.pop(job_id, None)
+            self._hold(order)
         await self._publish()
         self.audit_caller(f"job_{action}", f"ok {job_id}{comment}")
         log.info("job_command", action=action, order_id=job_id)
