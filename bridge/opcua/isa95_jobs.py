@@ -150,13 +150,11 @@ def job_order(order: Order, mapping: LineMapping) -> Any:
     )  # fmt: skip
 
 
-def job_response(order: Order, mapping: LineMapping) -> Any:
+def job_response(order: Order, mapping: LineMapping, ns: int) -> Any:
     """What the line did for a job: for each unit its serial and, per station it passed, the
     result code and every result with its engineering units, as flat parameters named
     `unit<index>.<station>.<result>` (an MES maps them without walking sub-parameters)."""
-    data = [
-        ua.ISA95ParameterDataType(ID=f"unit{u.index}.serial", Value=_any(u.serial)) for u in order.units
-    ]
+    data = [ua.ISA95ParameterDataType(ID=f"unit{u.index}.serial", Value=_any(u.serial)) for u in order.units]
     for step in order.steps:
         if step.phase == StepPhase.BEGUN or step.result_code is None:
             continue
@@ -177,7 +175,7 @@ def job_response(order: Order, mapping: LineMapping) -> Any:
         JobOrderID=order.order_id,
         StartTime=started,
         EndTime=order.completed_at,
-        JobState=job_state(order.state),
+        JobState=job_state(order.state, ns),
         JobResponseData=data,
     )
 
@@ -200,18 +198,44 @@ def job_field(field: str) -> str:
     return names.get(head, head) + (f".{rest}" if rest else "")
 
 
-def job_state(state: OrderState) -> list[Any]:
-    """An order's state as ISA95StateDataType[]: the top-level state alone, its BrowsePath null as
-    the spec requires (sub-states are optional; this line reports none yet).
+def job_state(state: OrderState, ns: int) -> list[Any]:
+    """An order's state as ISA95StateDataType[]: the top-level state first, its BrowsePath null as
+    the spec requires, then its sub-state where this line has one, its BrowsePath the receiver's
+    sub-state machine (`EndedSubstates`, in the Job Control namespace `ns`).
 
-    stored is NotAllowedToStart; received and queued are AllowedToStart (accepted, waiting for the
-    line); paused is Interrupted; faulted and cancelled are Aborted; completed is Ended."""
-    number = _JOB_STATE[state]
-    text = ua.LocalizedText(STATE_NAMES[number])
-    return [ua.ISA95StateDataType(StateText=text, StateNumber=ua.UInt32(number))]
+    stored is NotAllowedToStart/Ready (all it needs is a Start); received and queued are
+    AllowedToStart/Ready (accepted, waiting for a station); running is Running; paused is
+    Interrupted/Suspended (a deliberate decision, not a constraint); completed is Ended/Completed;
+    faulted and cancelled are Aborted."""
+    number = STATE_NUMBERS[state]
+    states = [
+        ua.ISA95StateDataType(StateText=ua.LocalizedText(STATE_NAMES[number]), StateNumber=ua.UInt32(number))
+    ]
+    sub = _SUBSTATE.get(state)
+    if sub is not None:
+        machine, text, sub_number = sub
+        element = ua.RelativePathElement(
+            ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasComponent), IncludeSubtypes=True,
+            TargetName=ua.QualifiedName(machine, ns),
+        )  # fmt: skip
+        path = ua.RelativePath(Elements=[element])
+        states.append(
+            ua.ISA95StateDataType(
+                BrowsePath=path, StateText=ua.LocalizedText(text), StateNumber=ua.UInt32(sub_number)
+            )
+        )
+    return states
 
 
-_JOB_STATE = {
+# An order state's sub-state: (the receiver's sub-state machine, the state's name, its number).
+_SUBSTATE = {
+    OrderState.STORED: ("NotAllowedToStartSubstates", "Ready", 2),
+    OrderState.RECEIVED: ("AllowedToStartSubstates", "Ready", 2),
+    OrderState.QUEUED: ("AllowedToStartSubstates", "Ready", 2),
+    OrderState.PAUSED: ("InterruptedSubstates", "Suspended", 2),
+    OrderState.COMPLETED: ("EndedSubstates", "Completed", 1),
+}
+STATE_NUMBERS = {  # an order state's top-level job state
     OrderState.RECEIVED: ALLOWED_TO_START, OrderState.QUEUED: ALLOWED_TO_START, OrderState.RUNNING: RUNNING,
     OrderState.COMPLETED: ENDED, OrderState.FAULTED: ABORTED, OrderState.CANCELLED: ABORTED,
     OrderState.STORED: NOT_ALLOWED_TO_START, OrderState.PAUSED: INTERRUPTED,

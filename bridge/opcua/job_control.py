@@ -26,7 +26,7 @@ from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua import isa95_jobs as jobs
-from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, RECEIVER_TYPE
+from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
 from bridge.opcua.uatypes import tid
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
@@ -87,7 +87,7 @@ class JobControl:
         )
         self.receiver = await management.add_object(
             self._nid("JobOrderControl"), ua.QualifiedName("JobOrderControl", self.line_ns),
-            objecttype=ua.NodeId(RECEIVER_TYPE, self.jc_ns),
+            objecttype=ua.NodeId(SUBSTATES_TYPE, self.jc_ns),
         )  # fmt: skip
         self.provider = await management.add_object(
             self._nid("JobOrderResults"), ua.QualifiedName("JobOrderResults", self.line_ns),
@@ -171,7 +171,7 @@ class JobControl:
         for generator in self._events:
             event = generator.event
             event.JobOrder = jobs.job_order(order, mapping)
-            event.JobState = jobs.job_state(order.state)
+            event.JobState = jobs.job_state(order.state, self.jc_ns)
             event.JobResponse = self._response(order)
             event.Severity = 700 if order.state == OrderState.FAULTED else 300
             event.SourceName = mapping.line.name
@@ -210,15 +210,16 @@ class JobControl:
     def _entry(self, order: Order) -> Any:
         entry = self._entries.get(order.order_id)
         if entry is None:
-            job = jobs.job_order(order, self.bridge.mapping)
-            entry = ua.ISA95JobOrderAndStateDataType(JobOrder=job, State=jobs.job_state(order.state))
+            job, state = jobs.job_order(order, self.bridge.mapping), jobs.job_state(order.state, self.jc_ns)
+            entry = ua.ISA95JobOrderAndStateDataType(JobOrder=job, State=state)
             self._entries[order.order_id] = entry
         return entry
 
     def _response(self, order: Order) -> Any:
         response = self._responses.get(order.order_id)
         if response is None:
-            response = self._responses[order.order_id] = jobs.job_response(order, self.bridge.mapping)
+            response = jobs.job_response(order, self.bridge.mapping, self.jc_ns)
+            self._responses[order.order_id] = response
         return response
 
     # -- the receiver's methods -------------------------------------------------------------
@@ -321,20 +322,29 @@ class JobControl:
         return _with_outputs(_result(jobs.OK, 1), self._response(order))
 
     async def _responses_by_state(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
-        """The responses of the listed jobs whose top-level state is one of those asked for."""
+        """The responses of the listed jobs in the state asked for: its top-level state first, then
+        any sub-states, each of which the job must be in too."""
         wanted = args[0].Value if len(args) == 1 and isinstance(args[0].Value, list) else None
-        if wanted is None or not all(isinstance(s, ua.ISA95StateDataType) for s in wanted):
-            result = _result(
-                jobs.INVALID_REQUEST, len(args), 0, "JobOrderState: an array of ISA95StateDataType"
-            )
-            return _with_outputs(result, [])
-        numbers = {int(s.StateNumber) for s in wanted}
-        found = [self._response(o) for o in self._jobs.values() if _number(o) in numbers]
+        if not wanted or not all(isinstance(s, ua.ISA95StateDataType) for s in wanted):
+            reason = "JobOrderState: ISA95StateDataType[], the top-level state first"
+            return _with_outputs(_result(jobs.INVALID_REQUEST, len(args), 0, reason), [])
+        asked = [_state_key(s) for s in wanted]
+        found = []
+        for order in self._jobs.values():
+            has = {_state_key(s) for s in jobs.job_state(order.state, self.jc_ns)}
+            if all(key in has for key in asked):
+                found.append(self._response(order))
         return _with_outputs(_result(jobs.OK, 1), found)
 
 
 def _number(order: Order) -> int:
-    return int(jobs.job_state(order.state)[0].StateNumber)
+    return jobs.STATE_NUMBERS[order.state]
+
+
+def _state_key(state: Any) -> tuple[tuple[str, ...], int]:
+    """A job state as compared: the names along its BrowsePath (none for the top level), its number."""
+    elements = state.BrowsePath.Elements if state.BrowsePath is not None else None
+    return tuple(e.TargetName.Name for e in elements or []), int(state.StateNumber)
 
 
 def _request(args: tuple[ua.Variant, ...]) -> Any:

@@ -13,12 +13,12 @@ import time
 from asyncua import Client, ua
 
 JC = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
-RECEIVER, PROVIDER = 1002, 1003
+RECEIVERS, PROVIDER = (1002, 1008), 1003  # the receiver, and its subtype with sub-states
 JC_INDEX = [0]  # the server's index of the Job Control namespace, once connected
 
 
-async def find_by_type(client: Client, type_id: ua.NodeId, depth: int = 6) -> list:
-    """Objects under Objects whose type definition is `type_id` (a breadth-first walk)."""
+async def find_by_type(client: Client, type_ids: set[ua.NodeId], depth: int = 6) -> list:
+    """Objects under Objects whose type definition is one of `type_ids` (a breadth-first walk)."""
     found, seen, level = [], set(), [client.nodes.objects]
     for _ in range(depth):
         following = []
@@ -28,7 +28,7 @@ async def find_by_type(client: Client, type_id: ua.NodeId, depth: int = 6) -> li
                 if child.nodeid in seen:
                     continue
                 seen.add(child.nodeid)
-                if await child.read_type_definition() == type_id:
+                if await child.read_type_definition() in type_ids:
                     found.append(child)
                 following.append(child)
         level = following
@@ -82,8 +82,8 @@ async def main(url: str, phase: str) -> None:
     async with Client(url, timeout=10) as client:
         classes = await client.load_data_type_definitions()
         jc = JC_INDEX[0] = await client.get_namespace_index(JC)
-        (receiver,) = await find_by_type(client, ua.NodeId(RECEIVER, jc))
-        (provider,) = await find_by_type(client, ua.NodeId(PROVIDER, jc))
+        (receiver,) = await find_by_type(client, {ua.NodeId(i, jc) for i in RECEIVERS})
+        (provider,) = await find_by_type(client, {ua.NodeId(PROVIDER, jc)})
         seen: dict = {}
         if phase == "run":
             masters = await (await receiver.get_child(f"{jc}:WorkMaster")).read_value()
@@ -103,7 +103,8 @@ async def main(url: str, phase: str) -> None:
             data = {p.ID: p for p in response.JobResponseData}
             charge = data["unit1.charge.actual_charge_g"]
             seen["response"] = {
-                "status": status, "state": [s.StateNumber for s in response.JobState],
+                "status": status,
+                "state": [(s.StateText.Text, s.StateNumber) for s in response.JobState],
                 "charge": round(charge.Value.Value), "unit": charge.EngineeringUnits.DisplayName.Text,
                 "units": sorted(k for k in data if k.endswith(".serial")),
                 "end": response.EndTime is not None,
@@ -112,7 +113,14 @@ async def main(url: str, phase: str) -> None:
             seen["duplicate"] = await call(receiver, "Store", job(classes, "J1"))
             seen["unknown"] = await call(receiver, "Start", job_id("NOPE"))
             seen["out_of_range"] = await call(receiver, "Store", job(classes, "J9", capacity_btu=9001))
-            ended = [classes["ISA95StateDataType"](StateText=ua.LocalizedText("Ended"), StateNumber=5)]
+            ended = [  # Ended, and its sub-state Completed
+                classes["ISA95StateDataType"](StateText=ua.LocalizedText("Ended"), StateNumber=5),
+                classes["ISA95StateDataType"](
+                    BrowsePath=ua.RelativePath(Elements=[ua.RelativePathElement(
+                        ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasComponent), IncludeSubtypes=True,
+                        TargetName=ua.QualifiedName("EndedSubstates", jc))]),
+                    StateText=ua.LocalizedText("Completed"), StateNumber=1),
+            ]  # fmt: skip
             by_state = "RequestJobResponseByJobOrderState"
             responses, status, _ = await call(provider, by_state, ua.Variant(ended))
             seen["by_state"] = [status, [r.JobOrderID for r in responses]]

@@ -282,7 +282,7 @@ async def test_a_job_survives_a_sigkill_mid_run_with_its_state_and_response(ac_m
             async with asyncio.timeout(20):
                 await process.wait()
     assert status == 1
-    assert [s.StateNumber for s in response.JobState] == [5]
+    assert [s.StateNumber for s in response.JobState] == [5, 1]  # Ended, Completed
     codes = Counter(p.ID.split(".")[0] for p in response.JobResponseData if p.ID.endswith(".result_code"))
     assert codes == {"unit0": 7, "unit1": 7, "unit2": 7}, "every unit's seven stations, each once"
     assert all(p.Value.Value == 0 for p in response.JobResponseData if p.ID.endswith(".result_code"))

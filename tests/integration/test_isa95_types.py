@@ -194,9 +194,10 @@ async def test_the_nodeset_export_holds_the_job_control_types(ac_mapping, tmp_pa
     assert {"ISA95JobOrderReceiverObjectType", "ISA95JobResponseProviderObjectType"} <= object_types
 
 
-TYPES_COMPARED = ("ns=1;i=1002", "ns=1;i=1003", "ns=1;i=1006")  # receiver, response provider, event
+# the receivers (plain and with sub-states), the sub-state machines, response provider, status event
+TYPES_COMPARED = tuple(f"ns=1;i={i}" for i in (1002, 1008, 1001, 1005, 1007, 1003, 1006))
 FOLLOWED = ("HasComponent", "HasProperty")  # a type's children
-NAMED_REFERENCES = ("FromState", "ToState", "HasCause", "HasEffect", "GeneratesEvent")
+NAMED_REFERENCES = ("FromState", "ToState", "HasCause", "HasEffect", "GeneratesEvent", "HasSubStateMachine")
 
 
 def official_object_types() -> dict[str, dict]:
@@ -311,8 +312,9 @@ async def served_object_types(client, ns: int) -> dict[str, dict]:
 
 
 async def test_the_job_control_object_types_match_the_official_nodeset(rig) -> None:
-    """Every node of the receiver, response provider and status event types, as served, equals the
-    official file's: ids, names, modelling rules, method arguments, states, transitions."""
+    """Every node of the receiver types, the sub-state machines, the response provider and the
+    status event type, as served, equals the official file's: ids, names, modelling rules, method
+    arguments, states, transitions, sub-state machines."""
     official = official_object_types()
     served = await served_object_types(rig.client, await rig.client.get_namespace_index(JOBCONTROL_URI))
     assert sorted(served) == sorted(official), "the same nodes"

@@ -58,7 +58,8 @@ async def test_an_mes_stores_starts_and_collects_a_job(rig) -> None:
     charge = seen["response"].pop("charge")
     assert abs(charge - 1250) <= 10, "the charge station's result for 24000 BTU (ac_line.md)"
     assert seen["response"] == {
-        "status": OK, "state": [5], "unit": "g", "units": ["unit0.serial", "unit1.serial"], "end": True,
+        "status": OK, "state": [["Ended", 5], ["Completed", 1]], "unit": "g",
+        "units": ["unit0.serial", "unit1.serial"], "end": True,
     }  # fmt: skip
     assert seen["start_again"][0] == INVALID_JOB_ORDER_STATUS
     assert "is completed: start applies to stored" in seen["start_again"][1][0]
@@ -125,7 +126,7 @@ async def test_node_opcua_stores_starts_and_collects_a_job(rig, node_client) -> 
     seen = await run_client(node, script, rig.url, "run")
     charge = seen["response"].pop("charge")
     assert abs(charge - 980) <= 10, "the charge station's result for 18000 BTU (ac_line.md)"
-    assert seen["response"] == {"status": OK, "state": [5], "unit": "g"}
+    assert seen["response"] == {"status": OK, "state": [5, 1], "unit": "g"}  # Ended, Completed
     assert (seen["store"], seen["stored"], seen["start"]) == (OK, 1, OK)
     assert seen["start_again"] == INVALID_JOB_ORDER_STATUS
     assert seen["duplicate"] == UNABLE_TO_ACCEPT
@@ -165,6 +166,7 @@ async def test_job_state_changes_are_announced_as_job_order_status_events(rig) -
         while not seen or seen[-1].JobState[0].StateNumber != 5:
             seen.append(await events.get())
     assert [e.JobState[0].StateNumber for e in seen] == [1, 2, 3, 5]
+    assert [(s.StateText.Text, s.StateNumber) for s in seen[-1].JobState] == [("Ended", 5), ("Completed", 1)]
     assert {e.JobOrder.JobOrderID for e in seen} == {"J-EV"}
     assert seen[-1].Message.Text == "job J-EV: Ended (all units done)"
     assert any(p.ID == "unit0.pack.result_code" for p in seen[-1].JobResponse.JobResponseData)

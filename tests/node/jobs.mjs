@@ -45,7 +45,7 @@ async function children(nodeId, nodeClassMask) {
   return result.references || [];
 }
 
-async function findByType(typeId) {  // breadth-first from Objects, six levels
+async function findByType(...typeIds) {  // breadth-first from Objects, six levels
   const found = new Map(); const seen = new Set(); let level = ["i=85"];
   for (let depth = 0; depth < 6; depth++) {
     const next = [];
@@ -54,7 +54,7 @@ async function findByType(typeId) {  // breadth-first from Objects, six levels
         const id = ref.nodeId.toString();
         if (seen.has(id)) continue;
         seen.add(id);
-        if (ref.typeDefinition.toString() === typeId) found.set(id, ref.nodeId);
+        if (typeIds.includes(ref.typeDefinition.toString())) found.set(id, ref.nodeId);
         next.push(ref.nodeId);
       }
     }
@@ -100,7 +100,7 @@ async function until(receiver, jobId, number) {
   throw new Error(`${jobId} never reached state ${number}`);
 }
 
-const [receiver] = await findByType(`ns=${ns};i=1002`);
+const [receiver] = await findByType(`ns=${ns};i=1002`, `ns=${ns};i=1008`);  // or its subtype with sub-states
 const [provider] = await findByType(`ns=${ns};i=1003`);
 const seen = {};
 if (phase === "run") {

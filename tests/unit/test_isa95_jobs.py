@@ -126,18 +126,20 @@ def test_a_job_the_line_cannot_make_is_refused_as_submit_order_refuses_it(ac_map
 
 
 @pytest.mark.parametrize(
-    ("state", "number", "text"),
+    ("state", "number", "text", "sub"),
     [
-        (OrderState.QUEUED, ALLOWED_TO_START, "AllowedToStart"),
-        (OrderState.RUNNING, 3, "Running"),
-        (OrderState.COMPLETED, ENDED, "Ended"),
-        (OrderState.FAULTED, ABORTED, "Aborted"),
-        (OrderState.CANCELLED, ABORTED, "Aborted"),
-        (OrderState.STORED, 1, "NotAllowedToStart"),
-        (OrderState.PAUSED, 4, "Interrupted"),
+        (OrderState.STORED, 1, "NotAllowedToStart", ("NotAllowedToStartSubstates", "Ready", 2)),
+        (OrderState.QUEUED, ALLOWED_TO_START, "AllowedToStart", ("AllowedToStartSubstates", "Ready", 2)),
+        (OrderState.RUNNING, 3, "Running", None),
+        (OrderState.PAUSED, 4, "Interrupted", ("InterruptedSubstates", "Suspended", 2)),
+        (OrderState.COMPLETED, ENDED, "Ended", ("EndedSubstates", "Completed", 1)),
+        (OrderState.FAULTED, ABORTED, "Aborted", None),
+        (OrderState.CANCELLED, ABORTED, "Aborted", None),
     ],
 )
-def test_an_order_state_is_reported_as_the_top_level_job_state(state, number, text) -> None:
-    (top,) = job_state(state)
+def test_an_order_state_is_reported_as_a_job_state_with_its_sub_state(state, number, text, sub) -> None:
+    top, *subs = job_state(state, 7)
     assert (top.StateNumber, top.StateText.Text) == (number, text)
     assert not top.BrowsePath.Elements, "the top-level state's BrowsePath is null"
+    got = [(s.BrowsePath.Elements[0].TargetName, s.StateText.Text, s.StateNumber) for s in subs]
+    assert got == ([] if sub is None else [(ua.QualifiedName(sub[0], 7), sub[1], sub[2])])
