@@ -309,9 +309,9 @@ class LineEngine:
             await self._set_state(order, OrderState.COMPLETED, message=f"stopped by request: {_made(order)}")
             self._forget_if_settled(order)
         else:
-            await self._journaled(
-                self.journal.save_order_rows, order, self._event(order, message="stop requested")
-            )
+            event = self._event(order, message=f"stop requested: {_made(order)} so far, the begun go on")
+            await self._journaled(self.journal.save_order_rows, order, event)
+            self._emit(order, event)
             for unit in order.units:
                 if unit.state == UnitState.WAITING:
                     self._enqueue(order, unit)
@@ -557,9 +557,8 @@ class LineEngine:
                 )
             for station, step in self.station_steps.items():
                 if step is not None and station in self.station_errors:
-                    notes[step.order_id] = (
-                        f"unit {step.unit_index} at station {station}: held: "
-                        + (self.station_errors[station])
+                    notes[step.order_id] = f"unit {step.unit_index} at station {station}: held: " + (
+                        self.station_errors[station]
                     )
                 elif step is not None and station in self.absent_since:  # begun: it waits for the PLC
                     notes[step.order_id] = (
@@ -674,10 +673,8 @@ class LineEngine:
                 if not on_plc and phase != PlcPhase.NOT_STARTED:
                     on_plc = True
                     log.debug("step_seen_on_plc", phase=phase.value, at_station=step.station)
-                if (
-                    step.phase == StepPhase.BEGUN
-                    and phase == PlcPhase.NOT_STARTED
-                    and (on_plc or (start_sent and fell_back))
+                if step.phase == StepPhase.BEGUN and phase == PlcPhase.NOT_STARTED and (
+                    on_plc or (start_sent and fell_back)
                 ):  # the PLC lost a step it had: it may have run partly, and must not run again unasked
                     why = fell_back or f"its status no longer shows step {step.seq}"
                     if await self._hold_for_restart(order, unit, step, why) == "fail":

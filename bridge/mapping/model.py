@@ -327,6 +327,7 @@ class Option(_Strict):
     max_length: int | None = Field(None, ge=0, le=246)
     charset: Literal["printable_ascii", "ascii"] = "printable_ascii"
     description: str = ""
+    unit: str | None = Field(None, description="engineering unit of a number (ISA-95 work master parameters)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Option:

@@ -78,6 +78,7 @@ def work_masters(mapping: LineMapping) -> list[Any]:
                     ua.LocalizedText(option.description or option_name),
                     ua.LocalizedText(_allowed(option)),
                 ],
+                EngineeringUnits=eu_information(option.unit) if option.unit else None,
             )
             for option_name, option in product.options.items()
         ]

@@ -26,6 +26,7 @@ from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua import isa95_jobs as jobs
+from bridge.opcua import names
 from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
 from bridge.opcua.uatypes import tid
 from bridge.security.rules import current_user
@@ -66,7 +67,7 @@ class JobControl:
         self.bridge, self.server = bridge, server
         self.line_ns, self.jc_ns, self.types_ns = line_ns, jc_ns, types_ns
         self.audit_caller, self.notice, self.retention_s = audit_caller, notice, retention_s
-        self.path = f"Plant.Lines.{bridge.mapping.line.name}.JobManagement"
+        self.path = names.Paths(bridge.mapping.line.name).job_management
         self._jobs: dict[str, Order] = {}  # the job order list: active orders, then ended ones not cleared
         self._responses: dict[str, Any] = {}  # job id → its response, built again when it changed
         self._entries: dict[str, Any] = {}  # job id → its JobOrderList entry, likewise

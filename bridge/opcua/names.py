@@ -40,6 +40,11 @@ class Paths:
         return f"{self.line}.Orders"
 
     @property
+    def job_management(self) -> str:
+        """ISA-95 Job Control: JobOrderControl and JobOrderResults under it (docs/isa95.md)."""
+        return f"{self.line}.JobManagement"
+
+    @property
     def history_rows_dropped(self) -> str:
         return f"{self.line}.{HISTORY_ROWS_DROPPED}"
 

@@ -78,6 +78,7 @@ _UNECE = {
     "°C": ("CEL", "degree Celsius"),
     "bar": ("BAR", "bar"),
     "h": ("HUR", "hour"),
+    "BTU/h": ("2I", "British thermal unit (international table) per hour"),
 }
 
 

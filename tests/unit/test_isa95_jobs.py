@@ -71,7 +71,10 @@ def test_each_product_is_a_work_master_with_its_options_as_parameters(ac_mapping
     capacity = parameters["capacity_btu"]
     assert capacity.Value == int32(12000)
     descriptions = [d.Text for d in capacity.Description]
-    assert descriptions == ["Cooling capacity (BTU/h)", "one of 9000, 12000, 18000, 24000"]
+    assert descriptions == ["Cooling capacity", "one of 9000, 12000, 18000, 24000"]
+    assert capacity.EngineeringUnits.DisplayName.Text == "BTU/h"  # the option's unit, as UNECE 2I
+    assert capacity.EngineeringUnits.UnitId == (ord("2") << 16) | (ord("I") << 8) | ord(" ")  # Part 8: padded
+    assert parameters["panel_color"].EngineeringUnits is None
     assert parameters["wifi_module"].Value == ua.Variant(False, ua.VariantType.Boolean)
     assert parameters["engraving"].Description[1].Text == "at most 16 printable ascii characters"
     # what a client receives: the structure survives its binary encoding
