@@ -19,8 +19,15 @@ def job(order_id: str, quantity: int | None = None, **options) -> OrderRequest:
     return OrderRequest(order_id, "AC-W", options, quantity, 0)
 
 
-async def busy(plc) -> None:
-    await plc.wait_for(lambda p: p.status.state == PlcState.BUSY)
+async def at_stalled_chassis(line, start_bridge, order_id: str, quantity: int = 1):  # noqa: F811
+    """A bridge whose order `order_id` has its first unit at the chassis station, held busy there
+    until the test sets the chassis' stall back to 0."""
+    chassis = line["chassis"]
+    await chassis.set_fault("stall", 1)
+    bridge = await start_bridge()
+    await bridge.submit(order_id, "AC-W", {}, quantity=quantity)
+    await chassis.wait_for(lambda p: p.status.state == PlcState.BUSY)
+    return bridge, chassis
 
 
 async def test_a_stored_order_waits_across_a_restart_until_started(line, start_bridge):  # noqa: F811
@@ -49,11 +56,7 @@ async def test_a_stored_order_waits_across_a_restart_until_started(line, start_b
 
 
 async def test_revoke_start_before_a_unit_begins(line, start_bridge):  # noqa: F811
-    chassis = line["chassis"]
-    await chassis.set_fault("stall", 1)
-    bridge = await start_bridge()
-    await bridge.submit("FIRST", "AC-W", {})
-    await busy(chassis)
+    bridge, chassis = await at_stalled_chassis(line, start_bridge, "FIRST")
     await bridge.engine.store_order(job("LATER"))
     await bridge.engine.start_order("LATER")
     assert (await bridge.engine.revoke_start("LATER")).state == OrderState.STORED
@@ -66,11 +69,7 @@ async def test_revoke_start_before_a_unit_begins(line, start_bridge):  # noqa: F
 
 
 async def test_pause_lets_the_step_in_progress_finish_and_holds_the_next(line, start_bridge):  # noqa: F811
-    chassis = line["chassis"]
-    await chassis.set_fault("stall", 1)
-    bridge = await start_bridge()
-    await bridge.submit("P", "AC-W", {})
-    await busy(chassis)
+    bridge, chassis = await at_stalled_chassis(line, start_bridge, "P")
     assert (await bridge.engine.pause_order("P")).state == OrderState.PAUSED
     await chassis.set_fault("stall", 0)
     paused = await until_state(bridge, "P", lambda o: o.units[0].next_step == 1)
@@ -83,11 +82,7 @@ async def test_pause_lets_the_step_in_progress_finish_and_holds_the_next(line, s
 
 
 async def test_stop_ends_the_order_after_the_units_in_progress(line, start_bridge):  # noqa: F811
-    chassis = line["chassis"]
-    await chassis.set_fault("stall", 1)
-    bridge = await start_bridge()
-    await bridge.submit("STOP", "AC-W", {}, quantity=3)
-    await busy(chassis)
+    bridge, chassis = await at_stalled_chassis(line, start_bridge, "STOP", 3)
     await bridge.engine.stop_order("STOP")
     await chassis.set_fault("stall", 0)
     await until_idle(bridge)
@@ -98,11 +93,7 @@ async def test_stop_ends_the_order_after_the_units_in_progress(line, start_bridg
 
 
 async def test_abort_faults_what_has_not_finished_and_aborts_the_plc_step(line, start_bridge):  # noqa: F811
-    chassis = line["chassis"]
-    await chassis.set_fault("stall", 1)
-    bridge = await start_bridge()
-    await bridge.submit("AB", "AC-W", {}, quantity=2)
-    await busy(chassis)
+    bridge, _ = await at_stalled_chassis(line, start_bridge, "AB", 2)
     aborted = await bridge.engine.abort_order("AB")
     assert (aborted.state, aborted.result_code) == (OrderState.FAULTED, ResultCode.ABORTED)
     await until_idle(bridge)

@@ -16,6 +16,7 @@ from asyncua import ua
 
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
+from bridge.opcua import job_control
 from bridge.opcua.isa95_jobs import (
     INVALID_JOB_ORDER_STATUS,
     INVALID_REQUEST,
@@ -201,3 +202,29 @@ async def run_node_client(*args: str) -> dict:
     lines = [line for line in out.decode().splitlines() if line.startswith("{")]
     assert lines, err.decode()[-2000:]
     return json.loads(lines[-1])
+
+
+async def test_stored_jobs_are_capped_and_a_comment_reaches_the_audit_trail(rig, monkeypatch) -> None:
+    """MaxDownloadableJobOrders is a cap: past it a Store is refused (unable to accept) with the
+    reason, until a stored job is started or cancelled; the caller's Comment is audited."""
+    monkeypatch.setattr(job_control, "MAX_STORED", 2)
+    jc = await rig.client.get_namespace_index(JOBCONTROL_URI)
+    receiver = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl")
+    comment = ua.Variant([ua.LocalizedText("shift B, line 3")], ua.VariantType.LocalizedText)
+
+    async def store(job_id: str) -> int:
+        job = ua.ISA95JobOrderDataType(
+            JobOrderID=job_id, WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")]
+        )
+        return await receiver.call_method(ua.QualifiedName("Store", jc), ua.Variant(job), comment)
+
+    assert [await store("CAP-1"), await store("CAP-2"), await store("CAP-3")] == [OK, OK, UNABLE_TO_ACCEPT]
+    assert rig.bridge.get("CAP-3") is None
+    assert await receiver.call_method(ua.QualifiedName("Cancel", jc), "CAP-1") == OK
+    assert await store("CAP-3") == OK
+    outcomes = [r[4] for r in rig.bridge.journal.load_audit() if r[1] == "job_store"]
+    assert "ok CAP-1 (comment: shift B, line 3)" in outcomes
+    assert (
+        "refused: 2 jobs are stored and not started: start or cancel one (comment: shift B, line 3)"
+        in outcomes
+    )
