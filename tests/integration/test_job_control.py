@@ -16,6 +16,7 @@ from asyncua import ua
 
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
+from bridge.http.lineview import LineView
 from bridge.opcua import job_control
 from bridge.opcua.isa95_jobs import (
     INVALID_JOB_ORDER_STATUS,
@@ -161,6 +162,8 @@ async def test_job_state_changes_are_announced_as_job_order_status_events(rig) -
     await subscription.subscribe_events(receiver, event_type)
     job = ua.ISA95JobOrderDataType(JobOrderID="J-EV", WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")])
     assert await receiver.call_method(ua.QualifiedName("Store", jc), ua.Variant(job)) == OK
+    shown = {o["order_id"]: o["state"] for o in LineView(rig.bridge).snapshot()["orders"]}
+    assert shown["J-EV"] == "stored"  # one order, two doors: the line view shows the stored job
     assert await receiver.call_method(ua.QualifiedName("Start", jc), "J-EV") == OK
     seen = []
     async with asyncio.timeout(20):
