@@ -17,6 +17,7 @@ from bridge.domain.model import Order, OrderState, StepPhase
 from bridge.domain.orders import OrderRequest
 from bridge.errors import OrderRejected
 from bridge.mapping.model import LineMapping, Option
+from bridge.opcua.isa95_types import JOB_ORDER, MATERIAL, PARAMETER, STATE, WORK_MASTER, structure
 from bridge.opcua.uatypes import eu_information
 
 # ReturnStatus bits (version 2): the outcome of a Job Control call is in these, the call is Good.
@@ -32,6 +33,8 @@ STATE_NAMES = {
     NOT_ALLOWED_TO_START: "NotAllowedToStart", ALLOWED_TO_START: "AllowedToStart", RUNNING: "Running",
     INTERRUPTED: "Interrupted", ENDED: "Ended", ABORTED: "Aborted",
 }  # fmt: skip
+
+RESPONSE, AND_STATE = "ISA95JobResponseDataType", "ISA95JobOrderAndStateDataType"
 
 # A job order's MaterialRequirements entry with this MaterialUse carries the quantity to make.
 PRODUCED = "Produced"
@@ -64,14 +67,15 @@ def _allowed(option: Option) -> str:
     return " ".join([option.type, " and ".join(bounds)]).strip()
 
 
-def work_masters(mapping: LineMapping) -> list[Any]:
+def work_masters(mapping: LineMapping, ns: int) -> list[Any]:
     """One work master per product: its options as parameters, each with its default as Value and
     its description and allowed values (the spec has no field for a range: they are a second
     Description text, in words an operator reads)."""
+    parameter, master = structure(PARAMETER, ns), structure(WORK_MASTER, ns)
     masters = []
     for name, product in mapping.products.items():
         parameters = [
-            ua.ISA95ParameterDataType(
+            parameter(
                 ID=option_name,
                 Value=_variant(option.default, option),
                 Description=[
@@ -83,7 +87,7 @@ def work_masters(mapping: LineMapping) -> list[Any]:
             for option_name, option in product.options.items()
         ]
         description = ua.LocalizedText(product.description or name)
-        masters.append(ua.ISA95WorkMasterDataType(ID=name, Description=description, Parameters=parameters))
+        masters.append(master(ID=name, Description=description, Parameters=parameters))
     return masters
 
 
@@ -112,7 +116,11 @@ def order_request(job_order: Any) -> OrderRequest:
         reason = f"exactly one work master (a product of the line) is required, got {len(masters)}"
         raise OrderRejected(reason, field="WorkMasterID")
     options: dict[str, Any] = {}
-    for parameter in job_order.JobOrderParameters or []:
+    for index, parameter in enumerate(job_order.JobOrderParameters or []):
+        if not isinstance(parameter.ID, str) or not parameter.ID:
+            raise OrderRejected(
+                f"parameter {index} has no ID (an option of the work master)", field="JobOrderParameters"
+            )
         if parameter.ID in options:
             raise OrderRejected("given twice", field=f"JobOrderParameters.{parameter.ID}")
         if parameter.Subparameters:
@@ -129,23 +137,24 @@ def order_request(job_order: Any) -> OrderRequest:
     )
 
 
-def job_order(order: Order, mapping: LineMapping) -> Any:
+def job_order(order: Order, mapping: LineMapping, ns: int) -> Any:
     """The job order as the line holds it, whichever door it came in by (Job Control or
     SubmitOrder): its work master, every option as a parameter, its priority and quantity."""
     product = mapping.products.get(order.product)
+    parameter = structure(PARAMETER, ns)
     parameters = [
-        ua.ISA95ParameterDataType(ID=name, Value=_variant(value, product.options[name]))
+        parameter(ID=name, Value=_variant(value, product.options[name]))
         if product is not None and name in product.options
-        else ua.ISA95ParameterDataType(ID=name, Value=_any(value))
+        else parameter(ID=name, Value=_any(value))
         for name, value in order.options.items()
     ]
-    return ua.ISA95JobOrderDataType(
+    return structure(JOB_ORDER, ns)(
         JobOrderID=order.order_id,
-        WorkMasterID=[ua.ISA95WorkMasterDataType(ID=order.product)],
+        WorkMasterID=[structure(WORK_MASTER, ns)(ID=order.product)],
         Priority=ua.Int16(order.priority),
         JobOrderParameters=parameters,
         MaterialRequirements=[
-            ua.ISA95MaterialDataType(MaterialDefinitionID=order.product, MaterialUse=PRODUCED,
+            structure(MATERIAL, ns)(MaterialDefinitionID=order.product, MaterialUse=PRODUCED,
                                      Quantity=str(order.quantity))
         ],
     )  # fmt: skip
@@ -155,23 +164,22 @@ def job_response(order: Order, mapping: LineMapping, ns: int) -> Any:
     """What the line did for a job: for each unit its serial and, per station it passed, the
     result code and every result with its engineering units, as flat parameters named
     `unit<index>.<station>.<result>` (an MES maps them without walking sub-parameters)."""
-    data = [ua.ISA95ParameterDataType(ID=f"unit{u.index}.serial", Value=_any(u.serial)) for u in order.units]
+    parameter = structure(PARAMETER, ns)
+    data = [parameter(ID=f"unit{u.index}.serial", Value=_any(u.serial)) for u in order.units]
     for step in order.steps:
         if step.phase == StepPhase.BEGUN or step.result_code is None:
             continue
         prefix = f"unit{step.unit_index}.{step.station}"
-        data.append(ua.ISA95ParameterDataType(
+        data.append(parameter(
             ID=f"{prefix}.result_code", Value=ua.Variant(step.result_code, ua.VariantType.UInt32)
         ))  # fmt: skip
         fields = mapping.station_type(step.station).results if step.station in mapping.stations else {}
         for name, value in (step.results or {}).items():
             unit = getattr(fields.get(name), "unit", None)
             eu = eu_information(unit) if unit else None
-            data.append(
-                ua.ISA95ParameterDataType(ID=f"{prefix}.{name}", Value=_any(value), EngineeringUnits=eu)
-            )
+            data.append(parameter(ID=f"{prefix}.{name}", Value=_any(value), EngineeringUnits=eu))
     started = min((s.started_at for s in order.steps), default=None)
-    return ua.ISA95JobResponseDataType(
+    return structure(RESPONSE, ns)(
         JobResponseID=order.order_id,
         JobOrderID=order.order_id,
         StartTime=started,
@@ -210,7 +218,7 @@ def job_state(state: OrderState, ns: int) -> list[Any]:
     faulted and cancelled are Aborted."""
     number = STATE_NUMBERS[state]
     states = [
-        ua.ISA95StateDataType(StateText=ua.LocalizedText(STATE_NAMES[number]), StateNumber=ua.UInt32(number))
+        structure(STATE, ns)(StateText=ua.LocalizedText(STATE_NAMES[number]), StateNumber=ua.UInt32(number))
     ]
     sub = _SUBSTATE.get(state)
     if sub is not None:
@@ -221,7 +229,7 @@ def job_state(state: OrderState, ns: int) -> list[Any]:
         )  # fmt: skip
         path = ua.RelativePath(Elements=[element])
         states.append(
-            ua.ISA95StateDataType(
+            structure(STATE, ns)(
                 BrowsePath=path, StateText=ua.LocalizedText(text), StateNumber=ua.UInt32(sub_number)
             )
         )

@@ -126,6 +126,14 @@ STRUCTURES: tuple[Structure, ...] = (
 )  # fmt: skip
 
 
+def structure(name: str, ns: int) -> type:
+    """The class asyncua made for the structure `name` of the server whose Job Control namespace is
+    `ns`: looked up by data type id, as `ua.<name>` stays bound to the first server's class when a
+    process holds two (tests; an export beside a bridge) and would encode with its ids."""
+    (id_,) = [s.id for s in STRUCTURES if s.name == name]
+    return ua.get_type(ua.NodeId(id_, ns))
+
+
 def definition(structure: Structure, ns: int) -> ua.StructureDefinition:
     """The DataTypeDefinition a client builds its decoder from."""
     ids = {s.name: s.id for s in STRUCTURES}

@@ -28,6 +28,8 @@ from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua import isa95_jobs as jobs
 from bridge.opcua import names
 from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
+from bridge.opcua.isa95_types import JOB_ORDER, STATE, structure
+from bridge.opcua.methods import refused
 from bridge.opcua.uatypes import tid
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
@@ -114,7 +116,7 @@ class JobControl:
         for name, handler in provider.items():
             self.server.link_method(self.server.get_node(self._nid(f"JobOrderResults.{name}")), handler)
         mapping = self.bridge.mapping
-        await self._write("JobOrderControl.WorkMaster", jobs.work_masters(mapping))
+        await self._write("JobOrderControl.WorkMaster", jobs.work_masters(mapping, self.jc_ns))
         await self._write("JobOrderControl.EquipmentID", list(mapping.stations), ua.VariantType.String)
         await self._write(
             "JobOrderControl.MaxDownloadableJobOrders", ua.UInt16(MAX_STORED), ua.VariantType.UInt16
@@ -169,10 +171,10 @@ class JobControl:
         if not self.server.iserver.subscription_service.subscriptions:
             return
         mapping = self.bridge.mapping
+        entry = self._entry(order)  # built once: the job order list shows the same
         for generator in self._events:
             event = generator.event
-            event.JobOrder = jobs.job_order(order, mapping)
-            event.JobState = jobs.job_state(order.state, self.jc_ns)
+            event.JobOrder, event.JobState = entry.JobOrder, entry.State
             event.JobResponse = self._response(order)
             event.Severity = 700 if order.state == OrderState.FAULTED else 300
             event.SourceName = mapping.line.name
@@ -211,8 +213,10 @@ class JobControl:
     def _entry(self, order: Order) -> Any:
         entry = self._entries.get(order.order_id)
         if entry is None:
-            job, state = jobs.job_order(order, self.bridge.mapping), jobs.job_state(order.state, self.jc_ns)
-            entry = ua.ISA95JobOrderAndStateDataType(JobOrder=job, State=state)
+            job = jobs.job_order(order, self.bridge.mapping, self.jc_ns)
+            entry = structure(jobs.AND_STATE, self.jc_ns)(
+                JobOrder=job, State=jobs.job_state(order.state, self.jc_ns)
+            )
             self._entries[order.order_id] = entry
         return entry
 
@@ -233,13 +237,13 @@ class JobControl:
 
     async def _update(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
         async def update() -> str:
-            order = await self.bridge.engine.update_order(_request(args))
+            order = await self.bridge.engine.update_order(_request(args, self.jc_ns))
             return order.order_id
 
         return await self._answer("update", args, update)
 
     async def _store_job(self, args: tuple[ua.Variant, ...], *, start: bool) -> str:
-        request = _request(args)
+        request = _request(args, self.jc_ns)
         if not start and self.bridge.engine.stored_orders() >= MAX_STORED:
             raise Refused(
                 jobs.UNABLE_TO_ACCEPT, f"{MAX_STORED} jobs are stored and not started: start or cancel one"
@@ -313,11 +317,11 @@ class JobControl:
             job_id = _job_id(args)
         except Refused as refused:
             return _with_outputs(
-                _result(refused.bits, len(args), 0, refused.reason), ua.ISA95JobResponseDataType()
+                _result(refused.bits, len(args), 0, refused.reason), structure(jobs.RESPONSE, self.jc_ns)()
             )
         order = self._jobs.get(job_id) or self.bridge.get(job_id)
         if order is None:
-            empty = ua.ISA95JobResponseDataType(JobOrderID=job_id, JobState=[])
+            empty = structure(jobs.RESPONSE, self.jc_ns)(JobOrderID=job_id, JobState=[])
             reason = f"no job {clip(repr(job_id), 60)}"
             return _with_outputs(_result(jobs.UNKNOWN_JOB_ORDER_ID, 1, 0, reason), empty)
         return _with_outputs(_result(jobs.OK, 1), self._response(order))
@@ -326,7 +330,7 @@ class JobControl:
         """The responses of the listed jobs in the state asked for: its top-level state first, then
         any sub-states, each of which the job must be in too."""
         wanted = args[0].Value if len(args) == 1 and isinstance(args[0].Value, list) else None
-        if not wanted or not all(isinstance(s, ua.ISA95StateDataType) for s in wanted):
+        if not wanted or not all(isinstance(s, structure(STATE, self.jc_ns)) for s in wanted):
             reason = "JobOrderState: ISA95StateDataType[], the top-level state first"
             return _with_outputs(_result(jobs.INVALID_REQUEST, len(args), 0, reason), [])
         asked = [_state_key(s) for s in wanted]
@@ -348,9 +352,9 @@ def _state_key(state: Any) -> tuple[tuple[str, ...], int]:
     return tuple(e.TargetName.Name for e in elements or []), int(state.StateNumber)
 
 
-def _request(args: tuple[ua.Variant, ...]) -> Any:
+def _request(args: tuple[ua.Variant, ...], ns: int) -> Any:
     """The order a Store/StoreAndStart/Update call asks for, or Refused/OrderRejected saying why."""
-    if not args or not isinstance(args[0].Value, ua.ISA95JobOrderDataType):
+    if not args or not isinstance(args[0].Value, structure(JOB_ORDER, ns)):
         raise Refused(jobs.INVALID_REQUEST, "JobOrder: an ISA95JobOrderDataType is required")
     _check_comment(args)
     return jobs.order_request(args[0].Value)
@@ -380,16 +384,13 @@ def _comment(args: tuple[ua.Variant, ...]) -> str:
 
 
 def _result(bits: int, count: int, argument: int | None = None, reason: str = "") -> ua.CallMethodResult:
-    """Good, ReturnStatus `bits`, and the refused argument marked with the reason."""
+    """Good, ReturnStatus `bits`, and the refused argument marked with the reason as any refused
+    method call marks it (methods.refused), the call itself Good."""
     result = ua.CallMethodResult()
-    result.OutputArguments = [ua.Variant(bits, ua.VariantType.UInt64)]
     if reason:
-        result.InputArgumentResults = [ua.StatusCode() for _ in range(count)]
-        result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo() for _ in range(count)]
-        index = argument if argument is not None and argument < count else None
-        if index is not None:
-            result.InputArgumentResults[index] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
-            result.InputArgumentDiagnosticInfos[index] = ua.DiagnosticInfo(AdditionalInfo=reason)
+        result = refused(ua.StatusCodes.BadInvalidArgument, argument, count, reason)
+        result.StatusCode = ua.StatusCode()
+    result.OutputArguments = [ua.Variant(bits, ua.VariantType.UInt64)]
     return result
 
 

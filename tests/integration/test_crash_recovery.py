@@ -19,7 +19,7 @@ from asyncua import Client, Node, ua
 
 from bridge.domain.model import OrderState, StepPhase
 from bridge.journal import SqliteJournal
-from bridge.opcua.isa95_types import JOBCONTROL_URI
+from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, MATERIAL, WORK_MASTER, structure
 from bridge.service import JOURNAL_FILE
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
@@ -208,11 +208,6 @@ def listening(log: str) -> str | None:
     return None
 
 
-def isa95(classes: dict, name: str):
-    """A Job Control class the client loaded (or that this process had already, from another test)."""
-    return classes.get(name) or getattr(ua, name)
-
-
 async def job_orders(client: Client, receiver: Node) -> dict[str, int]:
     jc = await client.get_namespace_index(JOBCONTROL_URI)
     listed = await (await receiver.get_child(ua.QualifiedName("JobOrderList", jc))).read_value()
@@ -232,16 +227,16 @@ async def test_a_job_survives_a_sigkill_mid_run_with_its_state_and_response(ac_m
         chassis = line["chassis"]
         await chassis.set_fault("stall", 1)  # the job waits at its first station until the client is gone
         async with Client(url, timeout=10) as client:
-            classes = await client.load_data_type_definitions()
+            await client.load_data_type_definitions()  # the classes, by the server's data type ids
             ns = await client.get_namespace_index("urn:linebridge:ac_line")
             jc = await client.get_namespace_index(JOBCONTROL_URI)
             receiver = client.get_node(ua.NodeId("Plant.Lines.ac_line.JobManagement.JobOrderControl", ns))
             for job_id, method, quantity in (("J-WAIT", "Store", 1), ("J-RUN", "StoreAndStart", 3)):
-                material = isa95(classes, "ISA95MaterialDataType")
+                material = structure(MATERIAL, jc)
                 produced = material(MaterialUse="Produced", Quantity=str(quantity))
-                job = isa95(classes, "ISA95JobOrderDataType")(
+                job = structure(JOB_ORDER, jc)(
                     JobOrderID=job_id,
-                    WorkMasterID=[isa95(classes, "ISA95WorkMasterDataType")(ID="AC-W")],
+                    WorkMasterID=[structure(WORK_MASTER, jc)(ID="AC-W")],
                     MaterialRequirements=[produced],
                 )
                 status = await receiver.call_method(ua.QualifiedName(method, jc), ua.Variant(job))

@@ -25,7 +25,7 @@ from bridge.opcua.isa95_jobs import (
     UNABLE_TO_ACCEPT,
     UNKNOWN_JOB_ORDER_ID,
 )
-from bridge.opcua.isa95_types import JOBCONTROL_URI
+from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, WORK_MASTER, structure
 from bridge.opcua.job_control import ACCESS_DENIED
 from bridge.security.pki import Pki
 from tests.integration.conftest import NODE_DIR
@@ -106,9 +106,9 @@ async def test_an_observer_may_not_store_or_abort_a_job_over_a_secured_channel(a
                 jc = await client.get_namespace_index(JOBCONTROL_URI)
                 ns = await client.get_namespace_index("urn:linebridge:ac_line")
                 receiver = client.get_node(ua.NodeId("Plant.Lines.ac_line.JobManagement.JobOrderControl", ns))
-                # this process's server made the classes (job_client.py shows a client that has none)
-                job = ua.ISA95JobOrderDataType(
-                    JobOrderID=f"SEC-{user}", WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")]
+                # the classes of the server this process runs (job_client.py shows a client that has none)
+                job = structure(JOB_ORDER, jc)(
+                    JobOrderID=f"SEC-{user}", WorkMasterID=[structure(WORK_MASTER, jc)(ID="AC-W")]
                 )
                 store = await receiver.get_child(ua.QualifiedName("Store", jc))
                 no_comment = ua.Variant([], ua.VariantType.LocalizedText)
@@ -160,7 +160,7 @@ async def test_job_state_changes_are_announced_as_job_order_status_events(rig) -
     subscription = await rig.client.create_subscription(20, Handler())
     event_type = rig.client.get_node(ua.NodeId("T.JobOrderStatusEventType", rig.types_ns))
     await subscription.subscribe_events(receiver, event_type)
-    job = ua.ISA95JobOrderDataType(JobOrderID="J-EV", WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")])
+    job = structure(JOB_ORDER, jc)(JobOrderID="J-EV", WorkMasterID=[structure(WORK_MASTER, jc)(ID="AC-W")])
     assert await receiver.call_method(ua.QualifiedName("Store", jc), ua.Variant(job)) == OK
     shown = {o["order_id"]: o["state"] for o in LineView(rig.bridge).snapshot()["orders"]}
     assert shown["J-EV"] == "stored"  # one order, two doors: the line view shows the stored job
@@ -216,8 +216,8 @@ async def test_stored_jobs_are_capped_and_a_comment_reaches_the_audit_trail(rig,
     comment = ua.Variant([ua.LocalizedText("shift B, line 3")], ua.VariantType.LocalizedText)
 
     async def store(job_id: str) -> int:
-        job = ua.ISA95JobOrderDataType(
-            JobOrderID=job_id, WorkMasterID=[ua.ISA95WorkMasterDataType(ID="AC-W")]
+        job = structure(JOB_ORDER, jc)(
+            JobOrderID=job_id, WorkMasterID=[structure(WORK_MASTER, jc)(ID="AC-W")]
         )
         return await receiver.call_method(ua.QualifiedName("Store", jc), ua.Variant(job), comment)
 

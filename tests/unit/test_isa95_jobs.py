@@ -26,15 +26,16 @@ from bridge.opcua.isa95_types import build_isa95_types
 
 
 @pytest.fixture(scope="module", autouse=True)
-def isa95_classes() -> None:
-    """The structure classes, made as a running bridge makes them (from the served definitions)."""
+def jc_ns() -> int:
+    """The structure classes, made as a running bridge makes them (from the served definitions);
+    the index of their namespace, by which the functions find them."""
 
-    async def build() -> None:
+    async def build() -> int:
         server = Server()
         await server.init()
-        await build_isa95_types(server)
+        return await build_isa95_types(server)
 
-    asyncio.run(build())
+    return asyncio.run(build())
 
 
 def job(*parameters: tuple[str, ua.Variant], product: str | None = "AC-W", quantity: str | None = None, **kw):
@@ -62,8 +63,8 @@ def int32(value: int) -> ua.Variant:
     return ua.Variant(value, ua.VariantType.Int32)
 
 
-def test_each_product_is_a_work_master_with_its_options_as_parameters(ac_mapping) -> None:
-    masters = work_masters(ac_mapping)
+def test_each_product_is_a_work_master_with_its_options_as_parameters(ac_mapping, jc_ns) -> None:
+    masters = work_masters(ac_mapping, jc_ns)
     assert [m.ID for m in masters] == list(ac_mapping.products)
     (ac_w,) = masters
     parameters = {p.ID: p for p in ac_w.Parameters}
@@ -102,6 +103,7 @@ def test_a_job_order_becomes_the_order_it_asks_for(ac_mapping) -> None:
          "given twice"),
         ({"quantity": "2.5"}, "MaterialRequirements", "whole number"),
         ({"quantity": "many"}, "MaterialRequirements", "not a number"),
+        ({"parameters": [("wifi_module", True), (None, 1)]}, "JobOrderParameters", "parameter 1 has no ID"),
     ],
 )  # fmt: skip
 def test_a_malformed_job_order_is_refused_naming_its_field(given, field, reason) -> None:
@@ -140,9 +142,11 @@ def test_a_job_the_line_cannot_make_is_refused_as_submit_order_refuses_it(ac_map
         (OrderState.CANCELLED, ABORTED, "Aborted", None),
     ],
 )
-def test_an_order_state_is_reported_as_a_job_state_with_its_sub_state(state, number, text, sub) -> None:
-    top, *subs = job_state(state, 7)
+def test_an_order_state_is_reported_as_a_job_state_with_its_sub_state(
+    state, number, text, sub, jc_ns
+) -> None:
+    top, *subs = job_state(state, jc_ns)
     assert (top.StateNumber, top.StateText.Text) == (number, text)
     assert not top.BrowsePath.Elements, "the top-level state's BrowsePath is null"
     got = [(s.BrowsePath.Elements[0].TargetName, s.StateText.Text, s.StateNumber) for s in subs]
-    assert got == ([] if sub is None else [(ua.QualifiedName(sub[0], 7), sub[1], sub[2])])
+    assert got == ([] if sub is None else [(ua.QualifiedName(sub[0], jc_ns), sub[1], sub[2])])
