@@ -16,6 +16,7 @@ import typer
 import yaml
 
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
+from bridge.cli_plc import plc_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.lifecycle import settle_heap
@@ -343,6 +344,7 @@ app.add_typer(order_app, name="order")
 app.add_typer(nodeset_app, name="nodeset")
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(station_app, name="station")
+app.add_typer(plc_app, name="plc")
 app.command()(health)
 app.add_typer(pki_app, name="pki")
 app.add_typer(user_app, name="user")

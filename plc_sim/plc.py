@@ -93,6 +93,8 @@ class SimulatedPlc:
         # Every request a client made, as (function code, first address), newest last: what a
         # bridge asks of a PLC, for tests and for tracing a rig (a write that reads too counts once).
         self.requests: deque[tuple[int, int]] = deque(maxlen=REQUESTS_KEPT)
+        # The same requests with how many values each wrote or read: (function code, address, count).
+        self.request_spans: deque[tuple[int, int, int]] = deque(maxlen=REQUESTS_KEPT)
         self._check_control_block()
         self._parameter_spans = self._spans(self.kind.parameters)
         self._result_spans = self._spans(self.kind.results)
@@ -262,6 +264,7 @@ class SimulatedPlc:
             return None
         if values is not None or function_code not in _WRITE_FCS:  # a write's read half: the same request
             self.requests.append((function_code, address))
+            self.request_spans.append((function_code, address, count if values is None else len(values)))
         is_write = values is not None and function_code in _WRITE_FCS
         holding = function_code in (3, 6, 16, 22, 23)
         touches_control = (

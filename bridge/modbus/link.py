@@ -28,6 +28,7 @@ from bridge.mapping import codec
 from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
 from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
+from bridge.mapping.wire_plan import station_plan
 from bridge.modbus import pymodbus_seams
 
 log = structlog.get_logger(__name__)
@@ -60,31 +61,22 @@ class ModbusStationLink:
         self.endpoint = mapping.stations[station].endpoint
         self.policy = mapping.stations[station].link
         kind = mapping.station_type(station)
-        fields = mapping.resolved_fields(station)
-        self._command_address = kind.handshake.command_address
-        self._status_address = kind.handshake.status_address
+        plan = station_plan(mapping, station)  # the requests `linebridge plc sheet` prints
+        self._command_address = plan.command_address
+        self._status_address = plan.status_address
         self.idle_status_interval_s = kind.handshake.idle_status_interval_s
-        self._parameter_blocks = plan_blocks([(n, fields[n]) for n in kind.parameters], write=True)
-        self._result_blocks = plan_blocks([(n, fields[n]) for n in kind.results], max_gap=8)
+        self._parameter_blocks = plan.parameters
+        self._result_blocks = plan.results
         # handshake.results_with_status: the input-register results come with every status read
-        with_status = kind.handshake.results_with_status
-        self._results_in_status = [b for b in self._result_blocks if with_status and b.table == "input"]
-        self._results_apart = [b for b in self._result_blocks if b not in self._results_in_status]
-        self._status_count = max(
-            [STATUS_REGISTERS] + [b.start + b.count - self._status_address for b in self._results_in_status]
-        )
+        self._results_in_status = plan.results_in_status
+        self._results_apart = plan.results_apart
+        self._status_count = plan.status_count
         self._status_words: list[int] = []  # as the last status read answered, results included
         # Telemetry per poll period: None, the station's own; others set per field in the mapping.
-        periods = {fields[n].scan_interval_s for n in kind.telemetry} | {None}
-        self._telemetry_groups = {
-            period: plan_blocks(
-                [(n, fields[n]) for n in kind.telemetry if fields[n].scan_interval_s == period], max_gap=8
-            )
-            for period in periods
-        }
+        self._telemetry_groups = plan.telemetry
         self._telemetry_blocks = [block for blocks in self._telemetry_groups.values() for block in blocks]
-        self._setpoint_fields = {n: fields[n] for n in kind.setpoints}
-        self._setpoint_blocks = plan_blocks(self._setpoint_fields.items(), max_gap=8)
+        self._setpoint_fields = plan.setpoint_fields
+        self._setpoint_blocks = plan.setpoints
         self._poll_plans: dict[tuple[float | None, ...], tuple[list[Block], bool, frozenset[str]]] = {}
         self._block_reads: dict[int, tuple[str, Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]]] = {}
         self._decoders = {
