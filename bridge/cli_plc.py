@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import typer
 
+from bridge.commissioning.check import CaseResult, HandshakeCheck
 from bridge.commissioning.sheet import sheet_csv, sheet_markdown
-from bridge.errors import MappingError
-from bridge.mapping import LineMapping, load_mapping
+from bridge.errors import MappingError, OrderRejected
+from bridge.logging import configure_logging
+from bridge.mapping import LineMapping, apply_deployment, load_mapping
+from bridge.mapping.model import Endpoint
+from bridge.opcua.client import ClientError, parse_options
 
 plc_app = typer.Typer(
     no_args_is_help=True, help="Commissioning a station PLC: its register sheet, a handshake check."
@@ -51,3 +56,51 @@ def sheet(
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
+
+
+def _endpoint(text: str, device_id: int) -> Endpoint:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        typer.echo(f"--endpoint {text!r}: expected HOST:PORT, e.g. 192.168.0.20:502", err=True)
+        raise typer.Exit(2)
+    return Endpoint(host=host, port=int(port), device_id=device_id)
+
+
+@plc_app.command("check")
+def check(
+    station: str = typer.Argument(..., help="station name in the mapping"),
+    endpoint: str = typer.Option(..., "--endpoint", "-e", help="the PLC's Modbus TCP HOST:PORT"),
+    device_id: int = typer.Option(1, help="Modbus unit (device) id"),
+    mapping: Path = MAPPING,
+    option: list[str] = typer.Option([], "--option", "-o", help="order option name=value for the test steps"),
+    step_timeout: float | None = typer.Option(
+        None, help="seconds a step may take (default: 2 × cycle_time_s + 5)"
+    ),
+    settle: float = typer.Option(0.5, help="seconds the PLC is watched to see it does NOT do something"),
+    log_level: str = typer.Option("warning", help="log level of the check's own events (stderr)"),
+) -> None:
+    """Drive STATION's PLC through the handshake cases the bridge relies on (a normal step, results
+    read back, a repeated start, a lost acknowledge, a rejected parameter set, a bridge restart
+    mid-step) and report each as passed or failed with what was seen. Runs real steps: put the
+    machine in its commissioning or dry-run mode. Writes only what the mapping declares and leaves
+    the PLC idle. Exit 1 if a case failed."""
+    configure_logging(log_level)
+    line = _station_of(mapping, station)
+    line = apply_deployment(line, {station: _endpoint(endpoint, device_id)})
+    try:
+        options = parse_options(option)
+        runner = HandshakeCheck(line, station, options=options, step_timeout_s=step_timeout, settle_s=settle)
+    except (ClientError, OrderRejected) as exc:
+        typer.echo(f"--option: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def say(result: CaseResult) -> None:
+        typer.echo(f"{result.outcome.upper():<7} {result.case:<20} {result.detail}")
+
+    results = asyncio.run(runner.run(say))
+    failed = [r.case for r in results if r.outcome == "failed"]
+    typer.echo(
+        f"{station} at {endpoint}: " + (f"FAILED {', '.join(failed)}" if failed else "handshake conforms")
+    )
+    if failed:
+        raise typer.Exit(1)

@@ -12,13 +12,23 @@ and at run time through holding registers at `control_address` (docs/plc_sim.md)
     +6  corrupt_next     1 = the next parameter read-back shows a corrupted first parameter word
     +7  clamp_setpoints  1 = setpoint writes land altered (first word's low bit flipped, a bit inverted),
                          as on a PLC whose program overrides a setting, until set back to 0
+
+Handshake faults: a PLC program that gets the handshake wrong in one way each, for `linebridge plc
+check` (docs/plc-guide.md) to find. 1 = on:
+
+    +8  no_echo          the status never shows a step's sequence number (accepted/done/acked stay 0)
+    +9  done_early       results land 0.2 s after the status shows done (cleared at each start)
+    +10 repeat_start     a start_seq written again is run again, even when it is the step just run
+    +11 self_ack         a finished step goes idle by itself, without waiting for ack_seq
+    +12 accept_any       parameters are not range-checked: an out-of-range set runs with result 0
+    +13 forget_on_disconnect  the status block is cleared whenever a client's connection closes
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-CONTROL_REGISTERS = 8
+CONTROL_REGISTERS = 14
 DEFAULT_CONTROL_ADDRESS = 9000
 
 
@@ -32,6 +42,12 @@ class Faults:
     delay_ms: int = 0
     corrupt_next: int = 0
     clamp_setpoints: int = 0
+    no_echo: int = 0
+    done_early: int = 0
+    repeat_start: int = 0
+    self_ack: int = 0
+    accept_any: int = 0
+    forget_on_disconnect: int = 0
 
     def to_registers(self) -> list[int]:
         return [getattr(self, f.name) & 0xFFFF for f in fields(self)]

@@ -84,6 +84,9 @@ class SimulatedPlc:
         self.telemetry_period_s = telemetry_period_s
         self._random = random.Random(seed)
         self._wake = asyncio.Event()
+        self._start_written = False  # a client wrote start_seq since the last scan (repeat_start)
+        self._late_results: tuple[float, dict[str, Any]] | None = None  # done_early: when, and from what
+        self._forgetting: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._scan_task: asyncio.Task[None] | None = None
@@ -232,6 +235,10 @@ class SimulatedPlc:
 
     def _on_connect(self, connected: bool) -> None:
         """Close, at once, any connection from an address outside `allow` (when it is set)."""
+        if not connected and self.faults.forget_on_disconnect:
+            task = asyncio.get_running_loop().create_task(self._forget())
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
         if not connected or not self.allow or self._server is None:
             return
         for connection in list(self._server.active_connections.values()):
@@ -243,6 +250,13 @@ class SimulatedPlc:
             if not any(address in net for net in self.allow):
                 self._log.warning("client_refused", peer=str(address))
                 connection.close()
+
+    async def _forget(self) -> None:
+        """forget_on_disconnect: the status block cleared, as a PLC tying the handshake to a connection."""
+        self._due = None
+        self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, self._status.executed_count, 0)
+        await self._publish_status()
+        self._log.warning("fault_status_forgotten")
 
     async def wait_for(self, predicate: Any, timeout_s: float = 5.0) -> None:
         """Wait until `predicate(self)` holds; for tests and tools that synchronise on state."""
@@ -300,6 +314,9 @@ class SimulatedPlc:
             except ValueError:
                 return ExcCodes.DEVICE_FAILURE
         if is_write:
+            command = self.kind.handshake.command_address + Command.START_SEQ
+            if function_code in (6, 16, 23) and address <= command < address + len(values or []):
+                self._start_written = True
             self._wake.set()
         if self.observer is not None:
             self._classify(function_code, address, count, values)
@@ -378,6 +395,10 @@ class SimulatedPlc:
     def _sleep_s(self) -> float:
         now = time.monotonic()
         deadlines = [self._telemetry_due]
+        if self._late_results is not None:
+            deadlines.append(self._late_results[0])
+        if self.faults.self_ack and self._status.state == PlcState.DONE:
+            deadlines.append(now)
         if self._due is not None and not self.faults.stall:
             deadlines.append(self._due)
         return max(0.0, min(deadlines) - now)
@@ -393,6 +414,10 @@ class SimulatedPlc:
             words[Command.ABORT_SEQ],
         )
         status = self._status
+        repeated, self._start_written = self._start_written and bool(self.faults.repeat_start), False
+        if self._late_results is not None and time.monotonic() >= self._late_results[0]:
+            params, self._late_results = self._late_results[1], None
+            await self._write_results(params)
         if status.state == PlcState.BUSY:
             if abort_seq == status.accepted_seq:
                 await self._finish(ResultCode.ABORTED)
@@ -400,7 +425,11 @@ class SimulatedPlc:
                 await self._finish(self._result_code)
         elif status.state == PlcState.DONE and ack_seq == status.done_seq:
             await self._set_status(state=PlcState.IDLE, acked_seq=ack_seq)
-        if self._status.state == PlcState.IDLE and start_seq not in (0, self._status.accepted_seq):
+        elif status.state == PlcState.DONE and self.faults.self_ack:
+            await self._set_status(state=PlcState.IDLE)
+        if self._status.state == PlcState.IDLE and (
+            start_seq not in (0, self._status.accepted_seq) or (repeated and start_seq != 0)
+        ):
             await self._accept(start_seq)
         if time.monotonic() >= self._telemetry_due:
             await self._refresh_telemetry()
@@ -434,7 +463,11 @@ class SimulatedPlc:
             self._result_code = ResultCode.STATION_FAULT
         else:
             self._result_code = ResultCode.OK
-            await self._write_results(params)
+            if self.faults.done_early:  # results cleared now, written only after "done" shows
+                await self._clear_results()
+                self._late_results = (float("inf"), params)
+            else:
+                await self._write_results(params)
         bound.info("step_accepted", cycle_time_s=self.cycle_time_s)
         if self._due <= time.monotonic() and not self.faults.stall:
             await self._finish(self._result_code)
@@ -446,7 +479,7 @@ class SimulatedPlc:
             f = self.fields[name]
             try:
                 value = await self.memory.read_field(f)
-                if f.is_numeric:
+                if f.is_numeric and not self.faults.accept_any:
                     codec.check_range(f, value)
             except CodecError as exc:
                 self.last_reject_reason = f"{name}: {exc}"
@@ -460,6 +493,9 @@ class SimulatedPlc:
             f = self.fields[name]
             if f.sim is not None:
                 await self.memory.write_field(f, self._simulated_value(f, values))
+
+    async def _clear_results(self) -> None:
+        await self.memory.write_fields([(self.fields[n], _zero(self.fields[n])) for n in self.kind.results])
 
     async def _setpoints(self) -> dict[str, Any]:
         """The setpoints as they stand in memory: a client may have changed them at any time."""
@@ -476,6 +512,8 @@ class SimulatedPlc:
         self._cycle_count += 1
         self._last_cycle_ms = round((time.monotonic() - self._started_at) * 1000)
         await self._set_status(state=PlcState.DONE, done_seq=self._status.accepted_seq, result_code=code)
+        if self._late_results is not None:
+            self._late_results = (time.monotonic() + 0.2, self._late_results[1])
         await self._refresh_telemetry(step_sourced_only=True)
         self._log.info("step_done", seq=self._status.done_seq, result_code=code)
         self._observe("step_done")
@@ -485,7 +523,10 @@ class SimulatedPlc:
         await self._publish_status()
 
     async def _publish_status(self) -> None:
-        await self.memory.write("input", self.kind.handshake.status_address, self._status.to_registers())
+        status = self._status
+        if self.faults.no_echo:
+            status = StatusBlock(status.state, 0, 0, status.result_code, 0, status.executed_count, 0)
+        await self.memory.write("input", self.kind.handshake.status_address, status.to_registers())
         await self._notify_waiters()
 
     async def _notify_waiters(self) -> None:
@@ -529,6 +570,17 @@ class SimulatedPlc:
             assert sim.nominal is not None
             value = sim.nominal + self._random.uniform(-sim.noise, sim.noise)
         return _fit(f, value)
+
+
+def _zero(f: RegisterField) -> Any:
+    """A field's "nothing here yet" value, one that encodes."""
+    if f.type == "bool":
+        return False
+    if f.type == "string":
+        return ""
+    if f.type == "enum":
+        return next(iter(f.values or {"": 0}))
+    return _fit(f, 0.0)
 
 
 def _fit(f: RegisterField, value: float) -> Any:

@@ -105,8 +105,12 @@ def layout(f: RegisterField) -> str:
 def _field_row(group: str, name: str, f: RegisterField) -> Row:
     writer, retain = _ROLE[group]
     span = [f"{b:g}" for b in (f.min, f.max) if b is not None]
-    bounds = f"{f.min:g} .. {f.max:g}" if len(span) == 2 else f"min {span[0]}" if f.min is not None else (
-        f"max {span[0]}" if span else ""
+    bounds = (
+        f"{f.min:g} .. {f.max:g}"
+        if len(span) == 2
+        else f"min {span[0]}"
+        if f.min is not None
+        else (f"max {span[0]}" if span else "")
     )
     values = ", ".join(f"{k}={v}" for k, v in (f.values or {}).items())
     return Row(
