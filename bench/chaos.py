@@ -80,10 +80,12 @@ class ChaosReport:
 
 
 def declared_writes(mapping: LineMapping, station: str) -> set[tuple[str, int]]:
-    """(table, address) the bridge may write on a station: command block, parameters, setpoints."""
+    """(table, address) the bridge may write on a station: command block, heartbeat, parameters, setpoints."""
     kind = mapping.station_type(station)
     fields = mapping.resolved_fields(station)
     allowed = {("holding", kind.handshake.command_address + i) for i in range(COMMAND_REGISTERS)}
+    if kind.handshake.heartbeat is not None:
+        allowed.add(("holding", kind.handshake.heartbeat.address))
     for name in (*kind.parameters, *kind.setpoints):
         f = fields[name]
         allowed |= {(f.table, f.address + i) for i in range(f.register_count)}

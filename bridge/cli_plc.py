@@ -84,9 +84,9 @@ def check(
     mid-step) and report each as passed or failed with what was seen. Runs real steps: put the
     machine in its commissioning or dry-run mode. Writes only what the mapping declares and leaves
     the PLC idle. Exit 1 if a case failed."""
-    configure_logging(log_level)
     line = _station_of(mapping, station)
     line = apply_deployment(line, {station: _endpoint(endpoint, device_id)})
+    configure_logging(log_level)
     try:
         options = parse_options(option)
         runner = HandshakeCheck(line, station, options=options, step_timeout_s=step_timeout, settle_s=settle)

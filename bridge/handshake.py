@@ -63,6 +63,7 @@ class ResultCode(IntEnum):
     CHECK_FAILED = 2
     ABORTED = 3
     STATION_FAULT = 4
+    BRIDGE_LOST = 5  # a start refused because the bridge's heartbeat had stopped (docs/plc-guide.md)
     # Recorded by the bridge, never sent by a PLC:
     PLC_RESTARTED = 65529  # the PLC restarted mid-step and an engineer chose to fault the unit
     STATION_ABSENT = 65530  # every station a unit could go to was away past link.absent_fault_after_s
@@ -124,6 +125,14 @@ class StatusBlock:
     def ready(self) -> bool:
         """True when the PLC will accept a new start command."""
         return self.state == PlcState.IDLE
+
+
+def next_beat(value: int, mode: str) -> int:
+    """The heartbeat after `value`. counter: 1, 2, ... 65535, 1 (never 0, which a PLC may read as
+    "never written"); toggle: 1, 0, 1, ..."""
+    if mode == "toggle":
+        return 0 if value else 1
+    return 1 if value >= 65535 else value + 1
 
 
 def next_seq(seq: int) -> int:

@@ -7,6 +7,7 @@ This is the Python API the OPC UA layer (and tests, and scripts) use: `submit`, 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.model import LineMapping
 from bridge.mapping.reload import reload_changes
 from bridge.modbus import ModbusStationLink, pymodbus_seams
+from bridge.modbus.heartbeat import beat
 from bridge.modbus.scanner import StationScanner
 from bridge.supervise import start_supervised
 
@@ -46,6 +48,7 @@ class BridgeSettings:
     status_poll_max_s: float = 0.1  # the busy poll's ceiling while a step runs (docs/engine.md)
     status_reuse_s: float = 0.05  # a status this young stands in for a new read (docs/handshake.md)
     step_timeout_s: float | None = None
+    heartbeat: bool = True  # write the heartbeat registers the mapping declares
     journal_synchronous: str = "NORMAL"
     mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
     deployment_file: Path | None = None
@@ -65,6 +68,7 @@ class Bridge:
                 timeout_s=settings.request_timeout_s,
                 backoff_initial_s=settings.backoff_initial_s,
                 backoff_max_s=settings.backoff_max_s,
+                beat_before_start=settings.heartbeat,
             )
             for station in mapping.stations
         }
@@ -93,6 +97,10 @@ class Bridge:
 
     async def start(self) -> None:
         pymodbus_seams.check()  # a pymodbus without what the links hook stops here, with the names
+        if self.settings.heartbeat:  # before the engine: a PLC that watches it sees the bridge first
+            for station, link in self.links.items():
+                if link.heartbeat is not None:
+                    start_supervised(self._telemetry, f"heartbeat-{station}", functools.partial(beat, link))
         await self.engine.start()
         if self.settings.telemetry_interval_s > 0:
             for station, scanner in self.scanners.items():

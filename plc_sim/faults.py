@@ -22,13 +22,14 @@ check` (docs/plc-guide.md) to find. 1 = on:
     +11 self_ack         a finished step goes idle by itself, without waiting for ack_seq
     +12 accept_any       parameters are not range-checked: an out-of-range set runs with result 0
     +13 forget_on_disconnect  the status block is cleared whenever a client's connection closes
+    +14 ignore_heartbeat the bridge's heartbeat is not watched: starts are taken with the bridge gone
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-CONTROL_REGISTERS = 14
+CONTROL_REGISTERS = 15
 DEFAULT_CONTROL_ADDRESS = 9000
 
 
@@ -48,6 +49,7 @@ class Faults:
     self_ack: int = 0
     accept_any: int = 0
     forget_on_disconnect: int = 0
+    ignore_heartbeat: int = 0
 
     def to_registers(self) -> list[int]:
         return [getattr(self, f.name) & 0xFFFF for f in fields(self)]

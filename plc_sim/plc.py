@@ -87,6 +87,11 @@ class SimulatedPlc:
         self._start_written = False  # a client wrote start_seq since the last scan (repeat_start)
         self._late_results: tuple[float, dict[str, Any]] | None = None  # done_early: when, and from what
         self._forgetting: set[asyncio.Task[None]] = set()
+        # The bridge's heartbeat, if the mapping declares one: watched from its first change on.
+        self.heartbeat = self.kind.handshake.heartbeat
+        self._beat: int | None = None  # the value last seen
+        self._beat_at: float | None = None  # time.monotonic() it last changed; None: not seen beating yet
+        self.bridge_lost = ""  # why new starts are refused: the heartbeat stopped ("" while it beats)
         self._changed = asyncio.Condition()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._scan_task: asyncio.Task[None] | None = None
@@ -207,12 +212,19 @@ class SimulatedPlc:
     def status(self) -> StatusBlock:
         return self._status
 
+    @property
+    def watching_heartbeat(self) -> bool:
+        """The bridge's heartbeat has been seen to change: its absence now refuses starts."""
+        return self._beat_at is not None
+
     async def power_cycle(self) -> None:
         """A restart that keeps nothing: the status block and the command block back to zero, a
         running step gone (what the bridge must not take as "never started", docs/handshake.md)."""
         self._due = None
         self._status = StatusBlock(PlcState.IDLE, 0, 0, 0, 0, 0, 0)
         self._run_since_power_up.clear()
+        self._beat = self._beat_at = None
+        self.bridge_lost = ""
         await self.memory.write("holding", self.kind.handshake.command_address, [0] * COMMAND_REGISTERS)
         await self._publish_status()
         self._log.warning("plc_power_cycled")
@@ -399,6 +411,8 @@ class SimulatedPlc:
             deadlines.append(self._late_results[0])
         if self.faults.self_ack and self._status.state == PlcState.DONE:
             deadlines.append(now)
+        if self.heartbeat is not None and self._beat_at is not None and not self.bridge_lost:
+            deadlines.append(self._beat_at + self.heartbeat.lost_after_s)
         if self._due is not None and not self.faults.stall:
             deadlines.append(self._due)
         return max(0.0, min(deadlines) - now)
@@ -413,6 +427,8 @@ class SimulatedPlc:
             words[Command.ACK_SEQ],
             words[Command.ABORT_SEQ],
         )
+        if self.heartbeat is not None and not self.faults.ignore_heartbeat:
+            await self._watch_heartbeat(self.heartbeat.address, self.heartbeat.lost_after_s)
         status = self._status
         repeated, self._start_written = self._start_written and bool(self.faults.repeat_start), False
         if self._late_results is not None and time.monotonic() >= self._late_results[0]:
@@ -434,6 +450,26 @@ class SimulatedPlc:
         if time.monotonic() >= self._telemetry_due:
             await self._refresh_telemetry()
 
+    async def _watch_heartbeat(self, address: int, lost_after_s: float) -> None:
+        """What docs/plc-guide.md asks of a PLC: the bridge counts as gone once its heartbeat has
+        not changed for `lost_after_s`; a running step finishes, new starts are refused, and the
+        PLC says so, until the heartbeat moves again."""
+        (value,) = await self.memory.read("holding", address, 1)
+        now = time.monotonic()
+        if self._beat is not None and value != self._beat:
+            first, self._beat_at = self._beat_at is None, now
+            if first:
+                await self._notify_waiters()
+            if self.bridge_lost:
+                self._log.info("bridge_heartbeat_back", was=self.bridge_lost)
+                self.bridge_lost = ""
+                await self._notify_waiters()
+        self._beat = int(value)
+        if self._beat_at is not None and not self.bridge_lost and now - self._beat_at > lost_after_s:
+            self.bridge_lost = f"no bridge heartbeat for {now - self._beat_at:.1f} s (holding {address})"
+            self._log.warning("bridge_heartbeat_lost", reason=self.bridge_lost)
+            await self._notify_waiters()
+
     async def _accept(self, seq: int) -> None:
         """Latch the parameters, check them and start the cycle of step `seq`."""
         reexecuted = self._status.reexecuted_count + (1 if seq in self._run_since_power_up else 0)
@@ -450,7 +486,12 @@ class SimulatedPlc:
         self._due = self._started_at + self.cycle_time_s
         params = await self._read_parameters()
         bound = self._log.bind(seq=seq)
-        if params is None:
+        if self.bridge_lost:
+            self._result_code = ResultCode.BRIDGE_LOST
+            self._due = self._started_at
+            self.last_reject_reason = self.bridge_lost
+            bound.warning("start_refused_bridge_lost", reason=self.bridge_lost)
+        elif params is None:
             self._result_code = ResultCode.PARAMETERS_REJECTED
             self._due = self._started_at
             bound.warning("step_rejected", reason=self.last_reject_reason)

@@ -9,6 +9,7 @@ run it in the PLC's commissioning or dry-run mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ CASES = (
     "lost_acknowledge",
     "rejected_parameters",
     "bridge_restart",
+    "heartbeat",
 )
 
 
@@ -85,10 +87,13 @@ class HandshakeCheck:
         self.parameters = self._parameters(options or {})
         self.link = self._new_link()
         self.seq = 0
+        self._beating = asyncio.Event()
         self._log = log.bind(station=station)
 
     def _new_link(self) -> ModbusStationLink:
-        return ModbusStationLink(self.mapping, self.station, timeout_s=self.request_timeout_s)
+        return ModbusStationLink(
+            self.mapping, self.station, timeout_s=self.request_timeout_s, beat_before_start=False
+        )
 
     def _parameters(self, options: dict[str, Any]) -> dict[str, Any]:
         """The parameters an order with `options` (defaults for the rest) gives this station."""
@@ -111,7 +116,10 @@ class HandshakeCheck:
             "lost_acknowledge": self._lost_acknowledge,
             "rejected_parameters": self._rejected_parameters,
             "bridge_restart": self._bridge_restart,
+            "heartbeat": self._heartbeat_lost,
         }
+        self._beating.set()
+        beating = asyncio.create_task(self._beat(), name="plc-check-heartbeat")
         results: list[CaseResult] = []
         stuck = ""  # why no further case can run: the PLC does not answer, or cannot be made idle
         try:
@@ -126,8 +134,26 @@ class HandshakeCheck:
                 if on_result is not None:
                     on_result(result)
         finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
             await self.link.close()
         return results
+
+    async def _beat(self) -> None:
+        """The heartbeat a bridge writes, while `_beating` is set: a PLC that watches it (from an
+        earlier bridge, say) would refuse every start of the check without it."""
+        if self.kind.handshake.heartbeat is None:
+            return
+        link = self._new_link()
+        try:
+            while True:
+                await self._beating.wait()
+                with contextlib.suppress(StationError):
+                    await link.beat()
+                await asyncio.sleep(self.kind.handshake.heartbeat.period_s)
+        finally:
+            await link.close()
 
     async def _one(self, name: str, case: Callable[[], Awaitable[str]]) -> CaseResult:
         try:
@@ -195,7 +221,9 @@ class HandshakeCheck:
         return self.seq
 
     async def _start(self, parameters: dict[str, Any] | None = None) -> tuple[int, StatusBlock]:
-        """Parameters written and read back, then start_seq: the step's number and the status before."""
+        """Parameters written and read back, then start_seq: the step's number and the status before.
+        A step the PLC finished since the last case (one it ran again by itself) is acknowledged first."""
+        await self._leave_idle()
         before = await self.link.status()
         await self.link.write_parameters(self.parameters if parameters is None else parameters)
         seq = self._next()
@@ -366,6 +394,45 @@ class HandshakeCheck:
         return (
             f"step {seq} was still {phase} on a new connection; its start written again did not run it"
             " twice; acknowledged"
+        )
+
+    async def _heartbeat_lost(self) -> str:
+        beat = self.kind.handshake.heartbeat
+        if beat is None:
+            raise _Skip("the mapping declares no heartbeat for this station type")
+        self._beating.clear()
+        try:
+            await asyncio.sleep(beat.lost_after_s + 2 * beat.period_s)
+            seq, before = await self._start()
+            taken = await self._until(
+                lambda s: s.done_seq == seq or s.executed_count != before.executed_count,
+                f"an answer to start_seq {seq} with the heartbeat stopped for {beat.lost_after_s:g} s",
+                self.scan_timeout_s,
+            )
+        except CaseFailed as exc:
+            why = "a PLC refuses the start at once (result_code 5), it does not hold it"
+            raise CaseFailed(f"{exc}: {why}") from None
+        finally:
+            self._beating.set()
+        done = await self._until_done(seq, before) if taken.done_seq != seq else taken
+        if done.result_code != ResultCode.BRIDGE_LOST:
+            raise CaseFailed(
+                f"step {seq} was started with the heartbeat (holding {beat.address}) unchanged for"
+                f" {beat.lost_after_s:g} s and ended with result_code {done.result_code}; the PLC must refuse"
+                " it with result_code 5 (bridge_lost)"
+            )
+        await asyncio.sleep(2 * beat.period_s)  # the heartbeat moves again
+        await self._acknowledge(seq)
+        again, before = await self._start()
+        after = await self._until_done(again, before)
+        await self._acknowledge(again)
+        if after.result_code != ResultCode.OK:
+            raise CaseFailed(
+                f"with the heartbeat back, step {again} ended with result_code {after.result_code}"
+            )
+        return (
+            f"heartbeat stopped {beat.lost_after_s + 2 * beat.period_s:g} s: start_seq {seq} refused with"
+            f" result_code 5; heartbeat back: step {again} ran with result 0"
         )
 
     # -- an out-of-range parameter -----------------------------------------------------------------

@@ -131,6 +131,16 @@ def _handshake_rows(plan: StationPlan) -> list[Row]:
             "command", c.name.lower(), "holding", address, modicon("holding", address), "uint16", 1, "big",
             "big", "", "", "", "0 .. 65535", "", "", writer, keep, _COMMAND_NOTES[c],
         ))  # fmt: skip
+    if plan.heartbeat is not None:
+        beat = plan.heartbeat
+        writer, retain = _ROLE["heartbeat"]
+        counts = "1, 2, ... 65535, 1, ..." if beat.mode == "counter" else "1, 0, 1, ..."
+        rows.append(Row(
+            "heartbeat", "heartbeat", "holding", beat.address, modicon("holding", beat.address), "uint16", 1,
+            "big", "big", "", "", "", "", counts, "", writer, retain,
+            f"written every {beat.period_s:g} s ({beat.mode}); unchanged for {beat.lost_after_s:g} s, the"
+            " bridge is gone: finish the running step, refuse new starts (result_code 5)",
+        ))  # fmt: skip
     writer, retain = _ROLE["status"]
     for s in Status:
         address = plan.status_address + s
@@ -227,6 +237,12 @@ def sheet_markdown(mapping: LineMapping, station: str, *, request_timeout_s: flo
         f"- Telemetry is read every {own:g} s; while no step runs the status block with it at most every"
         f" {kind.handshake.idle_status_interval_s:g} s.",
     ]
+    if plan.heartbeat is not None:
+        beat = plan.heartbeat
+        lines += [
+            f"- The heartbeat (holding {beat.address}) changes every {beat.period_s:g} s while the bridge"
+            f" runs; unchanged for {beat.lost_after_s:g} s (`timeout_s`), the bridge is gone.",
+        ]
     return "\n".join(lines) + "\n"
 
 

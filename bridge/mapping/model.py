@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.handshake import STATUS_REGISTERS
+from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 ProductId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=32)]
@@ -187,6 +187,30 @@ class RegisterField(_Strict):
                 )
 
 
+class Heartbeat(_Strict):
+    """A holding register the bridge writes on a fixed period, so the PLC can tell a live bridge
+    from a dead one (docs/plc-guide.md, "The heartbeat")."""
+
+    address: int = Field(ge=0, le=65535, description="holding register the bridge writes")
+    period_s: float = Field(1.0, gt=0, le=60, description="how often the bridge writes it")
+    mode: Literal["counter", "toggle"] = Field(
+        "counter", description="counter: 1, 2, ... 65535, 1, ...; toggle: 1, 0, 1, ..."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="unchanged this long, the PLC takes the bridge as gone (default 3 periods)"
+    )
+
+    @property
+    def lost_after_s(self) -> float:
+        return self.timeout_s if self.timeout_s is not None else 3 * self.period_s
+
+    @model_validator(mode="after")
+    def _timeout_beyond_period(self) -> Heartbeat:
+        if self.lost_after_s <= self.period_s:
+            raise ValueError(f"timeout_s {self.lost_after_s:g} must exceed period_s {self.period_s:g}")
+        return self
+
+
 class Handshake(_Strict):
     """Where the handshake's command block (holding) and status block (input) start."""
 
@@ -198,6 +222,7 @@ class Handshake(_Strict):
         description="how often a telemetry poll also reads the status block while no step runs at the"
         " station (0: at every poll); a running step reads it at the engine's pace",
     )
+    heartbeat: Heartbeat | None = Field(None, description="a register the bridge writes to show it is alive")
     results_with_status: bool = Field(
         False,
         description="read the status block and the input-register results in one request, gap"
@@ -240,6 +265,22 @@ class StationType(_Strict):
                     f" request, the status block first; input {f.address} ({f.register_count} registers)"
                     " is not inside after it"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_apart(self) -> StationType:
+        beat = self.handshake.heartbeat
+        if beat is None:
+            return self
+        command = self.handshake.command_address
+        if command <= beat.address < command + COMMAND_REGISTERS:
+            raise ValueError(
+                f"handshake.heartbeat.address {beat.address} is inside the command block"
+                f" (holding {command} to {command + COMMAND_REGISTERS - 1})"
+            )
+        for group, name, f in self.fields():
+            if f.table == "holding" and f.address <= beat.address < f.address + f.register_count:
+                raise ValueError(f"handshake.heartbeat.address {beat.address} is {group}.{name}'s register")
         return self
 
     @model_validator(mode="after")
@@ -459,6 +500,7 @@ DEFAULT_RESULT_CODES: dict[int, str] = {
     2: "check_failed",
     3: "aborted",
     4: "station_fault",
+    5: "bridge_lost",
 }
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bridge.handshake import STATUS_REGISTERS, Command
 from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
-from bridge.mapping.model import LineMapping, RegisterField
+from bridge.mapping.model import Heartbeat, LineMapping, RegisterField
 
 READ_FUNCTION = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
 
@@ -38,6 +38,7 @@ class StationPlan:
     setpoints: list[Block]
     setpoint_fields: dict[str, RegisterField]
     read_write_registers: bool  # function 23 writes and reads back a holding block in one request
+    heartbeat: Heartbeat | None
 
     @property
     def results(self) -> list[Block]:
@@ -67,6 +68,10 @@ class StationPlan:
         commands = [
             Request(6, "holding", self.command_address + c, 1, f"write {c.name.lower()}") for c in Command
         ]
+        if self.heartbeat is not None:
+            address = self.heartbeat.address
+            commands.append(Request(3, "holding", address, 1, "read heartbeat (once, at the first beat)"))
+            commands.append(Request(6, "holding", address, 1, "write heartbeat"))
         telemetry = [read(b, "read telemetry") for blocks in self.telemetry.values() for b in blocks]
         setpoints = [read(b, "read setpoints") for b in self.setpoints]
         for name, f in self.setpoint_fields.items():
@@ -103,5 +108,6 @@ def station_plan(mapping: LineMapping, station: str) -> StationPlan:
         setpoints=plan_blocks(setpoint_fields.items(), max_gap=8),
         setpoint_fields=setpoint_fields,
         read_write_registers=mapping.stations[station].link.read_write_registers,
+        heartbeat=kind.handshake.heartbeat,
     )
 

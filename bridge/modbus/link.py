@@ -22,7 +22,7 @@ from pymodbus.pdu import ModbusPDU
 
 from bridge.counters import LinkCounters
 from bridge.errors import CodecError, ParameterMismatch, StationError
-from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock
+from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock, next_beat
 from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
 from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
@@ -56,6 +56,7 @@ class ModbusStationLink:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
         seed: int | None = None,
+        beat_before_start: bool = True,
     ) -> None:
         self.station = station
         self.endpoint = mapping.stations[station].endpoint
@@ -64,6 +65,10 @@ class ModbusStationLink:
         plan = station_plan(mapping, station)  # the requests `linebridge plc sheet` prints
         self._command_address = plan.command_address
         self._status_address = plan.status_address
+        self.heartbeat = plan.heartbeat
+        self._beat_value: int | None = None  # the last heartbeat written (None: not read yet)
+        self._beat_at = float("-inf")  # time.monotonic() it was written
+        self._beat_before_start = beat_before_start  # off for `plc check`, which beats on its own
         self.idle_status_interval_s = kind.handshake.idle_status_interval_s
         self._parameter_blocks = plan.parameters
         self._result_blocks = plan.results
@@ -395,7 +400,26 @@ class ModbusStationLink:
                     station=self.station,
                 )
 
+    async def beat(self) -> None:
+        """Write the mapping's heartbeat register with its next value: the PLC knows this bridge is
+        alive (bridge/modbus/heartbeat.py writes it on its period)."""
+        assert self.heartbeat is not None
+        address, dev = self.heartbeat.address, self.endpoint.device_id
+        if self._beat_value is None:  # what a bridge before this one left there: the next must differ
+            reply = await self._request(
+                "read heartbeat", lambda c: c.read_holding_registers(address, count=1, device_id=dev)
+            )
+            self._beat_value = reply.registers[0] if len(reply.registers) == 1 else 0
+        value = next_beat(self._beat_value, self.heartbeat.mode)
+        await self._request("write heartbeat", lambda c: c.write_register(address, value, device_id=dev))
+        self._beat_value, self._beat_at = value, time.monotonic()
+
     async def start(self, seq: int) -> None:
+        """start_seq = `seq`; after a fresh heartbeat if the last is a period old: a PLC that lost
+        the bridge while it was away must see it back before the start, or refuse it."""
+        beat = self.heartbeat
+        if beat is not None and self._beat_before_start and time.monotonic() - self._beat_at >= beat.period_s:
+            await self.beat()
         await self._write_command(Command.START_SEQ, seq)
 
     async def acknowledge(self, seq: int) -> None:

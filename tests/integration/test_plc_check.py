@@ -4,17 +4,26 @@ breaks: against plc-sim, clean and with each of its handshake faults switched on
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bridge.cli import app
 from bridge.commissioning.check import CASES, HandshakeCheck
 from bridge.handshake import PlcState
-from bridge.mapping import LineMapping, apply_deployment
+from bridge.mapping import LineMapping, apply_deployment, parse_mapping
 from bridge.mapping.model import Endpoint
 from plc_sim.faults import Faults
 from plc_sim.plc import SimulatedPlc
+from tests.integration.test_heartbeat import quick_heartbeat
+
+
+@pytest.fixture
+def quick(ac_data) -> LineMapping:
+    """ac_line with a heartbeat of 50 ms lost after 0.4 s: the heartbeat case waits that long."""
+    return parse_mapping(quick_heartbeat(ac_data), source="quick.yaml")
 
 
 async def check(ac_mapping: LineMapping, station: str, **faults: int) -> tuple[dict[str, str], SimulatedPlc]:
@@ -26,8 +35,8 @@ async def check(ac_mapping: LineMapping, station: str, **faults: int) -> tuple[d
 
 
 @pytest.mark.parametrize("station", ["charge", "panel"])
-async def test_a_conforming_plc_passes_every_case_and_is_left_idle(ac_mapping: LineMapping, station: str):
-    outcomes, plc = await check(ac_mapping, station)
+async def test_a_conforming_plc_passes_every_case_and_is_left_idle(quick: LineMapping, station: str):
+    outcomes, plc = await check(quick, station)
     assert list(outcomes) == list(CASES)
     assert all(o.startswith("passed") for o in outcomes.values()), outcomes
     assert plc.status.state == PlcState.IDLE
@@ -47,39 +56,47 @@ async def test_a_conforming_plc_passes_every_case_and_is_left_idle(ac_mapping: L
         ("self_ack", "lost_acknowledge", "without ack_seq 4 the PLC left done"),
         ("accept_any", "rejected_parameters", "and result_code 0; the PLC must check the parameter set"),
         ("forget_on_disconnect", "bridge_restart", "on a new connection the PLC no longer shows step"),
+        ("ignore_heartbeat", "heartbeat", "the PLC must refuse it with result_code 5 (bridge_lost)"),
     ],
 )
 async def test_each_handshake_fault_fails_the_case_it_breaks(
-    ac_mapping: LineMapping, fault: str, case: str, says: str
+    quick: LineMapping, fault: str, case: str, says: str
 ) -> None:
-    outcomes, _ = await check(ac_mapping, "charge", **{fault: 1})
+    outcomes, _ = await check(quick, "charge", **{fault: 1})
     assert outcomes[case].startswith("failed"), outcomes
     assert says in outcomes[case]
-    if fault in ("done_early", "repeat_start", "accept_any", "forget_on_disconnect"):  # one thing wrong
+    if fault not in ("no_echo", "self_ack"):  # one thing wrong, one case failed
         assert [c for c, o in outcomes.items() if o.startswith("failed")] == [case], outcomes
     if fault == "no_echo":  # a PLC that cannot be made idle: nothing further is tried
         assert all(outcomes[c].startswith("skipped") for c in CASES[2:]), outcomes
 
 
-def test_the_command_reports_and_exits_non_zero_on_a_failure(ac_mapping: LineMapping) -> None:
-    async def serve(faults: Faults, station: str, work):
-        async with SimulatedPlc(ac_mapping, station, port=0, speed=0, seed=1, faults=faults) as plc:
-            return await asyncio.to_thread(work, plc.port)
+async def test_the_command_reports_and_exits_non_zero_on_a_failure(quick: LineMapping, ac_data, tmp_path):
+    """The command as an engineer runs it: its own process, against a PLC on the network."""
+    mapping_file = tmp_path / "quick.yaml"
+    mapping_file.write_text(yaml.safe_dump(ac_data))  # quick_heartbeat changed it in place
 
-    def invoke(port: int):
-        return CliRunner().invoke(
-            app, ["plc", "check", "coil", "--endpoint", f"127.0.0.1:{port}", "--settle", "0.2"]
-        )
+    async def run(faults: Faults, *extra: str) -> tuple[int, str]:
+        async with SimulatedPlc(quick, "coil", port=0, speed=0, seed=1, faults=faults) as plc:
+            args = ["-m", str(mapping_file), "-e", f"127.0.0.1:{plc.port}", "--settle", "0.2", *extra]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bridge", "plc", "check", "coil", *args,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            async with asyncio.timeout(60):
+                out, _ = await proc.communicate()
+            assert proc.returncode is not None
+            return proc.returncode, out.decode()
 
-    good = asyncio.run(serve(Faults(), "coil", invoke))
-    assert good.exit_code == 0, good.output
-    assert "coil at 127.0.0.1:" in good.output
-    assert "handshake conforms" in good.output
-    assert good.output.count("PASSED") == len(CASES)
-    bad = asyncio.run(serve(Faults(accept_any=1), "coil", invoke))
-    assert bad.exit_code == 1, bad.output
-    assert "FAILED rejected_parameters" in bad.output
-    assert "coil_rows = 7 (range 1 .. 6)" in bad.output
+    code, out = await run(Faults())
+    assert code == 0, out
+    assert "coil at 127.0.0.1:" in out
+    assert "handshake conforms" in out
+    assert out.count("PASSED") == len(CASES)
+    code, out = await run(Faults(accept_any=1))
+    assert code == 1, out
+    assert "FAILED rejected_parameters" in out
+    assert "coil_rows = 7 (range 1 .. 6)" in out
     refused = CliRunner().invoke(app, ["plc", "check", "coil", "--endpoint", "nowhere"])
     assert refused.exit_code == 2
     assert "expected HOST:PORT" in refused.output

@@ -31,7 +31,7 @@ def test_bad_fault_specs(spec, message):
 def test_fault_presets_per_station_and_for_all():
     faults = _faults(["*:delay_ms=5", "coil:stall"], ["coil", "pack"])
     assert faults["coil"] == Faults(delay_ms=5, stall=1)
-    assert faults["pack"].to_registers() == [0, 0, 0, 0, 0, 5] + [0] * 8
+    assert faults["pack"].to_registers() == [0, 0, 0, 0, 0, 5] + [0] * 9
     assert len(faults["pack"].to_registers()) == CONTROL_REGISTERS
     with pytest.raises(ValueError, match="unknown station 'oven'"):
         _faults(["oven:stall"], ["coil"])

@@ -65,7 +65,7 @@ def test_a_field_overlapping_the_handshake_block(ac_data):
 def test_results_read_with_the_status_must_fit_one_read_after_it(ac_data, address, fits):
     """One read of at most 125 registers from the status block (input 0-7) must reach a uint32 result."""
     run_test = ac_data["station_types"]["run_test"]
-    assert run_test["handshake"] == {"results_with_status": True}
+    assert run_test["handshake"]["results_with_status"] is True
     run_test["results"] = {
         "eer": {"table": "input", "address": address, "type": "uint32"},
         "passed": {"table": "discrete_input", "address": 0, "type": "bool"},  # bits: read apart
@@ -309,3 +309,17 @@ def test_validate_command_lists_every_error(ac_data, tmp_path):
         "parameters.charge_g (holding 100) and station_types.charging.parameters.tolerance_g" in result.stderr
     )
     assert "products.AC-W.route[7]: unknown station 'oven'" in result.stderr
+
+
+def test_a_heartbeat_register_is_checked_against_the_register_map(ac_data):
+    press = ac_data["station_types"]["press"]
+    press["handshake"]["heartbeat"] = {"address": 1}
+    assert "handshake.heartbeat.address 1 is inside the command block (holding 0 to 2)" in one_issue(ac_data)
+    press["handshake"]["heartbeat"] = {"address": 100}
+    assert "handshake.heartbeat.address 100 is parameters.chassis_size's register" in one_issue(ac_data)
+    press["handshake"]["heartbeat"] = {"address": 3, "period_s": 2, "timeout_s": 1}
+    assert "timeout_s 1 must exceed period_s 2" in one_issue(ac_data)
+    press["handshake"]["heartbeat"] = {"address": 3, "mode": "toggle"}
+    beat = parse_mapping(ac_data, source="t.yaml").station_type("chassis").handshake.heartbeat
+    assert beat is not None
+    assert beat.lost_after_s == 3.0
