@@ -49,6 +49,15 @@ class PlainClient:
                 await asyncio.sleep(0.005)
 
 
+async def holding_but_heartbeat(plc: SimulatedPlc, count: int) -> list[int]:
+    """Holding registers 0..count-1 as clients left them, the bridge's heartbeat (written on its own
+    period, whatever else happens) shown as 0."""
+    words = [int(w) for w in await plc.memory.read("holding", 0, count)]
+    if plc.heartbeat is not None and plc.heartbeat.address < count:
+        words[plc.heartbeat.address] = 0
+    return words
+
+
 PlcFactory = Callable[..., Awaitable[SimulatedPlc]]
 
 

@@ -24,6 +24,7 @@ from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
+from tests.integration.conftest import holding_but_heartbeat
 
 CAPACITY_TABLE = {  # ac_line.md: chassis_size, coil_rows, fin_pitch_mm, charge_g
     9000: (1, 2, 1.5, 520), 12000: (1, 2, 1.5, 680), 18000: (2, 3, 1.4, 980), 24000: (3, 4, 1.4, 1250),
@@ -356,7 +357,7 @@ async def test_malformed_order_is_rejected_and_nothing_is_written(
     assert reason in info.value.reason
     assert bridge.get(order["order_id"]) is None if isinstance(order["order_id"], str) else True
     for name, plc in line.plcs.items():
-        holding = await plc.memory.read("holding", 0, 130)
+        holding = await holding_but_heartbeat(plc, 130)
         assert not any(holding), f"{name} holding registers were written: {holding}"
         assert not plc.executed
 

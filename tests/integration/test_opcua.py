@@ -15,6 +15,7 @@ from bridge.handshake import PlcState
 from bridge.opcua.face import SCAN_QUEUE
 from bridge.opcua.nodeset import export_nodeset
 from tests.conftest import AC_LINE
+from tests.integration.conftest import holding_but_heartbeat
 from tests.integration.opcua_rig import opcua_rig, s
 
 ORDER_STATES = {state: i for i, state in enumerate(OrderState)}
@@ -253,7 +254,7 @@ async def test_refused_calls_say_which_argument_and_why(rig):
 
     for name, plc in rig.line.plcs.items():  # nothing refused reached a PLC
         assert not plc.executed, name
-        assert not any(await plc.memory.read("holding", 0, 130)), name
+        assert not any(await holding_but_heartbeat(plc, 130)), name
     assert await names(rig.node("Plant.Lines.ac_line.Orders")) == set()
 
     assert (await rig.call("SubmitOrder", s("DUP"), s("AC-W"), s("{}"))).StatusCode.is_good()

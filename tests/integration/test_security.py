@@ -11,7 +11,7 @@ from asyncua import ua
 
 from bridge.security.pki import Pki
 from bridge.security.users import add_certificate_user, der_thumbprint
-from tests.integration.conftest import NODE_DIR
+from tests.integration.conftest import NODE_DIR, holding_but_heartbeat
 from tests.integration.secure_rig import client_certificate, secure_client, secured_rig
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ async def plc_memory(rig) -> dict[str, list]:
     """Everything a client may change on each PLC: the command and parameter registers,
     setpoints and coils."""
     return {
-        name: [await plc.memory.read("holding", 0, 330), await plc.memory.read("coil", 0, 16)]
+        name: [await holding_but_heartbeat(plc, 330), await plc.memory.read("coil", 0, 16)]
         for name, plc in rig.line.plcs.items()
     }
 
