@@ -9,7 +9,7 @@ SPEED ?= 50
 ENDPOINT ?= opc.tcp://127.0.0.1:4840/
 HTTP ?= 127.0.0.1:8080
 
-.PHONY: run test lint lock tools bench chaos sim validate clean
+.PHONY: run test lint lock tools bench chaos sim validate clean image
 
 # constraints.txt pins every package, not only the three whose internals we reach (docs/upgrading.md).
 $(STAMP): pyproject.toml constraints.txt
@@ -96,6 +96,11 @@ MINUTES ?= 10
 SEVERITY ?= 1
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --minutes $(MINUTES) --severity $(SEVERITY)
+
+# `make image`: the container image with docker, podman or buildah, then its checks (validate inside,
+# non-root, its health check against a bridge started in it). Not part of `make test`: minutes.
+image:
+	bash .ci/image
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
