@@ -16,7 +16,7 @@ import typer
 import yaml
 
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
-from bridge.cli_plc import plc_app
+from bridge.cli_plc import load_mapping_or_exit, plc_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
 from bridge.lifecycle import settle_heap
@@ -42,13 +42,7 @@ app = typer.Typer(
 @app.command()
 def validate(mapping: Path = typer.Argument(..., help="mapping YAML file")) -> None:
     """Check a mapping file; print a summary, or every error and exit 2."""
-    try:
-        line = load_mapping(mapping)
-    except MappingError as exc:
-        typer.echo(f"{mapping}: {len(exc.issues)} error(s)", err=True)
-        for issue in exc.issues:
-            typer.echo(f"  {issue}", err=True)
-        raise typer.Exit(2) from None
+    line = load_mapping_or_exit(mapping)
     typer.echo(f"ok: {mapping}")
     typer.echo(
         f"line {line.line.name}: {len(line.stations)} stations, "

@@ -21,14 +21,19 @@ plc_app = typer.Typer(
 MAPPING = typer.Option(Path("mappings/ac_line.yaml"), "--mapping", "-m", help="mapping YAML file")
 
 
-def _station_of(mapping_file: Path, station: str) -> LineMapping:
+def load_mapping_or_exit(mapping_file: Path) -> LineMapping:
+    """The mapping, or every error on stderr and exit 2 (`linebridge validate` and `plc`)."""
     try:
-        mapping = load_mapping(mapping_file)
+        return load_mapping(mapping_file)
     except MappingError as exc:
         typer.echo(f"{mapping_file}: {len(exc.issues)} error(s)", err=True)
         for issue in exc.issues:
             typer.echo(f"  {issue}", err=True)
         raise typer.Exit(2) from None
+
+
+def _station_of(mapping_file: Path, station: str) -> LineMapping:
+    mapping = load_mapping_or_exit(mapping_file)
     if station not in mapping.stations:
         known = ", ".join(mapping.stations)
         typer.echo(f"no station {station!r} in {mapping_file} (stations: {known})", err=True)
