@@ -9,9 +9,11 @@ docs/metrics.md lists the series; docs/grafana-dashboard.json shows them.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -47,6 +49,12 @@ class LineMetrics(Collector):
         )
         for state in (s for s in OrderState if s.is_final):
             self.orders_finished.labels(state.value)  # every series from the start, at 0
+        # which bridge answers: the dashboard's $job and $instance variables are read from it
+        build = Info("linebridge_build", "the bridge's version and its libraries'", registry=self.registry)
+        build.info(
+            {name: _version(name) for name in ("linebridge", "asyncua", "pymodbus")}
+            | {"python": platform.python_version(), "line": bridge.mapping.line.name}
+        )
         self.registry.register(self)
         self._observe_request = {}
         for name in bridge.mapping.stations:
@@ -99,3 +107,10 @@ class LineMetrics(Collector):
         for state, count in active.items():
             orders.add_metric([state.value], count)
         yield orders
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"

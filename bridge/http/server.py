@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bridge.errors import ConfigurationError
@@ -78,6 +80,16 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
+    """GET /metrics: the registry in Prometheus' text format, answered at that path itself (a
+    mounted app answered 307 to /metrics/, and `curl …/metrics | grep` printed nothing)."""
+
+    async def scrape(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return scrape
+
+
 class HttpFace:
     def __init__(
         self, bridge: Bridge, settings: HttpSettings, security: SecuritySettings | None = None
@@ -89,7 +101,7 @@ class HttpFace:
         self.auth: BasicAuth | None = None
         self.view = LineView(bridge, audit=self.bridge.audit if security is not None else None)
         self.app: ASGIApp = Starlette(
-            routes=[*self.view.routes(), Mount("/metrics", make_asgi_app(self.metrics.registry))]
+            routes=[*self.view.routes(), Route("/metrics", metrics_endpoint(self.metrics.registry))]
         )
         if security is not None:  # the users and roles of the OPC UA server (bridge/http/auth.py)
             backoff = LoginBackoff(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,61 @@ async def test_metrics_follow_the_line(ac_mapping, tmp_path):
     ) == 3
 
 
+async def test_metrics_answers_at_its_own_path_with_the_build(ac_mapping, tmp_path):
+    """`curl http://…/metrics` prints the series: no redirect to /metrics/ that curl would not follow."""
+    bridge = Bridge(ac_mapping, BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0))
+    http = HttpFace(bridge, HttpSettings(port=0))
+    await http.start()
+    try:
+        host, port = http.address.removeprefix("http://").rsplit(":", 1)
+
+        def get() -> tuple[int, str]:
+            connection = HTTPConnection(host, int(port), timeout=5)
+            try:
+                connection.request("GET", "/metrics")
+                reply = connection.getresponse()
+                return reply.status, reply.read().decode()
+            finally:
+                connection.close()
+
+        status, text = await asyncio.to_thread(get)
+    finally:
+        await http.stop()
+    assert status == 200
+    (build,) = [line for line in text.splitlines() if line.startswith("linebridge_build_info{")]
+    assert 'line="ac_line"' in build
+    assert re.search(r'asyncua="2\.1\.\d+"', build), build
+    assert 'pymodbus="3.' in build
+    assert build.endswith(" 1.0")
+
+
+def test_the_dashboard_imports_with_a_data_source_and_tells_bridges_apart():
+    """Grafana's import dialog asks for the data source (`__inputs`); $job, $instance and $station
+    pick one bridge's series; rates follow the scrape interval ($__rate_interval)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    (source,) = dashboard["__inputs"]
+    assert (source["type"], source["pluginId"]) == ("datasource", "prometheus")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"datasource", "job", "instance", "station"}
+    assert variables["datasource"]["current"]["value"] == "${" + source["name"] + "}"
+    assert "linebridge_build_info" in variables["instance"]["definition"]
+    assert variables["station"]["multi"] is True
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for expr in exprs:
+        for selector in re.findall(r"linebridge_[a-z_]+(\{[^}]*\})?", expr):
+            assert 'job=~"$job"' in selector, expr
+            assert 'instance=~"$instance"' in selector, expr
+        assert "[1m]" not in expr, expr
+        assert "[5m]" not in expr, expr
+        for window in re.findall(r"\[([^\]]+)\]", expr):
+            assert window in ("$__rate_interval", "1h"), expr
+    assert sum('station=~"$station"' in e for e in exprs) >= 10
+
+
 async def test_the_dashboard_asks_only_for_what_metrics_has(ac_mapping, tmp_path):
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     wanted = {name for expr in exprs for name in re.findall(r"\blinebridge_[a-z_]+", expr)}
     assert len(wanted) >= 10
     bridge = Bridge(ac_mapping, BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0))
