@@ -68,6 +68,9 @@ def issues_from(error: ValidationError) -> list[MappingIssue]:
     issues = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"].endswith("_type") and not isinstance(item.get("input"), dict | list):
+            # strict types, as the JSON Schema: say what was there ("100" in quotes is text)
+            message += f", not {type(item['input']).__name__} {item['input']!r}"
         issues.append(MappingIssue(_dotted(item["loc"]), message))
     return issues
 

@@ -61,7 +61,7 @@ ORDER_SOURCES: dict[str, str] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SimBehaviour(_Strict):
@@ -69,7 +69,7 @@ class SimBehaviour(_Strict):
 
     source: Literal["state", "cycle_count", "last_cycle_ms", "executed_count"] | None = None
     follow: Identifier | None = None
-    uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = Field(None, strict=False)  # YAML gives a list
     constant: Scalar | None = None
     nominal: float | None = None
     gain: float = 1.0
@@ -432,7 +432,7 @@ class Quantity(_Strict):
 class Derivation(_Strict):
     """How one station parameter follows from an order: exactly one rule, no expressions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     from_: Identifier | None = Field(None, alias="from")
     lookup: Identifier | Annotated[list[Identifier], Field(min_length=1)] | None = None

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge.cli import app
+from bridge.errors import MappingError
+from bridge.mapping import parse_mapping
 from bridge.mapping.schema import mapping_json_schema
 from tests.conftest import AC_LINE
 
@@ -50,3 +52,33 @@ def test_an_editor_flags_what_the_model_refuses(ac_data, path, value, word):
     node[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError, match=word):
         jsonschema.validate(data, json.loads(SHIPPED.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        (
+            ("station_types", "press", "parameters", "chassis_size", "address"),
+            "100",
+            "valid integer, not str '100'",
+        ),
+        (("station_types", "press", "cycle_time_s"), "20", "valid number, not str '20'"),
+        (("stations", "chassis", "endpoint", "port"), "5020", "valid integer, not str '5020'"),
+        (("stations", "chassis", "link", "read_write_registers"), "yes", "valid boolean, not str 'yes'"),
+        (("products", "AC-W", "quantity", "max"), "50", "valid integer, not str '50'"),
+    ],
+)
+def test_validate_is_as_strict_as_the_schema(ac_data, path, value, says):
+    """A quoted number is text: the JSON Schema refuses it, and so does `linebridge validate`, saying
+    what was there, instead of coercing it."""
+    data = copy.deepcopy(ac_data)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, json.loads(SHIPPED.read_text()))
+    with pytest.raises(MappingError) as refused:
+        parse_mapping(data, source="strict.yaml")
+    (issue,) = refused.value.issues
+    assert str(issue) == f"{'.'.join(path)}: Input should be a {says}"
