@@ -20,8 +20,10 @@ from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import clear_station_error as ua_clear_station_error
 from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import list_orders as ua_list_orders
+from bridge.opcua.client import list_stations as ua_list_stations
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
 from bridge.opcua.client import show as ua_show
+from bridge.opcua.client import show_station as ua_show_station
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
 from bridge.opcua.client import watch_progress as ua_watch_progress
@@ -106,6 +108,54 @@ def mapping_reload(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
         typer.echo("reloaded: " + (", ".join(changed) or "no change"))
 
     _client_run(work, endpoint)
+
+
+@station_app.command("list")
+def station_list(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """One line per station: its state, whether its PLC answers, the order it works on, its cycle
+    count, failed requests and the last error."""
+
+    async def work(client: Client) -> None:
+        stations = await ua_list_stations(await find_line(client, line))
+        header = f"{'station':<12} {'state':<8} {'PLC':<8} {'order':<20} {'cycles':>7} {'errors':>6}"
+        typer.echo(header + "  last error")
+        for st in stations:
+            plc = "answers" if st["Connected"] else "silent"
+            typer.echo(
+                f"{st['station']:<12} {st['State']:<8} {plc:<8} {st['CurrentOrder'] or '-':<20}"
+                f" {_shown(st['CycleCount']):>7} {_shown(st['Diagnostics.Errors']):>6}"
+                f"  {st['Diagnostics.LastError'] or ''}"
+            )
+
+    _client_run(work, endpoint)
+
+
+@station_app.command("show")
+def station_show(station: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """A station's state and every value it has: telemetry, setpoints, the last step's parameters
+    and results, diagnostics; each with its unit, quality (good, uncertain, bad and why) and age."""
+
+    async def work(client: Client) -> None:
+        info = await ua_show_station(await find_line(client, line), station)
+        plc = "answers" if info["Connected"] else "does not answer"
+        typer.echo(
+            f"{station}  {info['State']}  PLC {plc}  order {info['CurrentOrder'] or '-'}"
+            f"  cycles {_shown(info['CycleCount'])}  last cycle {_shown(info['LastCycleTime'])} ms"
+        )
+        for folder in ("Telemetry", "Setpoints", "Parameters", "Results", "Diagnostics"):
+            if info[folder]:
+                typer.echo(f"{folder}:")
+            for r in info[folder]:
+                shown = r.age_s is not None and r.value is not None and folder != "Diagnostics"
+                age = f"  changed {r.age_s:.1f} s ago" if shown else ""
+                typer.echo(f"  {r.name:<24} {_shown(r.value):>14} {r.unit:<8} {r.quality}{age}")
+
+    _client_run(work, endpoint)
+
+
+def _shown(value: object) -> str:
+    """A value for the shell: six significant digits, "-" for none yet."""
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 @station_app.command("clear")

@@ -1,0 +1,74 @@
+"""`linebridge station list|show` against a running bridge's OPC UA server, as an engineer at a
+shell: states, units, quality, and a PLC that stops answering shown as such."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from bridge.domain.model import OrderState
+from bridge.handshake import PlcState
+from tests.integration.opcua_rig import opcua_rig
+
+
+async def shell(url: str, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "station", *args, "--endpoint", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def row(text: str, first: str) -> list[str]:
+    (line,) = [line for line in text.splitlines() if line.split() and line.split()[0] == first]
+    return line.split()
+
+
+async def test_station_list_and_show_tell_state_units_and_quality(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        await rig.bridge.submit("SHELL-1", "AC-W", {"capacity_btu": 18000})
+        async with asyncio.timeout(30):
+            await rig.bridge.wait_idle()
+        assert rig.bridge.get("SHELL-1").state == OrderState.COMPLETED
+        # The last status the engine read showed coil's step done; the State follows the next status
+        # poll after the acknowledge (up to handshake.idle_status_interval_s later)
+        link, state = rig.bridge.links["coil"], rig.node("Plant.Lines.ac_line.Stations.coil.State")
+        async with asyncio.timeout(10):
+            while link.last_status is None or link.last_status.state != PlcState.IDLE:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            while await state.read_value() != 1:  # noqa: ASYNC110 - idle; a Read per try, bounded
+                await asyncio.sleep(0.05)
+
+        code, listed = await shell(rig.url, "list")
+        assert code == 0, listed
+        assert [line.split()[0] for line in listed.splitlines()[1:]] == list(ac_mapping.stations)
+        assert row(listed, "coil")[:3] == ["coil", "idle", "answers"]
+        assert int(row(listed, "coil")[4]) >= 1  # its PLC's cycle count
+
+        code, shown = await shell(rig.url, "show", "coil")
+        assert code == 0, shown
+        assert shown.splitlines()[0].startswith("coil  idle  PLC answers  order -  cycles ")
+        temp = row(shown, "furnace_temp_c")
+        assert temp[2:4] == ["°C", "good"]
+        assert 590 < float(temp[1]) < 620
+        assert row(shown, "state")[1:3] == ["idle", "good"]  # an enumeration shown by name
+        assert row(shown, "coil_rows")[1:3] == ["3", "good"]  # the last step's parameter (18000 BTU)
+        assert row(shown, "fin_pitch_mm")[2] == "mm"
+
+        await rig.line["pack"].stop()  # its PLC goes away
+        async with asyncio.timeout(20):
+            while rig.bridge.links["pack"].counters.connected:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.05)
+        code, listed = await shell(rig.url, "list")
+        assert row(listed, "pack")[:3] == ["pack", "offline", "silent"]
+        code, shown = await shell(rig.url, "show", "pack")
+        assert "PLC does not answer" in shown.splitlines()[0]
+        stock = row(shown, "label_stock")
+        assert stock[2:5] == ["labels", "bad", "(BadCommunicationError)"], stock
+
+        code, refused = await shell(rig.url, "show", "oven")
+        assert code == 1
+        assert "no station 'oven'" in refused
