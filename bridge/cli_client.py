@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import list_orders as ua_list_orders
 from bridge.opcua.client import list_stations as ua_list_stations
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
+from bridge.opcua.client import result_units as ua_result_units
 from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import show_station as ua_show_station
 from bridge.opcua.client import submit as ua_submit
@@ -80,10 +82,11 @@ def order_submit(
     option: list[str] = typer.Option([], "--option", "-o", help="name=value, e.g. capacity_btu=18000"),
     quantity: int | None = typer.Option(None, help="units"),
     priority: int = typer.Option(0, help="higher goes first"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing when it is accepted"),
     endpoint: str = ENDPOINT,
     line: str | None = LINE,
 ) -> None:
-    """Submit an order; prints its node, or why it was refused."""
+    """Submit an order; prints its node (nothing with -q), or why it was refused (exit 1)."""
 
     async def work(client: Client) -> None:
         options = parse_options(option)
@@ -92,7 +95,8 @@ def order_submit(
         if priority:
             options["priority"] = priority
         nodeid = await ua_submit(await find_line(client, line), order_id, product, options)
-        typer.echo(f"accepted {order_id}: {nodeid.to_string()}")
+        if not quiet:
+            typer.echo(f"accepted {order_id}: {nodeid.to_string()}")
 
     _client_run(work, endpoint)
 
@@ -197,17 +201,24 @@ def order_show(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE)
     """Print an order's state, progress and steps."""
 
     async def work(client: Client) -> None:
-        info = await ua_show(await find_line(client, line), order_id)
+        found = await find_line(client, line)
+        info = await ua_show(found, order_id)
         progress = f"{info['Progress']}/{info['Quantity']} units"
         typer.echo(
             f"{info['order_id']}  {info['Product']}  {info['State']}  {progress}"
             + (f"  at {info['CurrentStation']}" if info["CurrentStation"] else "")
             + (f"  fault {info['FaultStation']} code {info['ResultCode']}" if info["FaultStation"] else "")
         )
+        units = await ua_result_units(found, {step["Station"] for step in info["Steps"]})
         for step in info["Steps"]:
+            results = json.loads(step["Results"]) if step["Results"] else {}
+            shown = "  ".join(
+                " ".join(filter(None, (name, _shown(value), units.get((step["Station"], name)))))
+                for name, value in results.items()
+            )
             typer.echo(
-                f"  unit {step['Unit']}  {step['Station']:<12} seq {step['Sequence']:<5} "
-                f"code {step['ResultCode']}  {step['Results']}"
+                f"  unit {step['Unit']}  {step['Station']:<12} seq {step['Sequence']:<5}"
+                f" code {step['ResultCode']}  {shown}"
             )
 
     _client_run(work, endpoint)

@@ -380,8 +380,13 @@ async def watch(
     event_type = line.client.get_node(ua.NodeId("T.OrderStateChangedEventType", line.types_ns))
     await subscription.subscribe_events(line.node, event_type)
     if order_id is not None:  # subscribed first, so nothing falls between this read and the events
-        state = ORDER_STATES[await (await _order_var(line, order_id, "State")).read_value()]
-        emit(f"{order_id}  {state.value} (now)")
+        info = await show(line, order_id)
+        for text in replay_lines(info):  # what happened before this watch began
+            emit(text)
+        state = OrderState(info["State"])
+        at = info["FaultStation"]
+        fault = f" at {at} (result code {info['ResultCode']})" if at else ""
+        emit(f"{order_id}  {state.value}{fault} (now)")
         if state.is_final:
             printer.finished.set()
     try:
@@ -389,6 +394,39 @@ async def watch(
             await printer.finished.wait()
     finally:
         await subscription.delete()
+
+
+def replay_lines(info: dict[str, Any]) -> list[str]:
+    """An order's steps so far, in time order, as `order watch` prints them before its live events:
+    a watch started after the submit does not miss the first stations."""
+    happened: list[tuple[datetime, str]] = []
+    if info["CreatedAt"] is not None:
+        happened.append((info["CreatedAt"], "received"))
+    for step in info["Steps"]:
+        where = f"unit {step['Unit']} at {step['Station']}"
+        if step["StartedAt"] is not None:
+            happened.append((step["StartedAt"], f"{where}: step {step['Sequence']} began"))
+        if step["FinishedAt"] is not None:
+            happened.append((step["FinishedAt"], f"{where}: done, result code {step['ResultCode']}"))
+    order_id = info["order_id"]
+    return [f"{at:%H:%M:%S.%f}"[:-3] + f"  {order_id}  {what} (earlier)" for at, what in sorted(happened)]
+
+
+async def result_units(line: Line, stations: set[str]) -> dict[tuple[str, str], str]:
+    """(station, result) → the engineering unit its Results variable carries (AnalogItem)."""
+    units: dict[tuple[str, str], str] = {}
+    for station in sorted(stations):
+        try:
+            results = await line.child(f"Stations.{station}.Results").get_children()
+        except ua.UaStatusCodeError:
+            continue
+        for node in results:
+            try:
+                eu = await (await node.get_child(["0:EngineeringUnits"])).read_value()
+            except ua.UaStatusCodeError:
+                continue
+            units[(station, (await node.read_browse_name()).Name)] = eu.DisplayName.Text or ""
+    return units
 
 
 def progress_lines(info: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -99,12 +100,20 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert out.startswith("accepted SH-1: ")
             code, out, err = await cli("order", "watch", "SH-1", "--timeout", "30", "-e", endpoint)
             assert code == 0, err
-            assert out.startswith("SH-1  ")  # the state it has now, then its changes
-            assert "SH-1  completed" in out.strip().splitlines()[-1]
+            # what happened before the watch began (a watch after the submit misses no station),
+            # then the state it has now, then its changes
+            lines = out.strip().splitlines()
+            now = next(i for i, text in enumerate(lines) if text.endswith("(now)"))
+            assert all(text.endswith("(earlier)") for text in lines[:now])
+            assert "SH-1  received (earlier)" in lines[0]
+            assert "SH-1  unit 0 at chassis: step " in lines[1]
+            assert "SH-1  completed" in lines[-1]
             code, out, err = await cli("order", "show", "SH-1", "-e", endpoint)
             assert code == 0, err
             assert out.startswith("SH-1  AC-W  completed  2/2 units")
             assert out.count("  unit ") == 14
+            (charged, *_) = [text for text in out.splitlines() if " charge " in text]
+            assert re.search(r"actual_charge_g 1\d{3}(\.\d{1,3})? g$", charged), charged  # unit, 6 digits
             await line["chassis"].set_fault("stall", 1)  # SH-3 stays at the first station
             code, out, err = await cli("order", "submit", "SH-3", "-p", "AC-W", "-e", endpoint)
             assert code == 0, err
@@ -133,6 +142,14 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert last[:4] == ["unit", "0:", "chassis", "✓"]
             assert last.count("✓") == 7
             assert "\x1b[" not in out  # no cursor movement into a file or pipe
+            # -q prints nothing when accepted; a faulted order's watch says where and why
+            code, out, err = await cli("order", "submit", "SH-Q", "-p", "AC-W", "-q", "-e", endpoint)
+            assert (code, out) == (0, ""), err
+            await line["coil"].set_fault("reject_next", 107)
+            code, out, err = await cli("order", "submit", "SH-F", "-p", "AC-W", "-q", "-e", endpoint)
+            assert code == 0, err
+            code, out, err = await cli("order", "watch", "SH-F", "--timeout", "30", "-e", endpoint)
+            assert "SH-F  faulted at coil (result code 107)" in out, out
 
             code, out, err = await cli(
                 "order", "submit", "SH-2", "-p", "AC-W", "-o", "capacity_btu=10000", "-e", endpoint
