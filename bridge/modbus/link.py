@@ -281,6 +281,9 @@ class ModbusStationLink:
             f"write {offset.name.lower()}",
             lambda c: c.write_register(address, value, device_id=self.endpoint.device_id),
         )
+        # The status held no longer describes the PLC (an acknowledged step is idle now): the next
+        # telemetry poll reads it again instead of showing "done" until the idle status interval.
+        self._status_age_from = float("-inf")
 
     async def _read_block(self, block: Block) -> list[int] | list[bool]:
         read = self._block_reads.get(id(block))

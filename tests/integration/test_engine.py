@@ -528,3 +528,19 @@ async def test_an_order_waiting_past_the_stations_limit_faults_and_nothing_runs(
         assert sum(chassis.executed.values()) == 0
     finally:
         await bridge.stop()
+
+
+async def test_a_station_shows_idle_at_the_next_poll_after_its_acknowledge(line, start_bridge):
+    """One state per station: the status the engine last read (done) is not shown after the bridge
+    acknowledged it, for up to handshake.idle_status_interval_s (1 s, 20 polls here): the next
+    telemetry poll reads the status again."""
+    bridge = await start_bridge(telemetry_interval_s=0.05)
+    link = bridge.links["coil"]
+    assert link.idle_status_interval_s >= 1.0
+    await bridge.submit("ONE-STATE", "AC-W", {})
+    await until_idle(bridge)
+    polls = link.counters.polls_done
+    async with asyncio.timeout(5):
+        while link.last_status is None or link.last_status.state != PlcState.IDLE:  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.01)
+    assert link.counters.polls_done - polls <= 2
