@@ -4,7 +4,6 @@ breaks: against plc-sim, clean and with each of its handshake faults switched on
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 import yaml
@@ -17,6 +16,7 @@ from bridge.mapping import LineMapping, apply_deployment, parse_mapping
 from bridge.mapping.model import Endpoint
 from plc_sim.faults import Faults
 from plc_sim.plc import SimulatedPlc
+from tests.integration.test_cli_client import cli
 from tests.integration.test_heartbeat import quick_heartbeat
 
 
@@ -79,14 +79,8 @@ async def test_the_command_reports_and_exits_non_zero_on_a_failure(quick: LineMa
     async def run(faults: Faults, *extra: str) -> tuple[int, str]:
         async with SimulatedPlc(quick, "coil", port=0, speed=0, seed=1, faults=faults) as plc:
             args = ["-m", str(mapping_file), "-e", f"127.0.0.1:{plc.port}", "--settle", "0.2", *extra]
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bridge", "plc", "check", "coil", *args,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            async with asyncio.timeout(60):
-                out, _ = await proc.communicate()
-            assert proc.returncode is not None
-            return proc.returncode, out.decode()
+            code, out, err = await cli("plc", "check", "coil", *args)
+            return code, out + err
 
     code, out = await run(Faults())
     assert code == 0, out

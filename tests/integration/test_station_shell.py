@@ -4,22 +4,16 @@ shell: states, units, quality, and a PLC that stops answering shown as such."""
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
 from tests.integration.opcua_rig import opcua_rig
+from tests.integration.test_cli_client import cli
 
 
 async def shell(url: str, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "station", *args, "--endpoint", url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    code, out, err = await cli("station", *args, "--endpoint", url)
+    return code, out + err
 
 
 def row(text: str, first: str) -> list[str]:
