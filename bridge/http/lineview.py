@@ -103,12 +103,18 @@ class LineView:
         online = scan is not None and scan.counters.connected
         status = scan.status if scan is not None else None
         held = name in engine.station_errors or (scan is not None and scan.status_invalid)
+        fields = self.bridge.mapping.resolved_fields(name)
+        kind = self.bridge.mapping.station_type(name)
         info.update(
             state=station_state(online, held, status),
             connected=online,
             cycle_count=status.executed_count if status else None,
             telemetry={k: _plain(v) for k, v in scan.telemetry.items()} if scan is not None else {},
             trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
+            units={n: fields[n].unit or "" for n in kind.telemetry},
+            # when the values were read (seconds since the epoch): the page shows their age, and
+            # marks them stale when the PLC stopped answering
+            read_at=scan.read_at if scan is not None else None,
         )
         return info
 

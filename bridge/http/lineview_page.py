@@ -11,6 +11,7 @@ PAGE = """<!doctype html>
   h1 { font-size: 1.2rem; margin: 0 0 .2rem; }
   #status { color: #666; font-size: .85rem; margin-bottom: .8rem; }
   #line { display: flex; gap: .6rem; align-items: stretch; overflow-x: auto; padding-bottom: .5rem; }
+  @media (max-width: 700px) { #line { flex-direction: column; overflow-x: visible; } .arrow { transform: rotate(90deg); } }
   .step { display: flex; flex-direction: column; gap: .4rem; justify-content: center; }
   .station { border: 2px solid #999; border-radius: 6px; padding: .4rem .6rem; min-width: 9rem; background: #fafafa; }
   .station[data-state=busy] { border-color: #1f77b4; background: #eef5fc; }
@@ -18,14 +19,19 @@ PAGE = """<!doctype html>
   .station[data-state=offline], .station[data-state=error] { border-color: #d62728; background: #fdeeee; }
   .station .name { font-weight: 600; }
   .station .state { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
-  .station .telemetry { font-size: .75rem; color: #555; }
+  .station .telemetry { font-size: .8rem; color: #333; }
+  .station .tag.stale { color: #888; font-style: italic; }
+  .station .tag .unit { color: #666; }
+  .station .tag .quality { font-size: .7rem; margin-left: .2rem; }
   .station .trend { vertical-align: middle; }
   .arrow { align-self: center; color: #aaa; }
+  .table-wrap { max-width: 100%; overflow-x: auto; }
   table { border-collapse: collapse; margin-top: 1rem; font-size: .85rem; }
   th, td { border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
   td.cell { text-align: center; }
   td.cell.closed { color: #2ca02c; } td.cell.running { color: #1f77b4; font-weight: 600; } td.cell.failed { color: #d62728; }
-  form { margin-top: 1rem; display: grid; grid-template-columns: max-content 16rem; gap: .3rem .6rem; align-items: center; }
+  form { margin-top: 1rem; display: grid; grid-template-columns: max-content minmax(0, 16rem); gap: .3rem .6rem; align-items: center; }
+  form input, form select { max-width: 100%; box-sizing: border-box; }
   form .hint { grid-column: 2; font-size: .75rem; color: #666; margin-top: -.2rem; }
   #refusal { color: #d62728; grid-column: 1 / 3; }
   #accepted { color: #2ca02c; grid-column: 1 / 3; }
@@ -36,7 +42,7 @@ PAGE = """<!doctype html>
 <div id="status">connecting…</div>
 <div id="line"></div>
 <h2>Orders</h2>
-<table id="orders"><thead></thead><tbody></tbody></table>
+<div class="table-wrap"><table id="orders"><thead></thead><tbody></tbody></table></div>
 <h2>New order</h2>
 <form id="order-form"></form>
 <script>
@@ -62,8 +68,15 @@ function drawLine(s) {
       box.append(el("div", {class: "order"}, st.current_order ? "order " + st.current_order : ""));
       box.append(el("div", {class: "cycles"}, st.cycle_count == null ? "" : st.cycle_count + " cycles"));
       const tel = el("div", {class: "telemetry"});
+      // values as last read: stale (with their age) once the PLC stopped answering
+      const age = st.read_at == null ? null : Math.max(0, Date.now() / 1000 - st.read_at);
+      const stale = !st.connected && st.read_at != null;
       for (const [k, v] of Object.entries(st.telemetry || {})) {
-        const row = el("div", {class: "tag", "data-tag": k}, k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)) + " ");
+        const row = el("div", {class: "tag" + (stale ? " stale" : ""), "data-tag": k, "data-quality": stale ? "stale" : "good"},
+                       k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)) + " ");
+        const unit = (st.units || {})[k];
+        if (unit) row.append(el("span", {class: "unit"}, unit + " "));
+        if (stale) row.append(el("span", {class: "quality"}, "stale, " + Math.round(age) + " s"));
         const points = (st.trends || {})[k];
         if (points && points.length > 1) row.append(sparkline(points));
         tel.append(row);

@@ -3,6 +3,9 @@ a bridge over the simulated line. A screenshot is kept in the test's folder when
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from bridge.http.server import HttpFace, HttpSettings
@@ -138,3 +141,51 @@ async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac
     channels = {channel for _, _, user, _, _, channel in records if user in ("olga", "vic")}
     assert channels
     assert all(channel.startswith("https 127.0.0.1:") for channel in channels)
+
+
+async def test_the_view_shows_units_reflows_on_a_phone_and_marks_a_silent_plc_stale(ac_mapping, tmp_path):
+    """At 1440×900 and 390×844 (screenshots kept in $LINEBRIDGE_SCREENSHOTS, else the test's folder):
+    values carry their units, a phone scrolls no page sideways, and values of a PLC that stopped
+    answering are marked stale with their age instead of shown as live."""
+    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
+    os.makedirs(shots, exist_ok=True)
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
+        settings = BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0.2, backoff_max_s=0.2)
+        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
+        await bridge.start()
+        http = HttpFace(bridge, HttpSettings(port=0))
+        await http.start()
+        try:
+            async with playwright.async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                try:
+                    desk = await browser.new_page(viewport={"width": 1440, "height": 900})
+                    await desk.goto(http.address + "/")
+                    force = '.station[data-station="chassis"] [data-tag="press_force_kn"]'
+                    await desk.wait_for_selector(force + " .unit", timeout=10_000)
+                    assert (await desk.inner_text(force + " .unit")).strip() == "kN"
+                    assert await desk.locator(force).get_attribute("data-quality") == "good"
+                    await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
+
+                    phone = await browser.new_page(viewport={"width": 390, "height": 844})
+                    await phone.goto(http.address + "/")
+                    await phone.wait_for_selector(force + " .unit", timeout=10_000)
+                    wide = "document.documentElement.scrollWidth - window.innerWidth"
+                    overflow = await phone.evaluate(wide)
+                    assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
+                    await phone.screenshot(path=str(shots / "line-view-390x844.png"), full_page=True)
+
+                    await line["pack"].stop()  # its PLC goes silent
+                    stock = '.station[data-station="pack"] [data-tag="label_stock"]'
+                    await desk.wait_for_selector(stock + '[data-quality="stale"]', timeout=15_000)
+                    text = await desk.inner_text(stock)
+                    assert "labels" in text
+                    assert "stale, " in text
+                    assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
+                    await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
+                finally:
+                    await browser.close()
+        finally:
+            await http.stop()
+            await bridge.stop()
