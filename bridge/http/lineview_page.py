@@ -7,16 +7,24 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>linebridge</title>
 <style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 1rem; color: #222; }
+  /* High-performance HMI (ISA-101): neutral greys; colour only for what is abnormal; a state is
+     told by text and a shape as well as by colour. */
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1rem; color: #1a1a1a; background: #e4e4e4; }
+  #layout { display: grid; grid-template-columns: minmax(0, 1fr); gap: 0 1.2rem; }
+  @media (min-width: 1200px) {
+    #layout { grid-template-columns: minmax(0, 1fr) 22rem; }
+    #order-panel { grid-column: 2; grid-row: 1; }
+  }
+  h2 { font-size: 1rem; margin: 1rem 0 .3rem; }
   h1 { font-size: 1.2rem; margin: 0 0 .2rem; }
   #status { color: #666; font-size: .85rem; margin-bottom: .8rem; }
   #line { display: flex; gap: .6rem; align-items: stretch; overflow-x: auto; padding-bottom: .5rem; }
   @media (max-width: 700px) { #line { flex-direction: column; overflow-x: visible; } .arrow { transform: rotate(90deg); } }
   .step { display: flex; flex-direction: column; gap: .4rem; justify-content: center; }
-  .station { border: 2px solid #999; border-radius: 6px; padding: .4rem .6rem; min-width: 9rem; background: #fafafa; }
-  .station[data-state=busy] { border-color: #1f77b4; background: #eef5fc; }
-  .station[data-state=done] { border-color: #2ca02c; }
-  .station[data-state=offline], .station[data-state=error] { border-color: #d62728; background: #fdeeee; }
+  .station { border: 2px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem; min-width: 9rem;
+             background: #f0f0f0; min-height: 10.5rem; box-sizing: border-box; }
+  .station[data-state=offline], .station[data-state=error] { border-color: #c00000; border-width: 3px; }
+  .station[data-state=offline] .state, .station[data-state=error] .state { color: #c00000; font-weight: 700; }
   .station .name { font-weight: 600; }
   .station .state { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
   .station .telemetry { font-size: .8rem; color: #333; }
@@ -29,22 +37,29 @@ PAGE = """<!doctype html>
   table { border-collapse: collapse; margin-top: 1rem; font-size: .85rem; }
   th, td { border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
   td.cell { text-align: center; }
-  td.cell.closed { color: #2ca02c; } td.cell.running { color: #1f77b4; font-weight: 600; } td.cell.failed { color: #d62728; }
+  td.cell.closed { color: #555; } td.cell.running { font-weight: 700; } td.cell.failed { color: #c00000; font-weight: 700; }
   form { margin-top: 1rem; display: grid; grid-template-columns: max-content minmax(0, 16rem); gap: .3rem .6rem; align-items: center; }
   form input, form select { max-width: 100%; box-sizing: border-box; }
   form .hint { grid-column: 2; font-size: .75rem; color: #666; margin-top: -.2rem; }
-  #refusal { color: #d62728; grid-column: 1 / 3; }
-  #accepted { color: #2ca02c; grid-column: 1 / 3; }
+  #refusal { color: #c00000; grid-column: 1 / 3; }
+  #accepted { grid-column: 1 / 3; }
+  #order-panel form { margin-top: 0; }
 </style>
 </head>
 <body>
 <h1 id="title">linebridge</h1>
 <div id="status">connecting…</div>
+<div id="layout">
+<main>
 <div id="line"></div>
 <h2>Orders</h2>
 <div class="table-wrap"><table id="orders"><thead></thead><tbody></tbody></table></div>
+</main>
+<aside id="order-panel">
 <h2>New order</h2>
 <form id="order-form"></form>
+</aside>
+</div>
 <script>
 "use strict";
 let snapshot = null, formBuilt = false;
@@ -64,9 +79,11 @@ function drawLine(s) {
     for (const name of benches) {
       const st = s.stations[name] || {};
       const box = el("div", {class: "station", "data-station": name, "data-state": st.state || ""});
-      box.append(el("div", {class: "name"}, name), el("div", {class: "state"}, st.state || "?"));
-      box.append(el("div", {class: "order"}, st.current_order ? "order " + st.current_order : ""));
-      box.append(el("div", {class: "cycles"}, st.cycle_count == null ? "" : st.cycle_count + " cycles"));
+      const shape = {idle: "○", busy: "▶", done: "■", offline: "✕", error: "!"}[st.state] || "?";
+      box.append(el("div", {class: "name"}, name), el("div", {class: "state"}, shape + " " + (st.state || "unknown")));
+      // every row always there, so a box keeps its height when an order comes or goes
+      box.append(el("div", {class: "order"}, "order " + (st.current_order || "—")));
+      box.append(el("div", {class: "cycles"}, (st.cycle_count == null ? "—" : st.cycle_count) + " cycles"));
       const tel = el("div", {class: "telemetry"});
       // values as last read: stale (with their age) once the PLC stopped answering
       const age = st.read_at == null ? null : Math.max(0, Date.now() / 1000 - st.read_at);
@@ -169,6 +186,8 @@ function buildForm(s) {
   form.append(el("label", {for: "order-id"}, "order id"), el("input", {id: "order-id", name: "order_id", required: ""}));
   form.append(el("label", {for: "product"}, "product"), product);
   form.append(el("label", {for: "quantity"}, "quantity"), el("input", {id: "quantity", name: "quantity", type: "number", value: "1", min: "1"}));
+  form.append(el("label", {for: "priority"}, "priority"), el("input", {id: "priority", name: "priority", type: "number", value: "0", step: "1"}));
+  form.append(el("div", {class: "hint"}, "higher goes first"));
   form.append(fields);
   form.append(el("span"), el("button", {type: "submit", id: "submit"}, "submit"));
   form.append(el("div", {id: "refusal"}), el("div", {id: "accepted"}));
@@ -183,7 +202,8 @@ function buildForm(s) {
       else if (kind === "integer" || kind === "number") options[input.name] = input.value === "" ? null : Number(input.value);
       else options[input.name] = input.value;
     }
-    const body = {order_id: form.order_id.value, product: product.value, quantity: Number(form.quantity.value), options};
+    const body = {order_id: form.order_id.value, product: product.value, quantity: Number(form.quantity.value),
+                  priority: Number(form.priority.value), options};
     const reply = await fetch("/api/orders", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
     const answer = await reply.json();
     document.getElementById("refusal").textContent = reply.ok ? "" : "refused: " + answer.reason;

@@ -143,9 +143,11 @@ async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac
     assert all(channel.startswith("https 127.0.0.1:") for channel in channels)
 
 
-async def test_the_view_shows_units_reflows_on_a_phone_and_marks_a_silent_plc_stale(ac_mapping, tmp_path):
+async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
     """At 1440×900 and 390×844 (screenshots kept in $LINEBRIDGE_SCREENSHOTS, else the test's folder):
-    values carry their units, a phone scrolls no page sideways, and values of a PLC that stopped
+    values carry their units; the order form, with a priority, is reached without scrolling; a
+    busy station is grey like an idle one (told by text and shape) and keeps its box size, an
+    offline one is coloured; a phone scrolls no page sideways; values of a PLC that stopped
     answering are marked stale with their age instead of shown as live."""
     shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
     os.makedirs(shots, exist_ok=True)
@@ -166,7 +168,24 @@ async def test_the_view_shows_units_reflows_on_a_phone_and_marks_a_silent_plc_st
                     await desk.wait_for_selector(force + " .unit", timeout=10_000)
                     assert (await desk.inner_text(force + " .unit")).strip() == "kN"
                     assert await desk.locator(force).get_attribute("data-quality") == "good"
+                    submit = await desk.locator("#submit").bounding_box()
+                    assert submit is not None
+                    assert submit["y"] + submit["height"] <= 900  # the form without scrolling
+                    chassis = '.station[data-station="chassis"]'
+                    height = (await desk.locator(chassis).bounding_box())["height"]
+                    border = "e => getComputedStyle(e).borderTopColor"
+                    await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
+                    await desk.fill("#order-id", "HMI-1")
+                    await desk.fill("#priority", "3")
+                    await desk.click("#submit")
+                    await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
+                    assert bridge.get("HMI-1").priority == 3
+                    assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
+                    assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
+                    idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
+                    assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
                     await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
+                    await line["chassis"].set_fault("stall", 0)
 
                     phone = await browser.new_page(viewport={"width": 390, "height": 844})
                     await phone.goto(http.address + "/")
@@ -183,6 +202,10 @@ async def test_the_view_shows_units_reflows_on_a_phone_and_marks_a_silent_plc_st
                     assert "labels" in text
                     assert "stale, " in text
                     assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
+                    pack = '.station[data-station="pack"]'
+                    await desk.wait_for_selector(pack + '[data-state="offline"]', timeout=15_000)
+                    assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
+                    assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
                     await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
                 finally:
                     await browser.close()
