@@ -555,13 +555,15 @@ class SimulatedPlc:
         await self._set_status(state=PlcState.DONE, done_seq=self._status.accepted_seq, result_code=code)
         if self._late_results is not None:
             self._late_results = (time.monotonic() + 0.2, self._late_results[1])
-        await self._refresh_telemetry(step_sourced_only=True)
         self._log.info("step_done", seq=self._status.done_seq, result_code=code)
         self._observe("step_done")
 
     async def _set_status(self, **changes: Any) -> None:
         self._status = StatusBlock(**{**self._status.__dict__, **changes})
         await self._publish_status()
+        # A PLC updates its own state and counter registers in the same scan: telemetry that shows
+        # the state never lags the status block by a telemetry period.
+        await self._refresh_telemetry(step_sourced_only=True)
 
     async def _publish_status(self) -> None:
         status = self._status

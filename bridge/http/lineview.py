@@ -22,7 +22,7 @@ from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
 from bridge.follow import Follower
-from bridge.handshake import station_state
+from bridge.handshake import PlcState, station_state
 from bridge.http.guard import read_json
 from bridge.http.lineview_page import PAGE
 from bridge.limits import HTTP_BODY_BYTES, LOGGED_TEXT_CHARS, OPTIONS_JSON_DEPTH, clip
@@ -108,7 +108,8 @@ class LineView:
         info.update(
             state=station_state(online, held, status),
             connected=online,
-            cycle_count=status.executed_count if status else None,
+            # cycles finished, as a PLC's cycle counter counts them: a running step is not one yet
+            cycle_count=status.executed_count - (status.state == PlcState.BUSY) if status else None,
             telemetry={k: _plain(v) for k, v in scan.telemetry.items()} if scan is not None else {},
             trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
             units={n: fields[n].unit or "" for n in kind.telemetry},

@@ -181,6 +181,15 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
                     await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
                     assert bridge.get("HMI-1").priority == 3
                     assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
+                    # one story per station: the box and the PLC's own state and cycle counter agree
+                    agree = """box => {
+                        const tag = name => box.querySelector('[data-tag="' + name + '"]').textContent;
+                        return tag("state").includes("busy") && box.querySelector(".cycles").textContent
+                            .split(" ")[0] === tag("cycle_count").split(" ")[1];
+                    }"""
+                    await desk.wait_for_function(
+                        f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000
+                    )
                     assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
                     idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
                     assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
