@@ -55,7 +55,7 @@ async def test_a_conforming_plc_passes_every_case_and_is_left_idle(quick: LineMa
         ("repeat_start", "repeated_start", "written again ran step"),
         ("self_ack", "lost_acknowledge", "without ack_seq 4 the PLC left done"),
         ("accept_any", "rejected_parameters", "and result_code 0; the PLC must check the parameter set"),
-        ("forget_on_disconnect", "bridge_restart", "on a new connection the PLC no longer shows step"),
+        ("forget_on_disconnect", "bridge_restart", "after the bridge's connection closed"),
         ("ignore_heartbeat", "heartbeat", "the PLC must refuse it with result_code 5 (bridge_lost)"),
     ],
 )
