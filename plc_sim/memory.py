@@ -17,11 +17,11 @@ from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
 from bridge.mapping import codec
 from bridge.mapping.model import BIT_TABLES, RegisterField, StationType
+from bridge.mapping.wire_plan import READ_FUNCTION
 
 # Set in the PLC's own task: its datastore calls are not client requests.
 internal_access: contextvars.ContextVar[bool] = contextvars.ContextVar("internal_access", default=False)
 
-_READ_FC = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
 
 
 def table_sizes(kind: StationType, control_address: int, control_count: int) -> dict[str, int]:
@@ -64,14 +64,14 @@ class PlcMemory:
     async def read(self, table: str, address: int, count: int) -> list[int] | list[bool]:
         token = internal_access.set(True)
         try:
-            return await self._server.async_getValues(self._device_id, _READ_FC[table], address, count)
+            return await self._server.async_getValues(self._device_id, READ_FUNCTION[table], address, count)
         finally:
             internal_access.reset(token)
 
     async def write(self, table: str, address: int, values: Sequence[int] | Sequence[bool]) -> None:
         token = internal_access.set(True)
         try:
-            await self._server.async_setValues(self._device_id, _READ_FC[table], address, list(values))  # type: ignore[arg-type]
+            await self._server.async_setValues(self._device_id, READ_FUNCTION[table], address, list(values))  # type: ignore[arg-type]
         finally:
             internal_access.reset(token)
 

@@ -44,6 +44,10 @@ class StationPlan:
     def results(self) -> list[Block]:
         return [*self.results_in_status, *self.results_apart]
 
+    def read_write(self, block: Block) -> bool:
+        """Whether `block` is written and read back in one request (function 23)."""
+        return self.read_write_registers and not block.is_bits and block.count <= READ_WRITE_MAX
+
     def writes(self, blocks: list[Block], purpose: str) -> list[Request]:
         """The requests that write `blocks` and read them back, as the link sends them."""
         requests = []
@@ -51,7 +55,7 @@ class StationPlan:
             if block.is_bits:
                 requests.append(Request(15, block.table, block.start, block.count, f"write {purpose}"))
                 requests.append(Request(1, block.table, block.start, block.count, f"read back {purpose}"))
-            elif self.read_write_registers and block.count <= READ_WRITE_MAX:
+            elif self.read_write(block):
                 requests.append(
                     Request(23, block.table, block.start, block.count, f"write and read back {purpose}")
                 )

@@ -25,7 +25,7 @@ from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock, next_beat
 from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
-from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
+from bridge.mapping.blocks import Block, plan_blocks
 from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
 from bridge.mapping.wire_plan import station_plan
@@ -62,7 +62,7 @@ class ModbusStationLink:
         self.endpoint = mapping.stations[station].endpoint
         self.policy = mapping.stations[station].link
         kind = mapping.station_type(station)
-        plan = station_plan(mapping, station)  # the requests `linebridge plc sheet` prints
+        plan = self._plan = station_plan(mapping, station)  # the requests `linebridge plc sheet` prints
         self._command_address = plan.command_address
         self._status_address = plan.status_address
         self.heartbeat = plan.heartbeat
@@ -364,7 +364,7 @@ class ModbusStationLink:
         dev = self.endpoint.device_id
         read_back: dict[int, list[int]] = {}  # per block, what function 23 answered with its write
         for block, values in payload:
-            if self.policy.read_write_registers and not block.is_bits and block.count <= READ_WRITE_MAX:
+            if self._plan.read_write(block):
                 request = f"write/read holding {block.start}"
                 words = [int(v) for v in values]
                 reply = await self._request(
