@@ -4,6 +4,7 @@ a bridge over the simulated line. A screenshot is kept in the test's folder when
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,64 +21,71 @@ playwright = pytest.importorskip("playwright.async_api")
 pytestmark = [pytest.mark.slow, needs_chromium]
 
 
-async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
-    ports = dict.fromkeys(ac_mapping.stations, 0)
-    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
-        chassis = line["chassis"]
-        await chassis.set_fault("stall", 1)  # the first step holds until the page has seen it run
-        settings = BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0.2)
-        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
+@asynccontextmanager
+async def served_line(mapping, data_dir, security=None, **settings):
+    """The simulated line, a bridge on it polling telemetry every 0.2 s, and its HTTP face (HTTPS
+    with `security`); the face and the bridge stopped at the end."""
+    async with SimulatedLine(mapping, ports=dict.fromkeys(mapping.stations, 0), speed=0, seed=4) as line:
+        config = BridgeSettings(data_dir=data_dir, telemetry_interval_s=0.2, **settings)
+        bridge = Bridge(apply_deployment(mapping, line.endpoints()), config)
         await bridge.start()
-        http = HttpFace(bridge, HttpSettings(port=0))
+        http = HttpFace(bridge, HttpSettings(port=0), security)
         await http.start()
         try:
-            async with playwright.async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = await browser.new_page()
-                try:
-                    await page.goto(http.address + "/")
-                    await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
-                    assert await page.locator(".station").count() == 8
-                    assert await page.title() == "linebridge"
-                    pack = '.station[data-station="pack"][data-state="idle"]'
-                    await page.wait_for_selector(pack, timeout=10_000)  # polled, answering
-                    trend = '.station[data-station="coil"] [data-tag="furnace_temp_c"] svg.trend polyline'
-                    await page.wait_for_selector(trend, timeout=10_000)  # a trend of the last polls
-
-                    # a customised order through the form generated from the mapping
-                    await page.fill("#order-id", "WEB-1")
-                    await page.select_option("#opt-capacity_btu", "24000")
-                    await page.select_option("#opt-panel_color", '"ocean_blue"')
-                    await page.fill("#opt-engraving", "ANNA")
-                    await page.click("#submit")
-                    await page.wait_for_selector("#accepted:has-text('accepted WEB-1')", timeout=10_000)
-                    cell = 'tr[data-order="WEB-1"] td.cell.running'
-                    await page.wait_for_selector(cell, timeout=10_000)  # at chassis, shown running
-                    assert "chassis" in await page.locator(cell).first.inner_text()
-                    assert bridge.get("WEB-1").options["engraving"] == "ANNA"
-                    await chassis.set_fault("stall", 0)
-                    state = 'tr[data-order="WEB-1"] td.order-state:has-text("completed")'
-                    await page.wait_for_selector(state, timeout=20_000)  # station by station to the end
-                    assert await page.locator('tr[data-order="WEB-1"] td.cell.closed').count() == 7
-                    if shot := __import__("os").environ.get("LINEBRIDGE_SCREENSHOT"):
-                        await page.screenshot(path=shot, full_page=True)
-
-                    # a refused option, explained with the OPC UA method's words
-                    await page.fill("#order-id", "WEB-2")
-                    await page.fill("#opt-engraving", "x" * 40)
-                    await page.click("#submit")
-                    await page.wait_for_selector("#refusal:has-text('refused')", timeout=10_000)
-                    refusal = await page.inner_text("#refusal")
-                    assert "engraving" in refusal
-                    assert bridge.get("WEB-2") is None
-                except BaseException:
-                    await page.screenshot(path=str(tmp_path / "line-view-failure.png"), full_page=True)
-                    raise
-                finally:
-                    await browser.close()
+            yield line, bridge, http
         finally:
             await http.stop()
             await bridge.stop()
+
+
+async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
+    async with served_line(ac_mapping, tmp_path) as (line, bridge, http):
+        chassis = line["chassis"]
+        await chassis.set_fault("stall", 1)  # the first step holds until the page has seen it run
+        async with playwright.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = await browser.new_page()
+            try:
+                await page.goto(http.address + "/")
+                await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+                assert await page.locator(".station").count() == 8
+                assert await page.title() == "linebridge"
+                pack = '.station[data-station="pack"][data-state="idle"]'
+                await page.wait_for_selector(pack, timeout=10_000)  # polled, answering
+                trend = '.station[data-station="coil"] [data-tag="furnace_temp_c"] svg.trend polyline'
+                await page.wait_for_selector(trend, timeout=10_000)  # a trend of the last polls
+
+                # a customised order through the form generated from the mapping
+                await page.fill("#order-id", "WEB-1")
+                await page.select_option("#opt-capacity_btu", "24000")
+                await page.select_option("#opt-panel_color", '"ocean_blue"')
+                await page.fill("#opt-engraving", "ANNA")
+                await page.click("#submit")
+                await page.wait_for_selector("#accepted:has-text('accepted WEB-1')", timeout=10_000)
+                cell = 'tr[data-order="WEB-1"] td.cell.running'
+                await page.wait_for_selector(cell, timeout=10_000)  # at chassis, shown running
+                assert "chassis" in await page.locator(cell).first.inner_text()
+                assert bridge.get("WEB-1").options["engraving"] == "ANNA"
+                await chassis.set_fault("stall", 0)
+                state = 'tr[data-order="WEB-1"] td.order-state:has-text("completed")'
+                await page.wait_for_selector(state, timeout=20_000)  # station by station to the end
+                assert await page.locator('tr[data-order="WEB-1"] td.cell.closed').count() == 7
+                if shot := __import__("os").environ.get("LINEBRIDGE_SCREENSHOT"):
+                    await page.screenshot(path=shot, full_page=True)
+
+                # a refused option, explained with the OPC UA method's words
+                await page.fill("#order-id", "WEB-2")
+                await page.fill("#opt-engraving", "x" * 40)
+                await page.click("#submit")
+                await page.wait_for_selector("#refusal:has-text('refused')", timeout=10_000)
+                refusal = await page.inner_text("#refusal")
+                assert "engraving" in refusal
+                assert bridge.get("WEB-2") is None
+            except BaseException:
+                await page.screenshot(path=str(tmp_path / "line-view-failure.png"), full_page=True)
+                raise
+            finally:
+                await browser.close()
 
 
 async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac_mapping, tmp_path):
@@ -87,52 +95,42 @@ async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac
     add_user(users, "olga", "operator", "op-secret-1")
     add_user(users, "vic", "observer", "obs-secret-1")
     security = SecuritySettings(pki_dir=tmp_path / "pki", users_file=users)
-    ports = dict.fromkeys(ac_mapping.stations, 0)
-    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
-        settings = BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0.2)
-        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
-        await bridge.start()
-        http = HttpFace(bridge, HttpSettings(port=0), security)
-        await http.start()
+    async with served_line(ac_mapping, tmp_path / "data", security) as (_line, bridge, http):
         assert http.address.startswith("https://")
-        try:
-            async with playwright.async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                try:
-                    anonymous = await browser.new_context(ignore_https_errors=True)
-                    reply = await anonymous.request.get(http.address + "/")
-                    assert reply.status == 401  # (a browser would ask for a user and password)
-                    assert "Basic" in reply.headers["www-authenticate"]
-                    wrong = await browser.new_context(
-                        ignore_https_errors=True, http_credentials={"username": "vic", "password": "nope"}
-                    )
-                    reply = await wrong.request.get(http.address + "/api/line")
-                    assert reply.status == 401
+        async with playwright.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                anonymous = await browser.new_context(ignore_https_errors=True)
+                reply = await anonymous.request.get(http.address + "/")
+                assert reply.status == 401  # (a browser would ask for a user and password)
+                assert "Basic" in reply.headers["www-authenticate"]
+                wrong = await browser.new_context(
+                    ignore_https_errors=True, http_credentials={"username": "vic", "password": "nope"}
+                )
+                reply = await wrong.request.get(http.address + "/api/line")
+                assert reply.status == 401
 
-                    for user, password, verdict in (
-                        ("vic", "obs-secret-1", "refused: user vic (observer) may not submit"),
-                        ("olga", "op-secret-1", "accepted SEC-olga"),
-                    ):
-                        login = {"username": user, "password": password}
-                        context = await browser.new_context(ignore_https_errors=True, http_credentials=login)
-                        page = await context.new_page()
-                        await page.goto(http.address + "/")
-                        await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
-                        assert await page.locator(".station").count() == 8  # any user may look
-                        await page.fill("#order-id", f"SEC-{user}")
-                        await page.click("#submit")
-                        shown = "#refusal" if user == "vic" else "#accepted"
-                        word = verdict.split(":")[0]
-                        await page.wait_for_selector(f"{shown}:has-text('{word}')", timeout=10_000)
-                        assert verdict in await page.inner_text(shown)
-                finally:
-                    await browser.close()
-            assert bridge.get("SEC-vic") is None
-            assert bridge.get("SEC-olga") is not None
-            records = bridge.journal.load_audit(50)  # at, event, user, thumbprint, outcome, channel
-        finally:
-            await http.stop()
-            await bridge.stop()
+                for user, password, verdict in (
+                    ("vic", "obs-secret-1", "refused: user vic (observer) may not submit"),
+                    ("olga", "op-secret-1", "accepted SEC-olga"),
+                ):
+                    login = {"username": user, "password": password}
+                    context = await browser.new_context(ignore_https_errors=True, http_credentials=login)
+                    page = await context.new_page()
+                    await page.goto(http.address + "/")
+                    await page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+                    assert await page.locator(".station").count() == 8  # any user may look
+                    await page.fill("#order-id", f"SEC-{user}")
+                    await page.click("#submit")
+                    shown = "#refusal" if user == "vic" else "#accepted"
+                    word = verdict.split(":")[0]
+                    await page.wait_for_selector(f"{shown}:has-text('{word}')", timeout=10_000)
+                    assert verdict in await page.inner_text(shown)
+            finally:
+                await browser.close()
+        assert bridge.get("SEC-vic") is None
+        assert bridge.get("SEC-olga") is not None
+        records = bridge.journal.load_audit(50)  # at, event, user, thumbprint, outcome, channel
     seen = {(event, user, outcome.split(" ")[0]) for _, event, user, _, outcome, _ in records}
     assert ("login", "olga", "ok") in seen
     assert ("login", "vic", "refused:") in seen
@@ -151,73 +149,63 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
     answering are marked stale with their age instead of shown as live."""
     shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
     os.makedirs(shots, exist_ok=True)
-    ports = dict.fromkeys(ac_mapping.stations, 0)
-    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=4) as line:
-        settings = BridgeSettings(data_dir=tmp_path / "data", telemetry_interval_s=0.2, backoff_max_s=0.2)
-        bridge = Bridge(apply_deployment(ac_mapping, line.endpoints()), settings)
-        await bridge.start()
-        http = HttpFace(bridge, HttpSettings(port=0))
-        await http.start()
+    served = served_line(ac_mapping, tmp_path / "data", backoff_max_s=0.2)
+    async with served as (line, bridge, http), playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
-            async with playwright.async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                try:
-                    desk = await browser.new_page(viewport={"width": 1440, "height": 900})
-                    await desk.goto(http.address + "/")
-                    force = '.station[data-station="chassis"] [data-tag="press_force_kn"]'
-                    await desk.wait_for_selector(force + " .unit", timeout=10_000)
-                    assert (await desk.inner_text(force + " .unit")).strip() == "kN"
-                    assert await desk.locator(force).get_attribute("data-quality") == "good"
-                    submit = await desk.locator("#submit").bounding_box()
-                    assert submit is not None
-                    assert submit["y"] + submit["height"] <= 900  # the form without scrolling
-                    chassis = '.station[data-station="chassis"]'
-                    height = (await desk.locator(chassis).bounding_box())["height"]
-                    border = "e => getComputedStyle(e).borderTopColor"
-                    await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
-                    await desk.fill("#order-id", "HMI-1")
-                    await desk.fill("#priority", "3")
-                    await desk.click("#submit")
-                    await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
-                    assert bridge.get("HMI-1").priority == 3
-                    assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
-                    # one story per station: the box and the PLC's own state and cycle counter agree
-                    agree = """box => {
-                        const tag = name => box.querySelector('[data-tag="' + name + '"]').textContent;
-                        return tag("state").includes("busy") && box.querySelector(".cycles").textContent
-                            .split(" ")[0] === tag("cycle_count").split(" ")[1];
-                    }"""
-                    await desk.wait_for_function(
-                        f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000
-                    )
-                    assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
-                    idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
-                    assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
-                    await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
-                    await line["chassis"].set_fault("stall", 0)
+            desk = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await desk.goto(http.address + "/")
+            force = '.station[data-station="chassis"] [data-tag="press_force_kn"]'
+            await desk.wait_for_selector(force + " .unit", timeout=10_000)
+            assert (await desk.inner_text(force + " .unit")).strip() == "kN"
+            assert await desk.locator(force).get_attribute("data-quality") == "good"
+            submit = await desk.locator("#submit").bounding_box()
+            assert submit is not None
+            assert submit["y"] + submit["height"] <= 900  # the form without scrolling
+            chassis = '.station[data-station="chassis"]'
+            height = (await desk.locator(chassis).bounding_box())["height"]
+            border = "e => getComputedStyle(e).borderTopColor"
+            await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
+            await desk.fill("#order-id", "HMI-1")
+            await desk.fill("#priority", "3")
+            await desk.click("#submit")
+            await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
+            assert bridge.get("HMI-1").priority == 3
+            assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
+            # one story per station: the box and the PLC's own state and cycle counter agree
+            agree = """box => {
+                const tag = name => box.querySelector('[data-tag="' + name + '"]').textContent;
+                return tag("state").includes("busy") && box.querySelector(".cycles").textContent
+                    .split(" ")[0] === tag("cycle_count").split(" ")[1];
+            }"""
+            await desk.wait_for_function(
+                f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000
+            )
+            assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
+            idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
+            assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
+            await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
+            await line["chassis"].set_fault("stall", 0)
 
-                    phone = await browser.new_page(viewport={"width": 390, "height": 844})
-                    await phone.goto(http.address + "/")
-                    await phone.wait_for_selector(force + " .unit", timeout=10_000)
-                    wide = "document.documentElement.scrollWidth - window.innerWidth"
-                    overflow = await phone.evaluate(wide)
-                    assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
-                    await phone.screenshot(path=str(shots / "line-view-390x844.png"), full_page=True)
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            await phone.goto(http.address + "/")
+            await phone.wait_for_selector(force + " .unit", timeout=10_000)
+            wide = "document.documentElement.scrollWidth - window.innerWidth"
+            overflow = await phone.evaluate(wide)
+            assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
+            await phone.screenshot(path=str(shots / "line-view-390x844.png"), full_page=True)
 
-                    await line["pack"].stop()  # its PLC goes silent
-                    stock = '.station[data-station="pack"] [data-tag="label_stock"]'
-                    await desk.wait_for_selector(stock + '[data-quality="stale"]', timeout=15_000)
-                    text = await desk.inner_text(stock)
-                    assert "labels" in text
-                    assert "stale, " in text
-                    assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
-                    pack = '.station[data-station="pack"]'
-                    await desk.wait_for_selector(pack + '[data-state="offline"]', timeout=15_000)
-                    assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
-                    assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
-                    await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
-                finally:
-                    await browser.close()
+            await line["pack"].stop()  # its PLC goes silent
+            stock = '.station[data-station="pack"] [data-tag="label_stock"]'
+            await desk.wait_for_selector(stock + '[data-quality="stale"]', timeout=15_000)
+            text = await desk.inner_text(stock)
+            assert "labels" in text
+            assert "stale, " in text
+            assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
+            pack = '.station[data-station="pack"]'
+            await desk.wait_for_selector(pack + '[data-state="offline"]', timeout=15_000)
+            assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
+            assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
+            await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
         finally:
-            await http.stop()
-            await bridge.stop()
+            await browser.close()
