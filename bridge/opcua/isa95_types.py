@@ -126,12 +126,14 @@ STRUCTURES: tuple[Structure, ...] = (
 )  # fmt: skip
 
 
+_STRUCTURE_IDS = {s.name: s.id for s in STRUCTURES}  # every job order and list entry asks for several
+
+
 def structure(name: str, ns: int) -> type:
     """The class asyncua made for the structure `name` of the server whose Job Control namespace is
     `ns`: looked up by data type id, as `ua.<name>` stays bound to the first server's class when a
     process holds two (tests; an export beside a bridge) and would encode with its ids."""
-    (id_,) = [s.id for s in STRUCTURES if s.name == name]
-    return ua.get_type(ua.NodeId(id_, ns))
+    return ua.get_type(ua.NodeId(_STRUCTURE_IDS[name], ns))
 
 
 def definition(structure: Structure, ns: int) -> ua.StructureDefinition:
