@@ -336,12 +336,7 @@ async def show_station(line: Line, station: str) -> dict[str, Any]:
         for node in children:
             name = (await node.read_browse_name()).Name
             data = await node.read_data_value(raise_on_bad_status=False)
-            unit = ""
-            try:
-                eu = await node.get_child(["0:EngineeringUnits"])
-                unit = (await eu.read_value()).DisplayName.Text or ""
-            except ua.UaStatusCodeError:
-                pass
+            unit = await engineering_unit(node)
             stamp = data.SourceTimestamp
             age = (now - stamp.replace(tzinfo=UTC)).total_seconds() if stamp else None
             value = data.Value.Value if data.Value is not None else None
@@ -421,12 +416,17 @@ async def result_units(line: Line, stations: set[str]) -> dict[tuple[str, str], 
         except ua.UaStatusCodeError:
             continue
         for node in results:
-            try:
-                eu = await (await node.get_child(["0:EngineeringUnits"])).read_value()
-            except ua.UaStatusCodeError:
-                continue
-            units[(station, (await node.read_browse_name()).Name)] = eu.DisplayName.Text or ""
+            units[(station, (await node.read_browse_name()).Name)] = await engineering_unit(node)
     return units
+
+
+async def engineering_unit(node: Node) -> str:
+    """The unit of an AnalogItem variable (its EngineeringUnits property), "" for one without."""
+    try:
+        eu = await (await node.get_child(["0:EngineeringUnits"])).read_value()
+    except ua.UaStatusCodeError:
+        return ""
+    return eu.DisplayName.Text or ""
 
 
 def progress_lines(info: dict[str, Any]) -> list[str]:
