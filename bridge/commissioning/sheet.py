@@ -11,12 +11,14 @@ import csv
 import io
 from dataclasses import astuple, dataclass, fields
 
+from bridge.domain.engine import EngineSettings
 from bridge.handshake import Command, Status
 from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField
 from bridge.mapping.wire_plan import StationPlan, station_plan
 
 # Modicon references, 1-based: the numbers many PLC tools and HMI packages show.
 _PREFIX = {"coil": "0", "discrete_input": "1", "input": "3", "holding": "4"}
+_POLL = EngineSettings()  # the engine's default status poll while a step runs
 _FUNCTION_NAMES = {
     1: "read coils",
     2: "read discrete inputs",
@@ -231,7 +233,8 @@ def sheet_markdown(mapping: LineMapping, station: str, *, request_timeout_s: flo
         "- A start (`start_seq = N` while idle) is taken within one PLC scan: `state` busy and",
         "  `accepted_seq` N together. Results are in place before `state` shows done, and stay until",
         "  the next start. An `ack_seq = N` is taken within one scan: `state` idle, `acked_seq` N.",
-        "- While a step runs the bridge reads the status every 5 ms at first, doubling to 0.1 s; a",
+        f"- While a step runs the bridge reads the status every {_POLL.status_poll_s * 1000:g} ms at first,"
+        f" doubling to {_POLL.status_poll_max_s:g} s; a",
         f"  cycle of {kind.cycle_time_s:g} s (the mapping's `cycle_time_s`) costs about"
         f" {_status_reads(kind.cycle_time_s)} status reads.",
         f"- Telemetry is read every {own:g} s; while no step runs the status block with it at most every"
@@ -246,10 +249,11 @@ def sheet_markdown(mapping: LineMapping, station: str, *, request_timeout_s: flo
     return "\n".join(lines) + "\n"
 
 
-def _status_reads(cycle_s: float, first_s: float = 0.005, ceiling_s: float = 0.1) -> int:
-    elapsed, poll, reads = 0.0, first_s, 1
+def _status_reads(cycle_s: float) -> int:
+    """How many status reads the engine's backed-off poll (station_driver) makes over a cycle."""
+    elapsed, poll, reads = 0.0, _POLL.status_poll_s, 1
     while elapsed < cycle_s:
         elapsed += poll
-        poll = min(2 * poll, ceiling_s)
+        poll = min(2 * poll, _POLL.status_poll_max_s)
         reads += 1
     return reads
