@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from bridge.alarms.book import AlarmBook
 from bridge.counters import LinkCounters
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.events import EventHub
@@ -86,6 +87,7 @@ class Bridge:
             ),
             self.events,
         )
+        self.alarms = AlarmBook(mapping, self.events, self.journal, self.held)
         self._telemetry: list[asyncio.Task[None]] = []
         default_s = settings.telemetry_interval_s
         self.scanners = {
@@ -102,6 +104,7 @@ class Bridge:
                 if link.heartbeat is not None:
                     start_supervised(self._telemetry, f"heartbeat-{station}", functools.partial(beat, link))
         await self.engine.start()
+        await self.alarms.start()  # subscribes before the first poll
         if self.settings.telemetry_interval_s > 0:
             for station, scanner in self.scanners.items():
                 start_supervised(self._telemetry, f"scanner-{station}", scanner.run)
@@ -109,6 +112,7 @@ class Bridge:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._telemetry)
+        await self.alarms.stop()
         await self.engine.stop()
         for link in self.links.values():
             await link.close()

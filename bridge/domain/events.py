@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from bridge.alarms.condition import AlarmState
 from bridge.counters import LinkCounters
 from bridge.domain.model import Order, OrderEvent, Step, StepPhase
 from bridge.handshake import StatusBlock
@@ -71,7 +72,16 @@ class StationScanned:
     request_seconds: tuple[float, ...] = ()  # each Modbus request's duration since the last poll
 
 
-Event = OrderChanged | StepChanged | StationScanned
+@dataclass(frozen=True, slots=True)
+class AlarmChanged:
+    """An alarm changed: `what` happened to it (activated, escalated, cleared, acknowledged,
+    confirmed, shelved, unshelved, restored) and `alarm` is how it stands after."""
+
+    alarm: AlarmState
+    what: str
+
+
+Event = OrderChanged | StepChanged | StationScanned | AlarmChanged
 E = TypeVar("E")
 
 

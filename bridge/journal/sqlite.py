@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +22,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from bridge.alarms.condition import AlarmState
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
 from bridge.errors import ConfigurationError, JournalUnavailable
 from bridge.journal.check import check_database, remedy
+from bridge.journal.queued import QueuedRows
 from bridge.journal.rows import (
     Rows,
     add_order_rows,
@@ -107,7 +107,32 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL,
     channel TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    alarm TEXT NOT NULL,
+    what TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    confirmed INTEGER NOT NULL,
+    shelving TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    limit_name TEXT,
+    value REAL,
+    message TEXT NOT NULL,
+    user TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    unshelve_at REAL
+);
+CREATE INDEX IF NOT EXISTS alarms_by_alarm ON alarms(alarm, id);
 """
+AUDIT_SQL = "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)"
+ALARM_COLUMNS = (
+    "at, alarm, what, active, acked, confirmed, shelving, severity, limit_name, value, message, user,"
+    " comment, unshelve_at"
+)
+ALARM_SQL = f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES ({','.join('?' * 14)})"
+ALARM_QUEUE = 10_000
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -141,10 +166,8 @@ class SqliteJournal:
             raise ConfigurationError(remedy(self.path, str(exc))) from None
         self._reader.row_factory = sqlite3.Row
         self._writer = WriterThread("journal-writer", self._execute_group)
-        self._audit: deque[tuple[str, ...]] = deque()
-        self._audit_lock = threading.Lock()  # the queue is filled on the loop and emptied by the writer
-        self._audit_flush_due = False
-        self.audit_rows_lost = 0  # audit records only logged: the journal could not take them
+        self._audit = QueuedRows("audit", AUDIT_SQL, AUDIT_QUEUE, self._writer, self._execute)
+        self._alarms = QueuedRows("alarms", ALARM_SQL, ALARM_QUEUE, self._writer, self._execute)
         self._closed = False
 
     def _migrate(self) -> None:
@@ -160,8 +183,9 @@ class SqliteJournal:
         """Write what is queued, stop the writer, close both connections."""
         if self._closed:
             return
-        self._closed = True
-        self._writer.call(self._flush_audit).result(timeout=WRITER_WAIT_S)
+        self._closed = self._audit.closed = self._alarms.closed = True
+        self._audit.written(WRITER_WAIT_S)
+        self._alarms.written(WRITER_WAIT_S)
         self._writer.stop(WRITER_WAIT_S)
         self._reader.close()
         self._db.close()
@@ -233,42 +257,49 @@ class SqliteJournal:
             datetime.now(UTC).isoformat(), clip(event, 32), clip(user, 128), clip(thumbprint, 64),
             clip(outcome, AUDIT_OUTCOME_CHARS), clip(channel, 128),
         )  # fmt: skip
-        with self._audit_lock:
-            if len(self._audit) >= AUDIT_QUEUE:
-                self._audit.popleft()
-                self.audit_rows_lost += 1
-            self._audit.append(row)
-            if self._audit_flush_due:
-                return
-            self._audit_flush_due = True
-        if not self._closed:  # else close() wrote what was queued
-            self._writer.call(self._flush_audit)
+        self._audit.add(row)
 
-    def _flush_audit(self) -> None:
-        with self._audit_lock:
-            rows, self._audit_flush_due = list(self._audit), False
-            self._audit.clear()
-        if not rows:
-            return
-        try:
-            self._execute([(
-                "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)",
-                rows,
-                True,
-            )])  # fmt: skip
-        except JournalUnavailable as exc:  # the log lines keep them; the work goes on
-            self.audit_rows_lost += len(rows)
-            log.error("audit_not_stored", reason=exc.reason, rows=len(rows), lost_so_far=self.audit_rows_lost)
+    @property
+    def audit_rows_lost(self) -> int:
+        """Audit records only logged: the journal could not take them."""
+        return self._audit.lost
 
     def load_audit(self, limit: int = 1000) -> list[tuple[str, str, str, str, str, str]]:
         """The newest `limit` records, oldest first, once every record queued so far is written."""
         if not self._closed:
-            self._writer.call(self._flush_audit).result(timeout=WRITER_WAIT_S)
+            self._audit.written(WRITER_WAIT_S)
         rows = self._reader.execute(
             "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
+
+    # -- alarm history: queued like the audit, one row per change --------------------------------
+
+    def add_alarm(self, alarm: AlarmState, what: str) -> None:
+        self._alarms.add((
+            datetime.fromtimestamp(alarm.changed_at, UTC).isoformat(), alarm.alarm_id, what,
+            int(alarm.active), int(alarm.acked), int(alarm.confirmed), str(alarm.shelving),
+            alarm.severity, alarm.limit, alarm.value, clip(alarm.message, AUDIT_OUTCOME_CHARS),
+            clip(alarm.user, 128), clip(alarm.comment, AUDIT_OUTCOME_CHARS), alarm.unshelve_at,
+        ))  # fmt: skip
+
+    def load_alarms(self, alarm: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest `limit` changes (of one alarm, or all), oldest first, once all queued are written."""
+        if not self._closed:
+            self._alarms.written(WRITER_WAIT_S)
+        where, args = ("WHERE alarm = ?", (alarm, limit)) if alarm else ("", (limit,))
+        rows = self._reader.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms {where} ORDER BY id DESC LIMIT ?", args
+        ).fetchall()
+        return [dict(row) for row in reversed(rows)]
+
+    def last_alarms(self) -> dict[str, dict[str, Any]]:
+        """Each alarm's newest row: what a restarted bridge takes up (acknowledged, confirmed, shelved)."""
+        rows = self._reader.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE id IN (SELECT MAX(id) FROM alarms GROUP BY alarm)"
+        ).fetchall()
+        return {row["alarm"]: dict(row) for row in rows}
 
     def reserve(self, units: int) -> tuple[int, int]:
         """The next accept index and the first of `units` fresh unit serials, both unique for the

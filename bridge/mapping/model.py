@@ -6,6 +6,7 @@ are checked afterwards by `checks.py`, so that every such error is reported with
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -111,6 +112,56 @@ class FieldHistory(_Strict):
     retention_s: float | None = Field(None, gt=0, description="default: the bridge's history retention")
 
 
+class AlarmLimit(_Strict):
+    """One limit of a limit alarm: where it lies (in the field's unit) and how severe crossing it is
+    (OPC UA severity, 1 to 1000)."""
+
+    limit: float
+    severity: int = Field(ge=1, le=1000)
+
+
+LIMIT_NAMES = ("high_high", "high", "low", "low_low")  # the most severe first, as Part 9 orders them
+
+
+class LimitAlarms(_Strict):
+    """A telemetry value's exclusive limit alarm (OPC UA Part 9): at most one limit is the active
+    one. The deadband keeps a value that hovers at a limit from chattering (it clears only once
+    back inside by this much); the on-delay keeps a spike from raising it (docs/alarms.md)."""
+
+    high_high: AlarmLimit | None = None
+    high: AlarmLimit | None = None
+    low: AlarmLimit | None = None
+    low_low: AlarmLimit | None = None
+    deadband: float = Field(0.0, ge=0, description="in the field's unit")
+    on_delay_s: float = Field(0.0, ge=0, le=3600, description="a limit must stand this long to go active")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitAlarms:
+        given = [(name, getattr(self, name)) for name in reversed(LIMIT_NAMES)]
+        given = [(name, limit) for name, limit in given if limit is not None]
+        if not given:
+            raise ValueError(f"give at least one of {', '.join(LIMIT_NAMES)}")
+        for (low_name, low), (high_name, high) in itertools.pairwise(given):
+            if not low.limit < high.limit:
+                raise ValueError(
+                    f"{low_name}.limit {low.limit} must lie below {high_name}.limit {high.limit}"
+                )
+        return self
+
+    def limits(self) -> list[tuple[str, AlarmLimit]]:
+        """(name, limit) of the limits given, the most severe first."""
+        return [(name, limit) for name in LIMIT_NAMES if (limit := getattr(self, name)) is not None]
+
+
+class StationAlarms(_Strict):
+    """The severities of the alarms every station has (0 turns one off)."""
+
+    offline: int = Field(800, ge=0, le=1000, description="the PLC does not answer")
+    held: int = Field(700, ge=0, le=1000, description="the PLC answers, the bridge holds the station")
+    plc_fault: int = Field(750, ge=0, le=1000, description="the PLC's status block holds garbage")
+    order_faulted: int = Field(600, ge=0, le=1000, description="an order faulted at this station")
+
+
 class RegisterField(_Strict):
     """One typed value in a PLC's memory: where it lives and how it is encoded."""
 
@@ -130,6 +181,7 @@ class RegisterField(_Strict):
     sim: SimBehaviour | None = None
     deadband: Deadband | None = None  # telemetry only
     history: bool | FieldHistory = True  # telemetry only: keep its changes for HistoryRead
+    alarms: LimitAlarms | None = None  # telemetry only
     scan_interval_s: float | None = Field(
         None, gt=0, le=86400,
         description="telemetry only: this field's poll period (default: its station type's or the bridge's)",
@@ -291,6 +343,11 @@ class StationType(_Strict):
                     raise ValueError(
                         f"{group}.{name}.scan_interval_s: only telemetry fields set their own poll period"
                     )
+                if f.alarms is not None:
+                    raise ValueError(f"{group}.{name}.alarms: only telemetry fields have limit alarms")
+        for name, f in self.telemetry.items():
+            if f.alarms is not None and f.type in ("string", "bool", "enum"):
+                raise ValueError(f"telemetry.{name}.alarms: limits need a number, {name} is {f.type}")
         return self
 
     def fields(self) -> Iterator[tuple[str, str, RegisterField]]:
@@ -512,6 +569,7 @@ class LineMapping(_Strict):
     station_types: dict[Identifier, StationType]
     stations: dict[Identifier, Station] = Field(min_length=1)
     products: dict[ProductId, Product] = Field(min_length=1)
+    alarms: StationAlarms = StationAlarms()
     # (station type, byte order, word order) → the type and its fields settled: stations alike share them
     _resolved: dict[tuple[str, str, str], tuple[StationType, dict[str, RegisterField]]] = PrivateAttr(
         default_factory=dict

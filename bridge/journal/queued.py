@@ -1,0 +1,62 @@
+"""Records queued on the loop and written by the journal's writer thread in batches: audit and alarm
+history. The loop never waits for them; a full queue loses its oldest record, counted (the log
+line of each keeps it)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bridge.errors import JournalUnavailable
+from bridge.journal.rows import Rows
+from bridge.journal.writer import WriterThread
+
+log = structlog.get_logger(__name__)
+
+
+class QueuedRows:
+    def __init__(
+        self, name: str, sql: str, limit: int, writer: WriterThread, execute: Callable[[Rows], Any]
+    ) -> None:
+        self.name, self._sql, self._limit = name, sql, limit
+        self._writer, self._execute = writer, execute
+        self._rows: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()  # filled on the loop, emptied by the writer
+        self._flush_due = False
+        self.lost = 0  # records only logged: the journal could not take them
+        self.closed = False
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        with self._lock:
+            if len(self._rows) >= self._limit:
+                self._rows.popleft()
+                self.lost += 1
+            self._rows.append(row)
+            if self._flush_due:
+                return
+            self._flush_due = True
+        if not self.closed:  # else close() wrote what was queued
+            self._writer.call(self.flush)
+
+    def flush(self) -> None:
+        """On the writer thread: every record queued, in one transaction."""
+        with self._lock:
+            rows, self._flush_due = list(self._rows), False
+            self._rows.clear()
+        if not rows:
+            return
+        try:
+            self._execute([(self._sql, rows, True)])
+        except JournalUnavailable as exc:  # the log lines keep them; the work goes on
+            self.lost += len(rows)
+            log.error(
+                "rows_not_stored", table=self.name, reason=exc.reason, rows=len(rows), lost_so_far=self.lost
+            )
+
+    def written(self, timeout_s: float) -> None:
+        """Return once every record queued so far is written (for a reader, and close())."""
+        self._writer.call(self.flush).result(timeout=timeout_s)
