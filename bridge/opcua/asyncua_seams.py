@@ -105,6 +105,7 @@ SEAMS: tuple[Seam, ...] = (
     _seam(AttributeValue, "datachange_callbacks", _NOTIFY, how="init"),
     _seam(ua_binary, "create_dataclass_serializer", "wire.py"),
     # the rest of the server's life
+    _seam("iserver", "bind_condition_methods", "server_setup.py", how="live"),
     _seam("iserver", "history_manager", "history_read.py", how="live"),
     _seam("iserver", "attribute_service", "setpoints.py", how="live"),
     _seam(InternalServer, "time_task", "server_setup.py", how="init"),

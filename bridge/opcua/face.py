@@ -20,6 +20,7 @@ from bridge.domain.model import utcnow
 from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
 from bridge.opcua import server_setup
+from bridge.opcua.alarm_conditions import AlarmConditions
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.isa95_model import build_job_control
@@ -58,6 +59,7 @@ class OpcUaFace:
         self.orders: OrderNodes | None = None
         self.stations: StationNodes | None = None
         self.jobs: JobControl | None = None
+        self.alarms: AlarmConditions | None = None
         queue = bridge.engine.settings.watcher_queue
         self._order_events = Follower(
             bridge.events, "opcua-orders", (OrderChanged, StepChanged), self._on_order, maxsize=queue
@@ -92,6 +94,8 @@ class OpcUaFace:
             functools.partial(plant.fire, "notice"), settings.order_retention_s,
         )  # fmt: skip
         await self.jobs.build(line)
+        self.alarms = AlarmConditions(self.bridge, server, values, calls.audit_caller)
+        await self.alarms.build()
         setpoints, write = stations.setpoints(), self.bridge.write_setpoint
         SetpointAccess(
             server, setpoints, write, stations.show_setpoint, calls.audit_caller, stations.setpoint_mismatch
@@ -116,6 +120,7 @@ class OpcUaFace:
         await self._order_events.start()
         await self._scans.start()
         await self.jobs.start()
+        await self.alarms.start()
         retention_s = settings.order_retention_s
         start_supervised(
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)
@@ -129,6 +134,8 @@ class OpcUaFace:
         await self._scans.stop()
         if self.jobs is not None:
             await self.jobs.stop()
+        if self.alarms is not None:
+            await self.alarms.stop()
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.history is not None:

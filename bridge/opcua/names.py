@@ -19,6 +19,7 @@ CANCEL_ORDER = "CancelOrder"
 RELOAD_MAPPING = "ReloadMapping"
 CLEAR_STATION_ERROR = "ClearStationError"
 HISTORY_ROWS_DROPPED = "HistoryRowsDropped"
+ALARMS = "Alarms"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Paths:
     def station_value(self, station: str, folder: str, name: str) -> str:
         """A PLC value of a station: folder is Parameters, Results, Telemetry or Setpoints."""
         return f"{self.stations}.{station}.{folder}.{name}"
+
+    def alarms(self, station: str) -> str:
+        return f"{self.stations}.{station}.{ALARMS}"
+
+    def alarm(self, station: str, name: str) -> str:
+        """A station's alarm condition (Part 9): a telemetry field's name, or offline, held, …"""
+        return f"{self.alarms(station)}.{name}"
 
     def order(self, order_id: str) -> str:
         return f"{self.orders}.{order_id}"

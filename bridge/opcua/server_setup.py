@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit: AuditHook) -> SessionLedger:
     """Endpoints, certificates, users and roles as configured (docs/security.md), sessions
     audited and capped per client, and the faster notification path installed."""
+    server.iserver.bind_condition_methods = True  # ConditionRefresh for the alarms (alarm_conditions.py)
     await server.init()
     asyncua_seams.check(server, secured=settings.security is not None)  # before anything is hooked
     server.set_endpoint(settings.endpoint)

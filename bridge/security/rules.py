@@ -1,6 +1,7 @@
 """Which role may do what, checked on every request before asyncua handles it.
 
-observer: browse, read, subscribe, history · operator: also submit and cancel orders ·
+observer: browse, read, subscribe, history, ConditionRefresh · operator: also submit and cancel
+orders, acknowledge, confirm and shelve alarms ·
 engineer: also write station setpoints (bridge/opcua/setpoints.py), reload the mapping and clear
 a station held for a handshake error ·
 admin: also change the
@@ -47,6 +48,21 @@ _WRITE = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
 _READ_ONLY = {ua.NodeId(t) for t in USER_TYPES} - {_CALL, _WRITE}
 _ADMIN = {ua.NodeId(t) for t in ADMIN_TYPES}
 ORDER_METHODS = ("SubmitOrder", "CancelOrder")
+# Part 9 methods that change an alarm (Acknowledge, Confirm, AddComment, Enable, Disable, the
+# shelving ones of ShelvedStateMachineType and of AlarmConditionType's ShelvingState): operators
+ALARM_METHODS = {
+    str(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge),
+    str(ua.ObjectIds.AcknowledgeableConditionType_Confirm),
+    str(ua.ObjectIds.ConditionType_AddComment),
+    str(ua.ObjectIds.ConditionType_Enable),
+    str(ua.ObjectIds.ConditionType_Disable),
+    str(ua.ObjectIds.ShelvedStateMachineType_Unshelve),
+    str(ua.ObjectIds.ShelvedStateMachineType_OneShotShelve),
+    str(ua.ObjectIds.ShelvedStateMachineType_TimedShelve),
+    str(ua.ObjectIds.AlarmConditionType_ShelvingState_Unshelve),
+    str(ua.ObjectIds.AlarmConditionType_ShelvingState_OneShotShelve),
+    str(ua.ObjectIds.AlarmConditionType_ShelvingState_TimedShelve),
+}
 
 
 class RoleRuleset(PermissionRuleset):
@@ -90,7 +106,7 @@ class RoleRuleset(PermissionRuleset):
     @staticmethod
     def _may_call(role: str, method: ua.NodeId) -> bool:
         name = str(method.Identifier).rsplit(".", 1)[-1]
-        if name.startswith(ORDER_METHODS):
+        if name.startswith(ORDER_METHODS) or (method.NamespaceIndex == 0 and name in ALARM_METHODS):
             return at_least(role, "operator")
         if name in ("ReloadMapping", "ClearStationError"):
             return at_least(role, "engineer")

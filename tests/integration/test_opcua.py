@@ -30,6 +30,7 @@ STATION_CHILDREN = {
     "Results",
     "Setpoints",
     "Diagnostics",
+    "Alarms",  # the station's alarm conditions (docs/alarms.md)
 }
 
 

@@ -1,0 +1,258 @@
+"""The line's alarms as OPC UA Alarms & Conditions (Part 9).
+
+Each alarm of the book is a condition object under its station (Stations/<station>/Alarms/<name>,
+referenced by HasCondition), of the standard type for its kind: ExclusiveLevelAlarmType for a
+telemetry field's limits, SystemOffNormalAlarmType for offline and PLC fault, OffNormalAlarmType
+for held, DiscreteAlarmType for an order that faulted. Its events are raised on the Server object,
+where alarm clients subscribe; ConditionRefresh re-sends the retained ones (asyncua's own, bound at
+start-up). Acknowledge, Confirm, TimedShelve, OneShotShelve and Unshelve are answered here with a
+status, never an exception, audited with the caller (operators and above: security/rules.py).
+
+The condition objects carry their type, methods and ShelvingState, not the state variables a
+Read would find: Part 9 clients follow conditions by their events (docs/alarms.md).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+from asyncua.server.event_generator import EventGenerator
+
+from bridge.alarms.condition import MAX_SHELVE_S, AlarmRefused, AlarmState, Refusal
+from bridge.domain.events import AlarmChanged
+from bridge.follow import Follower
+from bridge.opcua import names
+from bridge.opcua.values import ValueWriter
+from bridge.security.rules import current_user
+from bridge.service import Bridge
+
+log = structlog.get_logger(__name__)
+
+IDS = ua.ObjectIds
+TYPES = {
+    "limit": IDS.ExclusiveLevelAlarmType,
+    "offline": IDS.SystemOffNormalAlarmType,
+    "plc_fault": IDS.SystemOffNormalAlarmType,
+    "held": IDS.OffNormalAlarmType,
+    "order_faulted": IDS.DiscreteAlarmType,
+}
+CLASSES = {  # ConditionClass: what kind of fault an operator is looking at
+    "offline": (IDS.SystemConditionClassType, "System"),
+    "plc_fault": (IDS.SystemConditionClassType, "System"),
+}
+PROCESS = (IDS.ProcessConditionClassType, "Process")
+LIMIT_STATES = {"high_high": "HighHigh", "high": "High", "low": "Low", "low_low": "LowLow"}
+ACKNOWLEDGE = (IDS.AcknowledgeableConditionType_Acknowledge,)
+CONFIRM = (IDS.AcknowledgeableConditionType_Confirm,)
+UNSHELVE = (IDS.ShelvedStateMachineType_Unshelve, IDS.AlarmConditionType_ShelvingState_Unshelve)
+ONESHOT = (IDS.ShelvedStateMachineType_OneShotShelve, IDS.AlarmConditionType_ShelvingState_OneShotShelve)
+TIMED = (IDS.ShelvedStateMachineType_TimedShelve, IDS.AlarmConditionType_ShelvingState_TimedShelve)
+STATUS = {
+    Refusal.ALREADY_ACKED: ua.StatusCodes.BadConditionBranchAlreadyAcked,
+    Refusal.ALREADY_CONFIRMED: ua.StatusCodes.BadConditionBranchAlreadyConfirmed,
+    Refusal.NOT_ACKED: ua.StatusCodes.BadInvalidState,
+    Refusal.ALREADY_SHELVED: ua.StatusCodes.BadConditionAlreadyShelved,
+    Refusal.NOT_SHELVED: ua.StatusCodes.BadConditionNotShelved,
+    Refusal.BAD_SHELVING_TIME: ua.StatusCodes.BadShelvingTimeOutOfRange,
+    Refusal.UNKNOWN: ua.StatusCodes.BadNodeIdUnknown,
+}
+EXTRA_FIELDS = {  # event fields asyncua's event classes do not declare, or declare as a NodeId
+    "MaxTimeShelved": ua.VariantType.Double,  # Duration, ms
+    "ShelvingState/CurrentState": ua.VariantType.LocalizedText,
+    "ShelvingState/UnshelveTime": ua.VariantType.Double,
+    "LimitState/CurrentState": ua.VariantType.LocalizedText,
+}
+RECENT_EVENTS = 16  # an Acknowledge may name any of a condition's last events of this activation
+
+
+@dataclass
+class ConditionNode:
+    condition: ua.NodeId
+    shelving: ua.NodeId
+    source: ua.NodeId
+    input_node: ua.NodeId | None
+    generator: EventGenerator
+    event_ids: deque[bytes] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+
+
+class AlarmConditions:
+    def __init__(
+        self, bridge: Bridge, server: Server, values: ValueWriter, audit: Callable[[str, str], None]
+    ) -> None:
+        self.book, self.server, self.values, self._audit = bridge.alarms, server, values, audit
+        self.paths = names.Paths(bridge.mapping.line.name)
+        self._nodes: dict[str, ConditionNode] = {}
+        self._alarm_of: dict[ua.NodeId, str] = {}  # condition and ShelvingState node → alarm id
+        self._follower = Follower(bridge.events, "opcua-alarms", (AlarmChanged,), self._on_change)
+
+    async def build(self) -> None:
+        """The condition objects, their event generators, and the methods' callbacks."""
+        nid, ns = self.values.nid, self.values.ns
+        folders: dict[str, Node] = {}
+        typed: set[int] = set()
+        for d in self.book.definitions():
+            station = self.server.get_node(nid(self.paths.station(d.station)))
+            if d.station not in folders:
+                folders[d.station] = await station.add_folder(
+                    nid(self.paths.alarms(d.station)), ua.QualifiedName(names.ALARMS, ns)
+                )
+            path = self.paths.alarm(d.station, d.name)
+            etype = TYPES[d.kind]
+            condition = await _add_object(folders[d.station], nid(path), ua.QualifiedName(d.name, ns), etype)
+            await station.add_reference(condition.nodeid, IDS.HasCondition)
+            for method in (*ACKNOWLEDGE[:1], *CONFIRM[:1]):
+                await condition.add_reference(ua.NodeId(method), IDS.HasComponent)
+            shelving = await _add_object(
+                condition, nid(f"{path}.ShelvingState"), ua.QualifiedName("ShelvingState", 0),
+                IDS.ShelvedStateMachineType,
+            )  # fmt: skip
+            for method in (UNSHELVE[0], ONESHOT[0], TIMED[0]):
+                await shelving.add_reference(ua.NodeId(method), IDS.HasComponent)
+            generator = EventGenerator(self.server.iserver.isession)
+            await generator.init(etype, IDS.Server, add_generates_event=etype not in typed)
+            typed.add(etype)
+            for name, vtype in EXTRA_FIELDS.items():
+                generator.event.add_property(name, None, vtype)
+            value = None
+            if d.kind == "limit":
+                value = nid(self.paths.station_value(d.station, "Telemetry", d.name))
+            self._nodes[d.alarm_id] = ConditionNode(
+                condition.nodeid, shelving.nodeid, station.nodeid, value, generator
+            )
+            self._alarm_of[condition.nodeid] = self._alarm_of[shelving.nodeid] = d.alarm_id
+        for ids, callback in (
+            (ACKNOWLEDGE, self._acknowledge), (CONFIRM, self._confirm), (UNSHELVE, self._unshelve),
+            (ONESHOT, self._oneshot), (TIMED, self._timed),
+        ):  # fmt: skip
+            for method in ids:
+                self.server.link_method(self.server.get_node(ua.NodeId(method)), callback)
+
+    async def start(self) -> None:
+        """Raise every retained alarm once (no client sees it yet: asyncua keeps it for ConditionRefresh),
+        then follow the book."""
+        self._follower.subscribe()
+        for state in self.book.retained():
+            await self._show(state)
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def _on_change(self, change: AlarmChanged) -> None:
+        await self._show(change.alarm)
+
+    async def _show(self, state: AlarmState) -> None:
+        node = self._nodes[state.alarm_id]
+        d, event = state.definition, node.generator.event
+        class_id, class_name = CLASSES.get(d.kind, PROCESS)
+        severity = max(1, state.severity or d.severity)
+        fields: dict[str, Any] = {
+            "NodeId": node.condition, "SourceNode": node.source, "SourceName": d.station,
+            "ConditionName": d.name, "ConditionClassId": ua.NodeId(class_id),
+            "ConditionClassName": ua.LocalizedText(class_name), "BranchId": ua.NodeId(),
+            "Retain": state.retain, "EnabledState": ua.LocalizedText("Enabled"), "EnabledState/Id": True,
+            "LastSeverity": event.Severity or severity, "Severity": severity,
+            "Comment": ua.LocalizedText(state.comment), "ClientUserId": state.user,
+            "Quality": ua.StatusCode(ua.StatusCodes.Good), "SuppressedOrShelved": state.shelved,
+            "ShelvingState/CurrentState": ua.LocalizedText(str(state.shelving)),
+            "ShelvingState/UnshelveTime": _remaining_ms(state), "MaxTimeShelved": MAX_SHELVE_S * 1000,
+            "InputNode": node.input_node or ua.NodeId(),
+        }  # fmt: skip
+        for name, on, yes, no in (
+            ("ActiveState", state.active, "Active", "Inactive"),
+            ("AckedState", state.acked, "Acknowledged", "Unacknowledged"),
+            ("ConfirmedState", state.confirmed, "Confirmed", "Unconfirmed"),
+        ):
+            fields[name] = ua.LocalizedText(yes if on else no)
+            fields[f"{name}/Id"] = on
+        if d.kind == "limit" and d.limits is not None:
+            fields["LimitState/CurrentState"] = ua.LocalizedText(LIMIT_STATES.get(state.limit or "", ""))
+            for limit_name, limit in d.limits.limits():
+                part = LIMIT_STATES[limit_name]
+                fields[f"{part}Limit"] = limit.limit
+                fields[f"Severity{part}"] = limit.severity
+        for name, value in fields.items():
+            setattr(event, name, value)
+        if state.active and state.active_since == state.changed_at:
+            node.event_ids.clear()  # newly active: an acknowledge of an earlier activation is refused
+        await node.generator.trigger(
+            time_attr=datetime.fromtimestamp(state.changed_at, UTC), message=state.message or d.alarm_id
+        )
+        event_id = event.EventId.Value if isinstance(event.EventId, ua.Variant) else event.EventId
+        node.event_ids.append(bytes(event_id))
+
+    # -- the methods: a status for every outcome ---------------------------------------------
+
+    async def _acknowledge(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 2, "alarm_ack", lambda a, u, c: self.book.acknowledge(a, u, c))
+
+    async def _confirm(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 2, "alarm_confirm", lambda a, u, c: self.book.confirm(a, u, c))
+
+    async def _unshelve(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 0, "alarm_unshelve", lambda a, u, _: self.book.unshelve(a, u))
+
+    async def _oneshot(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 0, "alarm_shelve", lambda a, u, _: self.book.shelve(a, u, None))
+
+    async def _timed(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        if len(args) == 1 and not isinstance(args[0].Value, int | float):
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        seconds = float(args[0].Value) / 1000 if len(args) == 1 else 0.0
+        return self._answer(parent, args, 1, "alarm_shelve", lambda a, u, _: self.book.shelve(a, u, seconds))
+
+    def _answer(
+        self, parent: ua.NodeId, args: tuple[ua.Variant, ...], count: int, event: str,
+        do: Callable[[str, str, str], AlarmState],
+    ) -> ua.StatusCode:  # fmt: skip
+        """Acknowledge and Confirm take (EventId, Comment); TimedShelve (ShelvingTime ms); the others none."""
+        alarm_id = self._alarm_of.get(parent)
+        if alarm_id is None:
+            return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        if len(args) != count:
+            codes = ua.StatusCodes
+            short = len(args) < count
+            return ua.StatusCode(codes.BadArgumentsMissing if short else codes.BadTooManyArguments)
+        comment = ""
+        if count == 2:  # EventId, Comment
+            event_id, text = args[0].Value, args[1].Value
+            comment = (text.Text or "") if isinstance(text, ua.LocalizedText) else str(text or "")
+            if not isinstance(event_id, bytes) or event_id not in self._nodes[alarm_id].event_ids:
+                self._audit(event, f"refused {alarm_id}: unknown EventId")
+                return ua.StatusCode(ua.StatusCodes.BadEventIdUnknown)
+        user = current_user.get()
+        name = (user.name or "") if user is not None else "anonymous"
+        try:
+            do(alarm_id, name, comment[:256])
+        except AlarmRefused as exc:
+            self._audit(event, f"refused {alarm_id}: {exc.refusal}")
+            return ua.StatusCode(STATUS[exc.refusal])
+        self._audit(event, f"ok {alarm_id}" + (f": {comment[:256]}" if comment else ""))
+        return ua.StatusCode(ua.StatusCodes.Good)
+
+
+def _remaining_ms(state: AlarmState) -> float:
+    if state.unshelve_at is None:
+        return 0.0
+    return max(0.0, state.unshelve_at - datetime.now(UTC).timestamp()) * 1000
+
+
+async def _add_object(parent: Node, nodeid: ua.NodeId, name: ua.QualifiedName, typedef: int) -> Node:
+    """An object of a standard type without instantiating the type's members (a condition's state is
+    in its events; dozens of conditions would otherwise add thousands of nodes to start-up)."""
+    attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(name.Name), EventNotifier=0)
+    attrs.SpecifiedAttributes = ua.NodeAttributesMask.DisplayName | ua.NodeAttributesMask.EventNotifier
+    item = ua.AddNodesItem(
+        ParentNodeId=parent.nodeid, ReferenceTypeId=ua.NodeId(IDS.HasComponent),
+        RequestedNewNodeId=nodeid, BrowseName=name, NodeClass=ua.NodeClass.Object, NodeAttributes=attrs,
+        TypeDefinition=ua.NodeId(typedef),
+    )  # fmt: skip
+    (result,) = await parent.session.add_nodes([item])
+    result.StatusCode.check()
+    return Node(parent.session, result.AddedNodeId)

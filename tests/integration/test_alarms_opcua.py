@@ -1,0 +1,238 @@
+"""OPC UA Alarms & Conditions from outside: an asyncua client subscribed to alarm events on the
+Server object sees a limit alarm of the real simulated line go active, acknowledges and confirms it
+with a comment (an observer is refused), shelves and unshelves it, gets it again on
+ConditionRefresh, and sees it return to normal; every step in the journal's alarm history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asyncua import Client, ua
+
+from bridge.security.pki import Pki
+from tests.integration.conftest import NODE_DIR
+from tests.integration.secure_rig import secure_client, secured_rig
+
+pytestmark = pytest.mark.slow
+
+IDS = ua.ObjectIds
+FURNACE = "furnace_temp_c"
+
+
+class Events:
+    """The alarm events a client received, to wait on by state (never by time)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.changed = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        self.seen.append(event)
+        self.changed.set()
+
+    async def wait_for(self, predicate, timeout_s: float = 15.0) -> Any:
+        async def scan() -> Any:
+            start = 0
+            while True:
+                for event in self.seen[start:]:
+                    if predicate(event):
+                        return event
+                start = len(self.seen)
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout_s)
+
+
+def field(event: Any, name: str) -> Any:
+    return getattr(event, name, None)
+
+
+def furnace(**expected: Any):
+    def match(event: Any) -> bool:
+        if field(event, "ConditionName") != FURNACE:
+            return False
+        return all(field(event, name.replace("__", "/")) == value for name, value in expected.items())
+
+    return match
+
+
+async def subscribe(client: Client) -> tuple[Events, Any]:
+    events = Events()
+    sub = await client.create_subscription(50, events)
+    kinds = (IDS.AlarmConditionType, IDS.RefreshStartEventType, IDS.RefreshEndEventType)
+    types = [client.get_node(ua.NodeId(kind)) for kind in kinds]
+    await sub.subscribe_events(client.nodes.server, types)
+    return events, sub
+
+
+async def call(client: Client, object_id: ua.NodeId, method: int, *args: ua.Variant) -> ua.StatusCode:
+    request = ua.CallMethodRequest(ObjectId=object_id, MethodId=ua.NodeId(method), InputArguments=list(args))
+    try:
+        (result,) = await client.uaclient.call([request])
+    except ua.UaStatusCodeError as refused:  # a refused role is the whole request's answer
+        return ua.StatusCode(refused.code)
+    return result.StatusCode
+
+
+def ack_args(event: Any, comment: str) -> tuple[ua.Variant, ua.Variant]:
+    return (
+        ua.Variant(event.EventId, ua.VariantType.ByteString),
+        ua.Variant(ua.LocalizedText(comment), ua.VariantType.LocalizedText),
+    )
+
+
+async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
+    async with (
+        secured_rig(ac_mapping, tmp_path) as (rig, cert, _),
+        secure_client(rig.url, cert, "olga", "olga-pw") as olga,
+        secure_client(rig.url, cert, "otto", "otto-pw") as otto,
+    ):
+        events, sub = await subscribe(olga)
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 650)  # the furnace runs hot
+        active = await events.wait_for(furnace(ActiveState__Id=True, AckedState__Id=False))
+        ns = await olga.get_namespace_index("urn:linebridge:ac_line")
+        condition = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}", ns)
+        assert active.NodeId == condition  # the ConditionId
+        assert active.SourceNode == ua.NodeId("Plant.Lines.ac_line.Stations.coil", ns)
+        assert active.Severity == 700
+        assert active.Retain is True
+        assert field(active, "ConfirmedState/Id") is False
+        assert "above its high limit 630 °C" in active.Message.Text
+        assert active.EventType == ua.NodeId(IDS.ExclusiveLevelAlarmType)
+        station = olga.get_node(ua.NodeId("Plant.Lines.ac_line.Stations.coil", ns))
+        conditions = await station.get_referenced_nodes(IDS.HasCondition)
+        assert condition in [node.nodeid for node in conditions]
+
+        acknowledge = IDS.AcknowledgeableConditionType_Acknowledge
+        refused = await call(otto, condition, acknowledge, *ack_args(active, "not mine"))
+        assert refused.value == ua.StatusCodes.BadUserAccessDenied  # an observer may only look
+        wrong = ua.Variant(b"not-an-event", ua.VariantType.ByteString)
+        assert (await call(olga, condition, acknowledge, wrong, ack_args(active, "x")[1])).value == (
+            ua.StatusCodes.BadEventIdUnknown
+        )
+        assert (await call(olga, condition, acknowledge, *ack_args(active, "checking the burner"))).is_good()
+        acked = await events.wait_for(furnace(AckedState__Id=True))
+        assert acked.Comment.Text == "checking the burner"
+        assert acked.ClientUserId == "olga"
+        again = await call(olga, condition, acknowledge, *ack_args(acked, "twice"))
+        assert again.value == ua.StatusCodes.BadConditionBranchAlreadyAcked
+        confirm = IDS.AcknowledgeableConditionType_Confirm
+        assert (await call(olga, condition, confirm, *ack_args(acked, "burner trimmed"))).is_good()
+        confirmed = await events.wait_for(furnace(ConfirmedState__Id=True))
+        assert confirmed.Retain is True  # still active
+
+        shelving = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}.ShelvingState", ns)
+        hour = ua.Variant(3_600_000.0, ua.VariantType.Double)
+        refused = await call(otto, shelving, IDS.ShelvedStateMachineType_TimedShelve, hour)
+        assert refused.value == ua.StatusCodes.BadUserAccessDenied
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, hour)).is_good()
+        shelved = await events.wait_for(furnace(SuppressedOrShelved=True))
+        assert field(shelved, "ShelvingState/CurrentState").Text == "TimedShelved"
+        too_long = ua.Variant(9 * 3_600_000.0, ua.VariantType.Double)
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, too_long)).value == (
+            ua.StatusCodes.BadShelvingTimeOutOfRange
+        )
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_Unshelve)).is_good()
+        await events.wait_for(furnace(SuppressedOrShelved=False))
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_Unshelve)).value == (
+            ua.StatusCodes.BadConditionNotShelved
+        )
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_OneShotShelve)).is_good()
+        await events.wait_for(furnace(ShelvingState__CurrentState=ua.LocalizedText("OneShotShelved")))
+
+        before = len(events.seen)
+        refresh = ua.Variant(sub.subscription_id, ua.VariantType.UInt32)
+        conditions_type = ua.NodeId(IDS.ConditionType)
+        assert (await call(olga, conditions_type, IDS.ConditionType_ConditionRefresh, refresh)).is_good()
+        end = await events.wait_for(lambda e: e.EventType == ua.NodeId(IDS.RefreshEndEventType))
+        refreshed = events.seen[before : events.seen.index(end)]
+        assert refreshed[0].EventType == ua.NodeId(IDS.RefreshStartEventType)
+        assert [e.NodeId for e in refreshed[1:] if field(e, "ConditionName") == FURNACE] == [condition]
+
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
+        normal = await events.wait_for(furnace(ActiveState__Id=False))
+        assert normal.Retain is False  # acknowledged and confirmed: nothing left for an operator
+        assert field(normal, "ShelvingState/CurrentState").Text == "Unshelved"  # a one-shot ends with it
+        assert "back within its limits" in normal.Message.Text
+
+        history = rig.bridge.journal.load_alarms(f"coil.{FURNACE}")
+        assert [row["what"] for row in history] == [
+            "activated",
+            "acknowledged",
+            "confirmed",
+            "shelved",
+            "unshelved",
+            "shelved",
+            "cleared",
+        ]
+        assert (history[1]["user"], history[1]["comment"]) == ("olga", "checking the burner")
+        audit = [(r[1], r[2], r[4]) for r in rig.bridge.journal.load_audit()]
+        assert ("alarm_ack", "olga", f"ok coil.{FURNACE}: checking the burner") in audit
+        assert ("alarm_ack", "olga", f"refused coil.{FURNACE}: already acknowledged") in audit
+        assert any(e == "denied" and u == "otto" for e, u, _ in audit)
+
+
+async def node_alarms(node: str, args: tuple[str, ...], on_waiting=None) -> tuple[int, list[dict[str, Any]]]:
+    """Run tests/node/alarms.mjs; its JSON lines, calling `on_waiting` when it waits for normal."""
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(NODE_DIR / "alarms.mjs"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(40):
+            while line := await process.stdout.readline():
+                if line.startswith(b"{"):
+                    lines.append(json.loads(line))
+                    if lines[-1] == {"waiting": True} and on_waiting is not None:
+                        await on_waiting()
+            await process.wait()
+    except TimeoutError:
+        raise AssertionError(f"node-opcua stalled after {lines}") from None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if any("refused" in line for line in lines):
+        return process.returncode or 0, []
+    return process.returncode or 0, [line for line in lines if "step" not in line]
+
+
+@pytest.mark.interop
+async def test_node_opcua_acknowledges_confirms_shelves_and_refreshes(ac_mapping, tmp_path, node_client):
+    async with secured_rig(ac_mapping, tmp_path, allow_none_endpoint=True) as (rig, _, _):
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 650)
+        pki = Pki(tmp_path / "pki")
+        args = (rig.url, str(tmp_path / "node-pki"), "olga", "olga-pw", "otto", "otto-pw")
+        first = await node_alarms(node_client[0], args)  # the server does not know its certificate yet
+        assert first == (2, []), first
+        (rejected,) = pki.certificates(pki.rejected)
+        pki.move(rejected[0][:8], pki.rejected, pki.trusted)  # what `linebridge pki trust` does
+
+        async def back_to_normal() -> None:
+            await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 605)
+
+        code, (answer, waiting, normal) = await node_alarms(node_client[0], args, back_to_normal)
+        assert code == 0
+        assert waiting == {"waiting": True}
+        assert answer["condition"].endswith(f"s=Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}")
+        assert answer["type"] == "ns=0;i=9482"  # ExclusiveLevelAlarmType
+        assert answer["severity"] == 700
+        assert answer["observerAck"] == "BadUserAccessDenied"
+        assert (answer["ack"], answer["ackedBy"], answer["ackComment"]) == ("Good", "olga", "node-opcua ack")
+        assert answer["confirm"] == "Good"
+        assert (answer["shelve"], answer["shelvedState"]) == ("Good", "TimedShelved")
+        assert answer["unshelve"] == "Good"
+        assert (answer["firstRefresh"], answer["refresh"]) == ("Good", "Good")
+        refreshed = answer["refreshed"]
+        assert (refreshed[0], refreshed[-1]) == ("ns=0;i=2787", "ns=0;i=2788")  # RefreshStart … End
+        assert FURNACE in refreshed[1:-1]
+        assert (normal["normal"], normal["retain"]) == (True, False)  # acknowledged and confirmed
+        assert "back within its limits" in normal["message"]
