@@ -13,9 +13,11 @@ from typing import Any
 from asyncua import Client, Node, ua
 
 from bridge.mapping import LineMapping, apply_deployment
+from bridge.mapping.model import Endpoint
 from bridge.opcua.face import OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from plc_sim.proxy import FaultMix, FaultyLink
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Rig:
     ns: int
     types_ns: int
     url: str
+    proxies: dict[str, FaultyLink]
 
     def node(self, path: str) -> Node:
         return self.client.get_node(ua.NodeId(path, self.ns))
@@ -57,9 +60,12 @@ async def opcua_rig(
     *,
     anonymous: bool = True,
     mapping_file: Path | None = None,
+    proxied: tuple[str, ...] = (),
     **opcua: Any,
 ):
-    """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator)."""
+    """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator);
+    `proxied`: stations the bridge reaches through a network proxy (`rig.proxies`, faultless until
+    a test makes it otherwise, or stops it to cut the PLC off)."""
     ports = dict.fromkeys(mapping.stations, 0)
     async with SimulatedLine(mapping, ports=ports, speed=0, seed=5, telemetry_period_s=0.05) as line:
         deployment = None
@@ -74,7 +80,12 @@ async def opcua_rig(
             mapping_file=mapping_file,
             deployment_file=deployment,
         )
-        bridge = Bridge(apply_deployment(mapping, line.endpoints()), settings)
+        endpoints, proxies = line.endpoints(), {}
+        for name in proxied:
+            proxies[name] = FaultyLink((endpoints[name].host, endpoints[name].port), FaultMix())
+            await proxies[name].start()
+            endpoints[name] = Endpoint(port=proxies[name].port, device_id=endpoints[name].device_id)
+        bridge = Bridge(apply_deployment(mapping, endpoints), settings)
         await bridge.start()
         try:
             # Port 0: the server binds a free port itself (no race with other processes for it).
@@ -88,13 +99,15 @@ async def opcua_rig(
                     await client.connect()
                     ns = await client.get_namespace_index(f"urn:linebridge:{mapping.line.name}")
                     types_ns = await client.get_namespace_index("urn:linebridge:types")
-                yield Rig(line, bridge, face, client, ns, types_ns, url)
+                yield Rig(line, bridge, face, client, ns, types_ns, url, proxies)
             finally:
                 if anonymous:
                     await bounded("client disconnect", client.disconnect())
                 await bounded("OPC UA server stop", face.stop())
         finally:
             await bounded("bridge stop", bridge.stop())
+            for proxy in proxies.values():
+                await proxy.stop()
 
 
 async def bounded(what: str, work: Coroutine[Any, Any, None], timeout_s: float = 20) -> None:

@@ -13,7 +13,9 @@ import pytest
 from asyncua import Client, ua
 
 from bridge.security.pki import Pki
+from plc_sim.proxy import FaultMix, FaultyLink
 from tests.integration.conftest import NODE_DIR
+from tests.integration.opcua_rig import opcua_rig
 from tests.integration.secure_rig import secure_client, secured_rig
 
 pytestmark = pytest.mark.slow
@@ -51,13 +53,20 @@ def field(event: Any, name: str) -> Any:
     return getattr(event, name, None)
 
 
-def furnace(**expected: Any):
+def condition(name: str, station: str, **expected: Any):
+    """Matches an event of alarm `name` at `station` whose fields (ActiveState__Id for
+    "ActiveState/Id") have the values given."""
+
     def match(event: Any) -> bool:
-        if field(event, "ConditionName") != FURNACE:
+        if (field(event, "ConditionName"), field(event, "SourceName")) != (name, station):
             return False
-        return all(field(event, name.replace("__", "/")) == value for name, value in expected.items())
+        return all(field(event, key.replace("__", "/")) == value for key, value in expected.items())
 
     return match
+
+
+def furnace(**expected: Any):
+    return condition(FURNACE, "coil", **expected)
 
 
 async def subscribe(client: Client) -> tuple[Events, Any]:
@@ -236,3 +245,22 @@ async def test_node_opcua_acknowledges_confirms_shelves_and_refreshes(ac_mapping
         assert FURNACE in refreshed[1:-1]
         assert (normal["normal"], normal["retain"]) == (True, False)  # acknowledged and confirmed
         assert "back within its limits" in normal["message"]
+
+
+async def test_a_plc_cut_off_at_the_network_raises_its_offline_alarm(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data", proxied=("charge",)) as rig:
+        events, _ = await subscribe(rig.client)
+        proxy = rig.proxies["charge"]
+        await proxy.stop()  # the cable is pulled: connections reset, nothing answers on that port
+        offline = await events.wait_for(condition("offline", "charge", ActiveState__Id=True))
+        assert offline.EventType == ua.NodeId(IDS.SystemOffNormalAlarmType)
+        assert offline.ConditionClassId == ua.NodeId(IDS.SystemConditionClassType)
+        assert (offline.Severity, offline.Retain) == (800, True)
+        assert offline.Message.Text.startswith("charge: the PLC does not answer")
+        rig.proxies["charge"] = FaultyLink(proxy.target, FaultMix(), port=proxy.port)
+        await rig.proxies["charge"].start()  # plugged in again
+        back = await events.wait_for(condition("offline", "charge", ActiveState__Id=False))
+        assert back.Retain is True  # nobody has acknowledged it yet
+        assert field(back, "AckedState/Id") is False
+        others = {e.SourceName for e in events.seen if field(e, "ConditionName") == "offline"}
+        assert others == {"charge"}  # only the station behind the pulled cable
