@@ -3,7 +3,8 @@
 Counters the links keep anyway (requests, errors, …) are not counted twice: a collector reads
 them (`Bridge.counters`) when Prometheus scrapes. Only what has no counter elsewhere is observed
 from the event stream as it happens: each Modbus request's duration (carried by the station
-scans) and each closed step's duration, into histograms; orders that end are counted too.
+scans) and each closed step's duration, into histograms; orders that end are counted too. Alarms
+are read from the alarm book at scrape time.
 docs/metrics.md lists the series; docs/grafana-dashboard.json shows them.
 """
 
@@ -107,6 +108,28 @@ class LineMetrics(Collector):
         for state, count in active.items():
             orders.add_metric([state.value], count)
         yield orders
+        yield from self._alarms()
+
+    def _alarms(self) -> Iterator[Metric]:
+        """Every alarm's state, each series from the start (a dashboard's table and an alert rule
+        read `== 1`); severity is a value, not a label, so a limit alarm that escalates stays one series."""
+        described = {
+            "active": ("linebridge_alarm_active", "1 while the alarm is active"),
+            "unacked": ("linebridge_alarm_unacknowledged", "1 while the alarm waits for an acknowledge"),
+            "shelved": ("linebridge_alarm_shelved", "1 while an operator shelved it"),
+            "severity": ("linebridge_alarm_severity", "the active alarm's severity (1-1000), else 0"),
+        }
+        families = {
+            key: GaugeMetricFamily(name, text, labels=["station", "alarm"])
+            for key, (name, text) in described.items()
+        }
+        for state in self.bridge.alarms.states.values():
+            key = [state.definition.station, state.definition.name]
+            families["active"].add_metric(key, float(state.active))
+            families["unacked"].add_metric(key, float(not state.acked))
+            families["shelved"].add_metric(key, float(state.shelved))
+            families["severity"].add_metric(key, float(state.severity if state.active else 0))
+        yield from families.values()
 
 
 def _version(distribution: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.domain.events import AlarmChanged
 from bridge.errors import ConfigurationError
 from bridge.http.server import HttpFace, HttpSettings
 from bridge.mapping import apply_deployment
@@ -59,6 +60,11 @@ async def test_metrics_follow_the_line(ac_mapping, tmp_path):
         await http.start()
         try:
             await run_orders(bridge, "M", 3)
+            alarms = bridge.events.subscribe("test", AlarmChanged)
+            await bridge.write_setpoint("coil", "furnace_setpoint_c", 650)  # the furnace runs hot
+            async with asyncio.timeout(10):
+                while (await alarms.get()).alarm.alarm_id != "coil.furnace_temp_c":
+                    pass
             series = await asyncio.to_thread(scrape, http.address)
         finally:
             await http.stop()
@@ -75,6 +81,12 @@ async def test_metrics_follow_the_line(ac_mapping, tmp_path):
         assert 0 < observed <= requests  # one observation per request, its tries counted once
         assert value(series, "linebridge_station_polls_done_total", station=station) >= 1
         assert value(series, "linebridge_station_errors_total", station=station) == 0
+    furnace = {"station": "coil", "alarm": "furnace_temp_c"}
+    assert value(series, "linebridge_alarm_active", **furnace) == 1
+    assert value(series, "linebridge_alarm_severity", **furnace) == 700
+    assert value(series, "linebridge_alarm_unacknowledged", **furnace) == 1
+    assert value(series, "linebridge_alarm_shelved", **furnace) == 0
+    assert value(series, "linebridge_alarm_active", station="chassis", alarm="offline") == 0
     assert value(series, "linebridge_step_seconds_count", station="test_a") + value(
         series, "linebridge_step_seconds_count", station="test_b"
     ) == 3
