@@ -36,7 +36,8 @@ from bridge.security.users import ROLES, RoleUserManager, at_least, load_users
 REMEMBER_S = 60.0
 DEVICE_COOKIE = "linebridge_device"
 DEVICE_COOKIE_S = 30 * 24 * 3600
-WRITERS = {("POST", "/api/orders")}  # and /api/orders/{id}/cancel, below
+WRITERS = {("POST", "/api/orders")}  # and /api/orders/{id}/cancel, /api/alarms/{id}/ack…, below
+WRITER_PREFIXES = ("/api/orders/", "/api/alarms/")
 Audit = Callable[[str, str, str, str, str], None]  # event, user, thumbprint, outcome, channel
 
 
@@ -81,7 +82,7 @@ class BasicAuth:
             self.audit(
                 "denied", user, "", f"{scope['method']} {clip(scope['path'], 200)}: needs operator", channel
             )
-            reason = {"reason": f"user {user} ({role}) may not submit or cancel orders"}
+            reason = {"reason": f"user {user} ({role}) may not submit or cancel orders, nor answer alarms"}
             await _reply(send, 403, json.dumps(reason).encode())
             return
         scope.setdefault("state", {})["user"] = (user, role, channel)
@@ -168,7 +169,7 @@ def _basic(scope: Scope) -> tuple[str, str] | None:
 
 def _writes(scope: Scope) -> bool:
     method, path = scope["method"], scope["path"]
-    return (method, path) in WRITERS or (method == "POST" and path.startswith("/api/orders/"))
+    return (method, path) in WRITERS or (method == "POST" and path.startswith(WRITER_PREFIXES))
 
 
 async def _reply(send: Send, status: int, body: bytes, *, realm: bool = False) -> None:

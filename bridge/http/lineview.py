@@ -3,7 +3,8 @@
 `/` is the page (no build step: plain HTML and JavaScript, `lineview_page.py`); `/api/line` the
 line as JSON; `/api/events` the same, pushed whenever it changes (checked twice a second, so the
 page is at most half a second behind the bridge); `POST /api/orders` submits an order with the same
-checks and messages as the OPC UA method, and `POST /api/orders/{id}/cancel` cancels one.
+checks and messages as the OPC UA method, and `POST /api/orders/{id}/cancel` cancels one;
+`POST /api/alarms/{id}/ack` and `/confirm` answer an alarm of the banner as its OPC UA twins do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bridge.alarms.condition import AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
@@ -67,6 +69,7 @@ class LineView:
             Route("/api/events", self.events),
             Route("/api/orders", self.submit, methods=["POST"]),
             Route("/api/orders/{order_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/api/alarms/{alarm_id}/{action}", self.answer_alarm, methods=["POST"]),
         ]
 
     # -- what the page shows -----------------------------------------------------------------
@@ -86,6 +89,8 @@ class LineView:
             "route": [list(alternatives(step)) for step in first.route],
             "stations": stations,
             "orders": [_order(o) for o in orders],
+            # the banner: what waits for an operator, the most severe first; shelved ones left out
+            "alarms": [_alarm(a) for a in self.bridge.alarms.retained() if not a.shelved],
             "products": {
                 pid: {"route": [list(alternatives(step)) for step in p.route], "options": _options(p.options)}
                 for pid, p in mapping.products.items()
@@ -116,7 +121,9 @@ class LineView:
             # when the values were read (seconds since the epoch): the page shows their age, and
             # marks them stale when the PLC stopped answering
             read_at=scan.read_at if scan is not None else None,
-        )
+            alarms=[a.definition.name for a in self.bridge.alarms.states.values()
+                    if a.active and a.definition.station == name],
+        )  # fmt: skip
         return info
 
     # -- endpoints -----------------------------------------------------------------------------
@@ -192,11 +199,44 @@ class LineView:
         self._audit(request, "order_cancel", f"ok {order_id}")
         return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
 
+    async def answer_alarm(self, request: Request) -> Response:
+        """Acknowledge or confirm an alarm, with an optional {"comment": …}; refusals as OPC UA's."""
+        alarm_id, action = request.path_params["alarm_id"], request.path_params["action"]
+        if action not in ("ack", "confirm"):
+            reason = f"no alarm action {clip(action, 32)!r} (ack, confirm)"
+            return JSONResponse({"reason": reason}, status_code=404)
+        body, refusal = await read_json(request.stream, HTTP_BODY_BYTES, 2)
+        if refusal is not None or not isinstance(body, dict) or not isinstance(body.get("comment", ""), str):
+            reason = refusal or 'expected a JSON object, e.g. {"comment": "…"}'
+            return JSONResponse({"reason": reason}, status_code=400)
+        user = request.scope.get("state", {}).get("user", ("",))[0] or "line view"
+        comment = clip(body.get("comment", ""), 256)
+        event = f"alarm_{action}"
+        try:
+            answer = self.bridge.alarms.acknowledge if action == "ack" else self.bridge.alarms.confirm
+            alarm = answer(alarm_id, user, comment)
+        except AlarmRefused as exc:
+            self._audit(request, event, f"refused {clip(alarm_id, 64)}: {exc.refusal}")
+            status = 404 if exc.refusal is Refusal.UNKNOWN else 409
+            return JSONResponse({"reason": str(exc)}, status_code=status)
+        self._audit(request, event, f"ok {alarm_id}" + (f": {comment}" if comment else ""))
+        return JSONResponse(_alarm(alarm))
+
     def _audit(self, request: Request, event: str, outcome: str) -> None:
         if self.audit is None:
             return
         user, _role, channel = request.scope.get("state", {}).get("user", ("", "", ""))
         self.audit(event, user, "", outcome, channel)
+
+
+def _alarm(alarm: AlarmState) -> dict[str, Any]:
+    d = alarm.definition
+    return {
+        "id": alarm.alarm_id, "station": d.station, "name": d.name, "kind": d.kind,
+        "severity": alarm.severity or d.severity, "active": alarm.active, "acked": alarm.acked,
+        "confirmed": alarm.confirmed, "message": alarm.message, "limit": alarm.limit,
+        "since": alarm.active_since or alarm.changed_at, "user": alarm.user, "comment": alarm.comment,
+    }  # fmt: skip
 
 
 def _order(order: Order) -> dict[str, Any]:

@@ -44,11 +44,30 @@ PAGE = """<!doctype html>
   #refusal { color: #c00000; grid-column: 1 / 3; }
   #accepted { grid-column: 1 / 3; }
   #order-panel form { margin-top: 0; }
+  /* The alarm banner: the one place with strong colour, by priority, with a shape and a word too. */
+  #alarms:empty { display: none; }
+  #alarms { margin: 0 0 .8rem; }
+  .alarm { display: grid; grid-template-columns: 7.5rem minmax(0, 1fr) auto; gap: .1rem .6rem;
+           align-items: center; background: #fff; border-left: 8px solid #c00000; padding: .3rem .5rem;
+           margin-bottom: .25rem; }
+  .alarm[data-priority=medium] { border-left-color: #e08000; }
+  .alarm[data-priority=low] { border-left-color: #1f5fbf; }
+  .alarm[data-active=false] { background: #f0f0f0; }
+  .alarm .priority { font-weight: 700; font-size: .8rem; }
+  .alarm .what { overflow-wrap: anywhere; }
+  .alarm .meta { grid-column: 2; font-size: .75rem; color: #555; overflow-wrap: anywhere; }
+  .alarm .answer { grid-column: 3; grid-row: 1 / 3; display: flex; gap: .3rem; flex-wrap: wrap; }
+  .alarm .answer input { width: 10rem; max-width: 40vw; }
+  @media (max-width: 700px) { .alarm { grid-template-columns: minmax(0, 1fr); }
+    .alarm .meta, .alarm .answer { grid-column: 1; grid-row: auto; } }
+  .station .alarmed { font-size: .8rem; font-weight: 700; color: #c00000; white-space: nowrap;
+                      overflow: hidden; text-overflow: ellipsis; max-width: 12rem; }
 </style>
 </head>
 <body>
 <h1 id="title">linebridge</h1>
 <div id="status">connecting…</div>
+<div id="alarms" role="alert" aria-live="assertive"></div>
 <div id="layout">
 <main>
 <div id="line"></div>
@@ -62,7 +81,7 @@ PAGE = """<!doctype html>
 </div>
 <script>
 "use strict";
-let snapshot = null, formBuilt = false;
+let snapshot = null, formBuilt = false, alarmsShown = "";
 const el = (tag, attrs = {}, text) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -84,6 +103,8 @@ function drawLine(s) {
       // every row always there, so a box keeps its height when an order comes or goes
       box.append(el("div", {class: "order"}, "order " + (st.current_order || "—")));
       box.append(el("div", {class: "cycles"}, (st.cycle_count == null ? "—" : st.cycle_count) + " cycles"));
+      const alarms = st.alarms || [];  // the row is always there (a blank one): the box keeps its size
+      box.append(el("div", {class: "alarmed"}, alarms.length ? "▲ alarm: " + alarms.join(", ") : "\u00a0"));
       const tel = el("div", {class: "telemetry"});
       // values as last read: stale (with their age) once the PLC stopped answering
       const age = st.read_at == null ? null : Math.max(0, Date.now() / 1000 - st.read_at);
@@ -211,8 +232,41 @@ function buildForm(s) {
   };
 }
 
+function drawAlarms(s) {
+  const text = JSON.stringify(s.alarms);
+  if (text === alarmsShown) return;  // redrawn only when they change: a comment being typed stays
+  alarmsShown = text;
+  const banner = document.getElementById("alarms");
+  banner.replaceChildren();
+  for (const a of s.alarms) {
+    const priority = a.severity >= 700 ? "high" : a.severity >= 400 ? "medium" : "low";
+    const shape = {high: "▲", medium: "◆", low: "●"}[priority];
+    const row = el("div", {class: "alarm", "data-alarm": a.id, "data-priority": priority, "data-active": String(a.active)});
+    row.append(el("span", {class: "priority"}, shape + " " + priority.toUpperCase() + " " + a.severity));
+    row.append(el("span", {class: "what"}, a.message));
+    const answered = a.acked ? (a.confirmed ? "confirmed" : "acknowledged") + " by " + a.user + (a.comment ? ": " + a.comment : "") : "unacknowledged";
+    const meta = el("span", {class: "meta"}, (a.active ? "active" : "back to normal") + " · " + answered + " · since " + new Date(a.since * 1000).toLocaleTimeString());
+    row.append(meta);
+    const action = !a.acked ? "ack" : !a.confirmed ? "confirm" : null;
+    if (action) {
+      const answer = el("span", {class: "answer"});
+      const comment = el("input", {class: "comment", placeholder: "comment", "aria-label": "comment", maxlength: "256"});
+      const button = el("button", {type: "button", "data-action": action}, action === "ack" ? "acknowledge" : "confirm");
+      button.onclick = async () => {
+        const reply = await fetch("/api/alarms/" + encodeURIComponent(a.id) + "/" + action,
+          {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({comment: comment.value})});
+        if (!reply.ok) meta.textContent = "refused: " + (await reply.json()).reason;
+      };
+      answer.append(comment, button);
+      row.append(answer);
+    }
+    banner.append(row);
+  }
+}
+
 function show(s) {
   snapshot = s;
+  drawAlarms(s);
   document.getElementById("title").textContent = s.line + (s.description ? " — " + s.description : "");
   drawLine(s);
   drawOrders(s);

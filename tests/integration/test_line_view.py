@@ -209,3 +209,59 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
             await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
         finally:
             await browser.close()
+
+
+async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_path):
+    """A furnace running hot: the banner shows its alarm (priority by shape and word, the message
+    with the unit) at desk and phone sizes without sideways scrolling, the coil box says so; an
+    operator acknowledges with a comment and confirms from the banner; back to normal, it leaves."""
+    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
+    os.makedirs(shots, exist_ok=True)
+    async with (
+        served_line(ac_mapping, tmp_path / "data") as (_line, bridge, http),
+        playwright.async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            desk = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await desk.goto(http.address + "/")
+            await desk.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+            assert await desk.locator(".alarm").count() == 0  # a healthy line: no banner
+            await bridge.write_setpoint("coil", "furnace_setpoint_c", 650)
+            row = '.alarm[data-alarm="coil.furnace_temp_c"]'
+            await desk.wait_for_selector(row, timeout=10_000)
+            text = await desk.inner_text(row)
+            assert "▲ HIGH 700" in text
+            assert "above its high limit 630 °C" in text
+            assert "unacknowledged" in text
+            assert (await desk.locator(row).bounding_box())["y"] < 200  # on top, not below the fold
+            coil = '.station[data-station="coil"] .alarmed'
+            assert "furnace_temp_c" in await desk.inner_text(coil)
+            await desk.screenshot(path=str(shots / "line-view-alarm-1440x900.png"), full_page=True)
+
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            await phone.goto(http.address + "/")
+            await phone.wait_for_selector(row, timeout=10_000)
+            overflow = await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
+            await phone.screenshot(path=str(shots / "line-view-alarm-390x844.png"), full_page=True)
+
+            await desk.fill(row + " input.comment", "burner checked")
+            await desk.click(row + ' button[data-action="ack"]')
+            await desk.wait_for_selector(
+                row + ':has-text("acknowledged by line view: burner checked")', timeout=10_000
+            )
+            assert bridge.alarms.get("coil.furnace_temp_c").acked
+            await desk.click(row + ' button[data-action="confirm"]')
+            await desk.wait_for_selector(row + ':has-text("confirmed by")', timeout=10_000)
+            await bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
+            await desk.wait_for_selector(row, state="detached", timeout=10_000)
+            assert (await desk.inner_text(coil)).strip() == ""
+        finally:
+            await browser.close()
+        history = bridge.journal.load_alarms("coil.furnace_temp_c")
+    assert [(r["what"], r["user"], r["comment"]) for r in history][:3] == [
+        ("activated", "", ""),
+        ("acknowledged", "line view", "burner checked"),
+        ("confirmed", "line view", ""),
+    ]
