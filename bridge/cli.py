@@ -15,6 +15,7 @@ import structlog
 import typer
 import yaml
 
+from bridge.cli_alarms import alarm_app
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
 from bridge.cli_plc import load_mapping_or_exit, plc_app
 from bridge.cli_security import audit, pki_app, user_app
@@ -338,6 +339,7 @@ app.add_typer(order_app, name="order")
 app.add_typer(nodeset_app, name="nodeset")
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(station_app, name="station")
+app.add_typer(alarm_app, name="alarm")
 app.add_typer(plc_app, name="plc")
 app.command()(health)
 app.add_typer(pki_app, name="pki")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from asyncua import Client, ua
 
 from bridge.errors import MappingError
 from bridge.mapping import load_mapping
+from bridge.opcua.alarm_client import alarm_line, retained_alarms
 from bridge.opcua.client import ClientError, Credentials, find_line, parse_options
 from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import clear_station_error as ua_clear_station_error
@@ -40,7 +42,7 @@ ENDPOINT = typer.Option(DEFAULT_ENDPOINT, "--endpoint", "-e", help="the bridge's
 LINE = typer.Option(None, "--line", help="line name (default: the first line of the plant)")
 
 
-def _client_run(
+def client_run(
     work: Callable[[Client], Awaitable[None]], endpoint: str, timeout_s: float = 10.0, *, session: bool = True
 ) -> None:
     """Connect (within `timeout_s`), run `work`, and turn every failure into one line on stderr
@@ -98,7 +100,7 @@ def order_submit(
         if not quiet:
             typer.echo(f"accepted {order_id}: {nodeid.to_string()}")
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @mapping_app.command("reload")
@@ -111,41 +113,49 @@ def mapping_reload(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
         changed = await ua_reload_mapping(await find_line(client, line))
         typer.echo("reloaded: " + (", ".join(changed) or "no change"))
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @station_app.command("list")
 def station_list(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     """One line per station: its state, whether its PLC answers, the order it works on, its cycle
-    count, failed requests and the last error."""
+    count, failed requests, active alarms and the last error."""
 
     async def work(client: Client) -> None:
-        stations = await ua_list_stations(await find_line(client, line))
+        found = await find_line(client, line)
+        stations = await ua_list_stations(found)
+        active = Counter(a.station for a in await retained_alarms(found) if a.active)
         header = f"{'station':<12} {'state':<8} {'PLC':<8} {'order':<20} {'cycles':>7} {'errors':>6}"
-        typer.echo(header + "  last error")
+        typer.echo(header + f" {'alarms':>6}  last error")
         for st in stations:
             plc = "answers" if st["Connected"] else "silent"
             typer.echo(
                 f"{st['station']:<12} {st['State']:<8} {plc:<8} {st['CurrentOrder'] or '-':<20}"
                 f" {_shown(st['CycleCount']):>7} {_shown(st['Diagnostics.Errors']):>6}"
-                f"  {st['Diagnostics.LastError'] or ''}"
+                f" {active[st['station']]:>6}  {st['Diagnostics.LastError'] or ''}"
             )
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @station_app.command("show")
 def station_show(station: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
-    """A station's state and every value it has: telemetry, setpoints, the last step's parameters
-    and results, diagnostics; each with its unit, quality (good, uncertain, bad and why) and age."""
+    """A station's state, its alarms that wait for an operator, and every value it has: telemetry,
+    setpoints, the last step's parameters and results, diagnostics; each with its unit, quality
+    (good, uncertain, bad and why) and age."""
 
     async def work(client: Client) -> None:
-        info = await ua_show_station(await find_line(client, line), station)
+        found = await find_line(client, line)
+        info = await ua_show_station(found, station)
         plc = "answers" if info["Connected"] else "does not answer"
         typer.echo(
             f"{station}  {info['State']}  PLC {plc}  order {info['CurrentOrder'] or '-'}"
             f"  cycles {_shown(info['CycleCount'])}  last cycle {_shown(info['LastCycleTime'])} ms"
         )
+        alarms = [a for a in await retained_alarms(found) if a.station == station]
+        typer.echo("Alarms:" + ("" if alarms else " none waiting"))
+        for alarm in alarms:
+            typer.echo(f"  {alarm_line(alarm)}")
         for folder in ("Telemetry", "Setpoints", "Parameters", "Results", "Diagnostics"):
             if info[folder]:
                 typer.echo(f"{folder}:")
@@ -154,7 +164,7 @@ def station_show(station: str, endpoint: str = ENDPOINT, line: str | None = LINE
                 age = f"  changed {r.age_s:.1f} s ago" if shown else ""
                 typer.echo(f"  {r.name:<24} {_shown(r.value):>14} {r.unit:<8} {r.quality}{age}")
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 def _shown(value: object) -> str:
@@ -182,7 +192,7 @@ def station_clear(
         cleared = await ua_clear_station_error(await find_line(client, line), station, decision)
         typer.echo(f"{station}: {cleared}")
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @order_app.command("cancel")
@@ -193,7 +203,7 @@ def order_cancel(order_id: str, endpoint: str = ENDPOINT, line: str | None = LIN
         await ua_cancel(await find_line(client, line), order_id)
         typer.echo(f"cancelled {order_id}")
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @order_app.command("show")
@@ -221,7 +231,7 @@ def order_show(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE)
                 f" code {step['ResultCode']}  {shown}"
             )
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @order_app.command("list")
@@ -247,7 +257,7 @@ def order_list(
             typer.echo(f"{o['order_id']:<20} {o['Product']:<10} {o['State']:<10} {units:>7}  {where}")
         typer.echo(f"{len(orders)} order(s)", err=True)
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 @order_app.command("watch")
@@ -280,7 +290,7 @@ def order_watch(
             if order_id is not None:
                 raise ClientError(f"{order_id} did not finish within {timeout} s") from None
 
-    _client_run(work, endpoint)
+    client_run(work, endpoint)
 
 
 def health(endpoint: str = ENDPOINT, timeout: float = typer.Option(5.0, help="seconds")) -> None:
@@ -290,7 +300,7 @@ def health(endpoint: str = ENDPOINT, timeout: float = typer.Option(5.0, help="se
     async def work(client: Client) -> None:
         typer.echo(f"ok {endpoint} line {await ua_health(client)}")
 
-    _client_run(work, endpoint, timeout_s=timeout, session=False)
+    client_run(work, endpoint, timeout_s=timeout, session=False)
 
 
 @nodeset_app.command("export")

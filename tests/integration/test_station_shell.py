@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.domain.events import AlarmChanged
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
 from tests.integration.opcua_rig import opcua_rig
@@ -66,3 +67,45 @@ async def test_station_list_and_show_tell_state_units_and_quality(ac_mapping, tm
         code, refused = await shell(rig.url, "show", "oven")
         assert code == 1
         assert "no station 'oven'" in refused
+
+
+async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        changes = rig.bridge.events.subscribe("test", AlarmChanged)
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 650)  # the furnace runs hot
+        async with asyncio.timeout(10):
+            while not rig.bridge.alarms.get("coil.furnace_temp_c").active:
+                await changes.get()
+
+        code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
+        assert code == 0, err
+        assert row(out, "HIGH")[:5] == ["HIGH", "700", "coil.furnace_temp_c", "active", "unacked"]
+        assert "above its high limit 630 °C" in out
+        code, listed = await shell(rig.url, "list")
+        assert row(listed, "coil")[6] == "1"  # one active alarm
+        assert row(listed, "chassis")[6] == "0"
+        code, shown = await shell(rig.url, "show", "coil")
+        assert row(shown, "HIGH")[2] == "coil.furnace_temp_c"
+
+        alarm = ("coil.furnace_temp_c", "--endpoint", rig.url)
+        assert (await cli("alarm", "ack", *alarm, "-c", "burner looked at"))[:2] == (
+            0, "coil.furnace_temp_c: acknowledged\n"
+        )  # fmt: skip
+        code, out, err = await cli("alarm", "ack", *alarm)
+        assert (code, err.strip()) == (1, "coil.furnace_temp_c: ack refused (BadConditionBranchAlreadyAcked)")
+        assert (await cli("alarm", "confirm", *alarm, "-c", "trimmed"))[0] == 0
+        assert (await cli("alarm", "shelve", *alarm, "--hours", "2"))[
+            1
+        ] == "coil.furnace_temp_c: shelved for 2 h\n"
+        assert rig.bridge.alarms.get("coil.furnace_temp_c").shelved
+        assert (await cli("alarm", "unshelve", *alarm))[0] == 0
+        code, out, err = await cli("alarm", "ack", "coil.nothing", "--endpoint", rig.url)
+        assert code == 1
+        assert err.startswith("no alarm 'coil.nothing' waits for an operator (waiting: coil.furnace_temp_c")
+    code, out, err = await cli(
+        "alarm", "history", "coil.furnace_temp_c", "--data-dir", str(tmp_path / "data")
+    )
+    assert code == 0, err
+    whats = [line.split()[2] for line in out.splitlines()]
+    assert whats == ["activated", "acknowledged", "confirmed", "shelved", "unshelved"]
+    assert out.splitlines()[1].endswith("by anonymous: burner looked at")

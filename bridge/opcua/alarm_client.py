@@ -1,0 +1,139 @@
+"""The shell's alarms, read as any Part 9 client reads them: a subscription to alarm events on the
+Server object, ConditionRefresh, and the retained conditions between RefreshStart and RefreshEnd;
+acknowledge, confirm and shelve by calling the condition's methods (docs/alarms.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asyncua import ua
+
+from bridge.opcua.client import ClientError, Line
+
+IDS = ua.ObjectIds
+ACTIONS = {
+    "ack": IDS.AcknowledgeableConditionType_Acknowledge,
+    "confirm": IDS.AcknowledgeableConditionType_Confirm,
+    "shelve": IDS.ShelvedStateMachineType_TimedShelve,
+    "oneshot": IDS.ShelvedStateMachineType_OneShotShelve,
+    "unshelve": IDS.ShelvedStateMachineType_Unshelve,
+}
+
+
+@dataclass(frozen=True)
+class AlarmSeen:
+    alarm_id: str  # station.name
+    condition: ua.NodeId
+    event_id: bytes
+    severity: int
+    message: str
+    active: bool
+    acked: bool
+    confirmed: bool
+    shelving: str
+    user: str
+    comment: str
+    time: datetime | None
+
+    @property
+    def station(self) -> str:
+        return self.alarm_id.partition(".")[0]
+
+
+class _Refresh:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.ended = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append(event)
+        if event.EventType == ua.NodeId(IDS.RefreshEndEventType):
+            self.ended.set()
+
+
+async def retained_alarms(line: Line, timeout_s: float = 5.0) -> list[AlarmSeen]:
+    """Every alarm that waits for an operator (active, or not yet acknowledged or confirmed), the
+    most severe first."""
+    client, seen = line.client, _Refresh()
+    subscription = await client.create_subscription(100, seen)
+    try:
+        kinds = (IDS.AlarmConditionType, IDS.RefreshStartEventType, IDS.RefreshEndEventType)
+        types = [client.get_node(ua.NodeId(kind)) for kind in kinds]
+        await subscription.subscribe_events(client.nodes.server, types)
+        refresh = ua.CallMethodRequest(
+            ObjectId=ua.NodeId(IDS.ConditionType), MethodId=ua.NodeId(IDS.ConditionType_ConditionRefresh),
+            InputArguments=[ua.Variant(subscription.subscription_id, ua.VariantType.UInt32)],
+        )  # fmt: skip
+        (result,) = await client.uaclient.call([refresh])
+        if not result.StatusCode.is_good():
+            raise ClientError(f"ConditionRefresh refused ({result.StatusCode.name})")
+        try:
+            await asyncio.wait_for(seen.ended.wait(), timeout_s)
+        except TimeoutError:
+            missing = f"no RefreshEndEvent within {timeout_s} s: is this a linebridge server?"
+            raise ClientError(missing) from None
+    finally:
+        await subscription.delete()
+    latest: dict[str, AlarmSeen] = {}
+    for event in seen.events:
+        if getattr(event, "ConditionName", None):
+            alarm = _alarm(event)
+            latest[alarm.alarm_id] = alarm  # a change during the refresh: the last one stands
+    return sorted(latest.values(), key=lambda a: (-a.severity, a.alarm_id))
+
+
+async def answer(line: Line, alarm_id: str, action: str, comment: str = "", hours: float = 1.0) -> str:
+    """`action`: ack, confirm (with a comment), shelve (for `hours`), oneshot, unshelve."""
+    alarms = {alarm.alarm_id: alarm for alarm in await retained_alarms(line)}
+    alarm = alarms.get(alarm_id)
+    if alarm is None:
+        waiting = ", ".join(alarms) or "none"
+        raise ClientError(f"no alarm {alarm_id!r} waits for an operator (waiting: {waiting})")
+    target, args = alarm.condition, []
+    if action in ("ack", "confirm"):
+        args = [ua.Variant(alarm.event_id, ua.VariantType.ByteString),
+                ua.Variant(ua.LocalizedText(comment), ua.VariantType.LocalizedText)]  # fmt: skip
+    else:
+        target = ua.NodeId(f"{alarm.condition.Identifier}.ShelvingState", alarm.condition.NamespaceIndex)
+        if action == "shelve":
+            args = [ua.Variant(hours * 3_600_000, ua.VariantType.Double)]
+    request = ua.CallMethodRequest(ObjectId=target, MethodId=ua.NodeId(ACTIONS[action]), InputArguments=args)
+    (result,) = await line.client.uaclient.call([request])
+    if not result.StatusCode.is_good():
+        raise ClientError(f"{alarm_id}: {action} refused ({result.StatusCode.name})")
+    return alarm_id
+
+
+def priority(severity: int) -> str:
+    """The line view's priorities: high from 700, medium from 400."""
+    return "HIGH" if severity >= 700 else "MEDIUM" if severity >= 400 else "LOW"
+
+
+def alarm_line(alarm: AlarmSeen) -> str:
+    state = "active" if alarm.active else "normal"
+    answered = "confirmed" if alarm.confirmed else "acked" if alarm.acked else "unacked"
+    shelved = "" if alarm.shelving == "Unshelved" else f" [{alarm.shelving}]"
+    since = alarm.time.strftime("%H:%M:%S") if alarm.time else "-"
+    return (
+        f"{priority(alarm.severity):<6} {alarm.severity:>4}  {alarm.alarm_id:<28} {state:<6} {answered:<9}"
+        f" {since}  {alarm.message}{shelved}"
+    )
+
+
+def _alarm(event: Any) -> AlarmSeen:
+    def text(value: Any) -> str:
+        return (value.Text or "") if isinstance(value, ua.LocalizedText) else str(value or "")
+
+    shelving = getattr(event, "ShelvingState/CurrentState", None)
+    names = ("ActiveState", "AckedState", "ConfirmedState")
+    state = {name: bool(getattr(event, f"{name}/Id", False)) for name in names}
+    return AlarmSeen(
+        alarm_id=f"{event.SourceName}.{event.ConditionName}", condition=event.NodeId,
+        event_id=event.EventId, severity=event.Severity or 0, message=text(event.Message),
+        active=state["ActiveState"], acked=state["AckedState"], confirmed=state["ConfirmedState"],
+        shelving=text(shelving) or "Unshelved",
+        user=event.ClientUserId or "", comment=text(event.Comment), time=event.Time,
+    )  # fmt: skip
