@@ -234,6 +234,8 @@ async def _run(
             from bridge.http.server import HttpFace
 
             http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
+            if face is not None:  # the line view's trends read the OPC UA face's history store
+                http.view.trend_source = face.trend
         try:
             if http is not None:
                 await http.start()  # ConfigurationError likewise

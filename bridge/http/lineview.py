@@ -4,15 +4,18 @@
 line as JSON; `/api/events` the same, pushed whenever it changes (checked twice a second, so the
 page is at most half a second behind the bridge); `POST /api/orders` submits an order with the same
 checks and messages as the OPC UA method, and `POST /api/orders/{id}/cancel` cancels one;
-`POST /api/alarms/{id}/ack` and `/confirm` answer an alarm of the banner as its OPC UA twins do.
+`POST /api/alarms/{id}/ack` and `/confirm` answer an alarm of the banner as its OPC UA twins do;
+`/api/trends/{station}/{field}?minutes=N` is a field's trend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -33,7 +36,11 @@ from bridge.service import Bridge
 
 PUSH_EVERY_S = 0.5
 KEEP_FINISHED = 50  # finished orders the page still shows
-TREND_POINTS = 60  # numeric telemetry values kept per field for the page's trend lines
+SPARK_POINTS = 60  # the last values of a field the snapshot carries for its sparkline
+TREND_KEEP = 1_200  # (time, value) kept per field in memory, for trends when no history store answers
+TREND_MINUTES = (1, 60)  # what a trend may ask for
+TREND_POINTS_MAX = 600  # a trend's points are thinned to this many for the page
+TrendSource = Callable[[str, str, float], Awaitable[list[tuple[float, Any]] | None]]
 
 
 class LineView:
@@ -41,7 +48,9 @@ class LineView:
         self.bridge = bridge
         self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
-        self._trends: dict[str, dict[str, deque[float]]] = {}  # station → field → last polled values
+        self._trends: dict[str, dict[str, deque[tuple[float, float]]]] = {}  # station → field → (t, value)
+        # the history store (the OPC UA face's, when it runs): trends of minutes, across restarts
+        self.trend_source: TrendSource | None = None
         self._scans: dict[str, StationScanned] = {}  # station → its last poll
         self._pushed: tuple[float, str] = (-1.0, "")  # when the pushed snapshot was made, and it
         self.follower = Follower(bridge.events, "line-view", (OrderChanged, StationScanned), self._on_event)
@@ -57,10 +66,11 @@ class LineView:
             return
         # the last values of each numeric telemetry field (bounded) for the trend lines
         trends = self._trends.setdefault(event.station, {})
+        at = event.read_at or 0.0
         for name in event.read:
             value = event.telemetry.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-                trends.setdefault(name, deque(maxlen=TREND_POINTS)).append(float(value))
+                trends.setdefault(name, deque(maxlen=TREND_KEEP)).append((at, float(value)))
 
     def routes(self) -> list[Route]:
         return [
@@ -70,6 +80,7 @@ class LineView:
             Route("/api/orders", self.submit, methods=["POST"]),
             Route("/api/orders/{order_id}/cancel", self.cancel, methods=["POST"]),
             Route("/api/alarms/{alarm_id}/{action}", self.answer_alarm, methods=["POST"]),
+            Route("/api/trends/{station}/{field}", self.trend),
         ]
 
     # -- what the page shows -----------------------------------------------------------------
@@ -116,8 +127,11 @@ class LineView:
             # cycles finished, as a PLC's cycle counter counts them: a running step is not one yet
             cycle_count=status.executed_count - (status.state == PlcState.BUSY) if status else None,
             telemetry={k: _plain(v) for k, v in scan.telemetry.items()} if scan is not None else {},
-            trends={k: list(v) for k, v in self._trends.get(name, {}).items()},
+            trends={k: [v for _, v in itertools.islice(reversed(points), SPARK_POINTS)][::-1]
+                    for k, points in self._trends.get(name, {}).items()},
             units={n: fields[n].unit or "" for n in kind.telemetry},
+            # the mapping's range: the scale of sparklines and trends (not the noise's)
+            ranges={n: [fields[n].min, fields[n].max] for n in kind.telemetry},
             # when the values were read (seconds since the epoch): the page shows their age, and
             # marks them stale when the PLC stopped answering
             read_at=scan.read_at if scan is not None else None,
@@ -198,6 +212,37 @@ class LineView:
             return JSONResponse({"reason": exc.reason}, status_code=409)
         self._audit(request, "order_cancel", f"ok {order_id}")
         return JSONResponse({"order_id": order.order_id, "state": str(order.state)})
+
+    async def trend(self, request: Request) -> Response:
+        """A telemetry field's values over the last `minutes` (1-60, default 10) with its unit and
+        the mapping's range: from the history store when one answers, else from memory."""
+        station, name = request.path_params["station"], request.path_params["field"]
+        mapping = self.bridge.mapping
+        if station not in mapping.stations or name not in mapping.station_type(station).telemetry:
+            unknown = f"no telemetry {clip(station, 64)}.{clip(name, 64)}"
+            return JSONResponse({"reason": unknown}, status_code=404)
+        try:
+            minutes = float(request.query_params.get("minutes", "10"))
+        except ValueError:
+            minutes = -1.0
+        if not TREND_MINUTES[0] <= minutes <= TREND_MINUTES[1]:
+            reason = f"minutes: a number from {TREND_MINUTES[0]} to {TREND_MINUTES[1]}"
+            return JSONResponse({"reason": reason}, status_code=400)
+        now = time.time()
+        since, source = now - minutes * 60, "memory"
+        points = await self.trend_source(station, name, since) if self.trend_source is not None else None
+        if points is not None:
+            source = "history"
+        else:
+            points = [p for p in self._trends.get(station, {}).get(name, ()) if p[0] >= since]
+        numbers = [(t, float(v)) for t, v in points if isinstance(v, int | float) and not isinstance(v, bool)]
+        stride = max(1, -(-len(numbers) // TREND_POINTS_MAX))
+        f = mapping.resolved_fields(station)[name]
+        return JSONResponse({
+            "station": station, "field": name, "unit": f.unit or "", "min": f.min, "max": f.max,
+            "from": since, "to": now, "source": source,
+            "points": [[round(t, 3), _plain(v)] for t, v in numbers[::stride]],
+        })  # fmt: skip
 
     async def answer_alarm(self, request: Request) -> Response:
         """Acknowledge or confirm an alarm, with an optional {"comment": …}; refusals as OPC UA's."""

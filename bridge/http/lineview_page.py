@@ -60,6 +60,15 @@ PAGE = """<!doctype html>
   .alarm .answer input { width: 10rem; max-width: 40vw; }
   @media (max-width: 700px) { .alarm { grid-template-columns: minmax(0, 1fr); }
     .alarm .meta, .alarm .answer { grid-column: 1; grid-row: auto; } }
+  .station .tag[role=button] { cursor: pointer; }
+  #trend-panel { background: #f0f0f0; border: 1px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem;
+                 margin-top: .8rem; max-width: 44rem; }
+  #trend-panel h2 { margin-top: 0; }
+  #trend-chart { width: 100%; height: auto; display: block; background: #fff; }
+  #trend-chart text { font: 11px system-ui, sans-serif; fill: #444; }
+  #trend-chart .grid { stroke: #ddd; } #trend-chart .axis { stroke: #888; }
+  #trend-chart .value { fill: none; stroke: #1a1a1a; stroke-width: 1.5; }
+  .trend-controls { font-size: .85rem; margin-bottom: .3rem; display: flex; gap: .6rem; align-items: center; flex-wrap: wrap; }
   .station .alarmed { font-size: .8rem; font-weight: 700; color: #c00000; white-space: nowrap;
                       overflow: hidden; text-overflow: ellipsis; max-width: 12rem; }
 </style>
@@ -71,6 +80,16 @@ PAGE = """<!doctype html>
 <div id="layout">
 <main>
 <div id="line"></div>
+<section id="trend-panel" hidden>
+<h2 id="trend-title">trend</h2>
+<div class="trend-controls">
+<label>last <select id="trend-minutes"><option value="5">5 min</option><option value="10" selected>10 min</option>
+<option value="30">30 min</option><option value="60">60 min</option></select></label>
+<span id="trend-source"></span>
+<button type="button" id="trend-close">close</button>
+</div>
+<svg id="trend-chart" viewBox="0 0 640 220" role="img" aria-label="trend"></svg>
+</section>
 <h2>Orders</h2>
 <div class="table-wrap"><table id="orders"><thead></thead><tbody></tbody></table></div>
 </main>
@@ -81,7 +100,7 @@ PAGE = """<!doctype html>
 </div>
 <script>
 "use strict";
-let snapshot = null, formBuilt = false, alarmsShown = "";
+let snapshot = null, formBuilt = false, alarmsShown = "", trendOf = null;
 const el = (tag, attrs = {}, text) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -112,11 +131,15 @@ function drawLine(s) {
       for (const [k, v] of Object.entries(st.telemetry || {})) {
         const row = el("div", {class: "tag" + (stale ? " stale" : ""), "data-tag": k, "data-quality": stale ? "stale" : "good"},
                        k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)) + " ");
+        if (typeof v === "number") {  // a number opens its trend
+          row.setAttribute("role", "button"); row.setAttribute("tabindex", "0");
+          row.onclick = () => openTrend(name, k);
+        }
         const unit = (st.units || {})[k];
         if (unit) row.append(el("span", {class: "unit"}, unit + " "));
         if (stale) row.append(el("span", {class: "quality"}, "stale, " + Math.round(age) + " s"));
         const points = (st.trends || {})[k];
-        if (points && points.length > 1) row.append(sparkline(points));
+        if (points && points.length > 1) row.append(sparkline(points, (st.ranges || {})[k] || []));
         tel.append(row);
       }
       box.append(tel);
@@ -126,9 +149,12 @@ function drawLine(s) {
   });
 }
 
-function sparkline(points) {
-  const w = 60, h = 14, lo = Math.min(...points), hi = Math.max(...points), span = hi - lo || 1;
-  const xy = points.map((p, i) => (i * w / (points.length - 1)).toFixed(1) + "," + (h - 1 - (p - lo) * (h - 2) / span).toFixed(1));
+function sparkline(points, range) {
+  // scaled to the mapping's range when it has one: noise stays small, as it is
+  const w = 60, h = 14;
+  const lo = range[0] ?? Math.min(...points), hi = range[1] ?? Math.max(...points), span = hi - lo || 1;
+  const y = p => (h - 1 - (Math.min(hi, Math.max(lo, p)) - lo) * (h - 2) / span).toFixed(1);
+  const xy = points.map((p, i) => (i * w / (points.length - 1)).toFixed(1) + "," + y(p));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", "trend");
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
@@ -136,6 +162,57 @@ function sparkline(points) {
   svg.append(line);
   return svg;
 }
+
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+async function openTrend(station, field) {
+  trendOf = {station, field};
+  document.getElementById("trend-panel").hidden = false;
+  await drawTrend();
+}
+
+async function drawTrend() {
+  if (!trendOf) return;
+  const minutes = document.getElementById("trend-minutes").value;
+  const reply = await fetch("/api/trends/" + encodeURIComponent(trendOf.station) + "/" + encodeURIComponent(trendOf.field) + "?minutes=" + minutes);
+  if (!reply.ok) return;
+  const t = await reply.json();
+  const values = t.points.map(p => p[1]).filter(v => v != null);
+  const lo = t.min ?? Math.min(...values), hi = t.max ?? Math.max(...values), span = hi - lo || 1;
+  const W = 640, H = 220, L = 64, R = 10, T = 10, B = 26;
+  const x = at => L + (at - t.from) * (W - L - R) / (t.to - t.from);
+  const y = v => T + (hi - Math.min(hi, Math.max(lo, v))) * (H - T - B) / span;
+  const chart = document.getElementById("trend-chart");
+  chart.replaceChildren();
+  for (let i = 0; i <= 4; i++) {  // the value axis: the mapping's range, in the field's unit
+    const v = lo + i * span / 4;
+    chart.append(svgEl("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)}));
+    chart.append(svgEl("text", {class: "y-label", x: L - 4, y: y(v) + 4, "text-anchor": "end"}, +v.toFixed(2) + " " + t.unit));
+  }
+  const step = Math.max(1, Math.ceil(minutes / 5));  // the time axis: minutes before now
+  for (let m = 0; m <= minutes; m += step) {
+    const at = t.to - m * 60;
+    chart.append(svgEl("line", {class: "grid", x1: x(at), x2: x(at), y1: T, y2: H - B}));
+    chart.append(svgEl("text", {class: "x-label", x: x(at), y: H - 8, "text-anchor": m ? "middle" : "end"}, m ? "-" + m + " min" : "now"));
+  }
+  chart.append(svgEl("line", {class: "axis", x1: L, x2: L, y1: T, y2: H - B}));
+  const xy = t.points.filter(p => p[1] != null).map(p => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1));
+  chart.append(svgEl("polyline", {class: "value", points: xy.join(" ")}));
+  const last = values.length ? " · now " + +values[values.length - 1].toFixed(2) + " " + t.unit : "";
+  document.getElementById("trend-title").textContent = t.station + " · " + t.field + last;
+  document.getElementById("trend-source").textContent = t.points.length + " values from " + (t.source === "history" ? "the history store" : "memory");
+  chart.dataset.points = String(t.points.length);
+}
+
+document.getElementById("trend-minutes").onchange = drawTrend;
+document.getElementById("trend-close").onclick = () => { trendOf = null; document.getElementById("trend-panel").hidden = true; };
+setInterval(drawTrend, 2000);
 
 function drawOrders(s) {
   const head = document.querySelector("#orders thead"), body = document.querySelector("#orders tbody");

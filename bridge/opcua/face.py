@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from typing import Any
 
 import structlog
-from asyncua import Server
+from asyncua import Server, ua
 
 from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import utcnow
 from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
-from bridge.opcua import server_setup
+from bridge.opcua import names, server_setup
 from bridge.opcua.alarm_conditions import AlarmConditions
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
@@ -68,6 +69,7 @@ class OpcUaFace:
             bridge.events, "opcua-stations", (StationScanned,), self._on_scan, maxsize=SCAN_QUEUE
         )
         self._tasks: list = []
+        self._ns = 0  # the plant's namespace index, once started
 
     @property
     def app_uri(self) -> str:
@@ -79,7 +81,8 @@ class OpcUaFace:
         self.sessions = await server_setup.configure(server, self.app_uri, settings, self.audit)
         types = await build_types(server, self.mapping)
         jc_ns = await build_job_control(server, types.ns)
-        values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
+        self._ns = await server.register_namespace(self.app_uri)
+        values = ValueWriter(server, self._ns, types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
         self.orders = OrderNodes(
@@ -141,6 +144,14 @@ class OpcUaFace:
         if self.history is not None:
             await self.history.stop()
         await server_setup.stop(self.server)
+
+    async def trend(self, station: str, field: str, since: float) -> list[tuple[float, Any]] | None:
+        """A telemetry field's values since `since` from the history store (the line view's trends);
+        None when it keeps no history."""
+        if self.history is None:
+            return None
+        path = names.Paths(self.mapping.line.name).station_value(station, "Telemetry", field)
+        return await self.history.recent(ua.NodeId(path, self._ns).to_string(), since)
 
     async def _show_initial_orders(self) -> None:
         """The orders with work left, in full; the finished ones of the retention by reference (their

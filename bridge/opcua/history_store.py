@@ -251,6 +251,15 @@ class HistoryStore(HistoryStorageInterface):  # type: ignore[misc]
         cont = values[limit].SourceTimestamp if len(values) > limit else None
         return values[:limit], cont
 
+    async def recent(self, node_id: str, since: float, limit: int = 10_000) -> list[tuple[float, Any]] | None:
+        """(time, value) of a node since `since` (epoch s), oldest first, at most `limit` (the
+        newest): a trend's points. None for a node that keeps no history."""
+        key = self.key(node_id)
+        if key is None:
+            return None
+        rows = await asyncio.to_thread(self._select, key, since, time.time() + 1, False, limit, float("inf"))
+        return [(t, value) for t, value, _vtype, _status in reversed(rows)]
+
     def key(self, node_id: str) -> int | None:
         """The table key of a historized node, or None for a node that keeps no history."""
         return self._keys.get(node_id) if node_id in self.retention_s else None

@@ -3,7 +3,11 @@ a bridge over the simulated line. A screenshot is kept in the test's folder when
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import urllib.error
+import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from bridge.security.users import add_user
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.integration.browser import CHROMIUM, FLAGS, needs_chromium
+from tests.integration.opcua_rig import opcua_rig
 
 playwright = pytest.importorskip("playwright.async_api")
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -53,7 +58,8 @@ async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_pat
                 pack = '.station[data-station="pack"][data-state="idle"]'
                 await page.wait_for_selector(pack, timeout=10_000)  # polled, answering
                 trend = '.station[data-station="coil"] [data-tag="furnace_temp_c"] svg.trend polyline'
-                await page.wait_for_selector(trend, timeout=10_000)  # a trend of the last polls
+                # the last polls' sparkline (flat on the mapping's range: "attached", not "visible")
+                await page.wait_for_selector(trend, state="attached", timeout=10_000)
 
                 # a customised order through the form generated from the mapping
                 await page.fill("#order-id", "WEB-1")
@@ -265,3 +271,76 @@ async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_p
         ("acknowledged", "line view", "burner checked"),
         ("confirmed", "line view", ""),
     ]
+
+
+async def test_a_trend_has_a_time_axis_and_the_mappings_scale(ac_mapping, tmp_path):
+    """Clicking a value opens its trend: the last minutes on a time axis ("-N min" … "now"), on
+    the mapping's range (furnace: -50 to 1200 °C), not the noise's."""
+    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
+    os.makedirs(shots, exist_ok=True)
+    async with (
+        served_line(ac_mapping, tmp_path / "data") as (_line, _bridge, http),
+        playwright.async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await page.goto(http.address + "/")
+            furnace = '.station[data-station="coil"] [data-tag="furnace_temp_c"]'
+            await page.wait_for_selector(furnace + " .trend", timeout=10_000)
+            await page.click(furnace)
+            await page.wait_for_function(
+                "() => +(document.querySelector('#trend-chart').dataset.points || 0) >= 5", timeout=10_000
+            )
+            labels = await page.eval_on_selector_all(
+                "#trend-chart .y-label", "es => es.map(e => e.textContent)"
+            )
+            assert labels[0] == "-50 °C"
+            assert labels[-1] == "1200 °C"
+            times = await page.eval_on_selector_all(
+                "#trend-chart .x-label", "es => es.map(e => e.textContent)"
+            )
+            assert (times[0], times[-1]) == ("now", "-10 min")
+            assert "furnace_temp_c · now 6" in await page.inner_text("#trend-title")  # ~605 °C
+            await page.select_option("#trend-minutes", "60")
+            labelled = "[...document.querySelectorAll('#trend-chart .x-label')].map(e => e.textContent)"
+            hour = f"() => {labelled}.includes('-60 min')"
+            await page.wait_for_function(hour, timeout=5_000)
+            await page.screenshot(path=str(shots / "line-view-trend.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(ac_mapping, tmp_path):
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        http = HttpFace(rig.bridge, HttpSettings(port=0))
+        http.view.trend_source = rig.face.trend  # as `linebridge run` wires them
+        await http.start()
+        try:
+            url = http.address + "/api/trends/coil/furnace_temp_c?minutes=5"
+            async with asyncio.timeout(15):
+                # the store writes in batches of 1 s: ask again until the first is in (bounded)
+                while not (trend := await asyncio.to_thread(get_json, url))["points"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            assert (trend["source"], trend["unit"]) == ("history", "°C")
+            assert (trend["min"], trend["max"]) == (-50, 1200)
+            assert all(590 < value < 620 for _, value in trend["points"])
+            assert trend["from"] <= trend["points"][0][0] <= trend["points"][-1][0] <= trend["to"]
+            bad = http.address + "/api/trends/coil/furnace_temp_c?minutes=600"
+            assert (await asyncio.to_thread(get_status, bad)) == 400
+            assert (await asyncio.to_thread(get_status, http.address + "/api/trends/coil/nope")) == 404
+        finally:
+            await http.stop()
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
