@@ -34,4 +34,5 @@ async def beat(link: ModbusStationLink) -> None:
             if not failing:  # once per outage: the link says the rest
                 log.warning("heartbeat_not_written", station=link.station, error=str(exc))
             failing = True
+        raise_if_cancelled()  # a cancel a library turned into an answer still ends the beat
         await asyncio.sleep(heartbeat.period_s)

@@ -203,6 +203,7 @@ class ModbusStationLink:
                         self.counters.requests += 1
                         reply = await call(client)
                 except StationError as exc:  # could not connect
+                    raise_if_cancelled()  # pymodbus's connect() answers a cancel with False
                     cause = exc
                     continue
                 except (ModbusException, OSError, TimeoutError) as exc:
