@@ -162,14 +162,17 @@ def station_show(station: str, endpoint: str = ENDPOINT, line: str | None = LINE
             for r in info[folder]:
                 shown = r.age_s is not None and r.value is not None and folder != "Diagnostics"
                 age = f"  changed {r.age_s:.1f} s ago" if shown else ""
-                typer.echo(f"  {r.name:<24} {_shown(r.value):>14} {r.unit:<8} {r.quality}{age}")
+                typer.echo(f"  {r.name:<24} {_shown(r.value, r.precision):>14} {r.unit:<8} {r.quality}{age}")
 
     client_run(work, endpoint)
 
 
-def _shown(value: object) -> str:
-    """A value for the shell: six significant digits, "-" for none yet."""
-    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+def _shown(value: object, precision: int | None = None) -> str:
+    """A value for the shell: with the mapping's precision (digits after the point) where it gives
+    one, else six significant digits; "-" for none yet."""
+    if not isinstance(value, float):
+        return "-" if value is None else str(value)
+    return f"{value:.{precision}f}" if precision is not None else f"{value:.6g}"
 
 
 @station_app.command("clear")
@@ -223,8 +226,9 @@ def order_show(order_id: str, endpoint: str = ENDPOINT, line: str | None = LINE)
         for step in info["Steps"]:
             results = json.loads(step["Results"]) if step["Results"] else {}
             shown = "  ".join(
-                " ".join(filter(None, (name, _shown(value), units.get((step["Station"], name)))))
+                " ".join(filter(None, (name, _shown(value, precision), unit)))
                 for name, value in results.items()
+                for unit, precision in [units.get((step["Station"], name), ("", None))]
             )
             typer.echo(
                 f"  unit {step['Unit']}  {step['Station']:<12} seq {step['Sequence']:<5}"

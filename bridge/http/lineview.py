@@ -132,6 +132,7 @@ class LineView:
             units={n: fields[n].unit or "" for n in kind.telemetry},
             # the mapping's range: the scale of sparklines and trends (not the noise's)
             ranges={n: [fields[n].min, fields[n].max] for n in kind.telemetry},
+            precision={n: fields[n].precision for n in kind.telemetry if fields[n].precision is not None},
             # when the values were read (seconds since the epoch): the page shows their age, and
             # marks them stale when the PLC stopped answering
             read_at=scan.read_at if scan is not None else None,

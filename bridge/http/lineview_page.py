@@ -130,7 +130,7 @@ function drawLine(s) {
       const stale = !st.connected && st.read_at != null;
       for (const [k, v] of Object.entries(st.telemetry || {})) {
         const row = el("div", {class: "tag" + (stale ? " stale" : ""), "data-tag": k, "data-quality": stale ? "stale" : "good"},
-                       k + " " + (v == null ? "—" : (typeof v === "number" ? +v.toFixed(2) : v)) + " ");
+                       k + " " + (v == null ? "—" : (typeof v === "number" ? shown(v, (st.precision || {})[k]) : v)) + " ");
         if (typeof v === "number") {  // a number opens its trend
           row.setAttribute("role", "button"); row.setAttribute("tabindex", "0");
           row.onclick = () => openTrend(name, k);
@@ -148,6 +148,9 @@ function drawLine(s) {
     line.append(step);
   });
 }
+
+// a number with the mapping's precision (digits after the point) where it gives one
+const shown = (v, digits) => digits == null ? String(+v.toFixed(2)) : v.toFixed(digits);
 
 function sparkline(points, range) {
   // scaled to the mapping's range when it has one: noise stays small, as it is

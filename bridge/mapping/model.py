@@ -177,6 +177,9 @@ class RegisterField(_Strict):
     unit: str | None = None
     min: float | None = None
     max: float | None = None
+    precision: int | None = Field(
+        None, ge=0, le=12, description="digits after the decimal point to show (OPC UA ValuePrecision)"
+    )
     description: str = ""
     sim: SimBehaviour | None = None
     deadband: Deadband | None = None  # telemetry only

@@ -287,6 +287,7 @@ class Reading:
     unit: str
     quality: str  # good, uncertain, bad (the OPC UA status code's severity), with the code's name
     age_s: float | None  # seconds since it last changed (its source timestamp), None if it has none
+    precision: int | None = None  # digits after the point (the AnalogItem's ValuePrecision)
 
 
 async def _enum_names(line: Line, node: Node, cache: dict[ua.NodeId, dict[int, str]]) -> dict[int, str]:
@@ -336,13 +337,13 @@ async def show_station(line: Line, station: str) -> dict[str, Any]:
         for node in children:
             name = (await node.read_browse_name()).Name
             data = await node.read_data_value(raise_on_bad_status=False)
-            unit = await engineering_unit(node)
+            unit, precision = await engineering_unit(node)
             stamp = data.SourceTimestamp
             age = (now - stamp.replace(tzinfo=UTC)).total_seconds() if stamp else None
             value = data.Value.Value if data.Value is not None else None
             if isinstance(value, int) and not isinstance(value, bool) and folder != "Diagnostics":
                 value = (await _enum_names(line, node, enum_names)).get(value, value)
-            readings.append(Reading(name, value, unit, _quality(data.StatusCode), age))
+            readings.append(Reading(name, value, unit, _quality(data.StatusCode), age, precision))
         info[folder] = readings
     return info
 
@@ -407,9 +408,9 @@ def replay_lines(info: dict[str, Any]) -> list[str]:
     return [f"{at:%H:%M:%S.%f}"[:-3] + f"  {order_id}  {what} (earlier)" for at, what in sorted(happened)]
 
 
-async def result_units(line: Line, stations: set[str]) -> dict[tuple[str, str], str]:
-    """(station, result) → the engineering unit its Results variable carries (AnalogItem)."""
-    units: dict[tuple[str, str], str] = {}
+async def result_units(line: Line, stations: set[str]) -> dict[tuple[str, str], tuple[str, int | None]]:
+    """(station, result) → the engineering unit and precision its Results variable carries (AnalogItem)."""
+    units: dict[tuple[str, str], tuple[str, int | None]] = {}
     for station in sorted(stations):
         try:
             results = await line.child(f"Stations.{station}.Results").get_children()
@@ -420,13 +421,16 @@ async def result_units(line: Line, stations: set[str]) -> dict[tuple[str, str], 
     return units
 
 
-async def engineering_unit(node: Node) -> str:
-    """The unit of an AnalogItem variable (its EngineeringUnits property), "" for one without."""
-    try:
-        eu = await (await node.get_child(["0:EngineeringUnits"])).read_value()
-    except ua.UaStatusCodeError:
-        return ""
-    return eu.DisplayName.Text or ""
+async def engineering_unit(node: Node) -> tuple[str, int | None]:
+    """The unit of an AnalogItem variable (its EngineeringUnits property; "" for one without) and
+    the digits after the point to show it with (its ValuePrecision; None for one without)."""
+    unit, precision = "", None
+    for ref in await node.get_references(ua.ObjectIds.HasProperty, ua.BrowseDirection.Forward):
+        if ref.BrowseName.Name == "EngineeringUnits":
+            unit = (await node.new_node(node.session, ref.NodeId).read_value()).DisplayName.Text or ""
+        elif ref.BrowseName.Name == "ValuePrecision":
+            precision = int(await node.new_node(node.session, ref.NodeId).read_value())
+    return unit, precision
 
 
 def progress_lines(info: dict[str, Any]) -> list[str]:

@@ -228,6 +228,15 @@ async def _add_analog_properties(
     )
     if mandatory is not None:
         await rng.set_modelling_rule(True)
+    precision = getattr(f, "precision", None)
+    if precision is not None:  # Part 8 ValuePrecision: the digits after the point a client shows
+        digits = await var.add_property(
+            ua.NodeId(f"{base}.ValuePrecision", ns),
+            ua.QualifiedName("ValuePrecision", 0),
+            ua.Variant(float(precision), ua.VariantType.Double),
+        )
+        if mandatory is not None:
+            await digits.set_modelling_rule(True)
     unit = getattr(f, "unit", None)
     if unit:
         eu = await var.add_property(

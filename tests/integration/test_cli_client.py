@@ -113,7 +113,7 @@ async def test_shell_client_against_a_running_and_a_stopped_bridge(ac_mapping, t
             assert out.startswith("SH-1  AC-W  completed  2/2 units")
             assert out.count("  unit ") == 14
             (charged, *_) = [text for text in out.splitlines() if " charge " in text]
-            assert re.search(r"actual_charge_g 1\d{3}(\.\d{1,3})? g$", charged), charged  # unit, 6 digits
+            assert re.search(r"actual_charge_g 1\d{3}\.\d g$", charged), charged  # unit, precision 1
             await line["chassis"].set_fault("stall", 1)  # SH-3 stays at the first station
             code, out, err = await cli("order", "submit", "SH-3", "-p", "AC-W", "-e", endpoint)
             assert code == 0, err

@@ -132,6 +132,10 @@ async def test_documented_paths_and_types(rig, ac_mapping):
     eu_range = await (await charge.get_child(["0:EURange"])).read_value()
     assert (eu_range.Low, eu_range.High) == (100, 2000)
     assert await charge.read_data_type() == ua.NodeId(ua.ObjectIds.UInt16)
+    # the mapping's `precision` is the AnalogItem's ValuePrecision (Part 8); none where none is given
+    furnace = rig.node("Plant.Lines.ac_line.Stations.coil.Telemetry.furnace_temp_c")
+    assert await (await furnace.get_child(["0:ValuePrecision"])).read_value() == 1.0
+    assert "ValuePrecision" not in {(await p.read_browse_name()).Name for p in await charge.get_properties()}
 
     # Enumerations carry EnumValues (and EnumStrings where values run 0..n-1) besides the definition.
     state = rig.node("Plant.Lines.ac_line.Stations.coil.State")

@@ -49,6 +49,7 @@ async def test_station_list_and_show_tell_state_units_and_quality(ac_mapping, tm
         temp = row(shown, "furnace_temp_c")
         assert temp[2:4] == ["°C", "good"]
         assert 590 < float(temp[1]) < 620
+        assert len(temp[1].partition(".")[2]) == 1  # the mapping's precision: 1 digit after the point
         assert row(shown, "state")[1:3] == ["idle", "good"]  # an enumeration shown by name
         assert row(shown, "coil_rows")[1:3] == ["3", "good"]  # the last step's parameter (18000 BTU)
         assert row(shown, "fin_pitch_mm")[2] == "mm"
