@@ -43,6 +43,23 @@ async def served_line(mapping, data_dir, security=None, **settings):
             await bridge.stop()
 
 
+@asynccontextmanager
+async def browsed_line(mapping, tmp_path, **settings):
+    """`served_line` with headless Chromium launched on it, and the folder screenshots go to
+    ($LINEBRIDGE_SCREENSHOTS, else the test's)."""
+    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
+    os.makedirs(shots, exist_ok=True)
+    async with (
+        served_line(mapping, tmp_path / "data", **settings) as (line, bridge, http),
+        playwright.async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield line, bridge, http, browser, shots
+        finally:
+            await browser.close()
+
+
 async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
     async with served_line(ac_mapping, tmp_path) as (line, bridge, http):
         chassis = line["chassis"]
@@ -153,118 +170,100 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
     busy station is grey like an idle one (told by text and shape) and keeps its box size, an
     offline one is coloured; a phone scrolls no page sideways; values of a PLC that stopped
     answering are marked stale with their age instead of shown as live."""
-    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
-    os.makedirs(shots, exist_ok=True)
-    served = served_line(ac_mapping, tmp_path / "data", backoff_max_s=0.2)
-    async with served as (line, bridge, http), playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            desk = await browser.new_page(viewport={"width": 1440, "height": 900})
-            await desk.goto(http.address + "/")
-            force = '.station[data-station="chassis"] [data-tag="press_force_kn"]'
-            await desk.wait_for_selector(force + " .unit", timeout=10_000)
-            assert (await desk.inner_text(force + " .unit")).strip() == "kN"
-            assert await desk.locator(force).get_attribute("data-quality") == "good"
-            submit = await desk.locator("#submit").bounding_box()
-            assert submit is not None
-            assert submit["y"] + submit["height"] <= 900  # the form without scrolling
-            chassis = '.station[data-station="chassis"]'
-            height = (await desk.locator(chassis).bounding_box())["height"]
-            border = "e => getComputedStyle(e).borderTopColor"
-            await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
-            await desk.fill("#order-id", "HMI-1")
-            await desk.fill("#priority", "3")
-            await desk.click("#submit")
-            await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
-            assert bridge.get("HMI-1").priority == 3
-            assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
-            # one story per station: the box and the PLC's own state and cycle counter agree
-            agree = """box => {
-                const tag = name => box.querySelector('[data-tag="' + name + '"]').textContent;
-                return tag("state").includes("busy") && box.querySelector(".cycles").textContent
-                    .split(" ")[0] === tag("cycle_count").split(" ")[1];
-            }"""
-            await desk.wait_for_function(
-                f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000
-            )
-            assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
-            idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
-            assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
-            await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
-            await line["chassis"].set_fault("stall", 0)
+    async with browsed_line(ac_mapping, tmp_path, backoff_max_s=0.2) as (line, bridge, http, browser, shots):
+        desk = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await desk.goto(http.address + "/")
+        force = '.station[data-station="chassis"] [data-tag="press_force_kn"]'
+        await desk.wait_for_selector(force + " .unit", timeout=10_000)
+        assert (await desk.inner_text(force + " .unit")).strip() == "kN"
+        assert await desk.locator(force).get_attribute("data-quality") == "good"
+        submit = await desk.locator("#submit").bounding_box()
+        assert submit is not None
+        assert submit["y"] + submit["height"] <= 900  # the form without scrolling
+        chassis = '.station[data-station="chassis"]'
+        height = (await desk.locator(chassis).bounding_box())["height"]
+        border = "e => getComputedStyle(e).borderTopColor"
+        await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
+        await desk.fill("#order-id", "HMI-1")
+        await desk.fill("#priority", "3")
+        await desk.click("#submit")
+        await desk.wait_for_selector(chassis + '[data-state="busy"]', timeout=10_000)
+        assert bridge.get("HMI-1").priority == 3
+        assert "▶ busy" in (await desk.inner_text(chassis + " .state")).lower()  # text and shape
+        # one story per station: the box and the PLC's own state and cycle counter agree
+        agree = """box => {
+            const tag = name => box.querySelector('[data-tag="' + name + '"]').textContent;
+            return tag("state").includes("busy") && box.querySelector(".cycles").textContent
+                .split(" ")[0] === tag("cycle_count").split(" ")[1];
+        }"""
+        await desk.wait_for_function(f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000)
+        assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
+        idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
+        assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
+        await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
+        await line["chassis"].set_fault("stall", 0)
 
-            phone = await browser.new_page(viewport={"width": 390, "height": 844})
-            await phone.goto(http.address + "/")
-            await phone.wait_for_selector(force + " .unit", timeout=10_000)
-            wide = "document.documentElement.scrollWidth - window.innerWidth"
-            overflow = await phone.evaluate(wide)
-            assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
-            await phone.screenshot(path=str(shots / "line-view-390x844.png"), full_page=True)
+        phone = await browser.new_page(viewport={"width": 390, "height": 844})
+        await phone.goto(http.address + "/")
+        await phone.wait_for_selector(force + " .unit", timeout=10_000)
+        wide = "document.documentElement.scrollWidth - window.innerWidth"
+        overflow = await phone.evaluate(wide)
+        assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
+        await phone.screenshot(path=str(shots / "line-view-390x844.png"), full_page=True)
 
-            await line["pack"].stop()  # its PLC goes silent
-            stock = '.station[data-station="pack"] [data-tag="label_stock"]'
-            await desk.wait_for_selector(stock + '[data-quality="stale"]', timeout=15_000)
-            text = await desk.inner_text(stock)
-            assert "labels" in text
-            assert "stale, " in text
-            assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
-            pack = '.station[data-station="pack"]'
-            await desk.wait_for_selector(pack + '[data-state="offline"]', timeout=15_000)
-            assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
-            assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
-            await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
-        finally:
-            await browser.close()
+        await line["pack"].stop()  # its PLC goes silent
+        stock = '.station[data-station="pack"] [data-tag="label_stock"]'
+        await desk.wait_for_selector(stock + '[data-quality="stale"]', timeout=15_000)
+        text = await desk.inner_text(stock)
+        assert "labels" in text
+        assert "stale, " in text
+        assert await desk.locator(force).get_attribute("data-quality") == "good"  # others live
+        pack = '.station[data-station="pack"]'
+        await desk.wait_for_selector(pack + '[data-state="offline"]', timeout=15_000)
+        assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
+        assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
+        await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
 
 
 async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_path):
     """A furnace running hot: the banner shows its alarm (priority by shape and word, the message
     with the unit) at desk and phone sizes without sideways scrolling, the coil box says so; an
     operator acknowledges with a comment and confirms from the banner; back to normal, it leaves."""
-    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
-    os.makedirs(shots, exist_ok=True)
-    async with (
-        served_line(ac_mapping, tmp_path / "data") as (_line, bridge, http),
-        playwright.async_playwright() as p,
-    ):
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            desk = await browser.new_page(viewport={"width": 1440, "height": 900})
-            await desk.goto(http.address + "/")
-            await desk.wait_for_selector("body[data-ready=yes]", timeout=10_000)
-            assert await desk.locator(".alarm").count() == 0  # a healthy line: no banner
-            await bridge.write_setpoint("coil", "furnace_setpoint_c", 650)
-            row = '.alarm[data-alarm="coil.furnace_temp_c"]'
-            await desk.wait_for_selector(row, timeout=10_000)
-            text = await desk.inner_text(row)
-            assert "▲ HIGH 700" in text
-            assert "above its high limit 630 °C" in text
-            assert "unacknowledged" in text
-            assert (await desk.locator(row).bounding_box())["y"] < 200  # on top, not below the fold
-            coil = '.station[data-station="coil"] .alarmed'
-            assert "furnace_temp_c" in await desk.inner_text(coil)
-            await desk.screenshot(path=str(shots / "line-view-alarm-1440x900.png"), full_page=True)
+    async with browsed_line(ac_mapping, tmp_path) as (_line, bridge, http, browser, shots):
+        desk = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await desk.goto(http.address + "/")
+        await desk.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+        assert await desk.locator(".alarm").count() == 0  # a healthy line: no banner
+        await bridge.write_setpoint("coil", "furnace_setpoint_c", 650)
+        row = '.alarm[data-alarm="coil.furnace_temp_c"]'
+        await desk.wait_for_selector(row, timeout=10_000)
+        text = await desk.inner_text(row)
+        assert "▲ HIGH 700" in text
+        assert "above its high limit 630 °C" in text
+        assert "unacknowledged" in text
+        assert (await desk.locator(row).bounding_box())["y"] < 200  # on top, not below the fold
+        coil = '.station[data-station="coil"] .alarmed'
+        assert "furnace_temp_c" in await desk.inner_text(coil)
+        await desk.screenshot(path=str(shots / "line-view-alarm-1440x900.png"), full_page=True)
 
-            phone = await browser.new_page(viewport={"width": 390, "height": 844})
-            await phone.goto(http.address + "/")
-            await phone.wait_for_selector(row, timeout=10_000)
-            overflow = await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
-            await phone.screenshot(path=str(shots / "line-view-alarm-390x844.png"), full_page=True)
+        phone = await browser.new_page(viewport={"width": 390, "height": 844})
+        await phone.goto(http.address + "/")
+        await phone.wait_for_selector(row, timeout=10_000)
+        overflow = await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page scrolls {overflow} px sideways at 390 px"
+        await phone.screenshot(path=str(shots / "line-view-alarm-390x844.png"), full_page=True)
 
-            await desk.fill(row + " input.comment", "burner checked")
-            await desk.click(row + ' button[data-action="ack"]')
-            await desk.wait_for_selector(
-                row + ':has-text("acknowledged by line view: burner checked")', timeout=10_000
-            )
-            assert bridge.alarms.get("coil.furnace_temp_c").acked
-            await desk.click(row + ' button[data-action="confirm"]')
-            await desk.wait_for_selector(row + ':has-text("confirmed by")', timeout=10_000)
-            await bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
-            await desk.wait_for_selector(row, state="detached", timeout=10_000)
-            assert (await desk.inner_text(coil)).strip() == ""
-        finally:
-            await browser.close()
+        await desk.fill(row + " input.comment", "burner checked")
+        await desk.click(row + ' button[data-action="ack"]')
+        await desk.wait_for_selector(
+            row + ':has-text("acknowledged by line view: burner checked")', timeout=10_000
+        )
+        assert bridge.alarms.get("coil.furnace_temp_c").acked
+        await desk.click(row + ' button[data-action="confirm"]')
+        await desk.wait_for_selector(row + ':has-text("confirmed by")', timeout=10_000)
+        await bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
+        await desk.wait_for_selector(row, state="detached", timeout=10_000)
+        assert (await desk.inner_text(coil)).strip() == ""
         history = bridge.journal.load_alarms("coil.furnace_temp_c")
     assert [(r["what"], r["user"], r["comment"]) for r in history][:3] == [
         ("activated", "", ""),
@@ -276,39 +275,26 @@ async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_p
 async def test_a_trend_has_a_time_axis_and_the_mappings_scale(ac_mapping, tmp_path):
     """Clicking a value opens its trend: the last minutes on a time axis ("-N min" … "now"), on
     the mapping's range (furnace: -50 to 1200 °C), not the noise's."""
-    shots = Path(os.environ.get("LINEBRIDGE_SCREENSHOTS") or tmp_path)
-    os.makedirs(shots, exist_ok=True)
-    async with (
-        served_line(ac_mapping, tmp_path / "data") as (_line, _bridge, http),
-        playwright.async_playwright() as p,
-    ):
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 900})
-            await page.goto(http.address + "/")
-            furnace = '.station[data-station="coil"] [data-tag="furnace_temp_c"]'
-            await page.wait_for_selector(furnace + " .trend", timeout=10_000)
-            await page.click(furnace)
-            await page.wait_for_function(
-                "() => +(document.querySelector('#trend-chart').dataset.points || 0) >= 5", timeout=10_000
-            )
-            labels = await page.eval_on_selector_all(
-                "#trend-chart .y-label", "es => es.map(e => e.textContent)"
-            )
-            assert labels[0] == "-50 °C"
-            assert labels[-1] == "1200 °C"
-            times = await page.eval_on_selector_all(
-                "#trend-chart .x-label", "es => es.map(e => e.textContent)"
-            )
-            assert (times[0], times[-1]) == ("now", "-10 min")
-            assert "furnace_temp_c · now 6" in await page.inner_text("#trend-title")  # ~605 °C
-            await page.select_option("#trend-minutes", "60")
-            labelled = "[...document.querySelectorAll('#trend-chart .x-label')].map(e => e.textContent)"
-            hour = f"() => {labelled}.includes('-60 min')"
-            await page.wait_for_function(hour, timeout=5_000)
-            await page.screenshot(path=str(shots / "line-view-trend.png"), full_page=True)
-        finally:
-            await browser.close()
+    async with browsed_line(ac_mapping, tmp_path) as (_line, _bridge, http, browser, shots):
+        page = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await page.goto(http.address + "/")
+        furnace = '.station[data-station="coil"] [data-tag="furnace_temp_c"]'
+        await page.wait_for_selector(furnace + " .trend", timeout=10_000)
+        await page.click(furnace)
+        await page.wait_for_function(
+            "() => +(document.querySelector('#trend-chart').dataset.points || 0) >= 5", timeout=10_000
+        )
+        labels = await page.eval_on_selector_all("#trend-chart .y-label", "es => es.map(e => e.textContent)")
+        assert labels[0] == "-50 °C"
+        assert labels[-1] == "1200 °C"
+        times = await page.eval_on_selector_all("#trend-chart .x-label", "es => es.map(e => e.textContent)")
+        assert (times[0], times[-1]) == ("now", "-10 min")
+        assert "furnace_temp_c · now 6" in await page.inner_text("#trend-title")  # ~605 °C
+        await page.select_option("#trend-minutes", "60")
+        labelled = "[...document.querySelectorAll('#trend-chart .x-label')].map(e => e.textContent)"
+        hour = f"() => {labelled}.includes('-60 min')"
+        await page.wait_for_function(hour, timeout=5_000)
+        await page.screenshot(path=str(shots / "line-view-trend.png"), full_page=True)
 
 
 async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(ac_mapping, tmp_path):
