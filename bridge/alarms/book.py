@@ -119,9 +119,13 @@ class AlarmBook:
             self._scan(event, now)
         elif event.event.state is OrderState.FAULTED and event.event.station:
             e = event.event
-            code = f"result code {e.result_code} ({self._codes.get(e.result_code or 0, 'unknown')})"
-            self._set(f"{e.station}.order_faulted", True, now,
-                      f"order {e.order_id} faulted at {e.station}: {code} {e.message}".rstrip())  # fmt: skip
+            state = self.states.get(f"{e.station}.order_faulted")
+            if state is not None:  # a second fault while the first waits is news of its own: asked again
+                code = f"result code {e.result_code} ({self._codes.get(e.result_code or 0, 'unknown')})"
+                message = f"order {e.order_id} faulted at {e.station}: {code} {e.message}".rstrip()
+                fresh = cond.clear(state, now, state.message) or state
+                renewed = cond.activate(fresh, now, state.definition.severity, message) or fresh
+                self._change(renewed, "activated")
         self._expire(now)
 
     def _scan(self, scan: StationScanned, now: float) -> None:

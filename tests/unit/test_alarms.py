@@ -162,6 +162,11 @@ async def test_the_book_follows_scans_and_orders_and_keeps_history(tmp_path) -> 
         change = await next_change()
         assert change.alarm.alarm_id == "charge.order_faulted"
         assert "result code 2 (check_failed)" in change.alarm.message
+        again = OrderEvent("A-2", OrderState.FAULTED, datetime.now(UTC), station="charge", result_code=1)
+        hub.publish(OrderChanged(again, None))  # type: ignore[arg-type]
+        change = await next_change()
+        assert "order A-2 faulted" in change.alarm.message
+        assert not change.alarm.acked  # the second fault is asked about again
         acked = book.acknowledge("charge.order_faulted", "ann", "")
         assert not acked.active
         assert acked.retain
