@@ -101,6 +101,9 @@ class AlarmBook:
             state = cond.clear(state, state.changed_at, state.message) or state
         return self._change(state, "acknowledged")
 
+    def add_comment(self, alarm_id: str, user: str, comment: str) -> AlarmState:
+        return self._change(cond.add_comment(self.get(alarm_id), self._clock(), user, comment), "commented")
+
     def confirm(self, alarm_id: str, user: str, comment: str = "") -> AlarmState:
         return self._change(cond.confirm(self.get(alarm_id), self._clock(), user, comment), "confirmed")
 

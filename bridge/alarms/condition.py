@@ -129,6 +129,11 @@ def acknowledge(state: AlarmState, now: float, user: str, comment: str) -> Alarm
     return dataclasses.replace(state, acked=True, user=user, comment=comment, changed_at=now)
 
 
+def add_comment(state: AlarmState, now: float, user: str, comment: str) -> AlarmState:
+    """A remark on the alarm as it stands (Part 9 AddComment): no state changes."""
+    return dataclasses.replace(state, user=user, comment=comment, changed_at=now)
+
+
 def confirm(state: AlarmState, now: float, user: str, comment: str) -> AlarmState:
     if not state.acked:
         raise AlarmRefused(state.alarm_id, Refusal.NOT_ACKED)

@@ -5,7 +5,7 @@ referenced by HasCondition), of the standard type for its kind: ExclusiveLevelAl
 telemetry field's limits, SystemOffNormalAlarmType for offline and PLC fault, OffNormalAlarmType
 for held, DiscreteAlarmType for an order that faulted. Its events are raised on the Server object,
 where alarm clients subscribe; ConditionRefresh re-sends the retained ones (asyncua's own, bound at
-start-up). Acknowledge, Confirm, TimedShelve, OneShotShelve and Unshelve are answered here with a
+start-up). Acknowledge, Confirm, AddComment, TimedShelve, OneShotShelve and Unshelve are answered here with a
 status, never an exception, audited with the caller (operators and above: security/rules.py).
 
 The condition objects carry their type, methods and ShelvingState, not the state variables a
@@ -50,6 +50,7 @@ PROCESS = (IDS.ProcessConditionClassType, "Process")
 LIMIT_STATES = {"high_high": "HighHigh", "high": "High", "low": "Low", "low_low": "LowLow"}
 ACKNOWLEDGE = (IDS.AcknowledgeableConditionType_Acknowledge,)
 CONFIRM = (IDS.AcknowledgeableConditionType_Confirm,)
+COMMENT = (IDS.ConditionType_AddComment,)
 UNSHELVE = (IDS.ShelvedStateMachineType_Unshelve, IDS.AlarmConditionType_ShelvingState_Unshelve)
 ONESHOT = (IDS.ShelvedStateMachineType_OneShotShelve, IDS.AlarmConditionType_ShelvingState_OneShotShelve)
 TIMED = (IDS.ShelvedStateMachineType_TimedShelve, IDS.AlarmConditionType_ShelvingState_TimedShelve)
@@ -106,7 +107,7 @@ class AlarmConditions:
             etype = TYPES[d.kind]
             condition = await _add_object(folders[d.station], nid(path), ua.QualifiedName(d.name, ns), etype)
             await station.add_reference(condition.nodeid, IDS.HasCondition)
-            for method in (*ACKNOWLEDGE[:1], *CONFIRM[:1]):
+            for method in (*ACKNOWLEDGE, *CONFIRM, *COMMENT):
                 await condition.add_reference(ua.NodeId(method), IDS.HasComponent)
             shelving = await _add_object(
                 condition, nid(f"{path}.ShelvingState"), ua.QualifiedName("ShelvingState", 0),
@@ -127,7 +128,8 @@ class AlarmConditions:
             )
             self._alarm_of[condition.nodeid] = self._alarm_of[shelving.nodeid] = d.alarm_id
         for ids, callback in (
-            (ACKNOWLEDGE, self._acknowledge), (CONFIRM, self._confirm), (UNSHELVE, self._unshelve),
+            (ACKNOWLEDGE, self._acknowledge), (CONFIRM, self._confirm), (COMMENT, self._comment),
+            (UNSHELVE, self._unshelve),
             (ONESHOT, self._oneshot), (TIMED, self._timed),
         ):  # fmt: skip
             for method in ids:
@@ -194,6 +196,9 @@ class AlarmConditions:
 
     async def _confirm(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         return self._answer(parent, args, 2, "alarm_confirm", lambda a, u, c: self.book.confirm(a, u, c))
+
+    async def _comment(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 2, "alarm_comment", lambda a, u, c: self.book.add_comment(a, u, c))
 
     async def _unshelve(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         return self._answer(parent, args, 0, "alarm_unshelve", lambda a, u, _: self.book.unshelve(a, u))

@@ -133,6 +133,10 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         assert (await call(olga, condition, confirm, *ack_args(acked, "burner trimmed"))).is_good()
         confirmed = await events.wait_for(furnace(ConfirmedState__Id=True))
         assert confirmed.Retain is True  # still active
+        remark = ack_args(confirmed, "gas supplier called")
+        assert (await call(olga, condition, IDS.ConditionType_AddComment, *remark)).is_good()
+        commented = await events.wait_for(lambda e: furnace()(e) and e.Comment.Text == "gas supplier called")
+        assert field(commented, "ConfirmedState/Id") is True  # a remark changes no state
 
         shelving = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}.ShelvingState", ns)
         hour = ua.Variant(3_600_000.0, ua.VariantType.Double)
@@ -173,6 +177,7 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
             "activated",
             "acknowledged",
             "confirmed",
+            "commented",
             "shelved",
             "unshelved",
             "shelved",
