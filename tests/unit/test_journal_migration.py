@@ -7,7 +7,7 @@ import sqlite3
 
 from bridge.domain.model import Order, OrderEvent, OrderState, Unit, utcnow
 from bridge.journal import SqliteJournal
-from bridge.journal.sqlite import SCHEMA
+from bridge.journal.schema import SCHEMA
 
 
 def test_units_without_parameters_get_the_column_and_load_empty(tmp_path):
