@@ -88,7 +88,7 @@ class Bridge:
             self.events,
         )
         self.alarms = AlarmBook(mapping, self.events, self.journal, self.held)
-        self._telemetry: list[asyncio.Task[None]] = []
+        self._link_tasks: list[asyncio.Task[None]] = []  # heartbeats and scanners: the links' own work
         default_s = settings.telemetry_interval_s
         self.scanners = {
             station: StationScanner(
@@ -102,16 +102,16 @@ class Bridge:
         if self.settings.heartbeat:  # before the engine: a PLC that watches it sees the bridge first
             for station, link in self.links.items():
                 if link.heartbeat is not None:
-                    start_supervised(self._telemetry, f"heartbeat-{station}", functools.partial(beat, link))
+                    start_supervised(self._link_tasks, f"heartbeat-{station}", functools.partial(beat, link))
         await self.engine.start()
         await self.alarms.start()  # subscribes before the first poll
         if self.settings.telemetry_interval_s > 0:
             for station, scanner in self.scanners.items():
-                start_supervised(self._telemetry, f"scanner-{station}", scanner.run)
+                start_supervised(self._link_tasks, f"scanner-{station}", scanner.run)
         log.info("bridge_started", line=self.mapping.line.name, data_dir=str(self.settings.data_dir))
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._telemetry)
+        await cancel_and_wait(self._link_tasks)
         await self.alarms.stop()
         await self.engine.stop()
         for link in self.links.values():
