@@ -23,16 +23,16 @@ from bridge.opcua.client import cancel as ua_cancel
 from bridge.opcua.client import clear_station_error as ua_clear_station_error
 from bridge.opcua.client import health as ua_health
 from bridge.opcua.client import list_orders as ua_list_orders
-from bridge.opcua.client import list_stations as ua_list_stations
 from bridge.opcua.client import reload_mapping as ua_reload_mapping
-from bridge.opcua.client import result_units as ua_result_units
 from bridge.opcua.client import show as ua_show
-from bridge.opcua.client import show_station as ua_show_station
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
 from bridge.opcua.client import watch_progress as ua_watch_progress
 from bridge.opcua.face import DEFAULT_ENDPOINT
 from bridge.opcua.nodeset import export_nodeset
+from bridge.opcua.station_client import list_stations as ua_list_stations
+from bridge.opcua.station_client import result_units as ua_result_units
+from bridge.opcua.station_client import show_station as ua_show_station
 
 order_app = typer.Typer(no_args_is_help=True, help="Place and follow orders on a running bridge (OPC UA).")
 nodeset_app = typer.Typer(no_args_is_help=True, help="The OPC UA model as NodeSet2 XML.")
