@@ -67,6 +67,9 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
             await chassis.set_fault("stall", 0)  # the step ends at the PLC: its result cannot be journaled
             await until(lambda: engine.journal_fault is not None)
             assert "full" in engine.journal_fault
+            # the operator is told at once: a held alarm per station, though its history row is lost
+            await until(lambda: rig.bridge.alarms.get("chassis.held").active)
+            assert rig.bridge.alarms.get("pack.held").active  # the whole line stands
 
             refused = await rig.call("SubmitOrder", s("LATE-1"), s("AC-W"), s("{}"))
             assert refused.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
@@ -84,6 +87,7 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
 
             filler.unlink()  # space returns: nothing to restart
             await until(lambda: engine.journal_fault is None)
+            await until(lambda: not rig.bridge.alarms.get("pack.held").active)
             await until(lambda: rig.bridge.get("FULL-1").state == OrderState.COMPLETED)
             after = await rig.call("SubmitOrder", s("AFTER-1"), s("AC-W"), s("{}"))
             assert after.StatusCode.is_good()
