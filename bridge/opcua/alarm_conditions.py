@@ -14,6 +14,7 @@ Read would find: Part 9 clients follow conditions by their events (docs/alarms.m
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ CONFIRM = (IDS.AcknowledgeableConditionType_Confirm,)
 COMMENT = (IDS.ConditionType_AddComment,)
 UNSHELVE = (IDS.ShelvedStateMachineType_Unshelve, IDS.AlarmConditionType_ShelvingState_Unshelve)
 ONESHOT = (IDS.ShelvedStateMachineType_OneShotShelve, IDS.AlarmConditionType_ShelvingState_OneShotShelve)
+REFRESH = ((IDS.ConditionType_ConditionRefresh, 1), (IDS.ConditionType_ConditionRefresh2, 2))
 TIMED = (IDS.ShelvedStateMachineType_TimedShelve, IDS.AlarmConditionType_ShelvingState_TimedShelve)
 STATUS = {
     Refusal.ALREADY_ACKED: ua.StatusCodes.BadConditionBranchAlreadyAcked,
@@ -134,6 +136,10 @@ class AlarmConditions:
         ):  # fmt: skip
             for method in ids:
                 self.server.link_method(self.server.get_node(ua.NodeId(method)), callback)
+        for method, count in REFRESH:  # in front of asyncua's own, which raises on a missing argument
+            self.server.link_method(
+                self.server.get_node(ua.NodeId(method)), functools.partial(self._refresh, count)
+            )
 
     async def start(self) -> None:
         """Raise every retained alarm once (no client sees it yet: asyncua keeps it for ConditionRefresh),
@@ -191,6 +197,15 @@ class AlarmConditions:
 
     # -- the methods: a status for every outcome ---------------------------------------------
 
+    async def _refresh(self, count: int, parent: ua.NodeId, *args: ua.Variant) -> Any:
+        """ConditionRefresh (SubscriptionId) and ConditionRefresh2 (and a MonitoredItemId): asyncua's
+        own once the arguments are there and are numbers (a client gets a status, not a fault)."""
+        if (wrong := _arity(args, count)) is not None:
+            return wrong
+        if any(isinstance(a.Value, bool) or not isinstance(a.Value, int) for a in args):
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        return await self.server.iserver.subscription_service.condition_refresh(parent, *args)
+
     async def _acknowledge(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         return self._answer(parent, args, 2, "alarm_ack", lambda a, u, c: self.book.acknowledge(a, u, c))
 
@@ -207,8 +222,8 @@ class AlarmConditions:
         return self._answer(parent, args, 0, "alarm_shelve", lambda a, u, _: self.book.shelve(a, u, None))
 
     async def _timed(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
-        if len(args) == 1 and not isinstance(args[0].Value, int | float):
-            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        if len(args) == 1 and (isinstance(args[0].Value, bool) or not isinstance(args[0].Value, int | float)):
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)  # a Duration in ms, not a flag
         seconds = float(args[0].Value) / 1000 if len(args) == 1 else 0.0
         return self._answer(parent, args, 1, "alarm_shelve", lambda a, u, _: self.book.shelve(a, u, seconds))
 
@@ -220,10 +235,8 @@ class AlarmConditions:
         alarm_id = self._alarm_of.get(parent)
         if alarm_id is None:
             return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
-        if len(args) != count:
-            codes = ua.StatusCodes
-            short = len(args) < count
-            return ua.StatusCode(codes.BadArgumentsMissing if short else codes.BadTooManyArguments)
+        if (wrong := _arity(args, count)) is not None:
+            return wrong
         comment = ""
         if count == 2:  # EventId, Comment
             event_id, text = args[0].Value, args[1].Value
@@ -240,6 +253,14 @@ class AlarmConditions:
             return ua.StatusCode(STATUS[exc.refusal])
         self._audit(event, f"ok {alarm_id}" + (f": {comment[:256]}" if comment else ""))
         return ua.StatusCode(ua.StatusCodes.Good)
+
+
+def _arity(args: tuple[ua.Variant, ...], count: int) -> ua.StatusCode | None:
+    """The status for a call with other than `count` arguments, None when it has them."""
+    if len(args) == count:
+        return None
+    codes = ua.StatusCodes
+    return ua.StatusCode(codes.BadArgumentsMissing if len(args) < count else codes.BadTooManyArguments)
 
 
 def _remaining_ms(state: AlarmState) -> float:

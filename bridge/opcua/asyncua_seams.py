@@ -106,6 +106,7 @@ SEAMS: tuple[Seam, ...] = (
     _seam(ua_binary, "create_dataclass_serializer", "wire.py"),
     # the rest of the server's life
     _seam("iserver", "bind_condition_methods", "server_setup.py", how="live"),
+    _seam(_SUBS, "condition_refresh", "alarm_conditions.py"),
     _seam("iserver", "history_manager", "history_read.py", how="live"),
     _seam("iserver", "attribute_service", "setpoints.py", how="live"),
     _seam(InternalServer, "time_task", "server_setup.py", how="init"),

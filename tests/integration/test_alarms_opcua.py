@@ -160,6 +160,12 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         before = len(events.seen)
         refresh = ua.Variant(sub.subscription_id, ua.VariantType.UInt32)
         conditions_type = ua.NodeId(IDS.ConditionType)
+        missing = await call(olga, conditions_type, IDS.ConditionType_ConditionRefresh)
+        assert missing.value == ua.StatusCodes.BadArgumentsMissing  # a status, not BadUnexpectedError
+        flag = ua.Variant(True, ua.VariantType.Boolean)
+        assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, flag)).value == (
+            ua.StatusCodes.BadInvalidArgument  # a Duration in ms, not a flag
+        )
         assert (await call(olga, conditions_type, IDS.ConditionType_ConditionRefresh, refresh)).is_good()
         end = await events.wait_for(lambda e: e.EventType == ua.NodeId(IDS.RefreshEndEventType))
         refreshed = events.seen[before : events.seen.index(end)]
