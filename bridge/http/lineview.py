@@ -252,9 +252,12 @@ class LineView:
             reason = f"no alarm action {clip(action, 32)!r} (ack, confirm)"
             return JSONResponse({"reason": reason}, status_code=404)
         body, refusal = await read_json(request.stream, HTTP_BODY_BYTES, 2)
-        if refusal is not None or not isinstance(body, dict) or not isinstance(body.get("comment", ""), str):
-            reason = refusal or 'expected a JSON object, e.g. {"comment": "…"}'
-            return JSONResponse({"reason": reason}, status_code=400)
+        if refusal is None and not isinstance(body, dict):
+            refusal = 'expected a JSON object, e.g. {"comment": "…"}'
+        if refusal is None and not isinstance(body.get("comment", ""), str):
+            refusal = f"comment: text expected, got {type(body['comment']).__name__}"
+        if refusal is not None:
+            return JSONResponse({"reason": refusal}, status_code=400)
         user = request.scope.get("state", {}).get("user", ("",))[0] or "line view"
         comment = clip(body.get("comment", ""), 256)
         event = f"alarm_{action}"

@@ -315,6 +315,19 @@ async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(
             bad = http.address + "/api/trends/coil/furnace_temp_c?minutes=600"
             assert (await asyncio.to_thread(get_status, bad)) == 400
             assert (await asyncio.to_thread(get_status, http.address + "/api/trends/coil/nope")) == 404
+            # the banner's answers refuse what is not theirs to take, each with its reason
+            ack = http.address + "/api/alarms/coil.furnace_temp_c/ack"
+            assert await asyncio.to_thread(post_json, ack, {"comment": 5}) == (
+                400,
+                "comment: text expected, got int",
+            )
+            assert (await asyncio.to_thread(post_json, http.address + "/api/alarms/coil.nope/ack", {}))[
+                0
+            ] == 404
+            assert await asyncio.to_thread(post_json, ack, {}) == (
+                409,
+                "coil.furnace_temp_c: already acknowledged",
+            )
         finally:
             await http.stop()
 
@@ -322,6 +335,17 @@ async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as reply:
         return json.loads(reply.read())
+
+
+def post_json(url: str, body: object) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, json.loads(reply.read()).get("reason", "")
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())["reason"]
 
 
 def get_status(url: str) -> int:
