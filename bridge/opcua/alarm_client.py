@@ -11,6 +11,7 @@ from typing import Any
 
 from asyncua import ua
 
+from bridge.opcua import names
 from bridge.opcua.client import ClientError, Line
 
 IDS = ua.ObjectIds
@@ -97,7 +98,7 @@ async def answer(line: Line, alarm_id: str, action: str, comment: str = "", hour
         args = [ua.Variant(alarm.event_id, ua.VariantType.ByteString),
                 ua.Variant(ua.LocalizedText(comment), ua.VariantType.LocalizedText)]  # fmt: skip
     else:
-        target = ua.NodeId(f"{alarm.condition.Identifier}.ShelvingState", alarm.condition.NamespaceIndex)
+        target = ua.NodeId(names.shelving_state(alarm.condition.Identifier), alarm.condition.NamespaceIndex)
         if action == "shelve":
             args = [ua.Variant(hours * 3_600_000, ua.VariantType.Double)]
     request = ua.CallMethodRequest(ObjectId=target, MethodId=ua.NodeId(ACTIONS[action]), InputArguments=args)

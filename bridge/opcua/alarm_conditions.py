@@ -112,7 +112,7 @@ class AlarmConditions:
             for method in (*ACKNOWLEDGE, *CONFIRM, *COMMENT):
                 await condition.add_reference(ua.NodeId(method), IDS.HasComponent)
             shelving = await _add_object(
-                condition, nid(f"{path}.ShelvingState"), ua.QualifiedName("ShelvingState", 0),
+                condition, nid(names.shelving_state(path)), ua.QualifiedName("ShelvingState", 0),
                 IDS.ShelvedStateMachineType,
             )  # fmt: skip
             for method in (UNSHELVE[0], ONESHOT[0], TIMED[0]):

@@ -73,6 +73,11 @@ class Paths:
         return f"{order_path}.Steps.{step_name(step)}"
 
 
+def shelving_state(condition_path: str) -> str:
+    """An alarm condition's ShelvingState, where TimedShelve, OneShotShelve and Unshelve are called."""
+    return f"{condition_path}.ShelvingState"
+
+
 def step_name(step: Step) -> str:
     """unit-routeindex-station: unique within its order, and readable."""
     return f"{step.unit_index}-{step.route_index}-{step.station}"
