@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from asyncua import Server, ua
+from asyncua import Server
 
 from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import utcnow
@@ -69,7 +69,7 @@ class OpcUaFace:
             bridge.events, "opcua-stations", (StationScanned,), self._on_scan, maxsize=SCAN_QUEUE
         )
         self._tasks: list = []
-        self._ns = 0  # the plant's namespace index, once started
+        self.values: ValueWriter | None = None  # the plant's node ids, once started
 
     @property
     def app_uri(self) -> str:
@@ -81,8 +81,7 @@ class OpcUaFace:
         self.sessions = await server_setup.configure(server, self.app_uri, settings, self.audit)
         types = await build_types(server, self.mapping)
         jc_ns = await build_job_control(server, types.ns)
-        self._ns = await server.register_namespace(self.app_uri)
-        values = ValueWriter(server, self._ns, types)
+        self.values = values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
         self.orders = OrderNodes(
@@ -148,10 +147,10 @@ class OpcUaFace:
     async def trend(self, station: str, field: str, since: float) -> list[tuple[float, Any]] | None:
         """A telemetry field's values since `since` from the history store (the line view's trends);
         None when it keeps no history."""
-        if self.history is None:
+        if self.history is None or self.values is None:
             return None
         path = names.Paths(self.mapping.line.name).station_value(station, "Telemetry", field)
-        return await self.history.recent(ua.NodeId(path, self._ns).to_string(), since)
+        return await self.history.recent(self.values.nid(path).to_string(), since)
 
     async def _show_initial_orders(self) -> None:
         """The orders with work left, in full; the finished ones of the retention by reference (their
