@@ -143,7 +143,7 @@ class TimedJournal(SqliteJournal):
 
 
 async def run_bridge(
-    mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0
+    mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0, rate: float = 0
 ) -> tuple[float, Bridge, TimedJournal]:
     settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=telemetry_s, status_poll_s=0.001)
     bridge = Bridge(mapping, settings)
@@ -166,6 +166,8 @@ async def run_bridge(
         began = time.perf_counter()
         for i in range(orders):
             await bridge.submit(f"B-{i:05}", "AC-W", {"capacity_btu": (9000, 12000, 18000, 24000)[i % 4]})
+            if rate:
+                await asyncio.sleep(max(0.0, began + (i + 1) / rate - time.perf_counter()))
         await bridge.wait_idle()
         elapsed = time.perf_counter() - began
     finally:
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> float | None:
         "--telemetry-load", type=int, default=0, metavar="N",
         help="add N changing telemetry registers to every station, polled and published every 100 ms",
     )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=0, metavar="R", help="submit R orders a second (0: all at once)"
+    )
     parser.add_argument("--serve-line", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--telemetry-period", type=float, default=0.5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -243,7 +248,9 @@ def run_line(
     args: argparse.Namespace, mapping: LineMapping, line: LineProcess, tmp: Path, telemetry_s: float
 ) -> float:
     deployed = apply_deployment(mapping, line.endpoints)
-    elapsed, bridge, journal = asyncio.run(run_bridge(deployed, args.orders, tmp / "data", telemetry_s))
+    elapsed, bridge, journal = asyncio.run(
+        run_bridge(deployed, args.orders, tmp / "data", telemetry_s, args.rate)
+    )
     line.wait_reported(journal.closed_at, timeout_s=10)
     overhead_ms = [
         (closed - line.done_at[key]) * 1000
