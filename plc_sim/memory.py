@@ -16,12 +16,13 @@ from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
 from bridge.mapping import codec
-from bridge.mapping.model import BIT_TABLES, RegisterField, StationType
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import StationType
+from bridge.mapping.vocabulary import BIT_TABLES
 from bridge.mapping.wire_plan import READ_FUNCTION
 
 # Set in the PLC's own task: its datastore calls are not client requests.
 internal_access: contextvars.ContextVar[bool] = contextvars.ContextVar("internal_access", default=False)
-
 
 
 def table_sizes(kind: StationType, control_address: int, control_count: int) -> dict[str, int]:

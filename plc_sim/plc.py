@@ -24,7 +24,9 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from bridge.errors import CodecError, ConfigurationError
 from bridge.handshake import COMMAND_REGISTERS, Command, PlcState, ResultCode, StatusBlock
 from bridge.mapping import codec
-from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField, SerialLine
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import LineMapping, SerialLine
+from bridge.mapping.vocabulary import BIT_TABLES
 from plc_sim.faults import CONTROL_REGISTERS, DEFAULT_CONTROL_ADDRESS, Faults
 from plc_sim.memory import PlcMemory, build_device, internal_access, table_sizes
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from bridge.mapping.model import LimitAlarms
+from bridge.mapping.fields import LimitAlarms
 
 Kind = Literal["limit", "offline", "held", "plc_fault", "order_faulted"]
 MAX_SHELVE_S = 8 * 3600.0  # MaxTimeShelved: a timed shelve longer than a shift is refused

@@ -3,7 +3,7 @@ on-delay (docs/alarms.md). Pure: the book keeps the pending limit between two po
 
 from __future__ import annotations
 
-from bridge.mapping.model import LimitAlarms
+from bridge.mapping.fields import LimitAlarms
 
 _LEVEL = {"high_high": 2, "high": 1, "low": 1, "low_low": 2}
 Pending = tuple[str, float] | None  # (limit, since when the value stands beyond it)

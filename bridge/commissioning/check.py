@@ -25,7 +25,9 @@ from bridge.errors import CodecError, OrderRejected, ParameterMismatch, StationE
 from bridge.handshake import PlcState, ResultCode, StatusBlock, next_seq
 from bridge.mapping import codec
 from bridge.mapping.derive import derive_parameters
-from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import LineMapping
+from bridge.mapping.vocabulary import BIT_TABLES
 from bridge.modbus.link import ModbusStationLink
 
 log = structlog.get_logger(__name__)

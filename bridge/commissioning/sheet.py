@@ -13,7 +13,9 @@ from dataclasses import astuple, dataclass, fields
 
 from bridge.domain.engine import EngineSettings
 from bridge.handshake import Command, Status
-from bridge.mapping.model import BIT_TABLES, LineMapping, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import LineMapping
+from bridge.mapping.vocabulary import BIT_TABLES
 from bridge.mapping.wire_plan import StationPlan, station_plan
 
 # Modicon references, 1-based: the numbers many PLC tools and HMI packages show.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bridge.mapping.model import BIT_TABLES, READ_REGISTERS_MAX, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.vocabulary import BIT_TABLES, READ_REGISTERS_MAX
 
 # Protocol limits per request: registers read / written, bits read / written.
 MAX_READ = {"holding": READ_REGISTERS_MAX, "input": READ_REGISTERS_MAX, "coil": 2000, "discrete_input": 2000}

@@ -14,18 +14,9 @@ from typing import Any
 from bridge.errors import CodecError, MappingIssue
 from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
 from bridge.mapping import codec
-from bridge.mapping.model import (
-    BIT_TABLES,
-    ORDER_SOURCES,
-    WRITABLE_TABLES,
-    Derivation,
-    LineMapping,
-    Option,
-    Product,
-    RegisterField,
-    StationType,
-    alternatives,
-)
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import Derivation, LineMapping, Option, Product, StationType, alternatives
+from bridge.mapping.vocabulary import BIT_TABLES, ORDER_SOURCES, WRITABLE_TABLES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import CodecError
-from bridge.mapping.model import INTEGER_RANGE, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.vocabulary import INTEGER_RANGE
 
 _STRUCT: dict[str, str] = {
     "int16": ">h",

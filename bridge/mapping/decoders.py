@@ -20,7 +20,7 @@ from typing import Any
 from bridge.errors import CodecError
 from bridge.mapping import codec
 from bridge.mapping.blocks import Block
-from bridge.mapping.model import RegisterField
+from bridge.mapping.fields import RegisterField
 
 Values = dict[str, Any]
 Doubts = dict[str, codec.Doubt]

@@ -6,243 +6,34 @@ are checked afterwards by `checks.py`, so that every such error is reported with
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
-    StringConstraints,
     model_validator,
 )
 
 from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
-
-Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
-ProductId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=32)]
-Table = Literal["coil", "discrete_input", "holding", "input"]
-DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string", "enum"]
-ByteOrder = Literal["big", "little"]
-Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
-READ_REGISTERS_MAX = 125  # registers one Modbus read (function 3 or 4) may ask for
-
-BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete_input"})
-WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
-REGISTER_COUNT: dict[str, int] = {
-    "bool": 1,
-    "int16": 1,
-    "uint16": 1,
-    "enum": 1,
-    "int32": 2,
-    "uint32": 2,
-    "float32": 2,
-    "float64": 4,
-}
-INTEGER_RANGE: dict[str, tuple[int, int]] = {
-    "int16": (-(2**15), 2**15 - 1),
-    "uint16": (0, 2**16 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-}
-# Names an order supplies besides its options; derivations may read them like options.
-ORDER_SOURCES: dict[str, str] = {
-    "order_id": "string",
-    "unit_serial": "integer",
-    "unit_index": "integer",
-    "quantity": "integer",
-    "priority": "integer",
-}
+from bridge.mapping.fields import (
+    RegisterField,
+    StationAlarms,
+)
+from bridge.mapping.vocabulary import (
+    READ_REGISTERS_MAX,
+    ByteOrder,
+    Identifier,
+    ProductId,
+    Scalar,
+    Strict,
+)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class SimBehaviour(_Strict):
-    """How the simulator fills a result or telemetry field; exactly one kind per field."""
-
-    source: Literal["state", "cycle_count", "last_cycle_ms", "executed_count"] | None = None
-    follow: Identifier | None = None
-    uniform: tuple[float, float] | None = Field(None, strict=False)  # YAML gives a list
-    constant: Scalar | None = None
-    nominal: float | None = None
-    gain: float = 1.0
-    noise: float = Field(0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> SimBehaviour:
-        kinds = [
-            k for k in ("source", "follow", "uniform", "constant", "nominal") if getattr(self, k) is not None
-        ]
-        if len(kinds) != 1:
-            raise ValueError(
-                "give exactly one of source, follow, uniform, constant, nominal"
-                f" (got {', '.join(kinds) or 'none'})"
-            )
-        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
-            raise ValueError("uniform: low bound above high bound")
-        return self
-
-
-class Deadband(_Strict):
-    """A telemetry value is published only when it moved more than this since it was last
-    published (OPC UA Part 8: absolute, or percent of the EURange, the field's max - min)."""
-
-    absolute: float | None = Field(None, ge=0)
-    percent: float | None = Field(None, ge=0, le=100)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Deadband:
-        if (self.absolute is None) == (self.percent is None):
-            raise ValueError("give exactly one of absolute, percent")
-        return self
-
-
-class FieldHistory(_Strict):
-    """Whether a telemetry value's changes are kept for HistoryRead, and for how long."""
-
-    enabled: bool = True
-    retention_s: float | None = Field(None, gt=0, description="default: the bridge's history retention")
-
-
-class AlarmLimit(_Strict):
-    """One limit of a limit alarm: where it lies (in the field's unit) and how severe crossing it is
-    (OPC UA severity, 1 to 1000)."""
-
-    limit: float
-    severity: int = Field(ge=1, le=1000)
-
-
-LIMIT_NAMES = ("high_high", "high", "low", "low_low")  # the most severe first, as Part 9 orders them
-
-
-class LimitAlarms(_Strict):
-    """A telemetry value's exclusive limit alarm (OPC UA Part 9): at most one limit is the active
-    one. The deadband keeps a value that hovers at a limit from chattering (it clears only once
-    back inside by this much); the on-delay keeps a spike from raising it (docs/alarms.md)."""
-
-    high_high: AlarmLimit | None = None
-    high: AlarmLimit | None = None
-    low: AlarmLimit | None = None
-    low_low: AlarmLimit | None = None
-    deadband: float = Field(0.0, ge=0, description="in the field's unit")
-    on_delay_s: float = Field(0.0, ge=0, le=3600, description="a limit must stand this long to go active")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LimitAlarms:
-        given = [(name, getattr(self, name)) for name in reversed(LIMIT_NAMES)]
-        given = [(name, limit) for name, limit in given if limit is not None]
-        if not given:
-            raise ValueError(f"give at least one of {', '.join(LIMIT_NAMES)}")
-        for (low_name, low), (high_name, high) in itertools.pairwise(given):
-            if not low.limit < high.limit:
-                raise ValueError(
-                    f"{low_name}.limit {low.limit} must lie below {high_name}.limit {high.limit}"
-                )
-        return self
-
-    def limits(self) -> list[tuple[str, AlarmLimit]]:
-        """(name, limit) of the limits given, the most severe first."""
-        return [(name, limit) for name in LIMIT_NAMES if (limit := getattr(self, name)) is not None]
-
-
-class StationAlarms(_Strict):
-    """The severities of the alarms every station has (0 turns one off)."""
-
-    offline: int = Field(800, ge=0, le=1000, description="the PLC does not answer")
-    held: int = Field(700, ge=0, le=1000, description="the PLC answers, the bridge holds the station")
-    plc_fault: int = Field(750, ge=0, le=1000, description="the PLC's status block holds garbage")
-    order_faulted: int = Field(600, ge=0, le=1000, description="an order faulted at this station")
-
-
-class RegisterField(_Strict):
-    """One typed value in a PLC's memory: where it lives and how it is encoded."""
-
-    table: Table = "holding"
-    address: int = Field(ge=0, le=65535)
-    type: DataType
-    length: int | None = Field(None, ge=1, le=123, description="registers, for strings")
-    values: dict[Identifier, Annotated[int, Field(ge=0, le=65535)]] | None = None
-    byte_order: ByteOrder | None = None
-    word_order: ByteOrder | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
-    precision: int | None = Field(
-        None, ge=0, le=12, description="digits after the decimal point to show (OPC UA ValuePrecision)"
-    )
-    description: str = ""
-    sim: SimBehaviour | None = None
-    deadband: Deadband | None = None  # telemetry only
-    history: bool | FieldHistory = True  # telemetry only: keep its changes for HistoryRead
-    alarms: LimitAlarms | None = None  # telemetry only
-    scan_interval_s: float | None = Field(
-        None, gt=0, le=86400,
-        description="telemetry only: this field's poll period (default: its station type's or the bridge's)",
-    )  # fmt: skip
-
-    @property
-    def register_count(self) -> int:
-        return self.length if self.type == "string" else REGISTER_COUNT[self.type]
-
-    @property
-    def is_numeric(self) -> bool:
-        return self.type in INTEGER_RANGE or self.type.startswith("float")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RegisterField:
-        if self.type == "string":
-            if self.length is None:
-                raise ValueError("a string field needs length (registers, 2 characters each)")
-        elif self.length is not None:
-            raise ValueError(f"length applies to strings only, not {self.type}")
-        if (self.type == "enum") != (self.values is not None):
-            raise ValueError("values are required for an enum field and allowed only there")
-        if self.values is not None and len(set(self.values.values())) != len(self.values):
-            raise ValueError("enum values must have distinct codes")
-        if self.table in BIT_TABLES and self.type != "bool":
-            raise ValueError(f"a {self.table} holds one bit; type must be bool, not {self.type}")
-        if not self.is_numeric and (self.scale != 1.0 or self.offset != 0.0):
-            raise ValueError(f"scale and offset apply to numbers, not {self.type}")
-        if not self.is_numeric and (self.min is not None or self.max is not None):
-            raise ValueError(f"min and max apply to numbers, not {self.type}")
-        if self.scale == 0:
-            raise ValueError("scale must not be 0")
-        if self.deadband is not None and not self.is_numeric:
-            raise ValueError(f"a deadband applies to numbers, not {self.type}")
-        percent = self.deadband is not None and self.deadband.percent is not None
-        if percent and (self.min is None or self.max is None):
-            raise ValueError("a percent deadband needs min and max (the EURange it is a percent of)")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        if self.address + self.register_count - 1 > 65535:
-            raise ValueError(f"address {self.address} + {self.register_count} registers runs past 65535")
-        if self.type in INTEGER_RANGE:
-            self._check_bounds_fit()
-        return self
-
-    def _check_bounds_fit(self) -> None:
-        raw_low, raw_high = INTEGER_RANGE[self.type]
-        ends = sorted((raw_low * self.scale + self.offset, raw_high * self.scale + self.offset))
-        for name in ("min", "max"):
-            bound = getattr(self, name)
-            if bound is not None and not ends[0] <= bound <= ends[1]:
-                raise ValueError(
-                    f"{name} {bound} cannot be represented by {self.type}"
-                    f" (range {ends[0]:g} to {ends[1]:g} after scale and offset)"
-                )
-
-
-class Heartbeat(_Strict):
+class Heartbeat(Strict):
     """A holding register the bridge writes on a fixed period, so the PLC can tell a live bridge
     from a dead one (docs/plc-guide.md, "The heartbeat")."""
 
@@ -266,7 +57,7 @@ class Heartbeat(_Strict):
         return self
 
 
-class Handshake(_Strict):
+class Handshake(Strict):
     """Where the handshake's command block (holding) and status block (input) start."""
 
     command_address: int = Field(0, ge=0, le=65535)
@@ -286,7 +77,7 @@ class Handshake(_Strict):
     )
 
 
-class StationType(_Strict):
+class StationType(Strict):
     """A kind of station: its register map, shared by every station of the kind."""
 
     description: str = ""
@@ -360,7 +151,7 @@ class StationType(_Strict):
                 yield group, name, f
 
 
-class SerialLine(_Strict):
+class SerialLine(Strict):
     """A Modbus RTU serial line (a hardware-in-the-loop rig): the device and its framing."""
 
     device: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
@@ -370,7 +161,7 @@ class SerialLine(_Strict):
     bytesize: Literal[7, 8] = 8
 
 
-class Endpoint(_Strict):
+class Endpoint(Strict):
     """Where a station's PLC answers: Modbus TCP at host:port (port 0 lets the simulator pick
     one), or Modbus RTU on a serial line when `serial` is given (host and port are then unused)."""
 
@@ -386,7 +177,7 @@ class Endpoint(_Strict):
         return f"{self.host}:{self.port}"
 
 
-class LinkSettings(_Strict):
+class LinkSettings(Strict):
     """How hard the bridge tries one PLC before it calls it away, like a SCADA driver's request
     timeout and attempts before demotion (docs/engine.md, "The Modbus station link")."""
 
@@ -408,7 +199,7 @@ class LinkSettings(_Strict):
     )  # fmt: skip
 
 
-class Station(_Strict):
+class Station(Strict):
     type: Identifier
     description: str = ""
     endpoint: Endpoint = Endpoint()
@@ -417,7 +208,7 @@ class Station(_Strict):
     word_order: ByteOrder | None = None
 
 
-class Option(_Strict):
+class Option(Strict):
     """One thing a customer may choose, with its allowed values and default."""
 
     type: Literal["enum", "bool", "string", "integer", "number"]
@@ -477,7 +268,7 @@ class Option(_Strict):
         return None
 
 
-class Quantity(_Strict):
+class Quantity(Strict):
     min: int = Field(1, ge=1)
     max: int = Field(50, ge=1)
     default: int = 1
@@ -489,7 +280,7 @@ class Quantity(_Strict):
         return self
 
 
-class Derivation(_Strict):
+class Derivation(Strict):
     """How one station parameter follows from an order: exactly one rule, no expressions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
@@ -539,7 +330,7 @@ def alternatives(step: str | list[str]) -> list[str]:
     return [step] if isinstance(step, str) else list(step)
 
 
-class Product(_Strict):
+class Product(Strict):
     description: str = ""
     options: dict[Identifier, Option]
     quantity: Quantity = Quantity()
@@ -549,7 +340,7 @@ class Product(_Strict):
     )
 
 
-class LineInfo(_Strict):
+class LineInfo(Strict):
     name: Identifier
     description: str = ""
 
@@ -564,7 +355,7 @@ DEFAULT_RESULT_CODES: dict[int, str] = {
 }
 
 
-class LineMapping(_Strict):
+class LineMapping(Strict):
     """A whole line: station kinds, stations, products. The root of a mapping file."""
 
     line: LineInfo
@@ -602,20 +393,3 @@ class LineMapping(_Strict):
                 },
             )
         return dict(cached[1])
-
-
-def history_of(f: RegisterField) -> FieldHistory:
-    return f.history if isinstance(f.history, FieldHistory) else FieldHistory(enabled=f.history)
-
-
-def deadband_of(f: RegisterField) -> float:
-    """The deadband in engineering units (0: every change is published)."""
-    if f.deadband is None:
-        return 0.0
-    if f.deadband.absolute is not None:
-        return f.deadband.absolute
-    percent, low, high = f.deadband.percent, f.min, f.max
-    assert percent is not None  # the model allows a percent deadband only with min and max
-    assert low is not None
-    assert high is not None
-    return percent / 100 * (high - low)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from bridge.handshake import STATUS_REGISTERS, Command
 from bridge.mapping.blocks import READ_WRITE_MAX, Block, plan_blocks
-from bridge.mapping.model import Heartbeat, LineMapping, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import Heartbeat, LineMapping
 
 READ_FUNCTION = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
 
@@ -114,4 +115,3 @@ def station_plan(mapping: LineMapping, station: str) -> StationPlan:
         read_write_registers=mapping.stations[station].link.read_write_registers,
         heartbeat=kind.handshake.heartbeat,
     )
-

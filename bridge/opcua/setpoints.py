@@ -19,7 +19,7 @@ import structlog
 from asyncua import Server, ua
 
 from bridge.errors import CodecError, ParameterMismatch, StationError
-from bridge.mapping.model import RegisterField
+from bridge.mapping.fields import RegisterField
 from bridge.opcua.uatypes import INTEGER_VARIANTS, NUMBER_VARIANTS, field_variant
 from bridge.security.rules import current_user
 from bridge.security.users import at_least

@@ -19,7 +19,8 @@ from bridge.counters import BUSY_COUNTS, LinkCounters
 from bridge.domain.events import StationScanned
 from bridge.domain.model import Order, Step, StepPhase, utcnow
 from bridge.handshake import ResultCode, station_state
-from bridge.mapping.model import LineMapping, deadband_of, history_of
+from bridge.mapping.fields import deadband_of, history_of
+from bridge.mapping.model import LineMapping
 from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.notify import value_attribute
 from bridge.opcua.plant import PlantModel

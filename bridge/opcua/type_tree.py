@@ -9,7 +9,8 @@ from __future__ import annotations
 from asyncua import Node, Server, ua
 
 from bridge.domain.model import OrderState
-from bridge.mapping.model import LineMapping, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import LineMapping
 from bridge.opcua.uatypes import (
     DIAGNOSTICS,
     NO_TIME,

@@ -18,7 +18,8 @@ from typing import Any
 from asyncua import Node, Server, ua
 
 from bridge.counters import COUNTS
-from bridge.mapping.model import Option, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.model import Option
 
 # A station's Diagnostics variables: the link's counters (LinkCounters attribute, type), one list
 # for the station type here and for the face that publishes them.

@@ -17,7 +17,7 @@ from bridge.domain.events import AlarmChanged, EventHub, OrderChanged, StationSc
 from bridge.domain.model import OrderEvent, OrderState
 from bridge.journal import SqliteJournal
 from bridge.mapping import load_mapping
-from bridge.mapping.model import LimitAlarms
+from bridge.mapping.fields import LimitAlarms
 from tests.conftest import AC_LINE
 
 LIMITS = LimitAlarms.model_validate(

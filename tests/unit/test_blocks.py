@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.mapping.blocks import plan_blocks
-from bridge.mapping.model import RegisterField
+from bridge.mapping.fields import RegisterField
 
 
 def f(address: int, type_: str = "uint16", table: str = "holding", **kw) -> RegisterField:

@@ -11,7 +11,8 @@ from pymodbus.client import ModbusTcpClient
 
 from bridge.errors import CodecError
 from bridge.mapping.codec import decode, encode
-from bridge.mapping.model import INTEGER_RANGE, RegisterField
+from bridge.mapping.fields import RegisterField
+from bridge.mapping.vocabulary import INTEGER_RANGE
 
 ORDERS = st.sampled_from(["big", "little"])
 

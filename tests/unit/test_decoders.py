@@ -14,7 +14,7 @@ from bridge.errors import CodecError
 from bridge.mapping import codec
 from bridge.mapping.blocks import plan_blocks
 from bridge.mapping.decoders import block_decoder, field_decoder
-from bridge.mapping.model import RegisterField
+from bridge.mapping.fields import RegisterField
 
 ORDERS = st.sampled_from([None, "big", "little"])
 NUMERIC = ["int16", "uint16", "int32", "uint32", "float32", "float64"]

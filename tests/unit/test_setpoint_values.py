@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from asyncua import ua
 
-from bridge.mapping.model import RegisterField
+from bridge.mapping.fields import RegisterField
 from bridge.opcua.setpoints import Refused, Setpoint, value_of
 
 V = ua.VariantType
