@@ -1,35 +1,25 @@
-"""A station PLC over Modbus TCP: one connection, one request at a time, the handshake on top.
-
-Every failure, whether an exception, a timeout or a Modbus exception answer, becomes one
-`StationError` with the cause chained. An outage is logged once at ERROR, then quietly retried
-with capped exponential backoff and jitter until the PLC answers again, which is logged too.
-"""
+"""A station PLC over Modbus: the handshake, parameters, results, setpoints and telemetry as the
+mapping lays them out, on one `StationConnection` (connection.py: requests, retries, outages)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import structlog
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
-from bridge.counters import LinkCounters
 from bridge.errors import CodecError, ParameterMismatch, StationError
 from bridge.handshake import STATUS_REGISTERS, Command, StatusBlock, next_beat
-from bridge.lifecycle import raise_if_cancelled
 from bridge.mapping import codec
 from bridge.mapping.blocks import Block, plan_blocks
 from bridge.mapping.decoders import block_decoder
 from bridge.mapping.model import LineMapping
 from bridge.mapping.wire_plan import station_plan
-from bridge.modbus import pymodbus_seams
+from bridge.modbus.connection import StationConnection
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +30,6 @@ _READERS = {
     "coil": "read_coils",
     "discrete_input": "read_discrete_inputs",
 }
-
-REQUEST_TIMES_KEPT = 4096  # durations kept between two polls (telemetry off: the newest)
 
 
 class ModbusStationLink:
@@ -88,19 +76,17 @@ class ModbusStationLink:
             id(block): block_decoder(block)
             for block in (*self._result_blocks, *self._telemetry_blocks, *self._setpoint_blocks)
         }  # built once: the mapping is not interpreted again per value
+        self._log = log.bind(station=station, line=mapping.line.name)
+        self._conn = StationConnection(
+            station, self.endpoint, self.policy, timeout_s=timeout_s, backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s, seed=seed, log=self._log,
+        )  # fmt: skip
         self.timeout_s = timeout_s
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
-        self._random = random.Random(seed)
-        self._failures = 0  # failed requests in a row (each after all its tries)
-        self._good = 0  # good requests in a row while offline
+        self.counters = self._conn.counters
+        # each request's duration, all its tries, until the scanner takes them into its next event
+        self.request_seconds = self._conn.request_seconds
         self._bad_status = 0  # status reads in a row that held garbage
-        self._lock = asyncio.Lock()
-        self._held_since = 0.0  # time.monotonic() when the request now holding the link took it
         self._setpoint_lock = asyncio.Lock()  # a write and its read-back, one setpoint at a time
-        self._client: AsyncModbusTcpClient | None = None
-        self._ever_connected = False
-        self.counters = LinkCounters()
         self.telemetry: dict[str, Any] = {}
         # The dict the last poll replaced and the fields it decoded anew (their words changed): a
         # listener that saw `telemetry_before` need compare nothing else.
@@ -114,18 +100,11 @@ class ModbusStationLink:
         self.last_status: StatusBlock | None = None  # as last read, by the engine or a telemetry poll
         self.status_read_at: float | None = None  # time.time() of that read
         self._status_age_from = 0.0  # time.monotonic() of that read (its age, whatever the wall clock does)
-        # each request's duration, all its tries, until the scanner takes them into its next event
-        self.request_seconds: deque[float] = deque(maxlen=REQUEST_TIMES_KEPT)
-        self._log = log.bind(station=station, line=mapping.line.name)
 
     # -- connection and requests --------------------------------------------------------------
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-            self.counters.connected = False
+        await self._conn.close()
 
     @property
     def status_invalid(self) -> bool:
@@ -133,152 +112,11 @@ class ModbusStationLink:
         return self._bad_status > 0
 
     def retry_delay_s(self) -> float:
-        exponent = max(self._failures - 1, self._bad_status - 1, 0)
-        ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(exponent, 20))
-        return ceiling * self._random.uniform(0.5, 1.0)
-
-    async def _connect(self) -> AsyncModbusTcpClient:
-        if self._client is not None and self._client.connected:
-            return self._client
-        if self._client is not None:
-            self._client.close()
-        ep = self.endpoint
-        if ep.serial is not None:  # Modbus RTU: the same handshake, retries and counters
-            line = ep.serial
-            self._client = AsyncModbusSerialClient(  # type: ignore[assignment]
-                line.device, framer=FramerType.RTU, baudrate=line.baudrate, parity=line.parity,
-                stopbits=line.stopbits, bytesize=line.bytesize, timeout=self.timeout_s, retries=0,
-                reconnect_delay=0,
-            )  # fmt: skip
-        else:
-            self._client = AsyncModbusTcpClient(
-                ep.host, port=ep.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
-            )
-        pymodbus_seams.count_stale_replies(self._client, self._count_stale_reply)
-        if not await self._client.connect():  # bounded by the caller's timeout
-            raise StationError(f"cannot connect to {ep}", station=self.station)
-        if self._ever_connected:
-            self.counters.reconnects += 1
-        self._ever_connected = True
-        return self._client
-
-    def _count_stale_reply(self) -> None:
-        self.counters.stale_replies += 1
-
-    async def _request(
-        self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
-    ) -> ModbusPDU:
-        """One request, tried up to `policy.attempts` times: every try bounded in time (connect
-        included), the connection rebuilt after a timeout or garbage so a late reply cannot be
-        taken for the next one's. A Modbus exception answer is final, but for 6 (device busy)."""
-        lock = self._lock
-        while not _free(lock):  # the watchdog: no request may hold the link longer than any request can take
-            try:
-                async with asyncio.timeout(self._longest_request_s()):
-                    await lock.acquire()
-                break
-            except TimeoutError:
-                raise_if_cancelled()
-                if lock is not self._lock:  # rebuilt meanwhile: queue on the new one
-                    lock = self._lock
-                elif time.monotonic() - self._held_since >= self._longest_request_s():
-                    raise self._rebuild(what, lock) from None
-        else:
-            await lock.acquire()  # free: taken at once, no timer needed
-        self._held_since = began = time.monotonic()
-        try:
-            cause: object = None
-            for attempt in range(self.policy.attempts):
-                if lock is not self._lock:  # the watchdog rebuilt the link while this one was stuck
-                    cause = "the link was rebuilt while this request was stuck"
-                    break
-                if attempt:
-                    self.counters.retries += 1
-                    if self.policy.retry_delay_s:
-                        await asyncio.sleep(self.policy.retry_delay_s)
-                client: AsyncModbusTcpClient | None = None
-                try:
-                    async with asyncio.timeout(self.timeout_s * 2):
-                        client = await self._connect()
-                        self.counters.requests += 1
-                        reply = await call(client)
-                except StationError as exc:  # could not connect
-                    raise_if_cancelled()  # pymodbus's connect() answers a cancel with False
-                    cause = exc
-                    continue
-                except (ModbusException, OSError, TimeoutError) as exc:
-                    raise_if_cancelled()
-                    if isinstance(exc, TimeoutError):
-                        self.counters.timeouts += 1
-                    elif pymodbus_seams.STALE_REPLY.search(str(exc)):
-                        self.counters.stale_replies += 1
-                    if client is not None:  # this try's connection (the watchdog may have made another)
-                        client.close()
-                    cause = exc
-                    continue
-                if reply.isError():
-                    code = getattr(reply, "exception_code", "?")
-                    cause = f"Modbus exception code {code}"
-                    if code == 6:  # the PLC is busy: ask again
-                        continue
-                    break
-                self._recovered()
-                return reply
-            raise self._failed(what, cause)
-        finally:
-            lock.release()
-            self.request_seconds.append(time.monotonic() - began)
-
-    def _longest_request_s(self) -> float:
-        """How long one request can hold the link, all its tries included, plus a margin."""
-        return self.policy.attempts * (2 * self.timeout_s + self.policy.retry_delay_s) + 1.0
-
-    def _rebuild(self, what: str, stuck: asyncio.Lock) -> StationError:
-        """The request holding the link has held it longer than any request can take: it is stuck
-        (an await the library never ends). Give the link a new lock and connection; the stuck
-        request keeps the old ones, closed, and can send nothing more."""
-        if self._lock is stuck:
-            self._log.error("link_rebuilt", request=what, waited_s=self._longest_request_s())
-            self.counters.rebuilds += 1
-            self._lock = asyncio.Lock()
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-        return self._failed(what, "the link made no progress; rebuilt")
-
-    def _failed(self, what: str, cause: object) -> StationError:
-        """A request failed after all its tries; the station is declared offline only after
-        `policy.offline_after` of them in a row ("connected" means answering properly)."""
-        self._failures += 1
-        self._good = 0
-        self.counters.errors += 1
-        self.counters.last_error = f"{what}: {cause}"
-        if self.counters.connected and self._failures >= self.policy.offline_after:
-            self._log.error(
-                "station_unavailable", request=what, error=str(cause), failed_requests=self._failures
-            )
-            self.counters.connected = False
-            self.counters.outages += 1
-        elif not self._ever_connected and self._failures == 1:
-            self._log.error("station_unavailable", request=what, error=str(cause))
-        return StationError(f"{what}: {cause}", station=self.station)
-
-    def _recovered(self) -> None:
-        """A good request: back online after `policy.online_after` in a row (at once the first
-        time: there is no flapping to damp before the station ever answered)."""
-        self._failures = 0
-        if self.counters.connected:
-            return
-        self._good += 1
-        if self.counters.outages == 0 or self._good >= self.policy.online_after:
-            if self.counters.outages:
-                self._log.info("station_recovered", good_requests=self._good)
-            self.counters.connected = True
-            self._good = 0
+        return self._conn.backoff_s(max(self._conn.failures - 1, self._bad_status - 1, 0))
 
     async def _write_command(self, offset: Command, value: int) -> None:
         address = self._command_address + offset
-        await self._request(
+        await self._conn.request(
             f"write {offset.name.lower()}",
             lambda c: c.write_register(address, value, device_id=self.endpoint.device_id),
         )
@@ -295,11 +133,11 @@ class ModbusStationLink:
                 f"read {block.table} {start}+{count}",
                 lambda c: getattr(c, reader)(start, count=count, device_id=dev),
             )
-        reply = await self._request(*read)
+        reply = await self._conn.request(*read)
         values = reply.bits if block.is_bits else reply.registers
         if len(values) != block.count:  # bits come in whole bytes: cut to the block
             if len(values) < block.count:
-                raise self._failed(read[0], f"short answer of {len(values)} values")
+                raise self._conn.failed(read[0], f"short answer of {len(values)} values")
             values = values[: block.count]
         return values
 
@@ -322,7 +160,7 @@ class ModbusStationLink:
         once when it makes sense again)."""
         dev, count = self.endpoint.device_id, self._status_count
         self._status_words = []
-        reply = await self._request(
+        reply = await self._conn.request(
             "read status",
             lambda c: c.read_input_registers(self._status_address, count=count, device_id=dev),
         )
@@ -368,7 +206,7 @@ class ModbusStationLink:
             if self._plan.read_write(block):
                 request = f"write/read holding {block.start}"
                 words = [int(v) for v in values]
-                reply = await self._request(
+                reply = await self._conn.request(
                     request,
                     lambda c, b=block, w=words: c.readwrite_registers(
                         read_address=b.start, read_count=b.count, write_address=b.start,
@@ -376,17 +214,17 @@ class ModbusStationLink:
                     ),
                 )
                 if len(reply.registers) != block.count:
-                    raise self._failed(request, f"short answer of {len(reply.registers)} values")
+                    raise self._conn.failed(request, f"short answer of {len(reply.registers)} values")
                 read_back[id(block)] = reply.registers
             elif block.is_bits:
                 bits = [bool(v) for v in values]
-                await self._request(
+                await self._conn.request(
                     f"write coils {block.start}",
                     lambda c, b=block, v=bits: c.write_coils(b.start, v, device_id=dev),
                 )
             else:
                 words = [int(v) for v in values]
-                await self._request(
+                await self._conn.request(
                     f"write holding {block.start}",
                     lambda c, b=block, w=words: c.write_registers(b.start, w, device_id=dev),
                 )
@@ -410,12 +248,12 @@ class ModbusStationLink:
         assert self.heartbeat is not None
         address, dev = self.heartbeat.address, self.endpoint.device_id
         if self._beat_value is None:  # what a bridge before this one left there: the next must differ
-            reply = await self._request(
+            reply = await self._conn.request(
                 "read heartbeat", lambda c: c.read_holding_registers(address, count=1, device_id=dev)
             )
             self._beat_value = reply.registers[0] if len(reply.registers) == 1 else 0
         value = next_beat(self._beat_value, self.heartbeat.mode)
-        await self._request("write heartbeat", lambda c: c.write_register(address, value, device_id=dev))
+        await self._conn.request("write heartbeat", lambda c: c.write_register(address, value, device_id=dev))
         self._beat_value, self._beat_at = value, time.monotonic()
 
     async def start(self, seq: int) -> None:
@@ -521,11 +359,6 @@ class ModbusStationLink:
     @property
     def requests_per_poll(self) -> int:
         return 1 + len(self._telemetry_blocks) + len(self._setpoint_blocks)
-
-
-def _free(lock: asyncio.Lock) -> bool:
-    """Whether acquire() takes the lock at once (unlocked, nobody queued): then no timer is needed."""
-    return not lock.locked() and not getattr(lock, "_waiters", None)
 
 
 def _encode_blocks(

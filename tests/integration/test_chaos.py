@@ -194,13 +194,13 @@ async def test_a_request_that_never_ends_is_noticed_and_the_link_rebuilt(ac_mapp
                     continue
             raise ConnectionError("released by the test")
 
-        stuck = asyncio.create_task(link._request("stuck request", never_ends))
+        stuck = asyncio.create_task(link._conn.request("stuck request", never_ends))
         await holding.wait()
         began = asyncio.get_running_loop().time()
         with pytest.raises(StationError, match="no progress; rebuilt"):
             await link.status()
         waited = asyncio.get_running_loop().time() - began
-        assert link._longest_request_s() <= waited < link._longest_request_s() + 2
+        assert link._conn.longest_request_s() <= waited < link._conn.longest_request_s() + 2
         assert link.counters.rebuilds == 1
         status = await link.status()  # a new connection, while the stuck request still holds the old
         assert status.state == PlcState.IDLE

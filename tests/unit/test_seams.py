@@ -21,7 +21,7 @@ from bridge.opcua import asyncua_seams
 ROOT = Path(__file__).resolve().parents[2]
 SEAM_MODULES = {"bridge/opcua/asyncua_seams.py", "bridge/modbus/pymodbus_seams.py"}
 # the standard library's, with Python itself pinned to 3.11: whether acquire() takes a lock at once
-STDLIB = {"bridge/modbus/link.py": {"_waiters"}}
+STDLIB = {"bridge/modbus/connection.py": {"_waiters"}}
 
 
 @pytest.mark.parametrize("seam", asyncua_seams.SEAMS, ids=lambda s: s.name)
