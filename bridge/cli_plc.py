@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from bridge.commissioning.check import CaseResult, HandshakeCheck
+from bridge.commissioning.check import HandshakeCheck
+from bridge.commissioning.outcomes import CaseResult
 from bridge.commissioning.sheet import sheet_csv, sheet_markdown
 from bridge.errors import MappingError, OrderRejected
 from bridge.logging import configure_logging

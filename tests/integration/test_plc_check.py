@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from bridge.cli import app
-from bridge.commissioning.check import CASES, HandshakeCheck
+from bridge.commissioning.check import HandshakeCheck
+from bridge.commissioning.outcomes import CASES
 from bridge.handshake import PlcState
 from bridge.mapping import LineMapping, apply_deployment, parse_mapping
 from bridge.mapping.model import Endpoint
