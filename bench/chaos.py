@@ -103,8 +103,13 @@ async def chaos(
     round_size: int = 10,
     round_timeout_s: float = 300.0,
     mapping_file: Path = ROOT / "mappings" / "ac_line.yaml",
+    kills_per_round: int | None = None,
 ) -> ChaosReport:
-    """Rounds of orders until `rounds` are done or `minutes` have passed (whichever is given)."""
+    """Rounds of orders until `rounds` are done or `minutes` have passed (whichever is given).
+
+    `kills_per_round`: after this many SIGKILLs a round's next run is left to finish; without it a
+    slow machine, whose bridge takes longer to start than the kill window, can spend minutes on
+    runs killed before they did anything (the soak leaves it unset)."""
     mapping = load_mapping(mapping_file)
     rng = random.Random(seed)
     report = ChaosReport()
@@ -136,8 +141,9 @@ async def chaos(
                 orders_file.write_text(json.dumps(batch))
                 report.orders.update(dict.fromkeys(o["order_id"] for o in batch))
                 await _run_round(
-                    folder, mapping_file, orders_file, rng, kill_after_s, round_timeout_s, report
-                )
+                    folder, mapping_file, orders_file, rng, kill_after_s, round_timeout_s, report,
+                    kills_per_round,
+                )  # fmt: skip
                 done += 1
         finally:
             for proxy in proxies.values():
@@ -174,21 +180,25 @@ async def _run_round(
     kill_after_s: tuple[float, float],
     timeout_s: float,
     report: ChaosReport,
+    kills_per_round: int | None = None,
 ) -> None:
     """Start the bridge on the round's orders; SIGKILL it at random and start it again, until it
     exits by itself with every order done."""
+    kills = 0
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 process = await _start_bridge(folder, mapping_file, orders_file, report.runs)
                 report.runs += 1
+                capped = kills_per_round is not None and kills >= kills_per_round
                 try:
-                    async with asyncio.timeout(rng.uniform(*kill_after_s)):
+                    async with asyncio.timeout(None if capped else rng.uniform(*kill_after_s)):
                         code = await process.wait()
                 except TimeoutError:
                     process.send_signal(signal.SIGKILL)
                     await process.wait()
                     report.kills += 1
+                    kills += 1
                     continue
                 if code != 0:
                     log = (folder / f"bridge-{report.runs - 1}.log").read_text(errors="replace")
