@@ -52,9 +52,10 @@ tools:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Two workers: the machines have two cores, and most of a test is building an OPC UA server.
+# Two workers: the machines have two cores, and most of a test is building an OPC UA server;
+# worksteal: an idle worker takes tests queued for the other, so no long test ends the run alone.
 test: $(STAMP) tools lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist worksteal
 
 # The simulated line and the bridge, one demo order. Ctrl-C, `kill` or closing the terminal
 # (SIGINT, SIGTERM, SIGHUP) stops both; if the simulator cannot start, its one-line reason is all.
