@@ -18,6 +18,8 @@ from plc_sim.memory import internal_access
 
 
 class PlcProgram:
+    """Part of `SimulatedPlc` (plc.py), on its attributes; `start()` runs `_scan_loop`."""
+
     async def _scan_loop(self) -> None:
         internal_access.set(True)
         while True:

@@ -17,6 +17,8 @@ _WRITE_FCS = frozenset({5, 6, 15, 16, 22, 23})
 
 
 class RequestHook:
+    """Part of `SimulatedPlc` (plc.py), on its attributes; pymodbus calls `_on_request` first."""
+
     async def _on_request(
         self,
         function_code: int,

@@ -18,6 +18,8 @@ from bridge.mapping.vocabulary import BIT_TABLES
 
 
 class HandshakeCases:
+    """Part of `HandshakeCheck` (check.py), made of its steps; each case returns what it saw."""
+
     async def _reachable(self) -> str:
         status = await self.link.status()
         first = describe(status)

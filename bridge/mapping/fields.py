@@ -6,10 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
 from bridge.mapping.vocabulary import (
     BIT_TABLES,

@@ -9,28 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StrictInt,
-    StrictStr,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, model_validator
 
 from bridge.handshake import COMMAND_REGISTERS, STATUS_REGISTERS
-from bridge.mapping.fields import (
-    RegisterField,
-    StationAlarms,
-)
-from bridge.mapping.vocabulary import (
-    READ_REGISTERS_MAX,
-    ByteOrder,
-    Identifier,
-    ProductId,
-    Scalar,
-    Strict,
-)
+from bridge.mapping.fields import RegisterField, StationAlarms
+from bridge.mapping.vocabulary import READ_REGISTERS_MAX, ByteOrder, Identifier, ProductId, Scalar, Strict
 
 
 class Heartbeat(Strict):

@@ -81,7 +81,6 @@ class ModbusStationLink:
             station, self.endpoint, self.policy, timeout_s=timeout_s, backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s, seed=seed, log=self._log,
         )  # fmt: skip
-        self.timeout_s = timeout_s
         self.counters = self._conn.counters
         # each request's duration, all its tries, until the scanner takes them into its next event
         self.request_seconds = self._conn.request_seconds
@@ -101,7 +100,7 @@ class ModbusStationLink:
         self.status_read_at: float | None = None  # time.time() of that read
         self._status_age_from = 0.0  # time.monotonic() of that read (its age, whatever the wall clock does)
 
-    # -- connection and requests --------------------------------------------------------------
+    # -- the connection under it ------------------------------------------------------------
 
     async def close(self) -> None:
         await self._conn.close()

@@ -24,6 +24,7 @@ async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit
     """Endpoints, certificates, users and roles as configured (docs/security.md), sessions
     audited and capped per client, and the faster notification path installed."""
     server.iserver.bind_condition_methods = True  # ConditionRefresh for the alarms (alarm_conditions.py)
+    asyncua_seams.share_standard_address_space(server)
     await server.init()
     asyncua_seams.check(server, secured=settings.security is not None)  # before anything is hooked
     server.set_endpoint(settings.endpoint)

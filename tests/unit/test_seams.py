@@ -100,3 +100,32 @@ def test_no_module_but_the_seams_reads_a_private_name_of_another_object():
         if str(path.relative_to(ROOT)) not in SEAM_MODULES:
             offenders += _private_reads(path)
     assert offenders == []
+
+
+async def test_a_copied_standard_address_space_is_asyncuas_own_and_the_servers_alone():
+    """The second server of a process copies the first one's standard nodes: the same nodes,
+    attributes and references as asyncua fills them, in tables of its own, so a write to one
+    server's standard node is not seen by another's."""
+    from asyncua import ua
+
+    servers = []
+    for _ in range(2):
+        server = Server()
+        asyncua_seams.share_standard_address_space(server)
+        await server.init()
+        servers.append(server)
+    filled = Server()
+    await filled.init()  # asyncua's own fill
+    first, second = (asyncua_seams.aspace_nodes(s.iserver.aspace) for s in servers)
+    own = asyncua_seams.aspace_nodes(filled.iserver.aspace)
+    assert first.keys() == second.keys() == own.keys()
+    for nodeid, node in own.items():
+        copied = second[nodeid]
+        assert copied is not first[nodeid]
+        assert copied.attributes is not first[nodeid].attributes
+        assert copied.references is not first[nodeid].references
+        assert copied.attributes.keys() == node.attributes.keys(), nodeid
+        assert [r.NodeId for r in copied.references] == [r.NodeId for r in node.references], nodeid
+    name = ua.NodeId(ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName)
+    await servers[0].get_node(name).write_value("written on the first server")
+    assert await servers[1].get_node(name).read_value() == await filled.get_node(name).read_value()
