@@ -30,8 +30,9 @@ def quick(ac_data) -> LineMapping:
 async def check(ac_mapping: LineMapping, station: str, **faults: int) -> tuple[dict[str, str], SimulatedPlc]:
     async with SimulatedPlc(ac_mapping, station, port=0, speed=0, seed=1, faults=Faults(**faults)) as plc:
         mapping = apply_deployment(ac_mapping, {station: Endpoint(host="127.0.0.1", port=plc.port)})
-        async with asyncio.timeout(60):
-            results = await HandshakeCheck(mapping, station, settle_s=0.2).run()
+        async with asyncio.timeout(60):  # a step of the simulator at zero cycle time ends at once: a
+            # stuck case fails after 5 s, not after the mapping's cycle time twice over (65 s)
+            results = await HandshakeCheck(mapping, station, settle_s=0.2, step_timeout_s=5).run()
         return {r.case: f"{r.outcome}: {r.detail}" for r in results}, plc
 
 
