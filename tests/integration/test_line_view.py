@@ -60,6 +60,14 @@ async def browsed_line(mapping, tmp_path, **settings):
             await browser.close()
 
 
+async def box(page, selector: str) -> dict[str, float]:
+    """Where an element is, found and measured in one call: the view redraws the line on every poll,
+    and a box found in one call may be replaced before it is measured in the next."""
+    return await page.eval_on_selector(
+        selector, "e => { const r = e.getBoundingClientRect(); return {y: r.y, height: r.height}; }"
+    )
+
+
 async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_path):
     async with served_line(ac_mapping, tmp_path) as (line, bridge, http):
         chassis = line["chassis"]
@@ -181,7 +189,7 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
         assert submit is not None
         assert submit["y"] + submit["height"] <= 900  # the form without scrolling
         chassis = '.station[data-station="chassis"]'
-        height = (await desk.locator(chassis).bounding_box())["height"]
+        height = (await box(desk, chassis))["height"]
         border = "e => getComputedStyle(e).borderTopColor"
         await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
         await desk.fill("#order-id", "HMI-1")
@@ -197,7 +205,7 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
                 .split(" ")[0] === tag("cycle_count").split(" ")[1];
         }"""
         await desk.wait_for_function(f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000)
-        assert (await desk.locator(chassis).bounding_box())["height"] == height  # stable box
+        assert (await box(desk, chassis))["height"] == height  # stable box
         idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
         assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
         await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
@@ -241,7 +249,7 @@ async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_p
         assert "▲ HIGH 700" in text
         assert "above its high limit 630 °C" in text
         assert "unacknowledged" in text
-        assert (await desk.locator(row).bounding_box())["y"] < 200  # on top, not below the fold
+        assert (await box(desk, row))["y"] < 200  # on top, not below the fold
         coil = '.station[data-station="coil"] .alarmed'
         assert "furnace_temp_c" in await desk.inner_text(coil)
         await desk.screenshot(path=str(shots / "line-view-alarm-1440x900.png"), full_page=True)
