@@ -14,16 +14,16 @@ import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import structlog
 
 from bridge.domain.dispatch import DispatchList, Waiting
 from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.job_commands import JobCommands, made
+from bridge.domain.journal_writes import JournalWrites
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState, utcnow
 from bridge.domain.orders import OrderRequest, ValidOrder, validate_order
-from bridge.domain.ports import OrderJournal, Rows, StationLink
+from bridge.domain.ports import OrderJournal, StationLink
 from bridge.domain.station_driver import StationDriver, order_values
 from bridge.errors import (
     AdmissionStopped,
@@ -57,7 +57,7 @@ class EngineSettings:
     journal_retry_s: float = 0.5  # how often a journal that could not be written is tried again
 
 
-class LineEngine(StationDriver, JobCommands):
+class LineEngine(StationDriver, JobCommands, JournalWrites):
     def __init__(
         self,
         mapping: LineMapping,
@@ -353,64 +353,6 @@ class LineEngine(StationDriver, JobCommands):
         event = self._event(order, message=message)
         await self._journaled(self.journal.save_order_rows, order, event)
         self._emit(order, event)
-
-    # -- a journal that cannot be written --------------------------------------------------
-
-    async def _journaled(self, rows_of: Callable[..., Rows], *args: Any) -> int | None:
-        """The rows `rows_of(*args)` committed (off the loop), however long the journal takes to
-        become writable again; the first row's id.
-
-        Every journal write comes before the PLC action it records (docs/handshake.md), so a
-        write that waits here holds the step exactly where it is, and the same write, retried,
-        commits what memory already holds. Meanwhile admission is refused with the reason."""
-        while True:
-            try:
-                row_id = await self.journal.commit(rows_of(*args))
-            except JournalUnavailable as exc:
-                self._journal_failed(exc)
-                await asyncio.sleep(self.settings.journal_retry_s)
-                continue
-            if self.journal_fault is not None:
-                self._journal_recovered()
-            return row_id
-
-    @property
-    def journal_fault(self) -> str | None:
-        """Why the line stands while the journal cannot be written, else None."""
-        error = self._journal_error
-        if error is None:
-            return None
-        return f"the journal cannot be written ({error.reason}): the line stands until it can"
-
-    def _journal_failed(self, exc: JournalUnavailable) -> None:
-        if self.journal_fault is None:
-            log.error("journal_unavailable", path=str(exc.path), reason=exc.reason)
-            self._start_journal_probe()
-        self._journal_error = exc
-        self._notify()
-
-    def _journal_recovered(self) -> None:
-        log.warning("journal_recovered", was=self.journal_fault)
-        self._journal_error = None
-        self._notify()
-
-    def _start_journal_probe(self) -> None:
-        """Admission resumes when a write succeeds; with no step under way to retry one, a probe
-        writes instead (an idle line must start taking orders again by itself too)."""
-        if any(t.get_name() == "journal-probe" and not t.done() for t in self._tasks):
-            return
-
-        async def probe() -> None:
-            while self.journal_fault is not None:
-                await asyncio.sleep(self.settings.journal_retry_s)
-                try:
-                    await self.journal.run(self.journal.probe)
-                except JournalUnavailable:
-                    continue
-                self._journal_recovered()
-
-        self._tasks = [t for t in self._tasks if not t.done()]
-        self._tasks.append(asyncio.create_task(probe(), name="journal-probe"))
 
     def _tell(self, order: Order, step: Step) -> None:
         self.events.publish(StepChanged(order, step, step.phase))
