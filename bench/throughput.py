@@ -144,7 +144,7 @@ class TimedJournal(SqliteJournal):
 
 async def run_bridge(
     mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0, rate: float = 0
-) -> tuple[float, Bridge, TimedJournal]:
+) -> tuple[float, Bridge, TimedJournal, dict[str, float]]:
     settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=telemetry_s, status_poll_s=0.001)
     bridge = Bridge(mapping, settings)
     journal = TimedJournal(data_dir / "timed.sqlite")
@@ -162,6 +162,14 @@ async def run_bridge(
         await subscriber.stdout.readline()  # subscribed
         await asyncio.sleep(3)  # warm-up: telemetry flowing before the first order
     settle_heap()  # as `linebridge run` does once it has started
+    first = mapping.stations[next(iter(mapping.stations))].endpoint
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.plc_probe", first.host, str(first.port), str(first.device_id),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert probe.stdin is not None
+    assert probe.stdout is not None
+    await probe.stdout.readline()  # probing
     try:
         began = time.perf_counter()
         for i in range(orders):
@@ -171,6 +179,9 @@ async def run_bridge(
         await bridge.wait_idle()
         elapsed = time.perf_counter() - began
     finally:
+        probe.stdin.close()
+        answers = json.loads(await probe.stdout.readline())
+        await probe.wait()
         if subscriber is not None:
             subscriber.terminate()
             await subscriber.wait()
@@ -178,7 +189,7 @@ async def run_bridge(
             await face.stop()
         await bridge.stop()
         journal.close()
-    return elapsed, bridge, journal
+    return elapsed, bridge, journal, answers
 
 
 async def bare_pymodbus(endpoints: dict[str, Endpoint], requests: dict[str, int]) -> float:
@@ -248,7 +259,7 @@ def run_line(
     args: argparse.Namespace, mapping: LineMapping, line: LineProcess, tmp: Path, telemetry_s: float
 ) -> float:
     deployed = apply_deployment(mapping, line.endpoints)
-    elapsed, bridge, journal = asyncio.run(
+    elapsed, bridge, journal, answers = asyncio.run(
         run_bridge(deployed, args.orders, tmp / "data", telemetry_s, args.rate)
     )
     line.wait_reported(journal.closed_at, timeout_s=10)
@@ -273,6 +284,10 @@ def run_line(
     print(f"modbus requests        {total} ({total / steps:.1f} per step)")
     print(f"step overhead          PLC done -> step recorded: p50 {percentile(overhead_ms, 50):.2f} ms,"
           f" p99 {percentile(overhead_ms, 99):.2f} ms ({len(overhead_ms)} steps)")  # fmt: skip
+    probed = next(iter(mapping.stations))
+    print(f"PLC answer (probe)     p50 {answers['p50_ms']:.2f} ms, p99 {answers['p99_ms']:.2f} ms, max"
+          f" {answers['max_ms']:.1f} ms ({answers['reads']} status reads of {probed} by a bare client"
+          " in a process of its own, same minutes: counted in the step overhead too)")  # fmt: skip
     commits = journal.commit_ms
     print(f"journal commits        p50 {percentile(commits, 50):.2f} ms, p99 {percentile(commits, 99):.2f}"
           f" ms, max {max(commits):.2f} ms ({len(commits)} awaited, off the loop)")  # fmt: skip
