@@ -60,6 +60,18 @@ async def browsed_line(mapping, tmp_path, **settings):
             await browser.close()
 
 
+async def laid_out_height(page, selector: str) -> float:
+    """The element's height once it has one: twice in fresh-clone runs a station box measured right
+    after its contents were waited for had no size (None from Playwright, then 0), which no
+    in-tree run reproduced; the page draws every box with a min-height."""
+    handle = await page.wait_for_function(
+        "sel => { const e = document.querySelector(sel); const h = e && e.getBoundingClientRect().height;"
+        " return h > 0 ? h : null; }",
+        arg=selector, timeout=5_000,
+    )  # fmt: skip
+    return await handle.json_value()
+
+
 async def box(page, selector: str) -> dict[str, float]:
     """Where an element is, found and measured in one call: the view redraws the line on every poll,
     and a box found in one call may be replaced before it is measured in the next."""
@@ -189,7 +201,7 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
         assert submit is not None
         assert submit["y"] + submit["height"] <= 900  # the form without scrolling
         chassis = '.station[data-station="chassis"]'
-        height = (await box(desk, chassis))["height"]
+        height = await laid_out_height(desk, chassis)
         border = "e => getComputedStyle(e).borderTopColor"
         await line["chassis"].set_fault("stall", 1)  # the order stays at chassis, busy
         await desk.fill("#order-id", "HMI-1")
@@ -205,7 +217,10 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
                 .split(" ")[0] === tag("cycle_count").split(" ")[1];
         }"""
         await desk.wait_for_function(f"() => ({agree})(document.querySelector('{chassis}'))", timeout=5_000)
-        assert (await box(desk, chassis))["height"] == height  # stable box
+        await desk.wait_for_function(  # a stable box: the same height busy as idle
+            "([sel, h]) => document.querySelector(sel).getBoundingClientRect().height === h",
+            arg=[chassis, height], timeout=5_000,
+        )  # fmt: skip
         idle_border = await desk.eval_on_selector('.station[data-station="coil"]', border)
         assert await desk.eval_on_selector(chassis, border) == idle_border  # busy is normal: grey
         await desk.screenshot(path=str(shots / "line-view-1440x900.png"), full_page=True)
