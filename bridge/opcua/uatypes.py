@@ -216,39 +216,26 @@ async def add_variable(
 async def _add_analog_properties(
     var: Node, ns: int, f: RegisterField | Option, *, mandatory: bool | None = True
 ) -> None:
-    """EngineeringUnits and EURange of an AnalogItem, from the mapping."""
+    """EngineeringUnits, EURange and ValuePrecision of an AnalogItem, from the mapping."""
+    base = var.nodeid.Identifier
+
+    async def add(name: str, value: Any, **kind: Any) -> None:
+        nodeid, browse_name = ua.NodeId(f"{base}.{name}", ns), ua.QualifiedName(name, 0)
+        prop = await var.add_property(nodeid, browse_name, value, **kind)
+        if mandatory is not None:
+            await prop.set_modelling_rule(True)
+
     low = f.min if f.min is not None else -1e308
     high = f.max if f.max is not None else 1e308
-    base = var.nodeid.Identifier
-    rng = await var.add_property(
-        ua.NodeId(f"{base}.EURange", ns),
-        ua.QualifiedName("EURange", 0),
-        ua.Range(Low=low, High=high),
-        varianttype=ua.VariantType.ExtensionObject,
-        datatype=ua.NodeId(ua.ObjectIds.Range),
-    )
-    if mandatory is not None:
-        await rng.set_modelling_rule(True)
+    structure, ids = ua.VariantType.ExtensionObject, ua.ObjectIds
+    await add("EURange", ua.Range(Low=low, High=high), varianttype=structure, datatype=ua.NodeId(ids.Range))
     precision = getattr(f, "precision", None)
     if precision is not None:  # Part 8 ValuePrecision: the digits after the point a client shows
-        digits = await var.add_property(
-            ua.NodeId(f"{base}.ValuePrecision", ns),
-            ua.QualifiedName("ValuePrecision", 0),
-            ua.Variant(float(precision), ua.VariantType.Double),
-        )
-        if mandatory is not None:
-            await digits.set_modelling_rule(True)
+        await add("ValuePrecision", ua.Variant(float(precision), ua.VariantType.Double))
     unit = getattr(f, "unit", None)
     if unit:
-        eu = await var.add_property(
-            ua.NodeId(f"{base}.EngineeringUnits", ns),
-            ua.QualifiedName("EngineeringUnits", 0),
-            eu_information(unit),
-            varianttype=ua.VariantType.ExtensionObject,
-            datatype=ua.NodeId(ua.ObjectIds.EUInformation),
-        )
-        if mandatory is not None:
-            await eu.set_modelling_rule(True)
+        units = eu_information(unit)
+        await add("EngineeringUnits", units, varianttype=structure, datatype=ua.NodeId(ids.EUInformation))
 
 
 def field_variant(f: RegisterField) -> ua.VariantType:
