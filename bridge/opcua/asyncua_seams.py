@@ -188,24 +188,28 @@ def replace_node_table(aspace: AddressSpace, table: Callable[[dict[Any, Any]], d
 
 # -- the standard address space, filled once a process ----------------------------------------
 
-_standard: dict[Any, NodeData] | None = None  # as asyncua filled it for this process's first server
+_standard: dict[Any, NodeData] | None = None  # as asyncua filled it, kept from a process's second server
+_filled = 0  # standard address spaces asyncua filled in this process
 
 
 def share_standard_address_space(server: Server) -> None:
     """asyncua fills the standard address space (6,000 nodes) node by node, 1.5 s a server; a
-    process that makes several (the test suite makes ~150) copies the first one's instead, in a
-    tenth of that. A copy is the server's own: nodes, attribute and reference tables new, values
-    (replaced on a write, never changed in place) shared."""
+    process that makes several (the test suite makes ~150) copies one instead, in a tenth of that.
+    The copy is kept from the second server on: `linebridge run` makes one and pays nothing for it.
+    A copy is the server's own: nodes, attribute and reference tables new, values (replaced on a
+    write, never changed in place) shared."""
     iserver = server.iserver
     fill = iserver.load_standard_address_space
 
     async def load(shelf_file: Path | None = None) -> None:
-        global _standard
+        global _standard, _filled
         if shelf_file is not None:  # asyncua's own cache on disk: its way, not ours
             await fill(shelf_file)
         elif _standard is None:
             await fill()
-            _standard = await asyncio.to_thread(_copy_nodes, iserver.aspace._nodes)
+            _filled += 1
+            if _filled > 1:
+                _standard = await asyncio.to_thread(_copy_nodes, iserver.aspace._nodes)
         else:
             iserver.aspace._nodes.update(await asyncio.to_thread(_copy_nodes, _standard))
 

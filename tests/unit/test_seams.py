@@ -103,29 +103,32 @@ def test_no_module_but_the_seams_reads_a_private_name_of_another_object():
 
 
 async def test_a_copied_standard_address_space_is_asyncuas_own_and_the_servers_alone():
-    """The second server of a process copies the first one's standard nodes: the same nodes,
-    attributes and references as asyncua fills them, in tables of its own, so a write to one
-    server's standard node is not seen by another's."""
+    """From a process's second server on, the standard nodes are copied: the same nodes,
+    attributes and references as asyncua fills them, in tables of each server's own, so a write
+    to one server's standard node is not seen by another's."""
     from asyncua import ua
 
     servers = []
-    for _ in range(2):
+    for _ in range(3):
         server = Server()
         asyncua_seams.share_standard_address_space(server)
         await server.init()
         servers.append(server)
     filled = Server()
     await filled.init()  # asyncua's own fill
-    first, second = (asyncua_seams.aspace_nodes(s.iserver.aspace) for s in servers)
+    _, second, third = (asyncua_seams.aspace_nodes(s.iserver.aspace) for s in servers)
     own = asyncua_seams.aspace_nodes(filled.iserver.aspace)
-    assert first.keys() == second.keys() == own.keys()
+    assert second.keys() == third.keys() == own.keys()
+    display = ua.AttributeIds.DisplayName
     for nodeid, node in own.items():
-        copied = second[nodeid]
-        assert copied is not first[nodeid]
-        assert copied.attributes is not first[nodeid].attributes
-        assert copied.references is not first[nodeid].references
+        copied = third[nodeid]
+        assert copied is not second[nodeid]
+        assert copied.attributes is not second[nodeid].attributes
+        assert copied.references is not second[nodeid].references
         assert copied.attributes.keys() == node.attributes.keys(), nodeid
         assert [r.NodeId for r in copied.references] == [r.NodeId for r in node.references], nodeid
+        # copied, not filled again: the values are the very ones the kept copy holds
+        assert copied.attributes[display].value is second[nodeid].attributes[display].value, nodeid
     name = ua.NodeId(ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName)
-    await servers[0].get_node(name).write_value("written on the first server")
-    assert await servers[1].get_node(name).read_value() == await filled.get_node(name).read_value()
+    await servers[1].get_node(name).write_value("written on the second server")
+    assert await servers[2].get_node(name).read_value() == await filled.get_node(name).read_value()
