@@ -123,7 +123,8 @@ class AlarmBook:
         elif event.event.state is OrderState.FAULTED and event.event.station:
             e = event.event
             state = self.states.get(f"{e.station}.order_faulted")
-            if state is not None:  # a second fault while the first waits is news of its own: asked again
+            if state is not None:  # None: off in the mapping. Every fault is news: one still active is
+                # ended and raised anew, so a second fault asks for an acknowledge again
                 code = f"result code {e.result_code} ({self._codes.get(e.result_code or 0, 'unknown')})"
                 message = f"order {e.order_id} faulted at {e.station}: {code} {e.message}".rstrip()
                 fresh = cond.clear(state, now, state.message) or state
