@@ -22,6 +22,7 @@ from bridge.domain.events import AlarmChanged, EventHub, OrderChanged, StationSc
 from bridge.domain.model import OrderState
 from bridge.follow import Follower
 from bridge.mapping.model import LineMapping
+from bridge.mapping.vocabulary import is_number
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +145,7 @@ class AlarmBook:
         self._set(f"{station}.plc_fault", scan.status_invalid, now, garbage)
         for d in self._limits.get(station, ()):
             value = scan.telemetry.get(d.name)
-            if d.name in scan.read and d.name not in scan.doubts and _number(value):
+            if d.name in scan.read and d.name not in scan.doubts and is_number(value):
                 self._limit(d, float(value), now)
 
     def _limit(self, d: AlarmDef, value: float, now: float) -> None:
@@ -213,6 +214,3 @@ class AlarmBook:
             if restored.retain or restored.shelved:
                 self.states[alarm_id] = restored
 
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -32,6 +32,7 @@ from bridge.http.guard import read_json
 from bridge.http.lineview_page import PAGE
 from bridge.limits import HTTP_BODY_BYTES, LOGGED_TEXT_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import alternatives
+from bridge.mapping.vocabulary import is_number
 from bridge.service import Bridge
 
 PUSH_EVERY_S = 0.5
@@ -69,7 +70,7 @@ class LineView:
         at = event.read_at or 0.0
         for name in event.read:
             value = event.telemetry.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+            if is_number(value) and value == value:
                 trends.setdefault(name, deque(maxlen=TREND_KEEP)).append((at, float(value)))
 
     def routes(self) -> list[Route]:
@@ -236,7 +237,7 @@ class LineView:
             source = "history"
         else:
             points = [p for p in self._trends.get(station, {}).get(name, ()) if p[0] >= since]
-        numbers = [(t, float(v)) for t, v in points if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = [(t, float(v)) for t, v in points if is_number(v)]
         stride = max(1, -(-len(numbers) // TREND_POINTS_MAX))
         f = mapping.resolved_fields(station)[name]
         return JSONResponse({

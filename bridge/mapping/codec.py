@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.errors import CodecError
 from bridge.mapping.fields import RegisterField
-from bridge.mapping.vocabulary import INTEGER_RANGE
+from bridge.mapping.vocabulary import INTEGER_RANGE, is_number
 
 _STRUCT: dict[str, str] = {
     "int16": ">h",
@@ -61,7 +61,7 @@ def check_range(field: RegisterField, value: float) -> None:
 
 
 def _to_raw(field: RegisterField, value: Any) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise CodecError(f"{field.type} needs a number, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
         raise CodecError(f"{value} is not a finite number")
@@ -123,7 +123,7 @@ def assess(field: RegisterField, value: Any) -> Doubt | None:
     """What is doubtful about a decoded `value` of `field`, or None when it is good."""
     if isinstance(value, float) and not math.isfinite(value):
         return Doubt(True, f"{value} is not a finite number")
-    if field.is_numeric and isinstance(value, int | float) and not isinstance(value, bool):
+    if field.is_numeric and is_number(value):
         try:
             check_range(field, value)
         except CodecError as exc:

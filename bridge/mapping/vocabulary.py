@@ -47,3 +47,8 @@ class Strict(BaseModel):
     """Every mapping model: unknown keys refused, nothing coerced, nothing changed once loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def is_number(value: object) -> bool:
+    """A value a numeric field can hold: Python's bool is an int, and True must not pass for 1."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
