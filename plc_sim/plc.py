@@ -55,6 +55,11 @@ class SimulatedPlc(RequestHook, PlcProgram):
         self.type_name = mapping.stations[station].type
         self.kind = mapping.station_type(station)
         self.fields = mapping.resolved_fields(station)
+        # what a telemetry refresh draws: all simulated fields on the period, the step-sourced ones
+        # at each step's end (picked once: at zero cycle time a step ends hundreds of times a second)
+        simulated = [f for f in (self.fields[name] for name in self.kind.telemetry) if f.sim is not None]
+        self.simulated_fields = simulated
+        self.step_sourced_fields = [f for f in simulated if f.sim is not None and f.sim.source is not None]
         endpoint = mapping.stations[station].endpoint
         self.host = host
         self.port = endpoint.port if port is None else port

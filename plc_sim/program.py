@@ -215,11 +215,9 @@ class PlcProgram:
             self._telemetry_due = time.monotonic() + self.telemetry_period_s
         # only values that follow a setpoint read them; step-sourced ones never do
         setpoints = {} if step_sourced_only else await self._setpoints()
-        simulated = [
-            f
-            for f in (self.fields[name] for name in self.kind.telemetry)
-            if f.sim is not None and (f.sim.source is not None or not step_sourced_only)
-        ]
+        simulated = self.step_sourced_fields if step_sourced_only else self.simulated_fields
+        if not simulated:
+            return
         await self.memory.write_fields([(f, self._simulated_value(f, setpoints)) for f in simulated])
 
     def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
