@@ -20,7 +20,7 @@ from bridge.cli_client import health, mapping_app, nodeset_app, order_app, stati
 from bridge.cli_plc import load_mapping_or_exit, plc_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError, OrderRejected
-from bridge.lifecycle import settle_heap
+from bridge.lifecycle import collections_paused, settle_heap
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
@@ -223,29 +223,30 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Bridge(line, settings) as bridge:
-        with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
-        face = OpcUaFace(bridge, opcua) if opcua is not None else None
-        if face is not None:
-            await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
-        http = None
-        if web is not None:
-            from bridge.http.server import HttpFace
-
-            http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
-            if face is not None:  # the line view's trends read the OPC UA face's history store
-                http.view.trend_source = face.trend
-        try:
-            if http is not None:
-                await http.start()  # ConfigurationError likewise
-            settle_heap()
-            await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
-        finally:
-            if http is not None:
-                await http.stop()
+    with collections_paused():  # until settle_heap() below: start-up builds what lives on
+        async with Bridge(line, settings) as bridge:
+            with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
+                loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
+            face = OpcUaFace(bridge, opcua) if opcua is not None else None
             if face is not None:
-                await face.stop()
+                await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
+            http = None
+            if web is not None:
+                from bridge.http.server import HttpFace
+
+                http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
+                if face is not None:  # the line view's trends read the OPC UA face's history store
+                    http.view.trend_source = face.trend
+            try:
+                if http is not None:
+                    await http.start()  # ConfigurationError likewise
+                settle_heap()
+                await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
+            finally:
+                if http is not None:
+                    await http.stop()
+                if face is not None:
+                    await face.stop()
 
 
 def _reload_on_signal(bridge: Bridge) -> None:
