@@ -161,9 +161,11 @@ def run(
             secured = opcua is not None and opcua.security is not None
             web.check_exposure(opts["allow_insecure_remote"], secured=secured)
         _raise_open_file_limit()
-        asyncio.run(
-            _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=opts["exit_when_idle"])
-        )
+        until_idle = opts["exit_when_idle"]
+        with collections_paused():  # until _run settles the heap: start-up builds what lives on
+            asyncio.run(
+                _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=until_idle)
+            )
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -223,30 +225,29 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    with collections_paused():  # until settle_heap() below: start-up builds what lives on
-        async with Bridge(line, settings) as bridge:
-            with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
-                loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
-            face = OpcUaFace(bridge, opcua) if opcua is not None else None
-            if face is not None:
-                await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
-            http = None
-            if web is not None:
-                from bridge.http.server import HttpFace
+    async with Bridge(line, settings) as bridge:
+        with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
+        face = OpcUaFace(bridge, opcua) if opcua is not None else None
+        if face is not None:
+            await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
+        http = None
+        if web is not None:
+            from bridge.http.server import HttpFace
 
-                http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
-                if face is not None:  # the line view's trends read the OPC UA face's history store
-                    http.view.trend_source = face.trend
-            try:
-                if http is not None:
-                    await http.start()  # ConfigurationError likewise
-                settle_heap()
-                await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
-            finally:
-                if http is not None:
-                    await http.stop()
-                if face is not None:
-                    await face.stop()
+            http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
+            if face is not None:  # the line view's trends read the OPC UA face's history store
+                http.view.trend_source = face.trend
+        try:
+            if http is not None:
+                await http.start()  # ConfigurationError likewise
+            settle_heap()
+            await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
+        finally:
+            if http is not None:
+                await http.stop()
+            if face is not None:
+                await face.stop()
 
 
 def _reload_on_signal(bridge: Bridge) -> None:

@@ -216,8 +216,6 @@ class PlcProgram:
         # only values that follow a setpoint read them; step-sourced ones never do
         setpoints = {} if step_sourced_only else await self._setpoints()
         simulated = self.step_sourced_fields if step_sourced_only else self.simulated_fields
-        if not simulated:
-            return
         await self.memory.write_fields([(f, self._simulated_value(f, setpoints)) for f in simulated])
 
     def _simulated_value(self, f: RegisterField, params: dict[str, Any]) -> Any:
