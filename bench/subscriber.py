@@ -1,15 +1,32 @@
-"""An OPC UA client in a process of its own for bench/telemetry.py: subscribes to every telemetry
-variable of the bridge's first line and prints, once a second, how many data changes arrived and
-the stations' poll counters (JSON lines on stdout)."""
+"""An OPC UA client in a process of its own for bench/telemetry.py and bench/throughput.py:
+subscribes to every telemetry variable of the bridge's first line and prints, once a second, how
+many data changes arrived and the stations' poll counters (JSON lines on stdout).
+bench/subscriber.mjs is the same client in node-opcua."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from asyncua import Client, Node, ua
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(which: str) -> list[str]:
+    """The subscriber to start (endpoint and interval follow): "python", "node" (node-opcua, which
+    `make tools` installs under tests/node), or "auto": node-opcua when it is installed."""
+    node = shutil.which("node")
+    installed = (ROOT / "tests" / "node" / "node_modules" / "node-opcua").is_dir()
+    if which == "node" or (which == "auto" and node and installed):
+        if not (node and installed):
+            raise SystemExit("--subscriber node: node and tests/node's node-opcua are needed (make tools)")
+        return [node, str(ROOT / "bench" / "subscriber.mjs")]
+    return [sys.executable, "-m", "bench.subscriber"]
 
 
 class Counter:

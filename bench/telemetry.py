@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from bench.subscriber import command as subscriber_command
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -102,7 +104,9 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) -> list[dict]:
+def run_workload(
+    w: Workload, seconds: float, warmup: float, soak: float = 0, client: tuple[str, ...] = ()
+) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="lb-tel-") as tmp:
         folder = Path(tmp)
         (folder / "line.yaml").write_text(yaml.safe_dump(mapping_for(w)))
@@ -125,11 +129,13 @@ def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) ->
                     stdout=subprocess.DEVNULL, stderr=bridge_err,
                 )  # fmt: skip
                 procs.append(bridge)
-                rows = [measure(w.name, w, bridge, endpoint, err, folder, seconds, warmup, soak)]
+                rows = [
+                    measure(w.name, w, bridge, endpoint, err, folder, seconds, warmup, soak, client=client)
+                ]
                 bridge.terminate()
                 bridge.wait(10)
                 if w.floors:
-                    rows += floors(w, deployment, seconds, warmup, procs, err, folder)
+                    rows += floors(w, deployment, seconds, warmup, procs, err, folder, client)
                 return rows
             finally:
                 for proc in reversed(procs):
@@ -143,18 +149,12 @@ def run_workload(w: Workload, seconds: float, warmup: float, soak: float = 0) ->
 
 def measure(
     name: str, w: Workload, server: subprocess.Popen, endpoint: str, err: Any, folder: Path,
-    seconds: float, warmup: float, soak: float = 0, *, floor: bool = False,
+    seconds: float, warmup: float, soak: float = 0, *, floor: bool = False, client: tuple[str, ...] = (),
 ) -> dict:  # fmt: skip
     """Subscribe to every telemetry variable of `server` from another process and read the
     server's CPU and RSS from /proc over `seconds` after `warmup`."""
-    args = [
-        sys.executable,
-        "-m",
-        "bench.subscriber",
-        endpoint,
-        str(w.interval_s),
-        *(["floor"] if floor else []),
-    ]
+    client = client or tuple(subscriber_command("python"))
+    args = [*client, endpoint, str(w.interval_s), *(["floor"] if floor else [])]
     subscriber = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True)
     try:
         assert subscriber.stdout is not None
@@ -210,8 +210,9 @@ def _profiler(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
 
 
 def floors(
-    w: Workload, deployment: Path, seconds: float, warmup: float, procs: list, err: Any, folder: Path
-) -> list[dict]:
+    w: Workload, deployment: Path, seconds: float, warmup: float, procs: list, err: Any, folder: Path,
+    client: tuple[str, ...] = (),
+) -> list[dict]:  # fmt: skip
     """Bare pymodbus block polling of the same PLCs, and a bare asyncua server writing as many
     values with write_attribute_value to one subscriber, measured the same way."""
     poller = subprocess.Popen(
@@ -243,7 +244,16 @@ def floors(
     assert server.stdout.readline().strip() == "ready"
     endpoint = f"opc.tcp://127.0.0.1:{port}/"
     serving = measure(
-        "  floor: bare asyncua server", w, server, endpoint, err, folder, seconds, warmup, floor=True
+        "  floor: bare asyncua server",
+        w,
+        server,
+        endpoint,
+        err,
+        folder,
+        seconds,
+        warmup,
+        floor=True,
+        client=client,
     )
     return [polling, serving]
 
@@ -274,11 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--soak", type=float, default=0, help="run the first workload this long, RSS each minute"
     )
+    parser.add_argument(
+        "--subscriber", choices=("python", "node", "auto"), default="python",
+        help="the measuring OPC UA client: Python asyncua (the figures so far), node-opcua, or auto",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     chosen = [w for w in WORKLOADS if args.only is None or args.only in w.name]
     if args.soak:
         chosen = chosen[:1]
-    rows = [row for w in chosen for row in run_workload(w, args.seconds, args.warmup, args.soak)]
+    client = tuple(subscriber_command(args.subscriber))
+    rows = [row for w in chosen for row in run_workload(w, args.seconds, args.warmup, args.soak, client)]
     print(table(rows))
     if args.soak:
         print("RSS over the soak (MB, each minute):", ", ".join(f"{v:.0f}" for v in rows[0]["rss_trace_mb"]))

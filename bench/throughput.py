@@ -24,6 +24,8 @@ from pathlib import Path
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
+from bench import subscriber
+from bench.telemetry import cpu_s
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.domain.ports import Rows
 from bridge.handshake import STATUS_REGISTERS
@@ -143,19 +145,20 @@ class TimedJournal(SqliteJournal):
 
 
 async def run_bridge(
-    mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0, rate: float = 0
-) -> tuple[float, Bridge, TimedJournal, dict[str, float]]:
+    mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0, rate: float = 0,
+    subscriber_cmd: Collection[str] = (),
+) -> tuple[float, Bridge, TimedJournal, dict[str, float]]:  # fmt: skip
     settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=telemetry_s, status_poll_s=0.001)
     bridge = Bridge(mapping, settings)
     journal = TimedJournal(data_dir / "timed.sqlite")
     bridge.engine.journal = journal
     await bridge.start()
-    face = subscriber = None
+    face = subscriber = subscriber_cpu = None
     if telemetry_s:  # the OPC UA face publishes the telemetry, to a client in another process
         face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/"))
         await face.start()
         subscriber = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.subscriber", face.endpoint, str(telemetry_s),
+            *subscriber_cmd, face.endpoint, str(telemetry_s),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
         )  # fmt: skip
         assert subscriber.stdout is not None
@@ -172,15 +175,19 @@ async def run_bridge(
     await probe.stdout.readline()  # probing
     try:
         began = time.perf_counter()
+        subscriber_cpu = cpu_s(subscriber.pid) if subscriber is not None else None
         for i in range(orders):
             await bridge.submit(f"B-{i:05}", "AC-W", {"capacity_btu": (9000, 12000, 18000, 24000)[i % 4]})
             if rate:
                 await asyncio.sleep(max(0.0, began + (i + 1) / rate - time.perf_counter()))
         await bridge.wait_idle()
         elapsed = time.perf_counter() - began
+        if subscriber is not None and subscriber_cpu is not None:  # its share of the two cores
+            subscriber_cpu = 100 * (cpu_s(subscriber.pid) - subscriber_cpu) / elapsed
     finally:
         probe.stdin.close()
         answers = json.loads(await probe.stdout.readline())
+        answers["subscriber_cpu_percent"] = subscriber_cpu
         await probe.wait()
         if subscriber is not None:
             subscriber.terminate()
@@ -237,6 +244,10 @@ def main(argv: list[str] | None = None) -> float | None:
     parser.add_argument(
         "--rate", type=float, default=0, metavar="R", help="submit R orders a second (0: all at once)"
     )
+    parser.add_argument(
+        "--subscriber", choices=("auto", "node", "python"), default="auto",
+        help="the loaded runs' OPC UA subscriber: node-opcua (auto: when installed) or Python asyncua",
+    )  # fmt: skip
     parser.add_argument("--serve-line", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--telemetry-period", type=float, default=0.5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> float | None:
         asyncio.run(serve_line(mapping, args.telemetry_period))
         return None
     telemetry_s = 0.1 if args.telemetry_load else 0.0
+    args.subscriber_cmd = subscriber.command(args.subscriber)
+    args.subscriber_name = "node-opcua" if args.subscriber_cmd[0] != sys.executable else "Python asyncua"
     with (
         tempfile.TemporaryDirectory() as tmp,
         LineProcess(args.mapping, args.telemetry_load, telemetry_s or 0.5) as line,
@@ -260,7 +273,7 @@ def run_line(
 ) -> float:
     deployed = apply_deployment(mapping, line.endpoints)
     elapsed, bridge, journal, answers = asyncio.run(
-        run_bridge(deployed, args.orders, tmp / "data", telemetry_s, args.rate)
+        run_bridge(deployed, args.orders, tmp / "data", telemetry_s, args.rate, args.subscriber_cmd)
     )
     line.wait_reported(journal.closed_at, timeout_s=10)
     overhead_ms = [
@@ -275,7 +288,8 @@ def run_line(
     print(f"line {mapping.line.name}: {len(mapping.stations)} stations, simulator at zero cycle time")
     if args.telemetry_load:
         values = args.telemetry_load * len(mapping.stations) * 10
-        print(f"telemetry load         {values:,} values/s polled and published every 100 ms, one subscriber")
+        print(f"telemetry load         {values:,} values/s polled and published every 100 ms, one subscriber"
+              f" ({args.subscriber_name}: {answers['subscriber_cpu_percent']:.0f} % of a core)")  # fmt: skip
     print(f"orders                 {args.orders} ({steps} station steps)")
     print(
         f"bridge                 {elapsed:.2f} s, {args.orders / elapsed:.1f} orders/s,"
