@@ -29,11 +29,10 @@ import yaml
 
 from bridge.domain.model import Order, OrderState
 from bridge.handshake import COMMAND_REGISTERS
-from bridge.journal import SqliteJournal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.logging import configure_logging
 from bridge.mapping import load_mapping
 from bridge.mapping.model import LineMapping
-from bridge.service import JOURNAL_FILE
 from plc_sim.line import SimulatedLine
 from plc_sim.proxy import ISSUE_12_MIX, FaultMix, FaultyLink
 

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import resource
-import signal
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import structlog
 import typer
 import yaml
 
@@ -19,19 +13,12 @@ from bridge.cli_alarms import alarm_app
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
 from bridge.cli_plc import load_mapping_or_exit, plc_app
 from bridge.cli_security import audit, pki_app, user_app
-from bridge.errors import ConfigurationError, MappingError, OrderRejected
-from bridge.lifecycle import collections_paused, settle_heap
+from bridge.errors import ConfigurationError, MappingError
 from bridge.logging import configure_logging
-from bridge.mapping import LineMapping, load_deployment, load_mapping
+from bridge.mapping import load_deployment, load_mapping
 from bridge.mapping.checks import register_usage
 from bridge.mapping.schema import mapping_json_schema
-from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
-from bridge.opcua.face import DEFAULT_ENDPOINT, OpcUaFace, OpcUaSettings
-from bridge.opcua.session_limits import SessionLimits
-from bridge.service import Bridge, BridgeSettings
-
-if TYPE_CHECKING:
-    from bridge.http.server import HttpSettings
+from bridge.opcua.names import DEFAULT_ENDPOINT
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -117,67 +104,9 @@ def run(
     except (MappingError, ConfigurationError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    settings = BridgeSettings(
-        mapping_file=Path(opts["mapping"]),
-        deployment_file=opts["deployment"],
-        data_dir=Path(opts["data_dir"]),
-        telemetry_interval_s=opts["telemetry_interval"],
-        step_timeout_s=opts["step_timeout"],
-        request_timeout_s=opts["request_timeout"],
-    )
-    opcua = None
-    if not opts["no_opcua"]:
-        data_dir = Path(opts["data_dir"])
-        secure = None
-        if opts["security"]:
-            secure = SecuritySettings(
-                pki_dir=Path(opts["pki_dir"] or data_dir / "pki"),
-                users_file=Path(opts["users"] or data_dir / "users.yaml"),
-                allow_none_endpoint=opts["allow_none_endpoint"],
-            )
-        opcua = OpcUaSettings(
-            endpoint=opts["opcua_endpoint"],
-            order_retention_s=opts["order_retention"],
-            finished_in_full=opts["finished_in_full"],
-            security=secure,
-            allow_insecure_remote=opts["allow_insecure_remote"],
-            limits=SessionLimits(
-                max_sessions=opts["max_sessions"],
-                max_anonymous_sessions=opts["max_anonymous_sessions"],
-                max_subscriptions_per_session=opts["max_subscriptions_per_session"],
-                max_monitored_items_per_session=opts["max_monitored_items_per_session"],
-                max_session_timeout_s=opts["max_session_timeout"],
-            ),
-        )
-    try:
-        if opcua is not None:  # an exposed None endpoint is refused before anything starts
-            check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
-        web = None
-        if opts["http"]:
-            from bridge.http.server import HttpSettings  # uvicorn and Starlette: only when asked for
+    from bridge.cli_serve import serve  # the server stack: only for `run`, not a client command
 
-            web = HttpSettings.parse(opts["http"], tuple(opts["http_allowed_host"]))
-        if web is not None:
-            secured = opcua is not None and opcua.security is not None
-            web.check_exposure(opts["allow_insecure_remote"], secured=secured)
-        _raise_open_file_limit()
-        until_idle = opts["exit_when_idle"]
-        with collections_paused():  # until _run settles the heap: start-up builds what lives on
-            asyncio.run(
-                _run(line, settings, orders, opcua, web, demo=opts["demo"], exit_when_idle=until_idle)
-            )
-    except ConfigurationError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-
-
-def _raise_open_file_limit() -> None:
-    """The soft open-file limit up to the hard one: each client connection, PLC link and SQLite file
-    is a descriptor, and a distribution's default soft limit (often 1,024) is reached by a flood
-    long before the connection caps (docs/security.md) would be."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    serve(line, orders, opts)
 
 
 def _read_config(ctx: typer.Context, path: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -210,96 +139,6 @@ def _read_orders(path: Path) -> list[dict[str, Any]]:
     return orders
 
 
-async def _run(
-    line: LineMapping,
-    settings: BridgeSettings,
-    orders: list[dict[str, Any]],
-    opcua: OpcUaSettings | None,
-    web: HttpSettings | None,
-    *,
-    demo: bool,
-    exit_when_idle: bool,
-) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    async with Bridge(line, settings) as bridge:
-        with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
-        face = OpcUaFace(bridge, opcua) if opcua is not None else None
-        if face is not None:
-            await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
-        http = None
-        if web is not None:
-            from bridge.http.server import HttpFace
-
-            http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
-            if face is not None:  # the line view's trends read the OPC UA face's history store
-                http.view.trend_source = face.trend
-        try:
-            if http is not None:
-                await http.start()  # ConfigurationError likewise
-            settle_heap()
-            await _serve(bridge, line, orders, stop, demo=demo, exit_when_idle=exit_when_idle)
-        finally:
-            if http is not None:
-                await http.stop()
-            if face is not None:
-                await face.stop()
-
-
-def _reload_on_signal(bridge: Bridge) -> None:
-    log = structlog.get_logger("bridge.cli")
-
-    async def reload() -> None:
-        try:
-            await bridge.reload_mapping()  # logs what changed
-        except ConfigurationError as exc:  # MappingError included: every issue, nothing changed
-            log.error("mapping_reload_refused", reason=str(exc))
-
-    task = asyncio.create_task(reload())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-async def _serve(
-    bridge: Bridge,
-    line: LineMapping,
-    orders: list[dict[str, Any]],
-    stop: asyncio.Event,
-    *,
-    demo: bool,
-    exit_when_idle: bool,
-) -> None:
-    log = structlog.get_logger("bridge.cli")
-    if demo:
-        product = next(iter(line.products))
-        orders = [*orders, {"order_id": f"demo-{int(time.time())}", "product": product, "options": {}}]
-    for order in orders:
-        try:
-            accepted = await bridge.submit(
-                order.get("order_id"),
-                order.get("product"),
-                order.get("options"),
-                quantity=order.get("quantity"),
-                priority=order.get("priority", 0),
-            )
-            log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
-        except OrderRejected as exc:
-            log.error("order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason)
-    waiters = [asyncio.create_task(stop.wait())]
-    if exit_when_idle:
-        waiters.append(asyncio.create_task(bridge.wait_idle()))
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()
-
-
 @mapping_app.command("schema")
 def mapping_schema(
     output: Path | None = typer.Option(None, "--output", "-o", help="write it here instead of stdout"),
@@ -322,8 +161,8 @@ def journal_check(
     data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
 ) -> None:
     """Say whether a journal is sound (read only: nothing in it is changed); exit 1 if it is not."""
+    from bridge.journal import JOURNAL_FILE
     from bridge.journal.check import check_journal
-    from bridge.service import JOURNAL_FILE
 
     file = path or data_dir / JOURNAL_FILE
     problems, counts = check_journal(file)

@@ -9,10 +9,9 @@ import typer
 from asyncua import Client
 
 from bridge.cli_client import ENDPOINT, LINE, client_run
-from bridge.journal import SqliteJournal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.opcua.alarm_client import alarm_line, answer, retained_alarms
 from bridge.opcua.client import find_line
-from bridge.service import JOURNAL_FILE
 
 alarm_app = typer.Typer(no_args_is_help=True, help="Alarms of a running bridge: list, acknowledge, shelve.")
 COMMENT = typer.Option("", "--comment", "-c", help="what you saw or did (kept in the alarm history)")

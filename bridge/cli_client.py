@@ -28,8 +28,7 @@ from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
 from bridge.opcua.client import watch_progress as ua_watch_progress
-from bridge.opcua.face import DEFAULT_ENDPOINT
-from bridge.opcua.nodeset import export_nodeset
+from bridge.opcua.names import DEFAULT_ENDPOINT
 from bridge.opcua.station_client import list_stations as ua_list_stations
 from bridge.opcua.station_client import result_units as ua_result_units
 from bridge.opcua.station_client import show_station as ua_show_station
@@ -319,5 +318,7 @@ def nodeset_export(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     logging.getLogger("asyncua").setLevel(logging.CRITICAL + 1)  # every failure is said once, below
+    from bridge.opcua.nodeset import export_nodeset  # builds a server's address space: only here
+
     asyncio.run(export_nodeset(line, file))
     typer.echo(f"wrote {file}")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from bridge.commissioning.check import HandshakeCheck
-from bridge.commissioning.outcomes import CaseResult
-from bridge.commissioning.sheet import sheet_csv, sheet_markdown
 from bridge.errors import MappingError, OrderRejected
 from bridge.logging import configure_logging
 from bridge.mapping import LineMapping, apply_deployment, load_mapping
 from bridge.mapping.model import Endpoint
 from bridge.opcua.client import ClientError, parse_options
+
+if TYPE_CHECKING:
+    from bridge.commissioning.outcomes import CaseResult
 
 plc_app = typer.Typer(
     no_args_is_help=True, help="Commissioning a station PLC: its register sheet, a handshake check."
@@ -56,6 +57,8 @@ def sheet(
     if format not in ("md", "csv"):
         typer.echo(f"--format {format!r}: use md or csv", err=True)
         raise typer.Exit(2)
+    from bridge.commissioning.sheet import sheet_csv, sheet_markdown
+
     text = sheet_csv(line, station) if format == "csv" else sheet_markdown(line, station)
     if output is None:
         typer.echo(text, nl=False)
@@ -90,6 +93,8 @@ def check(
     mid-step) and report each as passed or failed with what was seen. Runs real steps: put the
     machine in its commissioning or dry-run mode. Writes only what the mapping declares and leaves
     the PLC idle. Exit 1 if a case failed."""
+    from bridge.commissioning.check import HandshakeCheck  # the Modbus client: only for this command
+
     line = _station_of(mapping, station)
     line = apply_deployment(line, {station: _endpoint(endpoint, device_id)})
     configure_logging(log_level)

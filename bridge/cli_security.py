@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 
 from bridge.errors import ConfigurationError
-from bridge.journal import SqliteJournal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.security.pki import Pki
 from bridge.security.users import ROLES, add_certificate_user, add_user
-from bridge.service import JOURNAL_FILE
 
 pki_app = typer.Typer(
     no_args_is_help=True, help="The OPC UA PKI folder: which client certificates are trusted."

@@ -22,7 +22,7 @@ from bridge.domain.events import EventHub
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
 from bridge.errors import ConfigurationError, MappingIncompatible
-from bridge.journal import SqliteJournal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.mapping import load_deployment, load_mapping
@@ -34,8 +34,6 @@ from bridge.modbus.scanner import StationScanner
 from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
-
-JOURNAL_FILE = "journal.sqlite"
 
 
 @dataclass(frozen=True)

@@ -2,4 +2,6 @@
 
 from bridge.journal.sqlite import SqliteJournal
 
-__all__ = ["SqliteJournal"]
+JOURNAL_FILE = "journal.sqlite"  # in the data directory
+
+__all__ = ["JOURNAL_FILE", "SqliteJournal"]

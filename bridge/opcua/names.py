@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from bridge.domain.model import Step
 
+# Where `linebridge run` listens, and where its client commands connect, unless told otherwise.
+DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
+
 PLANT = "Plant"
 LINES = "Plant.Lines"
 

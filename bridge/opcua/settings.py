@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.opcua.endpoint_security import SecuritySettings
+from bridge.opcua.names import DEFAULT_ENDPOINT
 from bridge.opcua.order_nodes import KEEP_FULL
 from bridge.opcua.session_limits import SessionLimits
-
-DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840/"
 
 
 @dataclass(frozen=True)

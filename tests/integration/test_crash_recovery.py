@@ -18,9 +18,8 @@ import yaml
 from asyncua import Client, Node, ua
 
 from bridge.domain.model import OrderState, StepPhase
-from bridge.journal import SqliteJournal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, MATERIAL, WORK_MASTER, structure
-from bridge.service import JOURNAL_FILE
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
 
