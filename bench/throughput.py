@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench import subscriber
-from bench.telemetry import cpu_s
+from bench.telemetry import cpu_s, free_port
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.domain.ports import Rows
 from bridge.handshake import STATUS_REGISTERS
@@ -146,23 +147,30 @@ class TimedJournal(SqliteJournal):
 
 async def run_bridge(
     mapping: LineMapping, orders: int, data_dir: Path, telemetry_s: float = 0, rate: float = 0,
-    subscriber_cmd: Collection[str] = (),
+    subscriber_cmd: Collection[str] = (), elsewhere: TelemetryElsewhere | None = None,
 ) -> tuple[float, Bridge, TimedJournal, dict[str, float]]:  # fmt: skip
-    settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=telemetry_s, status_poll_s=0.001)
+    polled_here = telemetry_s if elsewhere is None else 0
+    settings = BridgeSettings(data_dir=data_dir, telemetry_interval_s=polled_here, status_poll_s=0.001)
     bridge = Bridge(mapping, settings)
     journal = TimedJournal(data_dir / "timed.sqlite")
     bridge.engine.journal = journal
     await bridge.start()
-    face = subscriber = subscriber_cpu = None
+    face = subscriber = subscriber_cpu = reader = None
+    counts: list[dict[str, float]] = []
+    first_count = 0
     if telemetry_s:  # the OPC UA face publishes the telemetry, to a client in another process
-        face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/"))
-        await face.start()
+        if elsewhere is None:
+            face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/"))
+            await face.start()
+        else:
+            await elsewhere.start()
         subscriber = await asyncio.create_subprocess_exec(
-            *subscriber_cmd, face.endpoint, str(telemetry_s),
+            *subscriber_cmd, face.endpoint if face is not None else elsewhere.endpoint, str(telemetry_s),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
         )  # fmt: skip
         assert subscriber.stdout is not None
         await subscriber.stdout.readline()  # subscribed
+        reader = asyncio.create_task(_follow(subscriber.stdout, counts))  # a line a second
         await asyncio.sleep(3)  # warm-up: telemetry flowing before the first order
     settle_heap()  # as `linebridge run` does once it has started
     first = mapping.stations[next(iter(mapping.stations))].endpoint
@@ -176,6 +184,7 @@ async def run_bridge(
     try:
         began = time.perf_counter()
         subscriber_cpu = cpu_s(subscriber.pid) if subscriber is not None else None
+        first_count = len(counts)
         for i in range(orders):
             await bridge.submit(f"B-{i:05}", "AC-W", {"capacity_btu": (9000, 12000, 18000, 24000)[i % 4]})
             if rate:
@@ -188,15 +197,28 @@ async def run_bridge(
         probe.stdin.close()
         answers = json.loads(await probe.stdout.readline())
         answers["subscriber_cpu_percent"] = subscriber_cpu
+        window = counts[max(first_count - 1, 0) :] if reader is not None else []
+        if len(window) > 1:  # what the subscriber received while the orders ran
+            received = window[-1]["values"] - window[0]["values"]
+            answers["received_per_s"] = received / (window[-1]["at"] - window[0]["at"])
+        if reader is not None:
+            reader.cancel()
         await probe.wait()
         if subscriber is not None:
             subscriber.terminate()
             await subscriber.wait()
         if face is not None:
             await face.stop()
+        if elsewhere is not None:
+            await elsewhere.stop()
         await bridge.stop()
         journal.close()
     return elapsed, bridge, journal, answers
+
+
+async def _follow(stream: asyncio.StreamReader, counts: list[dict[str, float]]) -> None:
+    async for line in stream:
+        counts.append(json.loads(line))
 
 
 async def bare_pymodbus(endpoints: dict[str, Endpoint], requests: dict[str, int]) -> float:
@@ -218,14 +240,48 @@ async def bare_pymodbus(endpoints: dict[str, Endpoint], requests: dict[str, int]
 
 
 def with_telemetry(path: Path, registers: int) -> LineMapping:
+    return parse_mapping(telemetry_data(path, registers), source=str(path))
+
+
+def telemetry_data(path: Path, registers: int) -> dict[str, Any]:
     """The mapping at `path` with `registers` more changing uint16 telemetry fields (input 400 on)
-    in every station type."""
+    in every station type, as YAML data."""
     data = yaml.safe_load(path.read_text())
     load = {"table": "input", "type": "uint16", "sim": {"nominal": 30000, "noise": 20000}}
     for kind in data["station_types"].values():
         for i in range(registers):
             kind.setdefault("telemetry", {})[f"load_{i:03d}"] = {**load, "address": 400 + i}
-    return parse_mapping(data, source=str(path))
+    return data
+
+
+class TelemetryElsewhere:
+    """`--telemetry-elsewhere`: the same telemetry polled and published by a second `linebridge
+    run` (no orders) against the same PLCs, so none of it runs in the measured bridge's process:
+    what the telemetry would cost the order path if it had a process of its own, on this machine."""
+
+    def __init__(self, mapping_data: dict[str, Any], deployed: LineMapping, folder: Path, interval_s: float):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "mapping.yaml").write_text(yaml.safe_dump(mapping_data))
+        endpoints = {name: st.endpoint.model_dump() for name, st in deployed.stations.items()}
+        (folder / "deployment.yaml").write_text(yaml.safe_dump({"stations": endpoints}))
+        self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
+        self.args = [
+            sys.executable, "-m", "bridge", "run", "--mapping", str(folder / "mapping.yaml"),
+            "--deployment", str(folder / "deployment.yaml"), "--data-dir", str(folder / "data"),
+            "--telemetry-interval", str(interval_s), "--opcua-endpoint", self.endpoint,
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:  # the subscriber waits for its endpoint (it retries the connection)
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT
+        )
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            await self._proc.wait()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -247,6 +303,10 @@ def main(argv: list[str] | None = None) -> float | None:
     parser.add_argument(
         "--subscriber", choices=("auto", "node", "python"), default="auto",
         help="the loaded runs' OPC UA subscriber: node-opcua (auto: when installed) or Python asyncua",
+    )  # fmt: skip
+    parser.add_argument(
+        "--telemetry-elsewhere", action="store_true",
+        help="the telemetry load polled and published by a second bridge process, not the measured one",
     )  # fmt: skip
     parser.add_argument("--serve-line", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--telemetry-period", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -272,8 +332,14 @@ def run_line(
     args: argparse.Namespace, mapping: LineMapping, line: LineProcess, tmp: Path, telemetry_s: float
 ) -> float:
     deployed = apply_deployment(mapping, line.endpoints)
+    elsewhere = None
+    if args.telemetry_load and args.telemetry_elsewhere:
+        data = telemetry_data(args.mapping, args.telemetry_load)
+        elsewhere = TelemetryElsewhere(data, deployed, tmp / "telemetry", telemetry_s)
     elapsed, bridge, journal, answers = asyncio.run(
-        run_bridge(deployed, args.orders, tmp / "data", telemetry_s, args.rate, args.subscriber_cmd)
+        run_bridge(
+            deployed, args.orders, tmp / "data", telemetry_s, args.rate, args.subscriber_cmd, elsewhere
+        )
     )
     line.wait_reported(journal.closed_at, timeout_s=10)
     overhead_ms = [
@@ -288,8 +354,10 @@ def run_line(
     print(f"line {mapping.line.name}: {len(mapping.stations)} stations, simulator at zero cycle time")
     if args.telemetry_load:
         values = args.telemetry_load * len(mapping.stations) * 10
-        print(f"telemetry load         {values:,} values/s polled and published every 100 ms, one subscriber"
-              f" ({args.subscriber_name}: {answers['subscriber_cpu_percent']:.0f} % of a core)")  # fmt: skip
+        where = "a second bridge process" if elsewhere is not None else "the measured bridge"
+        print(f"telemetry load         {values:,} values/s polled and published every 100 ms by {where},"
+              f" one subscriber ({args.subscriber_name}: {answers['subscriber_cpu_percent']:.0f} % of a core,"
+              f" received {answers.get('received_per_s', 0):,.0f} values/s as the orders ran)")  # fmt: skip
     print(f"orders                 {args.orders} ({steps} station steps)")
     print(
         f"bridge                 {elapsed:.2f} s, {args.orders / elapsed:.1f} orders/s,"
