@@ -72,7 +72,9 @@ class ChaosReport:
             order_id
             for order_id, o in self.orders.items()
             if o is None
-            or not (o.state == OrderState.COMPLETED or (o.state == OrderState.FAULTED and o.result_code))
+            or not (
+                o.state == OrderState.COMPLETED or (o.state == OrderState.FAULTED and o.result_code)
+            )
         ]
 
 

@@ -244,17 +244,9 @@ def floors(
     assert server.stdout.readline().strip() == "ready"
     endpoint = f"opc.tcp://127.0.0.1:{port}/"
     serving = measure(
-        "  floor: bare asyncua server",
-        w,
-        server,
-        endpoint,
-        err,
-        folder,
-        seconds,
-        warmup,
-        floor=True,
+        "  floor: bare asyncua server", w, server, endpoint, err, folder, seconds, warmup, floor=True,
         client=client,
-    )
+    )  # fmt: skip
     return [polling, serving]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench import subscriber
+from bench.subscriber import command as subscriber_command
 from bench.telemetry import cpu_s, free_port
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.domain.ports import Rows
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> float | None:
         asyncio.run(serve_line(mapping, args.telemetry_period))
         return None
     telemetry_s = 0.1 if args.telemetry_load else 0.0
-    args.subscriber_cmd = subscriber.command(args.subscriber)
+    args.subscriber_cmd = subscriber_command(args.subscriber)
     args.subscriber_name = "node-opcua" if args.subscriber_cmd[0] != sys.executable else "Python asyncua"
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -355,9 +355,10 @@ def run_line(
     if args.telemetry_load:
         values = args.telemetry_load * len(mapping.stations) * 10
         where = "a second bridge process" if elsewhere is not None else "the measured bridge"
+        received = answers.get("received_per_s", float("nan"))
         print(f"telemetry load         {values:,} values/s polled and published every 100 ms by {where},"
               f" one subscriber ({args.subscriber_name}: {answers['subscriber_cpu_percent']:.0f} % of a core,"
-              f" received {answers.get('received_per_s', 0):,.0f} values/s as the orders ran)")  # fmt: skip
+              f" received {received:,.0f} values/s as the orders ran)")  # fmt: skip
     print(f"orders                 {args.orders} ({steps} station steps)")
     print(
         f"bridge                 {elapsed:.2f} s, {args.orders / elapsed:.1f} orders/s,"
