@@ -292,6 +292,14 @@ class SqliteJournal:
             for r in rows
         ]
 
+    def last_steps(self) -> tuple[list[Step], list[Step]]:
+        """Each station's newest step, and its newest step that ended: what a restarted OPC UA face
+        shows as the station's Parameters, and as its Results and LastCycleTime."""
+        newest = "SELECT * FROM steps WHERE id IN (SELECT MAX(id) FROM steps {} GROUP BY station)"
+        begun = self._reader.execute(newest.format("")).fetchall()
+        ended = self._reader.execute(newest.format("WHERE finished_at IS NOT NULL")).fetchall()
+        return [_step(r) for r in begun], [_step(r) for r in ended]
+
     def last_seq(self, station: str) -> int | None:
         row = self._reader.execute(
             "SELECT seq FROM steps WHERE station=? ORDER BY id DESC LIMIT 1", (station,)

@@ -55,6 +55,10 @@ class StationNodes:
         self._quiet_counts: dict[str, tuple[Any, ...]] = {}  # station → its other counters, as last staged
         self._seen: dict[str, tuple[Any, ...]] = {}  # station → what State/Connected/CycleCount came from
         self._own = {name: _OwnNodes.of(self.paths.station(name)) for name in self.mapping.stations}
+        # station → the step whose parameters, and the step whose end, the nodes show: shown again
+        # when the station answers after an outage, and taken from the journal at start
+        self._shown_begun: dict[str, Step] = {}
+        self._shown_ended: dict[str, Step] = {}
         # station → the last scan this face handled (what is unchanged since is skipped)
         self._last: dict[str, StationScanned] = {}
         self._polled: dict[str, tuple[dict[str, Polled], dict[str, Polled]]] = {}
@@ -152,17 +156,10 @@ class StationNodes:
             self.values.nid(f"{station_path}.CurrentOrder"), current, ua.VariantType.String, staged=staged
         )
         if phase == StepPhase.BEGUN:
-            for name, value in step.parameters.items():
-                await self.write_value(
-                    step.station, "Parameters", name, value, step.started_at, staged=staged
-                )
+            await self._show_begun(step, staged)
         finished = not running and step.finished_at is not None
         if finished:
-            cycle_ms = (step.finished_at - step.started_at).total_seconds() * 1000
-            cycle = self.values.nid(f"{station_path}.LastCycleTime")
-            await self.values.write(cycle, cycle_ms, ua.VariantType.Double, step.finished_at, staged=staged)
-            for name, value in (step.results or {}).items():
-                await self.write_value(step.station, "Results", name, value, step.finished_at, staged=staged)
+            await self._show_ended(step, staged)
         await self.values.flush(staged)
         if finished and step.result_code:  # the station refused or failed the step
             name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
@@ -170,6 +167,44 @@ class StationNodes:
                 "station", f"station {step.station} ended a step of {order.order_id}: {name}", 700,
                 Station=step.station, Connected=True, ResultCode=step.result_code,
             )  # fmt: skip
+
+    async def restore(self, begun: Collection[Step], ended: Collection[Step]) -> None:
+        """The journal's newest step at each station (`begun`) and newest that ended (`ended`),
+        shown as they were before a restart, with the steps' own timestamps."""
+        for steps, show in ((begun, self._show_begun), (ended, self._show_ended)):
+            staged: Staged = []
+            for step in steps:
+                if step.station in self._fields:  # a station the mapping still has
+                    await show(step, staged)
+            await self.values.flush(staged)
+
+    async def _show_again(self, station: str) -> None:
+        """The last step's values, good again: they are the bridge's own record, withheld only
+        while the station did not answer."""
+        staged: Staged = []
+        if (begun := self._shown_begun.get(station)) is not None:
+            await self._show_begun(begun, staged)
+        if (ended := self._shown_ended.get(station)) is not None:
+            await self._show_ended(ended, staged)
+        await self.values.flush(staged)
+
+    async def _show_begun(self, step: Step, staged: Staged) -> None:
+        self._shown_begun[step.station] = step
+        known, at = self.mapping.station_type(step.station).parameters, step.started_at
+        for name, value in step.parameters.items():
+            if name in known:  # a parameter the mapping (reloaded since?) still declares
+                await self.write_value(step.station, "Parameters", name, value, at, staged=staged)
+
+    async def _show_ended(self, step: Step, staged: Staged) -> None:
+        assert step.finished_at is not None
+        self._shown_ended[step.station] = step
+        cycle_ms = (step.finished_at - step.started_at).total_seconds() * 1000
+        cycle = self.values.nid(f"{self.paths.station(step.station)}.LastCycleTime")
+        await self.values.write(cycle, cycle_ms, ua.VariantType.Double, step.finished_at, staged=staged)
+        known = self.mapping.station_type(step.station).results
+        for name, value in (step.results or {}).items():
+            if name in known:
+                await self.write_value(step.station, "Results", name, value, step.finished_at, staged=staged)
 
     async def on_scan(self, scan: StationScanned) -> None:
         name, online = scan.station, scan.online
@@ -256,6 +291,8 @@ class StationNodes:
             )  # fmt: skip
         if not online:
             await self._mark(name, ua.StatusCodes.BadCommunicationError, live_only=True)
+        elif was is False:
+            await self._show_again(name)
 
     async def _announce_error(self, station: str, reason: str | None) -> None:
         """A station event when a station is held for a handshake it cannot trust, and when that ends."""

@@ -570,3 +570,41 @@ async def test_the_faces_queues_are_bounded_as_the_engine_bounds_its_watchers(ri
     followers = {f.name: f for f in (rig.face._order_events, rig.face._scans)}
     assert followers["opcua-orders"].subscription.maxsize == rig.bridge.engine.settings.watcher_queue
     assert followers["opcua-stations"].subscription.maxsize == SCAN_QUEUE
+
+
+async def completed(rig, order_id: str) -> None:
+    async with asyncio.timeout(20):
+        while (order := rig.bridge.get(order_id)) is None or order.state != OrderState.COMPLETED:  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.02)
+
+
+async def test_the_last_steps_values_return_with_the_station_and_survive_a_restart(ac_mapping, tmp_path):
+    """A station's Parameters and Results are the bridge's record of its last step: withheld
+    (BadCommunicationError) while the PLC does not answer, good again when it does, and taken from
+    the journal when the bridge starts again."""
+    data = tmp_path / "data"
+    parameters = "Plant.Lines.ac_line.Stations.chassis.Parameters.chassis_size"
+    results = "Plant.Lines.ac_line.Stations.chassis.Results.strokes"
+    async with opcua_rig(ac_mapping, data) as rig:
+        await rig.bridge.submit("LAST-1", "AC-W", {"capacity_btu": 24000})
+        await completed(rig, "LAST-1")
+        (step,) = [s for s in rig.bridge.journal.load_order("LAST-1").steps if s.station == "chassis"]
+        shown = await rig.node(results).read_data_value()
+        assert (shown.Value.Value, shown.SourceTimestamp) == (step.results["strokes"], step.finished_at)
+        assert await rig.node(parameters).read_value() == 3  # chassis_size of 24000 BTU/h
+
+        await rig.line["chassis"].set_fault("exception_code", 4)
+        async with asyncio.timeout(10):
+            while (await rig.node(results).read_data_value(raise_on_bad_status=False)).StatusCode.is_good():  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.02)
+        withheld = await rig.node(results).read_data_value(raise_on_bad_status=False)
+        assert withheld.StatusCode.value == ua.StatusCodes.BadCommunicationError
+        await rig.line["chassis"].set_fault("exception_code", 0)
+        assert await until_good(rig.node(results), timeout_s=10) == step.results["strokes"]
+        assert await until_good(rig.node(parameters)) == 3
+
+    async with opcua_rig(ac_mapping, data) as rig:  # the same journal, a new bridge and server
+        again = await rig.node(results).read_data_value()
+        assert (again.Value.Value, again.SourceTimestamp) == (step.results["strokes"], step.finished_at)
+        assert (await rig.node(parameters).read_data_value()).SourceTimestamp == step.started_at
+        assert await rig.node(parameters).read_value() == 3
