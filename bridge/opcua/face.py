@@ -118,7 +118,8 @@ class OpcUaFace:
         await plant.init_events()
         self._order_events.subscribe()  # before the orders are read: nothing falls in between
         journal = self.bridge.journal
-        await stations.restore(*await journal.run(journal.last_steps))  # step events since follow it
+        last = await journal.run(journal.last_steps, list(self.mapping.stations))
+        await stations.restore(*last)  # the step events since then follow it
         self._scans.subscribe()
         await self._show_initial_orders()
         await self._order_events.start()
