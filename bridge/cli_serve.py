@@ -18,7 +18,7 @@ import structlog
 import typer
 
 from bridge.errors import ConfigurationError, OrderRejected
-from bridge.lifecycle import collections_paused, settle_heap
+from bridge.lifecycle import collections_paused, settle_heap, stop_on_signals
 from bridge.mapping import LineMapping
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
 from bridge.opcua.face import OpcUaFace, OpcUaSettings
@@ -104,11 +104,8 @@ async def _run(
     demo: bool,
     exit_when_idle: bool,
 ) -> None:
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     async with Bridge(line, settings) as bridge:
         with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))

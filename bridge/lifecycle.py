@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 from collections.abc import Iterable, Iterator
 
 import structlog
@@ -74,3 +75,14 @@ def settle_heap() -> int:
     frozen = gc.get_freeze_count()
     log.info("heap_settled", frozen_objects=frozen, full_collection_after=FULL_COLLECTION_AFTER)
     return frozen
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets, for a command that runs until told to stop (a platform
+    without loop signal handlers keeps Python's own: Ctrl-C still ends the run)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

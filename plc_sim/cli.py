@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 
 from bridge.errors import ConfigurationError, MappingError
+from bridge.lifecycle import stop_on_signals
 from bridge.logging import configure_logging
 from bridge.mapping import load_mapping
 from bridge.mapping.model import SerialLine
@@ -134,11 +133,7 @@ def _faults(specs: list[str], stations: list[str]) -> dict[str, Faults]:
 async def _serve(
     line: SimulatedLine, write_deployment: Path | None, mix: FaultMix | None = None, seed: int = 1
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await line.start()
     except OSError as exc:
