@@ -10,7 +10,7 @@ from asyncua import Client
 
 from bridge.cli_client import ENDPOINT, LINE, client_run
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from bridge.opcua.alarm_client import alarm_line, answer, retained_alarms
+from bridge.opcua.alarm_client import alarm_line, answer, retained_alarms, switch
 from bridge.opcua.client import find_line
 
 alarm_app = typer.Typer(no_args_is_help=True, help="Alarms of a running bridge: list, acknowledge, shelve.")
@@ -76,6 +76,29 @@ def alarm_shelve(
 def alarm_unshelve(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     """Put a shelved alarm back in the banner."""
     _answer(alarm_id, "unshelve", endpoint, line, "unshelved")
+
+
+@alarm_app.command("disable")
+def alarm_disable(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """Disable an alarm (a sensor known broken): still judged, but out of the banner, the list and
+    every client's events until enabled; it stays disabled over a restart."""
+
+    async def work(client: Client) -> None:
+        await switch(await find_line(client, line), alarm_id, enable=False)
+        typer.echo(f"{alarm_id}: disabled")
+
+    client_run(work, endpoint)
+
+
+@alarm_app.command("enable")
+def alarm_enable(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
+    """Enable a disabled alarm: it shows where it stands now (active or not) at once."""
+
+    async def work(client: Client) -> None:
+        await switch(await find_line(client, line), alarm_id, enable=True)
+        typer.echo(f"{alarm_id}: enabled")
+
+    client_run(work, endpoint)
 
 
 @alarm_app.command("history")

@@ -115,6 +115,12 @@ class AlarmBook:
     def unshelve(self, alarm_id: str, user: str) -> AlarmState:
         return self._change(cond.unshelve(self.get(alarm_id), self._clock(), user), "unshelved")
 
+    def enable(self, alarm_id: str, user: str) -> AlarmState:
+        return self._change(cond.enable(self.get(alarm_id), self._clock(), user), "enabled")
+
+    def disable(self, alarm_id: str, user: str) -> AlarmState:
+        return self._change(cond.disable(self.get(alarm_id), self._clock(), user), "disabled")
+
     # -- following the line ------------------------------------------------------------------
 
     async def _on_event(self, event: StationScanned | OrderChanged) -> None:
@@ -189,6 +195,8 @@ class AlarmBook:
 
     def _change(self, state: AlarmState, what: str) -> AlarmState:
         self.states[state.alarm_id] = state
+        if not state.enabled and what != "disabled":  # judged, told nobody: Enable shows the outcome
+            return state  # (and the journal's newest row for it stays the "disabled" one a restart reads)
         self.journal.add_alarm(state, what)
         self.events.publish(AlarmChanged(state, what))
         log.info(
@@ -210,7 +218,8 @@ class AlarmBook:
                 shelving=Shelving(row["shelving"]), severity=row["severity"], limit=row["limit_name"],
                 value=row["value"], message=row["message"], user=row["user"], comment=row["comment"],
                 unshelve_at=row["unshelve_at"], active_since=self._clock() if row["active"] else None,
+                enabled=row["what"] != "disabled",
             )  # fmt: skip
-            if restored.retain or restored.shelved:
+            if restored.retain or restored.shelved or not restored.enabled:
                 self.states[alarm_id] = restored
 

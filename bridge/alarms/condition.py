@@ -1,5 +1,6 @@
 """One alarm's state and its transitions, as OPC UA Part 9 defines them for an alarm condition:
-active, acknowledged, confirmed, shelved; retained while any of them asks for an operator.
+enabled, active, acknowledged, confirmed, shelved; retained while any of them asks for an operator
+(and the alarm is enabled: a disabled one asks nothing until it is enabled again).
 
 Pure: every transition returns a new state or raises AlarmRefused with the reason (the face turns
 it into the status code Part 9 names), so the rules are tested without a server.
@@ -35,6 +36,9 @@ class Refusal(StrEnum):
     ALREADY_SHELVED = "already shelved that way"
     NOT_SHELVED = "not shelved"
     BAD_SHELVING_TIME = "shelving time must be above 0 and at most MaxTimeShelved"
+    ALREADY_ENABLED = "already enabled"
+    ALREADY_DISABLED = "already disabled"
+    DISABLED = "disabled: enable it first"
     UNKNOWN = "no such alarm"
 
 
@@ -79,6 +83,7 @@ class AlarmState:
     unshelve_at: float | None = None  # a timed shelve's end
     user: str = ""  # who last acknowledged, confirmed or shelved it
     comment: str = ""
+    enabled: bool = True  # disabled by an operator: judged still, shown and asked of nobody
 
     @property
     def alarm_id(self) -> str:
@@ -86,7 +91,7 @@ class AlarmState:
 
     @property
     def retain(self) -> bool:
-        return self.active or not self.acked or not self.confirmed
+        return self.enabled and (self.active or not self.acked or not self.confirmed)
 
     @property
     def shelved(self) -> bool:
@@ -123,19 +128,40 @@ def clear(state: AlarmState, now: float, message: str, value: float | None = Non
     )  # fmt: skip
 
 
+def enable(state: AlarmState, now: float, user: str) -> AlarmState:
+    """Part 9 Enable: shown and asked of operators again, as it stands now."""
+    if state.enabled:
+        raise AlarmRefused(state.alarm_id, Refusal.ALREADY_ENABLED)
+    return dataclasses.replace(state, enabled=True, user=user, changed_at=now)
+
+
+def disable(state: AlarmState, now: float, user: str) -> AlarmState:
+    """Part 9 Disable (a sensor known broken): still judged, so that Enable shows where it stands,
+    but retained by nothing and answering no other method until then."""
+    if not state.enabled:
+        raise AlarmRefused(state.alarm_id, Refusal.ALREADY_DISABLED)
+    return dataclasses.replace(state, enabled=False, user=user, changed_at=now)
+
+
+def _if_enabled(state: AlarmState) -> AlarmState:
+    if not state.enabled:
+        raise AlarmRefused(state.alarm_id, Refusal.DISABLED)
+    return state
+
+
 def acknowledge(state: AlarmState, now: float, user: str, comment: str) -> AlarmState:
-    if state.acked:
+    if _if_enabled(state).acked:
         raise AlarmRefused(state.alarm_id, Refusal.ALREADY_ACKED)
     return dataclasses.replace(state, acked=True, user=user, comment=comment, changed_at=now)
 
 
 def add_comment(state: AlarmState, now: float, user: str, comment: str) -> AlarmState:
     """A remark on the alarm as it stands (Part 9 AddComment): no state changes."""
-    return dataclasses.replace(state, user=user, comment=comment, changed_at=now)
+    return dataclasses.replace(_if_enabled(state), user=user, comment=comment, changed_at=now)
 
 
 def confirm(state: AlarmState, now: float, user: str, comment: str) -> AlarmState:
-    if not state.acked:
+    if not _if_enabled(state).acked:
         raise AlarmRefused(state.alarm_id, Refusal.NOT_ACKED)
     if state.confirmed:
         raise AlarmRefused(state.alarm_id, Refusal.ALREADY_CONFIRMED)
@@ -144,6 +170,7 @@ def confirm(state: AlarmState, now: float, user: str, comment: str) -> AlarmStat
 
 def shelve(state: AlarmState, now: float, user: str, seconds: float | None) -> AlarmState:
     """Timed for `seconds`, or one-shot (until it returns to normal) when None."""
+    _if_enabled(state)
     if seconds is None:
         if state.shelving is Shelving.ONESHOT:
             raise AlarmRefused(state.alarm_id, Refusal.ALREADY_SHELVED)
@@ -160,7 +187,7 @@ def shelve(state: AlarmState, now: float, user: str, seconds: float | None) -> A
 
 
 def unshelve(state: AlarmState, now: float, user: str) -> AlarmState:
-    if not state.shelved:
+    if not _if_enabled(state).shelved:
         raise AlarmRefused(state.alarm_id, Refusal.NOT_SHELVED)
     return dataclasses.replace(
         state, shelving=Shelving.UNSHELVED, unshelve_at=None, user=user, changed_at=now

@@ -117,6 +117,7 @@ class LineMetrics(Collector):
             "active": ("linebridge_alarm_active", "1 while the alarm is active"),
             "unacked": ("linebridge_alarm_unacknowledged", "1 while the alarm waits for an acknowledge"),
             "shelved": ("linebridge_alarm_shelved", "1 while an operator shelved it"),
+            "disabled": ("linebridge_alarm_disabled", "1 while an operator disabled it (the others read 0)"),
             "severity": ("linebridge_alarm_severity", "the active alarm's severity (1-1000), else 0"),
         }
         families = {
@@ -125,10 +126,12 @@ class LineMetrics(Collector):
         }
         for state in self.bridge.alarms.states.values():
             key = [state.definition.station, state.definition.name]
-            families["active"].add_metric(key, float(state.active))
-            families["unacked"].add_metric(key, float(not state.acked))
-            families["shelved"].add_metric(key, float(state.shelved))
-            families["severity"].add_metric(key, float(state.severity if state.active else 0))
+            on = state.enabled  # a disabled alarm's state is no news: no alert rule fires on it
+            families["active"].add_metric(key, float(on and state.active))
+            families["unacked"].add_metric(key, float(on and not state.acked))
+            families["shelved"].add_metric(key, float(on and state.shelved))
+            families["disabled"].add_metric(key, float(not on))
+            families["severity"].add_metric(key, float(state.severity if on and state.active else 0))
         yield from families.values()
 
 

@@ -108,6 +108,20 @@ async def answer(line: Line, alarm_id: str, action: str, comment: str = "", hour
     return alarm_id
 
 
+async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
+    """Enable or disable alarm STATION.NAME (Part 9 Enable/Disable on its condition). A disabled
+    alarm waits for nobody, so it is found by its path, not among the retained ones."""
+    station, _, name = alarm_id.partition(".")
+    path = names.Paths(line.path.rpartition(".")[2]).alarm(station, name)
+    method = IDS.ConditionType_Enable if enable else IDS.ConditionType_Disable
+    request = ua.CallMethodRequest(ObjectId=ua.NodeId(path, line.ns), MethodId=ua.NodeId(method))
+    (result,) = await line.client.uaclient.call([request])
+    if not result.StatusCode.is_good():
+        doing = "enable" if enable else "disable"
+        raise ClientError(f"{alarm_id}: {doing} refused ({result.StatusCode.name})")
+    return alarm_id
+
+
 def priority(severity: int) -> str:
     """The line view's priorities: high from 700, medium from 400."""
     return "HIGH" if severity >= 700 else "MEDIUM" if severity >= 400 else "LOW"

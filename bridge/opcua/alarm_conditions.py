@@ -5,8 +5,9 @@ referenced by HasCondition), of the standard type for its kind: ExclusiveLevelAl
 telemetry field's limits, SystemOffNormalAlarmType for offline and PLC fault, OffNormalAlarmType
 for held, DiscreteAlarmType for an order that faulted. Its events are raised on the Server object,
 where alarm clients subscribe; ConditionRefresh re-sends the retained ones (asyncua's own, bound at
-start-up). Acknowledge, Confirm, AddComment, TimedShelve, OneShotShelve and Unshelve are answered here with a
-status, never an exception, audited with the caller (operators and above: security/rules.py).
+start-up). Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve, OneShotShelve and Unshelve
+are answered here with a status, never an exception, audited with the caller (operators and
+above: security/rules.py).
 
 The condition objects carry their type, methods and ShelvingState, not the state variables a
 Read would find: Part 9 clients follow conditions by their events (docs/alarms.md).
@@ -52,6 +53,8 @@ LIMIT_STATES = {"high_high": "HighHigh", "high": "High", "low": "Low", "low_low"
 ACKNOWLEDGE = (IDS.AcknowledgeableConditionType_Acknowledge,)
 CONFIRM = (IDS.AcknowledgeableConditionType_Confirm,)
 COMMENT = (IDS.ConditionType_AddComment,)
+ENABLE = (IDS.ConditionType_Enable,)
+DISABLE = (IDS.ConditionType_Disable,)
 UNSHELVE = (IDS.ShelvedStateMachineType_Unshelve, IDS.AlarmConditionType_ShelvingState_Unshelve)
 ONESHOT = (IDS.ShelvedStateMachineType_OneShotShelve, IDS.AlarmConditionType_ShelvingState_OneShotShelve)
 REFRESH = ((IDS.ConditionType_ConditionRefresh, 1), (IDS.ConditionType_ConditionRefresh2, 2))
@@ -64,6 +67,9 @@ STATUS = {
     Refusal.NOT_SHELVED: ua.StatusCodes.BadConditionNotShelved,
     Refusal.BAD_SHELVING_TIME: ua.StatusCodes.BadShelvingTimeOutOfRange,
     Refusal.UNKNOWN: ua.StatusCodes.BadNodeIdUnknown,
+    Refusal.ALREADY_ENABLED: ua.StatusCodes.BadConditionAlreadyEnabled,
+    Refusal.ALREADY_DISABLED: ua.StatusCodes.BadConditionAlreadyDisabled,
+    Refusal.DISABLED: ua.StatusCodes.BadConditionDisabled,
 }
 EXTRA_FIELDS = {  # event fields asyncua's event classes do not declare, or declare as a NodeId
     "MaxTimeShelved": ua.VariantType.Double,  # Duration, ms
@@ -109,7 +115,7 @@ class AlarmConditions:
             etype = TYPES[d.kind]
             condition = await _add_object(folders[d.station], nid(path), ua.QualifiedName(d.name, ns), etype)
             await station.add_reference(condition.nodeid, IDS.HasCondition)
-            for method in (*ACKNOWLEDGE, *CONFIRM, *COMMENT):
+            for method in (*ACKNOWLEDGE, *CONFIRM, *COMMENT, *ENABLE, *DISABLE):
                 await condition.add_reference(ua.NodeId(method), IDS.HasComponent)
             shelving = await _add_object(
                 condition, nid(names.shelving_state(path)), ua.QualifiedName("ShelvingState", 0),
@@ -131,6 +137,7 @@ class AlarmConditions:
             self._alarm_of[condition.nodeid] = self._alarm_of[shelving.nodeid] = d.alarm_id
         for ids, callback in (
             (ACKNOWLEDGE, self._acknowledge), (CONFIRM, self._confirm), (COMMENT, self._comment),
+            (ENABLE, self._enable), (DISABLE, self._disable),
             (UNSHELVE, self._unshelve),
             (ONESHOT, self._oneshot), (TIMED, self._timed),
         ):  # fmt: skip
@@ -164,7 +171,8 @@ class AlarmConditions:
             "NodeId": node.condition, "SourceNode": node.source, "SourceName": d.station,
             "ConditionName": d.name, "ConditionClassId": ua.NodeId(class_id),
             "ConditionClassName": ua.LocalizedText(class_name), "BranchId": ua.NodeId(),
-            "Retain": state.retain, "EnabledState": ua.LocalizedText("Enabled"), "EnabledState/Id": True,
+            "Retain": state.retain, "EnabledState/Id": state.enabled,
+            "EnabledState": ua.LocalizedText("Enabled" if state.enabled else "Disabled"),
             "LastSeverity": event.Severity or severity, "Severity": severity,
             "Comment": ua.LocalizedText(state.comment), "ClientUserId": state.user,
             "Quality": ua.StatusCode(ua.StatusCodes.Good), "SuppressedOrShelved": state.shelved,
@@ -214,6 +222,12 @@ class AlarmConditions:
 
     async def _comment(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         return self._answer(parent, args, 2, "alarm_comment", lambda a, u, c: self.book.add_comment(a, u, c))
+
+    async def _enable(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 0, "alarm_enable", lambda a, u, _: self.book.enable(a, u))
+
+    async def _disable(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        return self._answer(parent, args, 0, "alarm_disable", lambda a, u, _: self.book.disable(a, u))
 
     async def _unshelve(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         return self._answer(parent, args, 0, "alarm_unshelve", lambda a, u, _: self.book.unshelve(a, u))

@@ -196,6 +196,41 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         assert any(e == "denied" and u == "otto" for e, u, _ in audit)
 
 
+async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_mapping, tmp_path):
+    """Part 9 Disable and Enable: a disabled condition raises one event (EnabledState false, not
+    retained), answers no other method, and on Enable shows where it stands (here: active)."""
+    async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
+        client = rig.client
+        events, _ = await subscribe(client)
+        condition = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}", rig.ns)
+        assert (await call(client, condition, IDS.ConditionType_Disable)).is_good()
+        disabled = await events.wait_for(furnace(EnabledState__Id=False))
+        assert (disabled.Retain, field(disabled, "EnabledState").Text) == (False, "Disabled")
+        again = await call(client, condition, IDS.ConditionType_Disable)
+        assert again.value == ua.StatusCodes.BadConditionAlreadyDisabled
+
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 650)  # hot: judged, told nobody
+        async with asyncio.timeout(15):
+            while not rig.bridge.alarms.get(f"coil.{FURNACE}").active:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.02)
+        assert not [e for e in events.seen if furnace(ActiveState__Id=True)(e)]
+        acknowledge = IDS.AcknowledgeableConditionType_Acknowledge
+        refused = await call(client, condition, acknowledge, *ack_args(disabled, "not now"))
+        assert refused.value == ua.StatusCodes.BadConditionDisabled
+
+        assert (await call(client, condition, IDS.ConditionType_Enable)).is_good()
+        enabled = await events.wait_for(furnace(EnabledState__Id=True, ActiveState__Id=True))
+        assert enabled.Retain is True
+        assert (await call(client, condition, IDS.ConditionType_Enable)).value == (
+            ua.StatusCodes.BadConditionAlreadyEnabled
+        )
+        async with asyncio.timeout(5):  # alarm history is written in batches, off the loop
+            while len(history := rig.bridge.journal.load_alarms(f"coil.{FURNACE}")) < 2:  # noqa: ASYNC110 - polls state, bounded
+                await asyncio.sleep(0.02)
+        assert [row["what"] for row in history] == ["disabled", "enabled"]
+        await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 605)
+
+
 async def node_alarms(node: str, args: tuple[str, ...], on_waiting=None) -> tuple[int, list[dict[str, Any]]]:
     """Run tests/node/alarms.mjs; its JSON lines, calling `on_waiting` when it waits for normal."""
     process = await asyncio.create_subprocess_exec(

@@ -100,6 +100,14 @@ async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, 
         ] == "coil.furnace_temp_c: shelved for 2 h\n"
         assert rig.bridge.alarms.get("coil.furnace_temp_c").shelved
         assert (await cli("alarm", "unshelve", *alarm))[0] == 0
+        assert (await cli("alarm", "disable", *alarm))[:2] == (0, "coil.furnace_temp_c: disabled\n")
+        code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
+        assert "coil.furnace_temp_c" not in out  # still active, but no operator's to answer
+        code, out, err = await cli("alarm", "disable", *alarm)
+        assert (code, err.strip()) == (
+            1, "coil.furnace_temp_c: disable refused (BadConditionAlreadyDisabled)"
+        )  # fmt: skip
+        assert (await cli("alarm", "enable", *alarm))[:2] == (0, "coil.furnace_temp_c: enabled\n")
         code, out, err = await cli("alarm", "ack", "coil.nothing", "--endpoint", rig.url)
         assert code == 1
         assert err.startswith("no alarm 'coil.nothing' waits for an operator (waiting: coil.furnace_temp_c")
@@ -108,5 +116,5 @@ async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, 
     )
     assert code == 0, err
     whats = [line.split()[2] for line in out.splitlines()]
-    assert whats == ["activated", "acknowledged", "confirmed", "shelved", "unshelved"]
+    assert whats == ["activated", "acknowledged", "confirmed", "shelved", "unshelved", "disabled", "enabled"]
     assert out.splitlines()[1].endswith("by anonymous: burner looked at")

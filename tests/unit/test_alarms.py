@@ -191,3 +191,54 @@ async def test_the_book_follows_scans_and_orders_and_keeps_history(tmp_path) -> 
     finally:
         await again.stop()
         again.journal.close()  # type: ignore[attr-defined]
+
+
+def test_a_disabled_alarm_answers_nothing_but_enable() -> None:
+    s = cond.activate(state(), 1.0, 800, "down")
+    assert s is not None
+    off = cond.disable(s, 2.0, "ann")
+    assert (off.enabled, off.active, off.retain, off.user) == (False, True, False, "ann")
+    for refused_call, refusal in (
+        (lambda: cond.disable(off, 3.0, "bob"), Refusal.ALREADY_DISABLED),
+        (lambda: cond.acknowledge(off, 3.0, "bob", ""), Refusal.DISABLED),
+        (lambda: cond.confirm(off, 3.0, "bob", ""), Refusal.DISABLED),
+        (lambda: cond.add_comment(off, 3.0, "bob", "x"), Refusal.DISABLED),
+        (lambda: cond.shelve(off, 3.0, "bob", None), Refusal.DISABLED),
+        (lambda: cond.unshelve(off, 3.0, "bob"), Refusal.DISABLED),
+        (lambda: cond.enable(s, 3.0, "bob"), Refusal.ALREADY_ENABLED),
+    ):
+        with pytest.raises(AlarmRefused) as refused:
+            refused_call()
+        assert refused.value.refusal is refusal
+    on = cond.enable(off, 4.0, "bob")
+    assert (on.enabled, on.active, on.acked, on.retain) == (True, True, False, True)
+
+
+async def test_a_disabled_alarm_is_judged_silently_and_stays_disabled_over_a_restart(tmp_path) -> None:
+    mapping = load_mapping(AC_LINE)
+    hub, journal = EventHub(), SqliteJournal(tmp_path / "journal.sqlite")
+    book = AlarmBook(mapping, hub, journal, lambda station: None)
+    seen = hub.subscribe("test", AlarmChanged)
+    await book.start()
+    try:
+        book.disable("coil.furnace_temp_c", "ann")
+        assert (await asyncio.wait_for(seen.get(), 5)).what == "disabled"
+        hub.publish(scan("coil", furnace_temp_c=650.0))  # above its high limit: judged, told nobody
+        hub.publish(scan("coil", online=False))  # a change of another alarm is news as before
+        change = await asyncio.wait_for(seen.get(), 5)
+        assert (change.alarm.alarm_id, change.what) == ("coil.offline", "activated")
+        assert book.get("coil.furnace_temp_c").active
+        assert "coil.furnace_temp_c" not in [s.alarm_id for s in book.retained()]
+    finally:
+        await book.stop()
+    assert [r["what"] for r in journal.load_alarms("coil.furnace_temp_c")] == ["disabled"]
+    journal.close()
+
+    again = AlarmBook(mapping, EventHub(), SqliteJournal(tmp_path / "journal.sqlite"), lambda s: None)
+    await again.start()
+    try:
+        assert not again.get("coil.furnace_temp_c").enabled  # a restart keeps it disabled
+        assert again.enable("coil.furnace_temp_c", "bob").enabled
+    finally:
+        await again.stop()
+        again.journal.close()  # type: ignore[attr-defined]
