@@ -106,10 +106,17 @@ async def _run(
 ) -> None:
     stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    async with Bridge(line, settings) as bridge:
+    bridge = Bridge(line, settings)
+    face = OpcUaFace(bridge, opcua) if opcua is not None else None
+    if face is not None:
+        try:
+            await face.prepare()  # before any station link runs (OpcUaFace.prepare)
+        except BaseException:
+            bridge.journal.close()  # the bridge never started: only its journal is open
+            raise
+    async with bridge:
         with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))
-        face = OpcUaFace(bridge, opcua) if opcua is not None else None
         if face is not None:
             await face.start()  # ConfigurationError (one line, exit 2) if its port is taken
         http = None

@@ -9,6 +9,7 @@ through `Bridge` and its events, never a station link (docs/events.md).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from datetime import timedelta
 from typing import Any
@@ -76,11 +77,23 @@ class OpcUaFace:
         """The server's application URI, also the namespace of the plant's instances."""
         return f"{APP_URI_PREFIX}{self.mapping.line.name}"
 
+    async def prepare(self) -> None:
+        """The server itself: standard address space, endpoints, security (one to two seconds of
+        CPU on the loop). `linebridge run` calls this before the bridge starts, so that no station
+        link waits behind it (their progress watchdog would take the stall for a dead PLC); start()
+        calls it if nobody did."""
+        if self.sessions is None:
+            self.sessions = await server_setup.configure(self.server, self.app_uri, self.settings, self.audit)
+
     async def start(self) -> None:
         settings, server = self.settings, self.server
-        self.sessions = await server_setup.configure(server, self.app_uri, settings, self.audit)
+        await self.prepare()
+        # Each part is built without yielding (asyncua's in-process node calls never wait), so the
+        # loop is given back between them: a station link must not wait a whole start-up.
         types = await build_types(server, self.mapping)
+        await asyncio.sleep(0)
         jc_ns = await build_job_control(server, types.ns)
+        await asyncio.sleep(0)
         self.values = values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
@@ -88,6 +101,7 @@ class OpcUaFace:
             server, self.mapping, types, values, plant, self.bridge.get, settings.finished_in_full
         )
         await self.orders.start()
+        await asyncio.sleep(0)
         self.stations = stations = StationNodes(self.bridge, types, values, plant)
         calls = LineCalls(self.bridge, plant, self.orders)
         await LineMethods(self.mapping, types, calls).add_to(line, values.ns)

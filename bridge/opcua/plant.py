@@ -3,6 +3,7 @@ the line raises, built once at start-up from the mapping (docs/opcua-model.md)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from asyncua import Node, Server, ua
@@ -38,6 +39,7 @@ class PlantModel:
             await stations.add_object(
                 nid(self.paths.station(name)), ua.QualifiedName(name, ns), types.station_types[station.type]
             )
+            await asyncio.sleep(0)  # asyncua builds without yielding: the links get their turn
         await line.add_variable(
             nid(self.paths.history_rows_dropped),
             ua.QualifiedName(names.HISTORY_ROWS_DROPPED, ns),

@@ -86,10 +86,15 @@ async def opcua_rig(
             await proxies[name].start()
             endpoints[name] = Endpoint(port=proxies[name].port, device_id=endpoints[name].device_id)
         bridge = Bridge(apply_deployment(mapping, endpoints), settings)
+        # Port 0: the server binds a free port itself (no race with other processes for it).
+        face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/", **opcua))
+        try:
+            await face.prepare()  # as `linebridge run` does: before the links start
+        except BaseException:
+            bridge.journal.close()
+            raise
         await bridge.start()
         try:
-            # Port 0: the server binds a free port itself (no race with other processes for it).
-            face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/", **opcua))
             await face.start()
             url = face.endpoint
             client = Client(url, timeout=10)

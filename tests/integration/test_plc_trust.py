@@ -198,6 +198,9 @@ async def test_single_lost_frames_never_take_a_station_offline(rig):
     temperature = rig.node("Plant.Lines.ac_line.Stations.test_b.Telemetry.bench_air_temp_c")
     await until_good(temperature)
     test_b, link = rig.line["test_b"], rig.bridge.links["test_b"]
+    # From here on: a loaded machine can stall the rig's start-up (the face building its address
+    # space on the loop) past the links' 4 s progress watchdog, which is not what this test is about.
+    outages_before = link.counters.outages
     await rig.bridge.submit("THROUGH-DROPS", "AC-W", {})
     for _ in range(8):  # the PLC hangs up instead of answering one request, eight times
         await test_b.set_fault("drop_next", 1)
@@ -208,7 +211,7 @@ async def test_single_lost_frames_never_take_a_station_offline(rig):
                 await asyncio.sleep(0.02)
     assert (await until_final(rig, "THROUGH-DROPS")).state == OrderState.COMPLETED
     assert link.counters.retries >= 8
-    assert link.counters.outages == 0
+    assert link.counters.outages == outages_before
     assert await rig.node("Plant.Lines.ac_line.Stations.test_b.Connected").read_value() is True
     assert (await temperature.read_data_value()).StatusCode.is_good()
     assert not [e for e in events.events if e.Station == "test_b" and e.Connected is False]
