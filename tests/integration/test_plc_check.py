@@ -67,8 +67,14 @@ async def test_each_handshake_fault_fails_the_case_it_breaks(
     outcomes, _ = await check(quick, "charge", **{fault: 1})
     assert outcomes[case].startswith("failed"), outcomes
     assert says in outcomes[case]
-    if fault not in ("no_echo", "self_ack"):  # one thing wrong, one case failed
-        assert [c for c, o in outcomes.items() if o.startswith("failed")] == [case], outcomes
+    failed = [c for c, o in outcomes.items() if o.startswith("failed")]
+    if fault == "forget_on_disconnect":
+        # A PLC that forgets on any client's disconnect also forgets when the check's own client for
+        # the out-of-range write closes; whether that lands before or after the next start is timing,
+        # so rejected_parameters may fail as well (a fresh-clone run under load saw it).
+        assert set(failed) - {"rejected_parameters"} == {case}, outcomes
+    elif fault not in ("no_echo", "self_ack"):  # one thing wrong, one case failed
+        assert failed == [case], outcomes
     if fault == "no_echo":  # a PLC that cannot be made idle: nothing further is tried
         assert all(outcomes[c].startswith("skipped") for c in CASES[2:]), outcomes
 
