@@ -82,21 +82,19 @@ def alarm_unshelve(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = L
 def alarm_disable(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     """Disable an alarm (a sensor known broken): still judged, but out of the banner, the list and
     every client's events until enabled; it stays disabled over a restart."""
-
-    async def work(client: Client) -> None:
-        await switch(await find_line(client, line), alarm_id, enable=False)
-        typer.echo(f"{alarm_id}: disabled")
-
-    client_run(work, endpoint)
+    _switch(alarm_id, endpoint, line, enable=False)
 
 
 @alarm_app.command("enable")
 def alarm_enable(alarm_id: str, endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     """Enable a disabled alarm: it shows where it stands now (active or not) at once."""
+    _switch(alarm_id, endpoint, line, enable=True)
 
+
+def _switch(alarm_id: str, endpoint: str, line: str | None, *, enable: bool) -> None:
     async def work(client: Client) -> None:
-        await switch(await find_line(client, line), alarm_id, enable=True)
-        typer.echo(f"{alarm_id}: enabled")
+        await switch(await find_line(client, line), alarm_id, enable=enable)
+        typer.echo(f"{alarm_id}: {'enabled' if enable else 'disabled'}")
 
     client_run(work, endpoint)
 

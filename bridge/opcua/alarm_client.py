@@ -101,11 +101,7 @@ async def answer(line: Line, alarm_id: str, action: str, comment: str = "", hour
         target = ua.NodeId(names.shelving_state(alarm.condition.Identifier), alarm.condition.NamespaceIndex)
         if action == "shelve":
             args = [ua.Variant(hours * 3_600_000, ua.VariantType.Double)]
-    request = ua.CallMethodRequest(ObjectId=target, MethodId=ua.NodeId(ACTIONS[action]), InputArguments=args)
-    (result,) = await line.client.uaclient.call([request])
-    if not result.StatusCode.is_good():
-        raise ClientError(f"{alarm_id}: {action} refused ({result.StatusCode.name})")
-    return alarm_id
+    return await _call(line, alarm_id, action, target, ACTIONS[action], args)
 
 
 async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
@@ -114,11 +110,18 @@ async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
     station, _, name = alarm_id.partition(".")
     path = names.Paths(line.path.rpartition(".")[2]).alarm(station, name)
     method = IDS.ConditionType_Enable if enable else IDS.ConditionType_Disable
-    request = ua.CallMethodRequest(ObjectId=ua.NodeId(path, line.ns), MethodId=ua.NodeId(method))
+    action = "enable" if enable else "disable"
+    return await _call(line, alarm_id, action, ua.NodeId(path, line.ns), method, [])
+
+
+async def _call(
+    line: Line, alarm_id: str, action: str, target: ua.NodeId, method: int, args: list[ua.Variant]
+) -> str:
+    """One method call on an alarm's condition; ClientError naming the alarm and the status if refused."""
+    request = ua.CallMethodRequest(ObjectId=target, MethodId=ua.NodeId(method), InputArguments=args)
     (result,) = await line.client.uaclient.call([request])
     if not result.StatusCode.is_good():
-        doing = "enable" if enable else "disable"
-        raise ClientError(f"{alarm_id}: {doing} refused ({result.StatusCode.name})")
+        raise ClientError(f"{alarm_id}: {action} refused ({result.StatusCode.name})")
     return alarm_id
 
 
