@@ -37,7 +37,7 @@ from bridge.mapping import apply_deployment, load_mapping, parse_mapping
 from bridge.mapping.model import Endpoint, LineMapping
 from bridge.opcua.face import OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
-from plc_sim.line import SimulatedLine
+from plc_sim.line import SimulatedLine, write_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,11 +259,12 @@ class TelemetryElsewhere:
     run` (no orders) against the same PLCs, so none of it runs in the measured bridge's process:
     what the telemetry would cost the order path if it had a process of its own, on this machine."""
 
-    def __init__(self, mapping_data: dict[str, Any], deployed: LineMapping, folder: Path, interval_s: float):
+    def __init__(
+        self, mapping_data: dict[str, Any], endpoints: dict[str, Endpoint], folder: Path, interval_s: float
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mapping.yaml").write_text(yaml.safe_dump(mapping_data))
-        endpoints = {name: st.endpoint.model_dump() for name, st in deployed.stations.items()}
-        (folder / "deployment.yaml").write_text(yaml.safe_dump({"stations": endpoints}))
+        write_deployment(folder / "deployment.yaml", endpoints)
         self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
         self.args = [
             sys.executable, "-m", "bridge", "run", "--mapping", str(folder / "mapping.yaml"),
@@ -335,7 +336,7 @@ def run_line(
     elsewhere = None
     if args.telemetry_load and args.telemetry_elsewhere:
         data = telemetry_data(args.mapping, args.telemetry_load)
-        elsewhere = TelemetryElsewhere(data, deployed, tmp / "telemetry", telemetry_s)
+        elsewhere = TelemetryElsewhere(data, line.endpoints, tmp / "telemetry", telemetry_s)
     elapsed, bridge, journal, answers = asyncio.run(
         run_bridge(
             deployed, args.orders, tmp / "data", telemetry_s, args.rate, args.subscriber_cmd, elsewhere

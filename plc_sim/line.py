@@ -80,6 +80,10 @@ class SimulatedLine:
     def write_deployment(self, path: Path, endpoints: dict[str, Endpoint] | None = None) -> None:
         """A deployment file (`linebridge run --deployment`) pointing at these PLCs (or at
         `endpoints` in front of them: proxies)."""
-        endpoints = endpoints if endpoints is not None else self.endpoints()
-        doc = {"stations": {name: ep.model_dump(exclude_none=True) for name, ep in endpoints.items()}}
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        write_deployment(path, endpoints if endpoints is not None else self.endpoints())
+
+
+def write_deployment(path: Path, endpoints: dict[str, Endpoint]) -> None:
+    """A deployment file (`linebridge run --deployment`): each station at `endpoints`."""
+    doc = {"stations": {name: ep.model_dump(exclude_none=True) for name, ep in endpoints.items()}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
