@@ -86,3 +86,10 @@ def stop_on_signals() -> asyncio.Event:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def breathe() -> None:
+    """Let the loop run between the parts of a long build that never waits on its own. Not
+    `sleep(0)`: that is one turn of the loop, and a Modbus request on the same loop needs several
+    (the request out, the answer in, its callback), so it would wait behind every part."""
+    await asyncio.sleep(0.005)

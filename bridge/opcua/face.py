@@ -9,7 +9,6 @@ through `Bridge` and its events, never a station link (docs/events.md).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from asyncua import Server
 from bridge.domain.events import OrderChanged, StationScanned, StepChanged
 from bridge.domain.model import utcnow
 from bridge.follow import Follower
-from bridge.lifecycle import cancel_and_wait
+from bridge.lifecycle import breathe, cancel_and_wait
 from bridge.opcua import names, server_setup
 from bridge.opcua.alarm_conditions import AlarmConditions
 from bridge.opcua.history_read import PagedHistory
@@ -91,9 +90,9 @@ class OpcUaFace:
         # Each part is built without yielding (asyncua's in-process node calls never wait), so the
         # loop is given back between them: a station link must not wait a whole start-up.
         types = await build_types(server, self.mapping)
-        await asyncio.sleep(0)
+        await breathe()
         jc_ns = await build_job_control(server, types.ns)
-        await asyncio.sleep(0)
+        await breathe()
         self.values = values = ValueWriter(server, await server.register_namespace(self.app_uri), types)
         plant = PlantModel(server, self.mapping, types, values)
         line = await plant.build()
@@ -101,7 +100,7 @@ class OpcUaFace:
             server, self.mapping, types, values, plant, self.bridge.get, settings.finished_in_full
         )
         await self.orders.start()
-        await asyncio.sleep(0)
+        await breathe()
         self.stations = stations = StationNodes(self.bridge, types, values, plant)
         calls = LineCalls(self.bridge, plant, self.orders)
         await LineMethods(self.mapping, types, calls).add_to(line, values.ns)

@@ -3,11 +3,11 @@ the line raises, built once at start-up from the mapping (docs/opcua-model.md)."
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from asyncua import Node, Server, ua
 
+from bridge.lifecycle import breathe
 from bridge.mapping.model import LineMapping
 from bridge.opcua import names
 from bridge.opcua.uatypes import ModelTypes
@@ -39,7 +39,7 @@ class PlantModel:
             await stations.add_object(
                 nid(self.paths.station(name)), ua.QualifiedName(name, ns), types.station_types[station.type]
             )
-            await asyncio.sleep(0)  # asyncua builds without yielding: the links get their turn
+            await breathe()  # asyncua builds without yielding: the links get their turn
         await line.add_variable(
             nid(self.paths.history_rows_dropped),
             ua.QualifiedName(names.HISTORY_ROWS_DROPPED, ns),
