@@ -94,6 +94,36 @@ async def test_a_follower_goes_on_after_a_handler_fails():
 
 FACES = ("bridge/opcua", "bridge/http")
 
+@pytest.mark.parametrize(("yield_after_s", "order"), [
+    (0.0, ["event 0", "other work", "event 1"]),  # handling took its turn: the loop runs
+    (60.0, ["event 0", "event 1", "other work"]),  # cheap events: several to a turn
+])  # fmt: skip
+async def test_a_follower_lets_the_loop_run_within_a_batch_once_its_turn_is_used(yield_after_s, order):
+    """A whole line's scans come at one instant: what else is ready (a step's Modbus answer) runs
+    between two of them, not after the last."""
+    hub = EventHub()
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(event: StepChanged) -> None:
+        seen.append(f"event {event.step.route_index}")
+        if event.step.route_index == 0:
+            asyncio.get_running_loop().call_soon(seen.append, "other work")
+        else:
+            done.set()
+
+    follower = Follower(hub, "test", (StepChanged,), handle, yield_after_s=yield_after_s)
+    await follower.start()
+    try:
+        hub.publish(_step(0))
+        hub.publish(_step(1))  # one batch of two
+        async with asyncio.timeout(5):
+            await done.wait()
+    finally:
+        await follower.stop()
+    assert seen == order
+
+
 
 @pytest.mark.parametrize("face", FACES)
 def test_no_face_imports_the_modbus_adapter(face):
