@@ -111,15 +111,23 @@ async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
     path = names.Paths(line.path.rpartition(".")[2]).alarm(station, name)
     method = IDS.ConditionType_Enable if enable else IDS.ConditionType_Disable
     action = "enable" if enable else "disable"
-    return await _call(line, alarm_id, action, ua.NodeId(path, line.ns), method, [])
+    missing = f"no alarm {alarm_id!r} on this line (STATION.NAME, as the mapping names it)"
+    return await _call(line, alarm_id, action, ua.NodeId(path, line.ns), method, [], missing=missing)
+
+
+_NO_NODE = (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid)
 
 
 async def _call(
-    line: Line, alarm_id: str, action: str, target: ua.NodeId, method: int, args: list[ua.Variant]
-) -> str:
-    """One method call on an alarm's condition; ClientError naming the alarm and the status if refused."""
+    line: Line, alarm_id: str, action: str, target: ua.NodeId, method: int, args: list[ua.Variant],
+    missing: str | None = None,
+) -> str:  # fmt: skip
+    """One method call on an alarm's condition; ClientError naming the alarm and the status if
+    refused, or saying `missing` if there is no such condition."""
     request = ua.CallMethodRequest(ObjectId=target, MethodId=ua.NodeId(method), InputArguments=args)
     (result,) = await line.client.uaclient.call([request])
+    if missing is not None and result.StatusCode.value in _NO_NODE:
+        raise ClientError(missing)
     if not result.StatusCode.is_good():
         raise ClientError(f"{alarm_id}: {action} refused ({result.StatusCode.name})")
     return alarm_id

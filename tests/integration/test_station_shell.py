@@ -111,6 +111,10 @@ async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, 
         code, out, err = await cli("alarm", "ack", "coil.nothing", "--endpoint", rig.url)
         assert code == 1
         assert err.startswith("no alarm 'coil.nothing' waits for an operator (waiting: coil.furnace_temp_c")
+        code, out, err = await cli("alarm", "disable", "coil.nothing", "--endpoint", rig.url)
+        assert (code, err.strip()) == (
+            1, "no alarm 'coil.nothing' on this line (STATION.NAME, as the mapping names it)"
+        )  # fmt: skip
     code, out, err = await cli(
         "alarm", "history", "coil.furnace_temp_c", "--data-dir", str(tmp_path / "data")
     )
