@@ -9,8 +9,9 @@ start-up). Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve, OneSh
 are answered here with a status, never an exception, audited with the caller (operators and
 above: security/rules.py).
 
-The condition objects carry their type, methods and ShelvingState, not the state variables a
-Read would find: Part 9 clients follow conditions by their events (docs/alarms.md).
+The condition objects carry their type, methods and ShelvingState, and the state variables of
+their type (condition_state.py), kept equal to the fields of the condition's last event, so a
+client that reads an alarm finds what one that subscribes is told (docs/alarms.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from asyncua.server.event_generator import EventGenerator
 from bridge.alarms.condition import MAX_SHELVE_S, AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import AlarmChanged
 from bridge.follow import Follower
-from bridge.opcua import names
+from bridge.lifecycle import breathe
+from bridge.opcua import condition_state, names
 from bridge.opcua.values import ValueWriter
 from bridge.security.rules import current_user
 from bridge.service import Bridge
@@ -76,7 +78,9 @@ EXTRA_FIELDS = {  # event fields asyncua's event classes do not declare, or decl
     "ShelvingState/CurrentState": ua.VariantType.LocalizedText,
     "ShelvingState/UnshelveTime": ua.VariantType.Double,
     "LimitState/CurrentState": ua.VariantType.LocalizedText,
+    "ShelvingState/CurrentState/Id": ua.VariantType.NodeId,
 }
+ADD_AT_ONCE = 200  # state variables added in one request: ~25 ms of the loop (about 1,200 in all)
 RECENT_EVENTS = 16  # an Acknowledge may name any of a condition's last events of this activation
 
 
@@ -87,6 +91,7 @@ class ConditionNode:
     source: ua.NodeId
     input_node: ua.NodeId | None
     generator: EventGenerator
+    members: dict[str, condition_state.Member]  # its state variables, by the event field each mirrors
     event_ids: deque[bytes] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
@@ -105,6 +110,7 @@ class AlarmConditions:
         nid, ns = self.values.nid, self.values.ns
         folders: dict[str, Node] = {}
         typed: set[int] = set()
+        items: list[ua.AddNodesItem] = []  # conditions' state variables, added some at a time
         for d in self.book.definitions():
             station = self.server.get_node(nid(self.paths.station(d.station)))
             if d.station not in folders:
@@ -131,10 +137,16 @@ class AlarmConditions:
             value = None
             if d.kind == "limit":
                 value = nid(self.paths.station_value(d.station, "Telemetry", d.name))
+            limits = [LIMIT_STATES[name] for name, _ in d.limits.limits()] if d.limits is not None else []
+            members = condition_state.members(d.kind, limits)
+            items += condition_state.add_items(condition.nodeid, members)
+            if len(items) >= ADD_AT_ONCE:
+                await self._add(items)
             self._nodes[d.alarm_id] = ConditionNode(
-                condition.nodeid, shelving.nodeid, station.nodeid, value, generator
+                condition.nodeid, shelving.nodeid, station.nodeid, value, generator, members
             )
             self._alarm_of[condition.nodeid] = self._alarm_of[shelving.nodeid] = d.alarm_id
+        await self._add(items)
         for ids, callback in (
             (ACKNOWLEDGE, self._acknowledge), (CONFIRM, self._confirm), (COMMENT, self._comment),
             (ENABLE, self._enable), (DISABLE, self._disable),
@@ -148,12 +160,30 @@ class AlarmConditions:
                 self.server.get_node(ua.NodeId(method)), functools.partial(self._refresh, count)
             )
 
+    async def _add(self, items: list[ua.AddNodesItem]) -> None:
+        """Conditions' state variables at once, then the loop's other work."""
+        for result in await self.server.iserver.isession.add_nodes(items):
+            result.StatusCode.check()
+        items.clear()
+        await breathe()
+
     async def start(self) -> None:
         """Raise every retained alarm once (no client sees it yet: asyncua keeps it for ConditionRefresh),
         then follow the book."""
         self._follower.subscribe()
-        for state in self.book.retained():
-            await self._show(state)
+        retained = {state.alarm_id for state in self.book.retained()}
+        for d in self.book.definitions():
+            state = self.book.get(d.alarm_id)
+            if d.alarm_id in retained:
+                await self._show(state)
+            else:  # never raised here: what its variables read until it is
+                node = self._nodes[d.alarm_id]
+                at = datetime.fromtimestamp(state.changed_at, UTC)
+                unraised = {
+                    "EventType": ua.NodeId(TYPES[d.kind]), "Time": at, "ReceiveTime": at,
+                    "Message": ua.LocalizedText(state.message or d.alarm_id),
+                }  # fmt: skip
+                await self._mirror(node, state, self._fields(state, node) | unraised)
         await self._follower.start()
 
     async def stop(self) -> None:
@@ -164,6 +194,35 @@ class AlarmConditions:
 
     async def _show(self, state: AlarmState) -> None:
         node = self._nodes[state.alarm_id]
+        event = node.generator.event
+        fields = self._fields(state, node)
+        for name, value in fields.items():
+            setattr(event, name, value)
+        if state.active and state.active_since == state.changed_at:
+            node.event_ids.clear()  # newly active: an acknowledge of an earlier activation is refused
+        await node.generator.trigger(
+            time_attr=datetime.fromtimestamp(state.changed_at, UTC), message=state.message or state.alarm_id
+        )
+        event_id = event.EventId.Value if isinstance(event.EventId, ua.Variant) else event.EventId
+        node.event_ids.append(bytes(event_id))
+        raised = {
+            "EventId": bytes(event_id), "EventType": event.EventType, "Time": event.Time,
+            "ReceiveTime": event.ReceiveTime, "Message": event.Message,
+        }  # fmt: skip
+        await self._mirror(node, state, fields | raised)
+
+    async def _mirror(self, node: ConditionNode, state: AlarmState, fields: dict[str, Any]) -> None:
+        """The condition's state variables, as the event fields say (condition_state.py)."""
+        fields |= condition_state.derived(state, fields)
+        at = datetime.fromtimestamp(state.changed_at, UTC)
+        staged: list[Any] = []
+        for path, (_, _, _, vtype) in node.members.items():
+            nodeid = condition_state.member_id(node.condition, path)
+            await self.values.write(nodeid, fields.get(path), vtype, at, staged=staged)
+        await self.values.flush(staged)
+
+    def _fields(self, state: AlarmState, node: ConditionNode) -> dict[str, Any]:
+        """The condition's event fields as the alarm stands (its variables mirror them)."""
         d, event = state.definition, node.generator.event
         class_id, class_name = CLASSES.get(d.kind, PROCESS)
         severity = max(1, state.severity or d.severity)
@@ -179,6 +238,7 @@ class AlarmConditions:
             "ShelvingState/CurrentState": ua.LocalizedText(str(state.shelving)),
             "ShelvingState/UnshelveTime": _remaining_ms(state), "MaxTimeShelved": MAX_SHELVE_S * 1000,
             "InputNode": node.input_node or ua.NodeId(),
+            "ShelvingState/CurrentState/Id": ua.NodeId(condition_state.SHELVING_IDS[state.shelving]),
         }  # fmt: skip
         for name, on, yes, no in (
             ("ActiveState", state.active, "Active", "Inactive"),
@@ -193,15 +253,7 @@ class AlarmConditions:
                 part = LIMIT_STATES[limit_name]
                 fields[f"{part}Limit"] = limit.limit
                 fields[f"Severity{part}"] = limit.severity
-        for name, value in fields.items():
-            setattr(event, name, value)
-        if state.active and state.active_since == state.changed_at:
-            node.event_ids.clear()  # newly active: an acknowledge of an earlier activation is refused
-        await node.generator.trigger(
-            time_attr=datetime.fromtimestamp(state.changed_at, UTC), message=state.message or d.alarm_id
-        )
-        event_id = event.EventId.Value if isinstance(event.EventId, ua.Variant) else event.EventId
-        node.event_ids.append(bytes(event_id))
+        return fields
 
     # -- the methods: a status for every outcome ---------------------------------------------
 

@@ -196,16 +196,35 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         assert any(e == "denied" and u == "otto" for e, u, _ in audit)
 
 
+async def read(client: Client, condition: ua.NodeId, path: str) -> Any:
+    """A condition's state variable by its browse path ("ActiveState/Id"), as a browsing client finds it."""
+    member = await client.get_node(condition).get_child([f"0:{name}" for name in path.split("/")])
+    return await member.read_value()
+
+
 async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_mapping, tmp_path):
     """Part 9 Disable and Enable: a disabled condition raises one event (EnabledState false, not
-    retained), answers no other method, and on Enable shows where it stands (here: active)."""
+    retained), answers no other method, and on Enable shows where it stands (here: active). Its
+    state variables read what its last event said, before any event too."""
     async with opcua_rig(ac_mapping, tmp_path / "data") as rig:
         client = rig.client
         events, _ = await subscribe(client)
         condition = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}", rig.ns)
+        states = ("ActiveState/Id", "EnabledState/Id", "Retain")
+        assert [await read(client, condition, p) for p in states] == [False, True, False]
+        assert (await read(client, condition, "ActiveState")).Text == "Inactive"
+        assert await read(client, condition, "HighLimit") == 630.0
+        active_state = await client.get_node(condition).get_child(["0:ActiveState"])
+        assert (await active_state.read_type_definition()) == ua.NodeId(IDS.TwoStateVariableType)
+        offline = ua.NodeId("Plant.Lines.ac_line.Stations.coil.Alarms.offline", rig.ns)
+        assert (await read(client, offline, "ConditionClassId")) == ua.NodeId(IDS.SystemConditionClassType)
+        assert (await read(client, offline, "NormalState")) == ua.NodeId()  # OffNormalAlarmType's own
+
         assert (await call(client, condition, IDS.ConditionType_Disable)).is_good()
         disabled = await events.wait_for(furnace(EnabledState__Id=False))
         assert (disabled.Retain, field(disabled, "EnabledState").Text) == (False, "Disabled")
+        assert await read(client, condition, "EnabledState/Id") is False
+        assert await read(client, condition, "EventId") == disabled.EventId
         again = await call(client, condition, IDS.ConditionType_Disable)
         assert again.value == ua.StatusCodes.BadConditionAlreadyDisabled
 
@@ -221,6 +240,14 @@ async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_
         assert (await call(client, condition, IDS.ConditionType_Enable)).is_good()
         enabled = await events.wait_for(furnace(EnabledState__Id=True, ActiveState__Id=True))
         assert enabled.Retain is True
+        states = ("ActiveState/Id", "AckedState/Id", "Retain")
+        assert [await read(client, condition, p) for p in states] == [True, False, True]
+        assert await read(client, condition, "Severity") == enabled.Severity == 700
+        assert (await read(client, condition, "LimitState/CurrentState")).Text == "High"
+        assert await read(client, condition, "LimitState/CurrentState/Id") == ua.NodeId(
+            IDS.ExclusiveLimitStateMachineType_High
+        )
+        assert await read(client, condition, "EventId") == enabled.EventId
         assert (await call(client, condition, IDS.ConditionType_Enable)).value == (
             ua.StatusCodes.BadConditionAlreadyEnabled
         )
