@@ -214,11 +214,8 @@ class AlarmBook:
             if state is None:
                 continue
             restored = dataclasses.replace(
-                state, active=bool(row["active"]), acked=bool(row["acked"]), confirmed=bool(row["confirmed"]),
-                shelving=Shelving(row["shelving"]), severity=row["severity"], limit=row["limit_name"],
-                value=row["value"], message=row["message"], user=row["user"], comment=row["comment"],
-                unshelve_at=row["unshelve_at"], active_since=self._clock() if row["active"] else None,
-                enabled=row["what"] != "disabled",
+                cond.recorded(state.definition, row), changed_at=state.changed_at,
+                active_since=self._clock() if row["active"] else None,
             )  # fmt: skip
             if restored.retain or restored.shelved or not restored.enabled:
                 self.states[alarm_id] = restored

@@ -9,9 +9,11 @@ it into the status code Part 9 names), so the rules are tested without a server.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from bridge.mapping.fields import LimitAlarms
 
@@ -96,6 +98,18 @@ class AlarmState:
     @property
     def shelved(self) -> bool:
         return self.shelving is not Shelving.UNSHELVED
+
+
+def recorded(definition: AlarmDef, row: Mapping[str, Any]) -> AlarmState:
+    """The alarm as one row of its history recorded it (the journal's `alarms` table): what a
+    restart takes up, and what an event history read answers."""
+    return AlarmState(
+        definition, changed_at=datetime.fromisoformat(row["at"]).timestamp(), active=bool(row["active"]),
+        acked=bool(row["acked"]), confirmed=bool(row["confirmed"]), severity=row["severity"],
+        message=row["message"], limit=row["limit_name"], value=row["value"],
+        shelving=Shelving(row["shelving"]), unshelve_at=row["unshelve_at"], user=row["user"],
+        comment=row["comment"], enabled=row["what"] != "disabled",
+    )  # fmt: skip
 
 
 def activate(

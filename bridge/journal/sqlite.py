@@ -208,6 +208,24 @@ class SqliteJournal:
         ).fetchall()
         return [dict(row) for row in reversed(rows)]
 
+    def alarm_page(
+        self, alarms: Collection[str] | None, low: float, high: float, ascending: bool, limit: int, after: int
+    ) -> list[dict[str, Any]]:
+        """Changes of `alarms` (None: all) between `low` and `high` (epoch s), past row `after` in
+        the order asked, at most `limit`, each with its row `id`: a page of event history. On the
+        writer thread (`run`), whose connection sees every batch written."""
+        clauses = ["at >= ?", "at <= ?", "id > ?" if ascending else "id < ?"]
+        args: list[Any] = [_iso(low), _iso(high), after]
+        if alarms is not None:
+            clauses.append(f"alarm IN ({','.join('?' * len(alarms))})")
+            args += list(alarms)
+        rows = self._db.execute(
+            f"SELECT id, {ALARM_COLUMNS} FROM alarms WHERE {' AND '.join(clauses)}"
+            f" ORDER BY id {'ASC' if ascending else 'DESC'} LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [dict(row) for row in rows]
+
     def last_alarms(self) -> dict[str, dict[str, Any]]:
         """Each alarm's newest row: what a restarted bridge takes up (acknowledged, confirmed, shelved)."""
         rows = self._reader.execute(
@@ -397,3 +415,8 @@ class _Transaction:
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
+
+
+def _iso(epoch_s: float) -> str:
+    """A bound for the `at` column, written as add_alarm writes it (ISO 8601, UTC)."""
+    return datetime.fromtimestamp(max(0.0, epoch_s), UTC).isoformat()

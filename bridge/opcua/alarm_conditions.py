@@ -27,7 +27,7 @@ import structlog
 from asyncua import Node, Server, ua
 from asyncua.server.event_generator import EventGenerator
 
-from bridge.alarms.condition import MAX_SHELVE_S, AlarmRefused, AlarmState, Refusal
+from bridge.alarms.condition import MAX_SHELVE_S, AlarmDef, AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import AlarmChanged
 from bridge.follow import Follower
 from bridge.lifecycle import breathe
@@ -183,11 +183,34 @@ class AlarmConditions:
                     "EventType": ua.NodeId(TYPES[d.kind]), "Time": at, "ReceiveTime": at,
                     "Message": ua.LocalizedText(state.message or d.alarm_id),
                 }  # fmt: skip
-                await self._mirror(node, state, self._fields(state, node) | unraised)
+                await self._mirror(node, state, self.fields(state) | unraised)
         await self._follower.start()
 
     async def stop(self) -> None:
         await self._follower.stop()
+
+    # -- for the event history (alarm_history.py) ----------------------------------------------
+
+    def definition(self, alarm_id: str) -> AlarmDef:
+        return self.book.get(alarm_id).definition
+
+    def history_sources(self) -> dict[ua.NodeId, tuple[str, ...]]:
+        """Which alarms each node's event history answers: the Server object's every alarm, a
+        station's its own, a condition's itself."""
+        sources: dict[ua.NodeId, tuple[str, ...]] = {ua.NodeId(IDS.Server): tuple(self._nodes)}
+        for alarm_id, node in self._nodes.items():
+            sources[node.source] = (*sources.get(node.source, ()), alarm_id)
+            sources[node.condition] = (alarm_id,)
+        return sources
+
+    def field_types(self) -> dict[str, ua.VariantType]:
+        """How each event field travels, by its name (a select clause's browse path)."""
+        types = {"NodeId": ua.VariantType.NodeId} | {
+            f"Severity{part}": ua.VariantType.UInt16 for part in LIMIT_STATES.values()
+        }
+        for node in self._nodes.values():
+            types.update({path: member[3] for path, member in node.members.items()})
+        return types
 
     async def _on_change(self, change: AlarmChanged) -> None:
         await self._show(change.alarm)
@@ -195,7 +218,7 @@ class AlarmConditions:
     async def _show(self, state: AlarmState) -> None:
         node = self._nodes[state.alarm_id]
         event = node.generator.event
-        fields = self._fields(state, node)
+        fields = self.fields(state, last_severity=event.Severity)
         for name, value in fields.items():
             setattr(event, name, value)
         if state.active and state.active_since == state.changed_at:
@@ -221,9 +244,9 @@ class AlarmConditions:
             await self.values.write(nodeid, fields.get(path), vtype, at, staged=staged)
         await self.values.flush(staged)
 
-    def _fields(self, state: AlarmState, node: ConditionNode) -> dict[str, Any]:
+    def fields(self, state: AlarmState, last_severity: int | None = None) -> dict[str, Any]:
         """The condition's event fields as the alarm stands (its variables mirror them)."""
-        d, event = state.definition, node.generator.event
+        node, d = self._nodes[state.alarm_id], state.definition
         class_id, class_name = CLASSES.get(d.kind, PROCESS)
         severity = max(1, state.severity or d.severity)
         fields: dict[str, Any] = {
@@ -232,7 +255,7 @@ class AlarmConditions:
             "ConditionClassName": ua.LocalizedText(class_name), "BranchId": ua.NodeId(),
             "Retain": state.retain, "EnabledState/Id": state.enabled,
             "EnabledState": ua.LocalizedText("Enabled" if state.enabled else "Disabled"),
-            "LastSeverity": event.Severity or severity, "Severity": severity,
+            "LastSeverity": last_severity or severity, "Severity": severity,
             "Comment": ua.LocalizedText(state.comment), "ClientUserId": state.user,
             "Quality": ua.StatusCode(ua.StatusCodes.Good), "SuppressedOrShelved": state.shelved,
             "ShelvingState/CurrentState": ua.LocalizedText(str(state.shelving)),

@@ -22,6 +22,7 @@ from bridge.follow import Follower
 from bridge.lifecycle import breathe, cancel_and_wait
 from bridge.opcua import names, server_setup
 from bridge.opcua.alarm_conditions import AlarmConditions
+from bridge.opcua.alarm_history import AlarmHistory
 from bridge.opcua.history_read import PagedHistory
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.isa95_model import build_job_control
@@ -121,7 +122,8 @@ class OpcUaFace:
         retention = {values.nid(path).to_string(): keep_s for path, keep_s in historized.items()}
         self.history = HistoryStore(history_file, retention_s=retention)
         await self.history.init()
-        server.iserver.history_manager = PagedHistory(server.iserver, self.history)
+        alarm_history = AlarmHistory(server, self.alarms, self.bridge.journal)
+        server.iserver.history_manager = PagedHistory(server.iserver, self.history, alarm_history)
         await stations.start(self.history, historized)
         try:
             self.endpoint = await server_setup.listen(server, settings.endpoint)
@@ -139,6 +141,7 @@ class OpcUaFace:
         await self._scans.start()
         await self.jobs.start()
         await self.alarms.start()
+        await alarm_history.announce()  # last: each event generator made sets SubscribeToEvents alone
         retention_s = settings.order_retention_s
         start_supervised(
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)

@@ -7,7 +7,8 @@ release a point, and answers Good with nothing for a node that is not historized
 an opaque random token naming where the next page starts; the server keeps the newest
 `max_points` of them (Part 4's MaxHistoryContinuationPoints is per session; asyncua tells a history
 manager no session, so the cap is the server's), and an unknown or released token is
-BadContinuationPointInvalid.
+BadContinuationPointInvalid. Event history (ReadEventDetails) is the alarms' (alarm_history.py),
+paged the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from asyncua import ua
 from asyncua.server.history import HistoryManager
 from asyncua.server.internal_server import InternalServer
 
+from bridge.opcua.alarm_history import AlarmHistory, EventCursor
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.uatypes import NO_TIME
 
@@ -43,11 +45,14 @@ class _Cursor:
 
 
 class PagedHistory(HistoryManager):  # type: ignore[misc]
-    def __init__(self, iserver: InternalServer, store: HistoryStore, *, max_points: int = 1000) -> None:
+    def __init__(
+        self, iserver: InternalServer, store: HistoryStore, events: AlarmHistory | None = None,
+        *, max_points: int = 1000,
+    ) -> None:  # fmt: skip
         super().__init__(iserver)
         self.storage = store
-        self._store = store
-        self._points: OrderedDict[bytes, _Cursor] = OrderedDict()
+        self._store, self._events = store, events
+        self._points: OrderedDict[bytes, _Cursor | EventCursor] = OrderedDict()
         self._max_points = max_points
 
     async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
@@ -57,6 +62,8 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
             if params.ReleaseContinuationPoints:
                 self._points.pop(bytes(rv.ContinuationPoint or b""), None)
                 results.append(ua.HistoryReadResult())
+            elif isinstance(details, ua.ReadEventDetails) and self._events is not None:
+                results.append(await self._read_events(details, rv, self._events))
             elif not isinstance(details, ua.ReadRawModifiedDetails) or details.IsReadModified:
                 results.append(_bad(ua.StatusCodes.BadHistoryOperationUnsupported))
             else:
@@ -68,7 +75,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
     ) -> ua.HistoryReadResult:
         if rv.ContinuationPoint:
             cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
-            if cursor is None or cursor.node != rv.NodeId:
+            if not isinstance(cursor, _Cursor) or cursor.node != rv.NodeId:
                 return _bad(ua.StatusCodes.BadContinuationPointInvalid)
         else:
             key = self._store.key(rv.NodeId.to_string())
@@ -82,18 +89,50 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         result.HistoryData = ua.HistoryData()
         if len(values) > cursor.per_page:
             values = values[: cursor.per_page]
-            token = os.urandom(16)
-            self._points[token] = dataclasses.replace(cursor, after=last[cursor.per_page - 1])
-            while len(self._points) > self._max_points:
-                self._points.popitem(last=False)
-            result.ContinuationPoint = token
+            going_on = dataclasses.replace(cursor, after=last[cursor.per_page - 1])
+            result.ContinuationPoint = self._keep(going_on)
         result.HistoryData.DataValues = values
         return result
 
+    async def _read_events(
+        self, details: ua.ReadEventDetails, rv: ua.HistoryReadValueId, events: AlarmHistory
+    ) -> ua.HistoryReadResult:
+        if rv.ContinuationPoint:
+            cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
+            if not isinstance(cursor, EventCursor) or cursor.node != rv.NodeId:
+                return _bad(ua.StatusCodes.BadContinuationPointInvalid)
+        else:
+            alarms = events.alarms_of(rv.NodeId)
+            if alarms is None:
+                return _bad(ua.StatusCodes.BadHistoryOperationUnsupported)
+            if details.Filter is None or not details.Filter.SelectClauses:
+                return _bad(ua.StatusCodes.BadEventFilterInvalid)
+            low, high, ascending, per_page = _bounds(details)
+            cursor = EventCursor(rv.NodeId, alarms, low, high, ascending, per_page, 0 if ascending else 2**62)
+        found, after = await events.page(cursor, details.Filter)
+        result = ua.HistoryReadResult()
+        result.HistoryData = ua.HistoryEvent(Events=found)
+        if after is not None:
+            result.ContinuationPoint = self._keep(dataclasses.replace(cursor, after=after))
+        return result
+
+    def _keep(self, cursor: _Cursor | EventCursor) -> bytes:
+        """A continuation point for `cursor`, the oldest dropped beyond `max_points`."""
+        token = os.urandom(16)
+        self._points[token] = cursor
+        while len(self._points) > self._max_points:
+            self._points.popitem(last=False)
+        return token
+
 
 def _first(node: ua.NodeId, key: int, details: ua.ReadRawModifiedDetails) -> _Cursor:
-    """Part 11 6.4.3: a start and no end reads forward, an end and no start backward; a start
-    after the end reads backward from the start."""
+    low, high, ascending, per_page = _bounds(details)
+    return _Cursor(node, key, low, high, ascending, per_page, float("-inf") if ascending else float("inf"))
+
+
+def _bounds(details: ua.ReadRawModifiedDetails | ua.ReadEventDetails) -> tuple[float, float, bool, int]:
+    """Low, high, which way, and a page's size. Part 11 6.4.3: a start and no end reads forward, an
+    end and no start backward; a start after the end reads backward from the start."""
     start, end = _seconds(details.StartTime), _seconds(details.EndTime)
     ascending = start is not None or end is None
     low = start if start is not None else 0.0
@@ -101,8 +140,7 @@ def _first(node: ua.NodeId, key: int, details: ua.ReadRawModifiedDetails) -> _Cu
     if start is not None and end is not None and start > end:
         low, high, ascending = end, start, False
     wanted = details.NumValuesPerNode or MAX_VALUES_PER_PAGE
-    per_page = min(wanted, MAX_VALUES_PER_PAGE)
-    return _Cursor(node, key, low, high, ascending, per_page, float("-inf") if ascending else float("inf"))
+    return low, high, ascending, min(wanted, MAX_VALUES_PER_PAGE)
 
 
 def _seconds(at: datetime | None) -> float | None:

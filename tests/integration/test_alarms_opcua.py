@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from asyncua.common.events import get_filter_from_event_type
 
 from bridge.security.pki import Pki
 from plc_sim.proxy import FaultMix, FaultyLink
@@ -255,6 +256,39 @@ async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_
             while len(history := rig.bridge.journal.load_alarms(f"coil.{FURNACE}")) < 2:  # noqa: ASYNC110 - polls state, bounded
                 await asyncio.sleep(0.02)
         assert [row["what"] for row in history] == ["disabled", "enabled"]
+
+        # Part 11 event history: the journal's changes, as the events they were
+        kinds = [IDS.AlarmConditionType]
+        past = [e for e in await client.nodes.server.read_event_history(evtypes=kinds) if furnace()(e)]
+        assert [(field(e, "EnabledState/Id"), field(e, "ActiveState/Id")) for e in past] == [
+            (False, False), (True, True)
+        ]  # fmt: skip
+        assert past[1].NodeId == condition
+        assert past[1].Severity == 700
+        assert past[1].EventType == ua.NodeId(IDS.ExclusiveLevelAlarmType)
+        assert "above its high limit 630 °C" in past[1].Message.Text
+        station = client.get_node(ua.NodeId("Plant.Lines.ac_line.Stations.coil", rig.ns))
+        at_coil = await station.read_event_history(evtypes=kinds)
+        assert at_coil
+        assert {e.SourceName for e in at_coil} == {"coil"}
+        assert ua.EventNotifier.HistoryRead in await client.nodes.server.read_event_notifier()
+        assert await client.nodes.server.read_event_history(evtypes=[IDS.AuditEventType]) == []  # OfType
+        details = ua.ReadEventDetails(
+            StartTime=ua.get_win_epoch(), EndTime=ua.get_win_epoch(), NumValuesPerNode=1,
+            Filter=await get_filter_from_event_type([client.get_node(ua.NodeId(IDS.AlarmConditionType))]),
+        )  # fmt: skip
+        first = await client.get_node(condition).history_read_events(details)
+        assert len(first.HistoryData.Events) == 1
+        assert first.ContinuationPoint
+        rest = await client.uaclient.history_read(ua.HistoryReadParameters(
+            HistoryReadDetails=details, ReleaseContinuationPoints=False,
+            NodesToRead=[ua.HistoryReadValueId(NodeId=condition, ContinuationPoint=first.ContinuationPoint)],
+        ))  # fmt: skip
+        assert len(rest[0].HistoryData.Events) == 1
+        assert not rest[0].ContinuationPoint
+        telemetry = client.get_node(ua.NodeId("Plant.Lines.ac_line.Stations.coil.Telemetry", rig.ns))
+        unsupported = await telemetry.history_read_events(details)
+        assert unsupported.StatusCode.value == ua.StatusCodes.BadHistoryOperationUnsupported
         await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 605)
 
 
