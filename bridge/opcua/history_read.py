@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from asyncua import ua
 from asyncua.server.history import HistoryManager
@@ -28,7 +29,8 @@ from bridge.opcua.alarm_history import AlarmHistory, EventCursor
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.uatypes import NO_TIME
 
-MAX_VALUES_PER_PAGE = 10_000  # a request for "all" (NumValuesPerNode 0) still comes in pages
+MAX_VALUES_PER_PAGE = 10_000
+C = TypeVar("C", "_Cursor", EventCursor)  # a request for "all" (NumValuesPerNode 0) still comes in pages
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         self, details: ua.ReadRawModifiedDetails, rv: ua.HistoryReadValueId
     ) -> ua.HistoryReadResult:
         if rv.ContinuationPoint:
-            cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
-            if not isinstance(cursor, _Cursor) or cursor.node != rv.NodeId:
+            if (cursor := self._taken(rv, _Cursor)) is None:
                 return _bad(ua.StatusCodes.BadContinuationPointInvalid)
         else:
             key = self._store.key(rv.NodeId.to_string())
@@ -98,8 +99,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         self, details: ua.ReadEventDetails, rv: ua.HistoryReadValueId, events: AlarmHistory
     ) -> ua.HistoryReadResult:
         if rv.ContinuationPoint:
-            cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
-            if not isinstance(cursor, EventCursor) or cursor.node != rv.NodeId:
+            if (cursor := self._taken(rv, EventCursor)) is None:
                 return _bad(ua.StatusCodes.BadContinuationPointInvalid)
         else:
             alarms = events.alarms_of(rv.NodeId)
@@ -115,6 +115,11 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         if after is not None:
             result.ContinuationPoint = self._keep(dataclasses.replace(cursor, after=after))
         return result
+
+    def _taken(self, rv: ua.HistoryReadValueId, kind: type[C]) -> C | None:
+        """The cursor `rv`'s continuation point names (used up), if it is a `kind` of this node."""
+        cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
+        return cursor if isinstance(cursor, kind) and cursor.node == rv.NodeId else None
 
     def _keep(self, cursor: _Cursor | EventCursor) -> bytes:
         """A continuation point for `cursor`, the oldest dropped beyond `max_points`."""
