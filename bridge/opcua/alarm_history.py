@@ -22,6 +22,7 @@ from bridge.alarms.condition import recorded
 from bridge.journal import SqliteJournal
 from bridge.opcua.alarm_conditions import TYPES, AlarmConditions
 
+MAX_EVENTS_PER_PAGE = 1_000  # built on the loop: ~50 ms a page, the rest by continuation point
 CONDITION_ID = "NodeId"  # the event field a select clause of no path and the NodeId attribute names
 
 
@@ -42,6 +43,7 @@ class AlarmHistory:
     def __init__(self, server: Server, conditions: AlarmConditions, journal: SqliteJournal) -> None:
         self.server, self.conditions, self.journal = server, conditions, journal
         self._sources = conditions.history_sources()
+        self._types = conditions.field_types()
         self._above: dict[ua.NodeId, set[ua.NodeId]] = {}  # each alarm type and every type above it
 
     async def announce(self) -> None:
@@ -88,8 +90,7 @@ class AlarmHistory:
     def _select(
         self, fields: Mapping[str, Any], clauses: Collection[ua.SimpleAttributeOperand]
     ) -> list[ua.Variant]:
-        types = self.conditions.field_types()
-        selected = []
+        types, selected = self._types, []
         for clause in clauses:
             key = "/".join(name.Name for name in clause.BrowsePath)
             if not key and clause.AttributeId == ua.AttributeIds.NodeId:

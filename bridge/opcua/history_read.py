@@ -25,7 +25,7 @@ from asyncua import ua
 from asyncua.server.history import HistoryManager
 from asyncua.server.internal_server import InternalServer
 
-from bridge.opcua.alarm_history import AlarmHistory, EventCursor
+from bridge.opcua.alarm_history import MAX_EVENTS_PER_PAGE, AlarmHistory, EventCursor
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.uatypes import NO_TIME
 
@@ -108,6 +108,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
             if details.Filter is None or not details.Filter.SelectClauses:
                 return _bad(ua.StatusCodes.BadEventFilterInvalid)
             low, high, ascending, per_page = _bounds(details)
+            per_page = min(per_page, MAX_EVENTS_PER_PAGE)
             cursor = EventCursor(rv.NodeId, alarms, low, high, ascending, per_page, 0 if ascending else 2**62)
         found, after = await events.page(cursor, details.Filter)
         result = ua.HistoryReadResult()
