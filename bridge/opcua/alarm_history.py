@@ -106,7 +106,10 @@ class AlarmHistory:
         root = where.Elements[0] if where is not None and where.Elements else None
         if root is None or not root.FilterOperands:
             return None
-        literals = {op.Value.Value for op in root.FilterOperands if isinstance(op, ua.LiteralOperand)}
+        literals = {  # the types named (anything else a literal holds names none)
+            op.Value.Value for op in root.FilterOperands
+            if isinstance(op, ua.LiteralOperand) and isinstance(op.Value.Value, ua.NodeId)
+        }  # fmt: skip
         ours = {ua.NodeId(kind) for kind in TYPES.values()}
         if root.FilterOperator == ua.FilterOperator.InList:
             subject = root.FilterOperands[0]
