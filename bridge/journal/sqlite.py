@@ -108,7 +108,8 @@ class SqliteJournal:
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
         """`call(*args)` on the writer thread, awaited: for writes that read nothing the loop
-        changes (reserve, add_order of an order nobody else holds yet, probe)."""
+        changes (reserve, add_order of an order nobody else holds yet, probe), and for reads too
+        long for the loop (last_steps, alarm_page), which use the writer's connection."""
         return await self._writer.run(call, *args)
 
     async def commit(self, rows: Rows) -> int | None:
@@ -313,14 +314,15 @@ class SqliteJournal:
     def last_steps(self, stations: Collection[str]) -> tuple[list[Step], list[Step]]:
         """Each station's newest step, and its newest step that ended: what a restarted OPC UA face
         shows as the station's Parameters, and as its Results and LastCycleTime. By the
-        (station, id) index, newest first: a long journal costs no more than a short one."""
+        (station, id) index, newest first: a long journal costs no more than a short one. On the
+        writer thread (`run`), with its connection: the loop's reader is the loop's alone."""
         newest = "SELECT * FROM steps WHERE station=? {} ORDER BY id DESC LIMIT 1"
         queries = (newest.format(""), newest.format("AND finished_at IS NOT NULL"))
         begun: list[Step] = []
         ended: list[Step] = []
         for station in stations:
             for found, query in zip((begun, ended), queries, strict=True):
-                row = self._reader.execute(query, (station,)).fetchone()
+                row = self._db.execute(query, (station,)).fetchone()
                 if row is not None:
                     found.append(_step(row))
         return begun, ended
