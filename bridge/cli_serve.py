@@ -109,11 +109,7 @@ async def _run(
     bridge = Bridge(line, settings)
     face = OpcUaFace(bridge, opcua) if opcua is not None else None
     if face is not None:
-        try:
-            await face.prepare()  # before any station link runs (OpcUaFace.prepare)
-        except BaseException:
-            bridge.journal.close()  # the bridge never started: only its journal is open
-            raise
+        bridge.before_links.append(face.prepare)
     async with bridge:
         with contextlib.suppress(NotImplementedError):  # `systemctl reload`, `kill -HUP`
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload_on_signal(bridge))

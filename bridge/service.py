@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,9 @@ class Bridge:
         )
         self.alarms = AlarmBook(mapping, self.events, self.journal, self.held)
         self._link_tasks: list[asyncio.Task[None]] = []  # heartbeats and scanners: the links' own work
+        # Set-up that must be done before any station link runs (OpcUaFace.prepare: seconds of CPU on
+        # the loop, which the links' progress watchdog would take for dead PLCs); see start().
+        self.before_links: list[Callable[[], Awaitable[object]]] = []
         default_s = settings.telemetry_interval_s
         self.scanners = {
             station: StationScanner(
@@ -96,6 +99,12 @@ class Bridge:
         }
 
     async def start(self) -> None:
+        try:
+            for prepare in self.before_links:
+                await prepare()
+        except BaseException:
+            self.journal.close()  # nothing else runs yet: the journal is all there is to close
+            raise
         pymodbus_seams.check()  # a pymodbus without what the links hook stops here, with the names
         if self.settings.heartbeat:  # before the engine: a PLC that watches it sees the bridge first
             for station, link in self.links.items():

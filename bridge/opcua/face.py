@@ -79,8 +79,8 @@ class OpcUaFace:
 
     async def prepare(self) -> None:
         """The server itself: standard address space, endpoints, security (one to two seconds of
-        CPU on the loop). `linebridge run` calls this before the bridge starts, so that no station
-        link waits behind it (their progress watchdog would take the stall for a dead PLC); start()
+        CPU on the loop). `linebridge run` gives it to Bridge.before_links, so that no station link
+        waits behind it (their progress watchdog would take the stall for a dead PLC); start()
         calls it if nobody did."""
         if self.sessions is None:
             self.sessions = await server_setup.configure(self.server, self.app_uri, self.settings, self.audit)

@@ -88,11 +88,7 @@ async def opcua_rig(
         bridge = Bridge(apply_deployment(mapping, endpoints), settings)
         # Port 0: the server binds a free port itself (no race with other processes for it).
         face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/", **opcua))
-        try:
-            await face.prepare()  # as `linebridge run` does: before the links start
-        except BaseException:
-            bridge.journal.close()
-            raise
+        bridge.before_links.append(face.prepare)  # as `linebridge run` does
         await bridge.start()
         try:
             await face.start()
