@@ -50,17 +50,18 @@ class Line:
         self._proc.wait(10)
 
 
-def bridge_args(line: Line, data_dir: Path, *extra: str) -> list[str]:
+def bridge_args(deployment: Path, data_dir: Path, *extra: str, mapping: Path = MAPPING) -> list[str]:
+    """`linebridge run` in a process of its own, as an engineer would start it."""
     return [
-        sys.executable, "-m", "bridge", "run", "--mapping", str(MAPPING),
-        "--deployment", str(line.deployment), "--data-dir", str(data_dir), "--log-level", "warning", *extra,
+        sys.executable, "-m", "bridge", "run", "--mapping", str(mapping),
+        "--deployment", str(deployment), "--data-dir", str(data_dir), "--log-level", "warning", *extra,
     ]  # fmt: skip
 
 
 def run_orders(line: Line, data_dir: Path, orders: Path, opcua: bool) -> float:
     """Seconds from start to exit of `linebridge run --submit orders --exit-when-idle`."""
     face = ["--opcua-endpoint", f"opc.tcp://127.0.0.1:{free_port()}/"] if opcua else ["--no-opcua"]
-    args = bridge_args(line, data_dir, "--submit", str(orders), "--exit-when-idle", *face)
+    args = bridge_args(line.deployment, data_dir, "--submit", str(orders), "--exit-when-idle", *face)
     began = time.perf_counter()
     subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - began
@@ -84,7 +85,7 @@ async def first_read(endpoint: str, deadline: float) -> None:
 def restart(line: Line, data_dir: Path) -> tuple[float, float]:
     """(seconds from start to the first Read answered, the bridge's RSS in MB then)."""
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
-    args = bridge_args(line, data_dir, "--opcua-endpoint", endpoint)
+    args = bridge_args(line.deployment, data_dir, "--opcua-endpoint", endpoint)
     began = time.perf_counter()
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:

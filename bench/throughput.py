@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
+from bench.order_path import bridge_args
 from bench.subscriber import command as subscriber_command
 from bench.telemetry import cpu_s, free_port
 from bridge.domain.model import Order, OrderEvent, Step, Unit
@@ -278,12 +279,10 @@ class TelemetryElsewhere:
         (folder / "mapping.yaml").write_text(yaml.safe_dump(mapping_data))
         write_deployment(folder / "deployment.yaml", endpoints)
         self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}/"
-        self.args = [
-            sys.executable, "-m", "bridge", "run", "--mapping", str(folder / "mapping.yaml"),
-            "--deployment", str(folder / "deployment.yaml"), "--data-dir", str(folder / "data"),
-            "--telemetry-interval", str(interval_s), "--opcua-endpoint", self.endpoint,
-            "--log-level", "warning",
-        ]  # fmt: skip
+        self.args = bridge_args(
+            folder / "deployment.yaml", folder / "data", "--telemetry-interval", str(interval_s),
+            "--opcua-endpoint", self.endpoint, mapping=folder / "mapping.yaml",
+        )  # fmt: skip
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:  # the subscriber waits for its endpoint (it retries the connection)
