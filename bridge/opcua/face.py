@@ -107,7 +107,7 @@ class OpcUaFace:
         await LineMethods(self.mapping, types, calls).add_to(line, values.ns)
         self.jobs = JobControl(
             self.bridge, server, values.ns, jc_ns, types.ns, calls.audit_caller,
-            functools.partial(plant.fire, "notice"), settings.order_retention_s,
+            functools.partial(plant.fire, "notice"), settings.order_retention_s, values.watched,
         )  # fmt: skip
         await self.jobs.build(line)
         self.alarms = AlarmConditions(self.bridge, server, values, calls.audit_caller)

@@ -65,8 +65,9 @@ class JobControl:
         audit_caller: AuditCaller,
         notice: Callable[[str, int], Awaitable[None]],
         retention_s: float,
+        watched: Callable[[ua.NodeId], bool],
     ) -> None:
-        self.bridge, self.server = bridge, server
+        self.bridge, self.server, self.watched = bridge, server, watched
         self.line_ns, self.jc_ns, self.types_ns = line_ns, jc_ns, types_ns
         self.audit_caller, self.notice, self.retention_s = audit_caller, notice, retention_s
         self.path = names.Paths(bridge.mapping.line.name).job_management
@@ -189,14 +190,30 @@ class JobControl:
             await asyncio.sleep(REFRESH_S)
 
     async def _publish(self) -> None:
-        """JobOrderList and JobOrderResponseList from the jobs held, ended ones trimmed to the newest."""
+        """JobOrderList and JobOrderResponseList from the jobs held, ended ones trimmed to the newest.
+
+        A list that no monitored item watches is built when it is read, not at each change: with
+        no MES subscribed the lists cost the line nothing while it runs (each change of a step
+        rebuilt a job's entry and response), and a Read or a new monitored item (asyncua reads
+        its first value the same way) still gets the list as it stands."""
         ended = [job_id for job_id, order in self._jobs.items() if order.state.is_final]
         for job_id in ended[: max(0, len(ended) - ENDED_LISTED)]:
             self._forget(job_id)
-        listed = [self._entry(o) for o in self._jobs.values()]
-        responses = [self._response(o) for o in self._jobs.values() if o.state not in PREPARED]
-        await self._write("JobOrderControl.JobOrderList", listed)
-        await self._write("JobOrderResults.JobOrderResponseList", responses)
+        for name, build in (
+            ("JobOrderControl.JobOrderList", self._order_list),
+            ("JobOrderResults.JobOrderResponseList", self._response_list),
+        ):
+            nodeid = self._nid(name)
+            if self.watched(nodeid):
+                await self._write(name, build())
+            else:  # a write clears the callback, so a monitored item gets writes from then on
+                self.server.iserver.set_attribute_value_callback(nodeid, _when_read(build))
+
+    def _order_list(self) -> list[Any]:
+        return [self._entry(o) for o in self._jobs.values()]
+
+    def _response_list(self) -> list[Any]:
+        return [self._response(o) for o in self._jobs.values() if o.state not in PREPARED]
 
     def _hold(self, order: Order) -> None:
         """`order` changed: held (an ended one last, so the oldest ended go first), rebuilt when shown."""
@@ -340,6 +357,15 @@ class JobControl:
             if all(key in has for key in asked):
                 found.append(self._response(order))
         return _with_outputs(_result(jobs.OK, 1), found)
+
+
+def _when_read(build: Callable[[], list[Any]]) -> Callable[[ua.NodeId, ua.AttributeIds], ua.DataValue]:
+    """A value callback (asyncua calls it on each Read) that builds the list as it stands then."""
+
+    def value(nodeid: ua.NodeId, attr: ua.AttributeIds) -> ua.DataValue:
+        return ua.DataValue(ua.Variant(build(), ua.VariantType.ExtensionObject))
+
+    return value
 
 
 def _number(order: Order) -> int:

@@ -121,6 +121,40 @@ async def test_an_observer_may_not_store_or_abort_a_job_over_a_secured_channel(a
         assert ("job_store", "olga", "ok SEC-olga") in records
 
 
+async def test_the_job_lists_are_built_when_read_and_written_while_a_client_monitors_them(rig) -> None:
+    """Nobody monitoring: JobOrderList is built by a Read (asyncua's value callback), not written at
+    each change. A monitored item gets the list as it stands, then every change as a write."""
+    path = "Plant.Lines.ac_line.JobManagement.JobOrderControl.JobOrderList"
+    value = rig.face.values.aspace[ua.NodeId(path, rig.ns)].attributes[ua.AttributeIds.Value]
+
+    async def listed() -> set[str]:
+        return {entry.JobOrder.JobOrderID for entry in await rig.node(path).read_value() or []}
+
+    await rig.bridge.submit("LIST-1", "AC-W", {"capacity_btu": 9000})
+    await until(lambda: value.value_callback is not None)
+    assert "LIST-1" in await listed()
+
+    changes: asyncio.Queue = asyncio.Queue()
+
+    class Handler:
+        def datachange_notification(self, node, val, data) -> None:
+            changes.put_nowait({entry.JobOrder.JobOrderID for entry in val or []})
+
+    subscription = await rig.client.create_subscription(20, Handler())
+    await subscription.subscribe_data_change(rig.node(path))
+    async with asyncio.timeout(10):
+        assert "LIST-1" in await changes.get()  # the first value: the list as it stands
+    await rig.bridge.submit("LIST-2", "AC-W", {"capacity_btu": 9000})
+    async with asyncio.timeout(10):
+        while "LIST-2" not in await changes.get():
+            pass
+    assert value.value_callback is None  # written, as a monitored list is
+    await subscription.delete()
+    await rig.bridge.submit("LIST-3", "AC-W", {"capacity_btu": 9000})
+    await until(lambda: value.value_callback is not None)  # nobody watches: built when read again
+    assert {"LIST-1", "LIST-2", "LIST-3"} <= await listed()
+
+
 @pytest.mark.interop
 async def test_node_opcua_stores_starts_and_collects_a_job(rig, node_client) -> None:
     """The same walk with node-opcua, an independent stack (tests/node/jobs.mjs)."""
