@@ -146,6 +146,7 @@ class OpcUaFace:
         start_supervised(
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)
         )
+        start_supervised(self._tasks, "opcua-station-steps", stations.show_steps)
         log.info("opcua_listening", endpoint=self.endpoint, namespace=self.app_uri)
 
     async def stop(self) -> None:

@@ -1,10 +1,12 @@
 """Stations in the address space: state, diagnostics, telemetry and setpoints from each scan event,
 parameters and results from each step event. The scan path is the hot path (docs/telemetry.md):
 everything per field is settled once (`Polled`), only what changed is compared, and a scan's values
-are written at once."""
+are written at once. A station's step nodes show its latest step, written at most every
+`STEP_VIEW_S` (docs/opcua-model.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import time
 from collections.abc import Callable, Collection
@@ -34,6 +36,11 @@ log = structlog.get_logger(__name__)
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
 # Counters that move on every poll are published at most this often (the others as they change).
 BUSY_COUNTERS_EVERY_S = 1.0
+# A station's step nodes (CurrentOrder, Parameters, LastCycleTime, Results) are written at most this
+# often, showing the latest step: a line at full speed ends a step at each station every few
+# milliseconds, and writing each one was a third of the OPC UA face's cost (docs/engine.md). A change
+# after a quiet spell is written at once; the order's own nodes keep every step.
+STEP_VIEW_S = 0.05
 _MISSING = object()
 
 
@@ -59,6 +66,8 @@ class StationNodes:
         # when the station answers after an outage, and taken from the journal at start
         self._shown_begun: dict[str, Step] = {}
         self._shown_ended: dict[str, Step] = {}
+        self._due: dict[str, _StepView] = {}  # station → what its step nodes show at the next write
+        self._steps_changed = asyncio.Event()
         # station → the last scan this face handled (what is unchanged since is skipped)
         self._last: dict[str, StationScanned] = {}
         self._polled: dict[str, tuple[dict[str, Polled], dict[str, Polled]]] = {}
@@ -146,27 +155,51 @@ class StationNodes:
         log.error("setpoint_mismatch", station=setpoint.station, setpoint=setpoint.name, reason=reason)
 
     async def on_step(self, order: Order, step: Step, phase: StepPhase) -> None:
-        """The station's nodes as of the event (`phase`): CurrentOrder, Parameters when it began,
-        LastCycleTime and Results when it ended."""
-        station_path = self.paths.station(step.station)
+        """The station's nodes as of the event (`phase`), written by `show_steps`: CurrentOrder,
+        Parameters when it began, LastCycleTime and Results when it ended."""
+        due = self._due.get(step.station)
+        if due is None:
+            due = self._due[step.station] = _StepView()
         running = phase != StepPhase.CLOSED
-        staged: Staged = []
-        current = order.order_id if running else ""
-        await self.values.write(
-            self.values.nid(f"{station_path}.CurrentOrder"), current, ua.VariantType.String, staged=staged
-        )
+        due.current, due.current_at = (order.order_id if running else ""), utcnow()
         if phase == StepPhase.BEGUN:
-            await self._show_begun(step, staged)
+            due.begun = step
         finished = not running and step.finished_at is not None
         if finished:
-            await self._show_ended(step, staged)
-        await self.values.flush(staged)
-        if finished and step.result_code:  # the station refused or failed the step
+            due.ended = step
+        self._steps_changed.set()
+        if finished and step.result_code:  # the station refused or failed the step: an event, at once
             name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
             await self.plant.fire(
                 "station", f"station {step.station} ended a step of {order.order_id}: {name}", 700,
                 Station=step.station, Connected=True, ResultCode=step.result_code,
             )  # fmt: skip
+
+    async def show_steps(self) -> None:
+        """Writes what `on_step` noted, at once after a quiet spell, then at most every STEP_VIEW_S
+        (the face supervises it)."""
+        while True:
+            await self._steps_changed.wait()
+            self._steps_changed.clear()
+            await self._show_due()
+            await asyncio.sleep(STEP_VIEW_S)
+
+    async def _show_due(self) -> None:
+        due, self._due = self._due, {}
+        staged: Staged = []
+        for station, view in due.items():
+            current = self.values.nid(f"{self.paths.station(station)}.CurrentOrder")
+            at, withheld = view.current_at, self._online.get(station) is False
+            await self.values.write(current, view.current, ua.VariantType.String, at, staged=staged)
+            if view.begun is not None:
+                self._shown_begun[station] = view.begun
+                if not withheld:  # while the PLC is away, shown when it answers again (_show_again)
+                    await self._show_begun(view.begun, staged)
+            if view.ended is not None:
+                self._shown_ended[station] = view.ended
+                if not withheld:
+                    await self._show_ended(view.ended, staged)
+        await self.values.flush(staged)
 
     async def restore(self, begun: Collection[Step], ended: Collection[Step]) -> None:
         """The journal's newest step at each station (`begun`) and newest that ended (`ended`),
@@ -317,6 +350,17 @@ class StationNodes:
             paths += [value(station, "Setpoints", n) for n in kind.setpoints]
         self._last.pop(station, None)
         await self.values.mark(paths, code)
+
+
+@dataclass(slots=True)
+class _StepView:
+    """What a station's step nodes are to show: its current order (as of `current_at`), the last
+    step that began and the last that ended since they were last written."""
+
+    current: str = ""
+    current_at: datetime | None = None
+    begun: Step | None = None
+    ended: Step | None = None
 
 
 def changed_fields(

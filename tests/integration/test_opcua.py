@@ -578,6 +578,34 @@ async def completed(rig, order_id: str) -> None:
             await asyncio.sleep(0.02)
 
 
+async def test_a_stations_step_nodes_show_its_latest_step_written_at_most_every_step_view(rig):
+    """At full speed a station ends a step every few milliseconds: its step nodes are written at
+    most every STEP_VIEW_S, and once the line is idle they show its last step, with that step's
+    timestamps (the orders' own nodes keep every step)."""
+    station = "Plant.Lines.ac_line.Stations.chassis"
+    writes: list[object] = []
+
+    async def written(handle, value) -> None:
+        writes.append(value.Value.Value)
+
+    current = ua.NodeId(f"{station}.CurrentOrder", rig.ns)
+    rig.face.values.aspace.add_datachange_callback(current, ua.AttributeIds.Value, written)
+    ids = [f"FAST-{i}" for i in range(20)]
+    for order_id in ids:
+        await rig.bridge.submit(order_id, "AC-W", {"capacity_btu": 9000})
+    for order_id in ids:
+        await completed(rig, order_id)
+    (last,) = [s for s in rig.bridge.journal.load_order(ids[-1]).steps if s.station == "chassis"]
+    results = rig.node(f"{station}.Results.strokes")
+    async with asyncio.timeout(5):
+        while (await results.read_data_value(raise_on_bad_status=False)).SourceTimestamp != last.finished_at:  # noqa: ASYNC110 - polls state, bounded
+            await asyncio.sleep(0.02)
+    assert (await results.read_value()) == last.results["strokes"]
+    assert await rig.node(f"{station}.CurrentOrder").read_value() == ""
+    assert writes[-1] == ""
+    assert len(writes) < 2 * len(ids), f"each step's begin and end written one by one: {len(writes)}"
+
+
 async def test_the_last_steps_values_return_with_the_station_and_survive_a_restart(ac_mapping, tmp_path):
     """A station's Parameters and Results are the bridge's record of its last step: withheld
     (BadCommunicationError) while the PLC does not answer, good again when it does, and taken from
@@ -589,6 +617,7 @@ async def test_the_last_steps_values_return_with_the_station_and_survive_a_resta
         await rig.bridge.submit("LAST-1", "AC-W", {"capacity_btu": 24000})
         await completed(rig, "LAST-1")
         (step,) = [s for s in rig.bridge.journal.load_order("LAST-1").steps if s.station == "chassis"]
+        await until_good(rig.node(results))  # step nodes are written a moment after (STEP_VIEW_S)
         shown = await rig.node(results).read_data_value()
         assert (shown.Value.Value, shown.SourceTimestamp) == (step.results["strokes"], step.finished_at)
         assert await rig.node(parameters).read_value() == 3  # chassis_size of 24000 BTU/h
