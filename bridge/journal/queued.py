@@ -1,6 +1,8 @@
 """Records queued on the loop and written by the journal's writer thread in batches: audit and alarm
 history. The loop never waits for them; a full queue loses its oldest record, counted (the log
-line of each keeps it)."""
+line of each keeps it). Records the journal cannot take (a full disk) stay queued, within the same
+bound, and go with the next write, read or close once it can: an alarm raised because the disk
+was full is in the alarm history when space returns."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class QueuedRows:
         self._flush_due = False
         self.lost = 0  # records only logged: the journal could not take them
         self.closed = False
+        self._failing: str | None = None  # why the last write failed, until one succeeds
 
     def add(self, row: tuple[Any, ...]) -> None:
         with self._lock:
@@ -51,11 +54,29 @@ class QueuedRows:
             return
         try:
             self._execute([(self._sql, rows, True)])
-        except JournalUnavailable as exc:  # the log lines keep them; the work goes on
-            self.lost += len(rows)
-            log.error(
-                "rows_not_stored", table=self.name, reason=exc.reason, rows=len(rows), lost_so_far=self.lost
-            )
+        except JournalUnavailable as exc:  # kept for the next try; the work goes on
+            if self.closed:  # no next try: the log lines keep them
+                self.lost += len(rows)
+                log.error("rows_not_stored", table=self.name, reason=exc.reason, lost_so_far=self.lost)
+            else:
+                self._hold(rows, exc.reason)
+            return
+        if self._failing is not None:
+            log.info("rows_stored_late", table=self.name, rows=len(rows), lost_so_far=self.lost)
+            self._failing = None
+
+    def _hold(self, rows: list[tuple[Any, ...]], reason: str) -> None:
+        """`rows` back at the head of the queue, before any added since, the oldest lost beyond the bound."""
+        with self._lock:
+            self._rows.extendleft(reversed(rows))
+            over = max(0, len(self._rows) - self._limit)
+            for _ in range(over):
+                self._rows.popleft()
+            self.lost += over
+            held = len(self._rows)
+        if self._failing != reason or over:  # once per outage, and whenever records are lost
+            log.error("rows_not_stored", table=self.name, reason=reason, held=held, lost_so_far=self.lost)
+        self._failing = reason
 
     def written(self, timeout_s: float) -> None:
         """Return once every record queued so far is written (for a reader, and close())."""

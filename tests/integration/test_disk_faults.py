@@ -68,7 +68,7 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
             await until(lambda: engine.journal_fault is not None)
             assert "full" in engine.journal_fault
             # the operator is told at its next poll: a held alarm per station (the whole line stands),
-            # though its history row is lost; each station's alarm follows that station's own poll
+            # its history row kept until it can be written; each follows that station's own poll
             held = [f"{name}.held" for name in ac_mapping.stations]
             await until(lambda: all(rig.bridge.alarms.get(alarm).active for alarm in held))
 
@@ -97,6 +97,8 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
             assert chassis.executed[1] == 1  # FULL-1's step ran once at the PLC
             steps = rig.bridge.get("FULL-1").steps
             assert len(steps) == len({(s.unit_index, s.route_index) for s in steps}) == 7
+            rows = rig.bridge.journal.load_alarms("pack.held")
+            assert [(r["what"], r["active"]) for r in rows[-2:]] == [("activated", 1), ("cleared", 0)]
 
 
 def run_bridge(data_dir: Path) -> subprocess.CompletedProcess[str]:
