@@ -106,6 +106,9 @@ SEAMS: tuple[Seam, ...] = (
     _seam(AddressSpace, "_nodes", "notify.py, on_demand.py", how="init"),
     _seam(AttributeValue, "datachange_callbacks", _NOTIFY, how="init"),
     _seam(ua_binary, "create_dataclass_serializer", "wire.py"),
+    # events built only while some monitored item watches events
+    _seam(InternalSubscription, "monitored_item_srv", "plant.py, job_control.py", how="init"),
+    _seam(_ITEMS, "_monitored_events", "plant.py, job_control.py", how="init"),
     # the rest of the server's life
     _seam("iserver", "bind_condition_methods", "server_setup.py", how="live"),
     _seam(_SUBS, "condition_refresh", "alarm_conditions.py"),
@@ -174,6 +177,13 @@ def triggered_datachanges(isub: InternalSubscription) -> dict[int, list[Any]]:
 
 async def trigger_publish(isub: InternalSubscription) -> None:
     await isub._trigger_publish()
+
+
+def events_watched(iserver: InternalServer) -> bool:
+    """Whether a monitored item of any subscription watches events (of any notifier): asyncua
+    builds and filters an event for every subscription, data-only ones too, and drops it there."""
+    subscriptions = iserver.subscription_service.subscriptions.values()
+    return any(sub.monitored_item_srv._monitored_events for sub in subscriptions)
 
 
 def aspace_nodes(aspace: AddressSpace) -> dict[Any, Any]:

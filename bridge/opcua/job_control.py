@@ -25,6 +25,7 @@ from bridge.errors import JournalUnavailable, OrderRejected, UnknownOrder, Wrong
 from bridge.follow import Follower
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
+from bridge.opcua import asyncua_seams as seams
 from bridge.opcua import isa95_jobs as jobs
 from bridge.opcua import names
 from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
@@ -167,9 +168,9 @@ class JobControl:
             await self._announce(order, event.event.message)
 
     async def _announce(self, order: Order, message: str) -> None:
-        """A job status event: the job order, its state and its response (only while a client
-        subscribes: see PlantModel.fire)."""
-        if not self.server.iserver.subscription_service.subscriptions:
+        """A job status event: the job order, its state and its response (only while a monitored
+        item watches events: see PlantModel.fire)."""
+        if not seams.events_watched(self.server.iserver):
             return
         mapping = self.bridge.mapping
         entry = self._entry(order)  # built once: the job order list shows the same

@@ -9,6 +9,7 @@ from asyncua import Node, Server, ua
 
 from bridge.lifecycle import breathe
 from bridge.mapping.model import LineMapping
+from bridge.opcua import asyncua_seams as seams
 from bridge.opcua import names
 from bridge.opcua.uatypes import ModelTypes
 from bridge.opcua.values import ValueWriter
@@ -68,10 +69,11 @@ class PlantModel:
     async def fire(self, key: str, message: str, severity: int, **fields: Any) -> None:
         """Raise an event of kind `key` (order, station, notice) with its own fields.
 
-        Not built while no client has a subscription (events are not historized, and a
-        subscription made later does not receive earlier events): a thousand orders raise tens
-        of thousands of them, each with a fresh EventId from the OS's random source."""
-        if not self.server.iserver.subscription_service.subscriptions:
+        Not built while no monitored item watches events (events are not historized, and one made
+        later does not receive earlier events): a thousand orders raise tens of thousands of them,
+        each with a fresh EventId from the OS's random source, and a SCADA client that subscribes
+        to values only would have paid for each one."""
+        if not seams.events_watched(self.server.iserver):
             return
         for generator in self._events.get(key, []):
             event = generator.event

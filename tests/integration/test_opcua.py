@@ -270,6 +270,23 @@ async def test_refused_calls_say_which_argument_and_why(rig):
     assert "exists with a different" in other.InputArgumentDiagnosticInfos[0].AdditionalInfo
 
 
+async def test_no_event_is_built_while_subscriptions_watch_values_only(rig):
+    """asyncua builds an event for every subscription and drops it where no item watches events:
+    a SCADA client subscribed to values only would pay for every order's event."""
+    generator = rig.face.stations.plant._events["order"][0]
+    before = generator.event.EventId
+    class Values:
+        def datachange_notification(self, node, value, data) -> None:
+            pass
+
+    values = await rig.client.create_subscription(10, Values())
+    await values.subscribe_data_change(rig.node("Plant.Lines.ac_line.Stations.coil.CurrentOrder"))
+    await rig.bridge.submit("QUIET-1", "AC-W", {})
+    await completed(rig, "QUIET-1")
+    assert generator.event.EventId == before
+    await values.delete()
+
+
 async def test_order_events_from_the_line_and_the_server(rig):
     handler = Events()
     subscription = await rig.client.create_subscription(10, handler)
