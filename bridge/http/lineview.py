@@ -103,6 +103,10 @@ class LineView:
             "orders": [_order(o) for o in orders],
             # the banner: what waits for an operator, the most severe first; shelved ones left out
             "alarms": [_alarm(a) for a in self.bridge.alarms.retained() if not a.shelved],
+            # what an operator took out of the banner (shelved, or disabled): named, so it is not forgotten
+            "out_of_service": [
+                _out_of_service(a) for a in self.bridge.alarms.states.values() if a.shelved or not a.enabled
+            ],
             "products": {
                 pid: {"route": [list(alternatives(step)) for step in p.route], "options": _options(p.options)}
                 for pid, p in mapping.products.items()
@@ -277,6 +281,13 @@ class LineView:
             return
         user, _role, channel = request.scope.get("state", {}).get("user", ("", "", ""))
         self.audit(event, user, "", outcome, channel)
+
+
+def _out_of_service(alarm: AlarmState) -> dict[str, Any]:
+    return {
+        "id": alarm.alarm_id, "enabled": alarm.enabled, "active": alarm.active, "user": alarm.user,
+        "shelving": alarm.shelving.value if alarm.shelved else "", "until": alarm.unshelve_at,
+    }  # fmt: skip
 
 
 def _alarm(alarm: AlarmState) -> dict[str, Any]:

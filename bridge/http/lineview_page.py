@@ -60,6 +60,8 @@ PAGE = """<!doctype html>
   .alarm .answer input { width: 10rem; max-width: 40vw; }
   @media (max-width: 700px) { .alarm { grid-template-columns: minmax(0, 1fr); }
     .alarm .meta, .alarm .answer { grid-column: 1; grid-row: auto; } }
+  #out-of-service:empty { display: none; }
+  #out-of-service { margin: -.4rem 0 .8rem; font-size: .8rem; color: #444; overflow-wrap: anywhere; }
   .station .tag[role=button] { cursor: pointer; }
   #trend-panel { background: #f0f0f0; border: 1px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem;
                  margin-top: .8rem; max-width: 44rem; }
@@ -77,6 +79,7 @@ PAGE = """<!doctype html>
 <h1 id="title">linebridge</h1>
 <div id="status">connecting…</div>
 <div id="alarms" role="alert" aria-live="assertive"></div>
+<div id="out-of-service"></div>
 <div id="layout">
 <main>
 <div id="line"></div>
@@ -344,9 +347,24 @@ function drawAlarms(s) {
   }
 }
 
+function drawOutOfService(s) {
+  const line = document.getElementById("out-of-service");
+  const items = (s.out_of_service || []).map((a) => {
+    const how = !a.enabled ? "disabled"
+      : a.shelving === "OneShotShelved" ? "shelved until it returns to normal"
+      : "shelved until " + new Date(a.until * 1000).toLocaleTimeString();
+    return el("span", {"data-alarm": a.id}, a.id + " " + how + (a.user ? " by " + a.user : "") + (a.active ? " (active)" : ""));
+  });
+  line.replaceChildren();
+  if (!items.length) return;
+  line.append("Out of service, not in the banner: ");
+  items.forEach((item, i) => line.append(...(i ? ["; ", item] : [item])));
+}
+
 function show(s) {
   snapshot = s;
   drawAlarms(s);
+  drawOutOfService(s);
   document.getElementById("title").textContent = s.line + (s.description ? " — " + s.description : "");
   drawLine(s);
   drawOrders(s);

@@ -284,6 +284,22 @@ async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_p
         assert bridge.alarms.get("coil.furnace_temp_c").acked
         await desk.click(row + ' button[data-action="confirm"]')
         await desk.wait_for_selector(row + ':has-text("confirmed by")', timeout=10_000)
+        # shelved by an operator: out of the banner, named on the line below it until unshelved
+        assert await desk.locator("#out-of-service").inner_text() == ""
+        bridge.alarms.shelve("coil.furnace_temp_c", "alice", 3600)
+        await desk.wait_for_selector(row, state="detached", timeout=10_000)
+        shelved = '#out-of-service [data-alarm="coil.furnace_temp_c"]'
+        await desk.wait_for_selector(shelved, timeout=10_000)
+        assert "shelved until" in await desk.inner_text(shelved)
+        assert "by alice (active)" in await desk.inner_text(shelved)
+        bridge.alarms.disable("pack.offline", "bob")
+        disabled = '#out-of-service [data-alarm="pack.offline"]:has-text("disabled by bob")'
+        await desk.wait_for_selector(disabled, timeout=10_000)
+        await desk.screenshot(path=str(shots / "line-view-out-of-service.png"), full_page=True)
+        bridge.alarms.enable("pack.offline", "bob")
+        bridge.alarms.unshelve("coil.furnace_temp_c", "alice")
+        await desk.wait_for_selector(row, timeout=10_000)  # back in the banner, still active
+        await desk.wait_for_selector(shelved, state="detached", timeout=10_000)
         await bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
         await desk.wait_for_selector(row, state="detached", timeout=10_000)
         assert (await desk.inner_text(coil)).strip() == ""
