@@ -10,7 +10,7 @@ from asyncua import Client
 
 from bridge.cli_client import ENDPOINT, LINE, client_run
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from bridge.opcua.alarm_client import alarm_line, answer, retained_alarms, switch
+from bridge.opcua.alarm_client import alarm_line, answer, out_of_service, retained_alarms, switch
 from bridge.opcua.client import find_line
 
 alarm_app = typer.Typer(no_args_is_help=True, help="Alarms of a running bridge: list, acknowledge, shelve.")
@@ -20,15 +20,19 @@ COMMENT = typer.Option("", "--comment", "-c", help="what you saw or did (kept in
 @alarm_app.command("list")
 def alarm_list(endpoint: str = ENDPOINT, line: str | None = LINE) -> None:
     """Every alarm that waits for an operator (active, or not yet acknowledged or confirmed), the
-    most severe first; got by ConditionRefresh, as any alarm client gets them."""
+    most severe first, got by ConditionRefresh as any alarm client gets them; then every alarm an
+    operator shelved or disabled, so none is forgotten."""
 
     async def work(client: Client) -> None:
-        alarms = await retained_alarms(await find_line(client, line))
+        found = await find_line(client, line)
+        alarms = await retained_alarms(found)
         typer.echo(f"{'prio':<6} {'sev':>4}  {'alarm':<28} {'state':<6} {'answer':<9} {'since':<8}  message")
         for alarm in alarms:
             typer.echo(alarm_line(alarm))
         if not alarms:
             typer.echo("no alarm waits for an operator")
+        if aside := await out_of_service(found):
+            typer.echo("out of service: " + "; ".join(aside))
 
     client_run(work, endpoint)
 

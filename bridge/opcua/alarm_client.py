@@ -13,6 +13,7 @@ from asyncua import ua
 
 from bridge.opcua import names
 from bridge.opcua.client import ClientError, Line
+from bridge.opcua.condition_state import member_id
 
 IDS = ua.ObjectIds
 ACTIONS = {
@@ -84,6 +85,35 @@ async def retained_alarms(line: Line, timeout_s: float = 5.0) -> list[AlarmSeen]
             alarm = _alarm(event)
             latest[alarm.alarm_id] = alarm  # a change during the refresh: the last one stands
     return sorted(latest.values(), key=lambda a: (-a.severity, a.alarm_id))
+
+
+_SHELVED = {
+    ua.NodeId(IDS.ShelvedStateMachineType_TimedShelved): "shelved for a time",
+    ua.NodeId(IDS.ShelvedStateMachineType_OneShotShelved): "shelved until it returns to normal",
+}
+
+
+async def out_of_service(line: Line) -> list[str]:
+    """Each alarm an operator shelved or disabled, as `STATION.NAME how`: a refresh leaves out the
+    disabled ones and those back to normal, so each condition's EnabledState and ShelvingState
+    are read (what Part 9 gives every condition in the address space)."""
+    paths = names.Paths(line.path.rpartition(".")[2])
+    conditions: list[tuple[str, ua.NodeId]] = []
+    for station in await line.child("Stations").get_children():
+        station_name = (await station.read_browse_name()).Name
+        folder = line.client.get_node(ua.NodeId(paths.alarms(station_name), line.ns))
+        for alarm in await folder.get_children():
+            conditions.append((f"{station_name}.{(await alarm.read_browse_name()).Name}", alarm.nodeid))
+    members = ("EnabledState/Id", "ShelvingState/CurrentState/Id", "ActiveState/Id")
+    nodes = [line.client.get_node(member_id(c, m)) for _, c in conditions for m in members]
+    values = await line.client.read_values(nodes)
+    found = []
+    for i, (alarm_id, _) in enumerate(conditions):
+        enabled, shelving, active = values[i * len(members) : (i + 1) * len(members)]
+        how = "disabled" if enabled is False else _SHELVED.get(shelving)
+        if how is not None:
+            found.append(f"{alarm_id} {how}" + (" (active)" if active else ""))
+    return found
 
 
 async def answer(line: Line, alarm_id: str, action: str, comment: str = "", hours: float = 1.0) -> str:

@@ -99,10 +99,15 @@ async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, 
             1
         ] == "coil.furnace_temp_c: shelved for 2 h\n"
         assert rig.bridge.alarms.get("coil.furnace_temp_c").shelved
+        code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
+        assert out.splitlines()[-1] == "out of service: coil.furnace_temp_c shelved for a time (active)"
         assert (await cli("alarm", "unshelve", *alarm))[0] == 0
         assert (await cli("alarm", "disable", *alarm))[:2] == (0, "coil.furnace_temp_c: disabled\n")
         code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
-        assert "coil.furnace_temp_c" not in out  # still active, but no operator's to answer
+        # still active, but no operator's to answer: named only as out of service
+        assert out.splitlines()[1:] == [
+            "no alarm waits for an operator", "out of service: coil.furnace_temp_c disabled (active)"
+        ]
         code, out, err = await cli("alarm", "disable", *alarm)
         assert (code, err.strip()) == (
             1, "coil.furnace_temp_c: disable refused (BadConditionAlreadyDisabled)"
