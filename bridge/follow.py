@@ -74,3 +74,14 @@ class Follower:
                 if n < len(events) and time.monotonic() >= turn_ends:
                     await asyncio.sleep(0)  # the loop's other work, then the rest of the batch
                     turn_ends = time.monotonic() + self.yield_after_s
+
+
+async def at_most_every(every_s: float, changed: asyncio.Event, write: Callable[[], Awaitable[None]]) -> None:
+    """`write()` each time `changed` is set: at once after a quiet spell, then at most every
+    `every_s` however often it is set, for what a face shows of something that changes faster
+    than anyone reads it (a station's latest step, the job lists). Runs until cancelled."""
+    while True:
+        await changed.wait()
+        changed.clear()
+        await write()
+        await asyncio.sleep(every_s)

@@ -22,7 +22,7 @@ from asyncua import Node, Server, ua
 from bridge.domain.events import OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderState, utcnow
 from bridge.errors import JournalUnavailable, OrderRejected, UnknownOrder, WrongOrderState
-from bridge.follow import Follower
+from bridge.follow import Follower, at_most_every
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua import asyncua_seams as seams
@@ -184,11 +184,7 @@ class JobControl:
             await generator.trigger(message=f"{text} ({message})" if message else text)
 
     async def _refresh(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self._publish()
-            await asyncio.sleep(REFRESH_S)
+        await at_most_every(REFRESH_S, self._dirty, self._publish)
 
     async def _publish(self) -> None:
         """JobOrderList and JobOrderResponseList from the jobs held, ended ones trimmed to the newest.

@@ -20,6 +20,7 @@ from asyncua import ua
 from bridge.counters import BUSY_COUNTS, LinkCounters
 from bridge.domain.events import StationScanned
 from bridge.domain.model import Order, Step, StepPhase, utcnow
+from bridge.follow import at_most_every
 from bridge.handshake import ResultCode, station_state
 from bridge.mapping.fields import deadband_of, history_of
 from bridge.mapping.model import LineMapping
@@ -178,11 +179,7 @@ class StationNodes:
     async def show_steps(self) -> None:
         """Writes what `on_step` noted, at once after a quiet spell, then at most every STEP_VIEW_S
         (the face supervises it)."""
-        while True:
-            await self._steps_changed.wait()
-            self._steps_changed.clear()
-            await self._show_due()
-            await asyncio.sleep(STEP_VIEW_S)
+        await at_most_every(STEP_VIEW_S, self._steps_changed, self._show_due)
 
     async def _show_due(self) -> None:
         due, self._due = self._due, {}
