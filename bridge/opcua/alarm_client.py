@@ -99,11 +99,10 @@ async def out_of_service(line: Line) -> list[str]:
     are read (what Part 9 gives every condition in the address space)."""
     paths = names.Paths(line.path.rpartition(".")[2])
     conditions: list[tuple[str, ua.NodeId]] = []
-    for station in await line.child("Stations").get_children():
-        station_name = (await station.read_browse_name()).Name
-        folder = line.client.get_node(ua.NodeId(paths.alarms(station_name), line.ns))
-        for alarm in await folder.get_children():
-            conditions.append((f"{station_name}.{(await alarm.read_browse_name()).Name}", alarm.nodeid))
+    for station in await line.child("Stations").get_children_descriptions():
+        folder = line.client.get_node(ua.NodeId(paths.alarms(station.BrowseName.Name), line.ns))
+        for alarm in await folder.get_children_descriptions():
+            conditions.append((f"{station.BrowseName.Name}.{alarm.BrowseName.Name}", alarm.NodeId))
     members = ("EnabledState/Id", "ShelvingState/CurrentState/Id", "ActiveState/Id")
     nodes = [line.client.get_node(member_id(c, m)) for _, c in conditions for m in members]
     values = await line.client.read_values(nodes)
