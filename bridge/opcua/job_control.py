@@ -357,10 +357,17 @@ class JobControl:
 
 
 def _when_read(build: Callable[[], list[Any]]) -> Callable[[ua.NodeId, ua.AttributeIds], ua.DataValue]:
-    """A value callback (asyncua calls it on each Read) that builds the list as it stands then."""
+    """A value callback (asyncua calls it on each Read) that builds the list as it stands then.
+
+    asyncua lets an exception in it fail the client's whole Read request (BadInternalError for
+    every node asked for), so a list that cannot be built is this node's Bad status alone."""
 
     def value(nodeid: ua.NodeId, attr: ua.AttributeIds) -> ua.DataValue:
-        return ua.DataValue(ua.Variant(build(), ua.VariantType.ExtensionObject))
+        try:
+            return ua.DataValue(ua.Variant(build(), ua.VariantType.ExtensionObject))
+        except Exception:
+            log.exception("job_list_not_built", node=nodeid.to_string())
+            return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError))
 
     return value
 

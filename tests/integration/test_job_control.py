@@ -155,6 +155,22 @@ async def test_the_job_lists_are_built_when_read_and_written_while_a_client_moni
     assert {"LIST-1", "LIST-2", "LIST-3"} <= await listed()
 
 
+async def test_a_job_list_that_cannot_be_built_fails_its_node_not_the_whole_read(rig, monkeypatch) -> None:
+    """A SCADA client reads the line in one request: a list the bridge cannot build is that node's
+    Bad status, the other nodes are read as ever."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("a job order the mapping no longer describes")
+
+    monkeypatch.setattr(job_control.jobs, "job_order", broken)  # ours, not asyncua's
+    await rig.bridge.submit("BROKEN-1", "AC-W", {"capacity_btu": 9000})
+    listed = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl.JobOrderList")
+    stations = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl.EquipmentID")
+    values = await rig.client.read_attributes([listed, stations])
+    assert values[0].StatusCode.value == ua.StatusCodes.BadInternalError
+    assert values[1].StatusCode.is_good()
+    assert "chassis" in values[1].Value.Value
+
+
 @pytest.mark.interop
 async def test_node_opcua_stores_starts_and_collects_a_job(rig, node_client) -> None:
     """The same walk with node-opcua, an independent stack (tests/node/jobs.mjs)."""
