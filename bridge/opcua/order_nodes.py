@@ -212,12 +212,18 @@ class OrderNodes:
         if not isinstance(ident, str) or not ident.startswith(self._prefix):
             return False
         order_id = ident[len(self._prefix) :].split(".", 1)[0]
-        if self._compact.pop(order_id, None) is None:
+        compact = self._compact.pop(order_id, None)
+        if compact is None:
             return False
-        order = self.load(order_id)  # as it stands in memory while it has work left
-        if order is None:
+        try:
+            order = self.load(order_id)  # as it stands in memory while it has work left
+            if order is None:
+                return False
+            self._build(order)
+        except Exception:  # inside a client's request: this node unknown, not the whole request failed
+            log.exception("order_not_built", order_id=order_id)
+            self._compact[order_id] = compact  # tried again at the next ask
             return False
-        self._build(order)
         if _changes_no_more(order):
             self._shown.pop(order_id, None)
             self._full[order_id] = None  # compact again when newer ones push it out (never in here)

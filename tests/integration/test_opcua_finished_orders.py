@@ -45,6 +45,28 @@ async def test_an_order_nobody_looked_at_is_listed_and_built_when_read(ac_mappin
         assert rig.face.orders.compact == 2
 
 
+async def test_an_order_that_cannot_be_built_fails_its_nodes_not_the_whole_read(ac_mapping, tmp_path):
+    """A SCADA client reads the line in one request: an order the bridge cannot build (its journal
+    unreadable, say) is BadNodeIdUnknown for its own nodes; the other nodes are read as ever, and
+    it is tried again at the next ask."""
+    async with opcua_rig(ac_mapping, tmp_path, finished_in_full=0) as rig:
+        await run_orders(rig.bridge, "B", 1)
+        await until(lambda: rig.face.orders.compact == 1, timeout_s=10, every_s=0.02)
+        load = rig.face.orders.load
+
+        def unreadable(order_id):
+            raise OSError("journal unreadable")
+
+        rig.face.orders.load = unreadable
+        state = rig.node(f"{ORDERS}.B-0.State")
+        current = rig.node("Plant.Lines.ac_line.Stations.coil.CurrentOrder")
+        values = await rig.client.read_attributes([state, current])
+        assert values[0].StatusCode.value == ua.StatusCodes.BadNodeIdUnknown
+        assert values[1].StatusCode.is_good()
+        rig.face.orders.load = load
+        assert await state.read_value() == await _completed_code(rig, "B-0")
+
+
 async def test_an_order_built_while_it_runs_is_kept_current(ac_mapping, tmp_path):
     """Read while it has work left, an order is built from the order in memory; the events that
     follow keep it current: its state, progress and every later step."""
