@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import structlog
 from asyncua import ua
 from asyncua.server.history import HistoryManager
 from asyncua.server.internal_server import InternalServer
 
+from bridge.errors import JournalUnavailable
 from bridge.opcua.alarm_history import MAX_EVENTS_PER_PAGE, AlarmHistory, EventCursor
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.uatypes import NO_TIME
+
+log = structlog.get_logger(__name__)
 
 MAX_VALUES_PER_PAGE = 10_000
 C = TypeVar("C", "_Cursor", EventCursor)  # a request for "all" (NumValuesPerNode 0) still comes in pages
@@ -58,19 +63,34 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         self._max_points = max_points
 
     async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+        """Each node's result on its own: asyncua lets an exception fail the whole request, so a
+        store that cannot be read (the journal's alarm history, the history file) is the Bad
+        status of the nodes that needed it (BadResourceUnavailable), anything else that node's
+        BadInternalError, each logged."""
         details = params.HistoryReadDetails
         results = []
         for rv in params.NodesToRead:
-            if params.ReleaseContinuationPoints:
-                self._points.pop(bytes(rv.ContinuationPoint or b""), None)
-                results.append(ua.HistoryReadResult())
-            elif isinstance(details, ua.ReadEventDetails) and self._events is not None:
-                results.append(await self._read_events(details, rv, self._events))
-            elif not isinstance(details, ua.ReadRawModifiedDetails) or details.IsReadModified:
-                results.append(_bad(ua.StatusCodes.BadHistoryOperationUnsupported))
-            else:
-                results.append(await self._read_raw(details, rv))
+            try:
+                results.append(await self._read_one(params, details, rv))
+            except (JournalUnavailable, sqlite3.Error, OSError) as exc:
+                log.error("history_read_failed", node=rv.NodeId.to_string(), reason=str(exc))
+                results.append(_bad(ua.StatusCodes.BadResourceUnavailable))
+            except Exception:
+                log.exception("history_read_failed", node=rv.NodeId.to_string())
+                results.append(_bad(ua.StatusCodes.BadInternalError))
         return results
+
+    async def _read_one(
+        self, params: ua.HistoryReadParameters, details: Any, rv: ua.HistoryReadValueId
+    ) -> ua.HistoryReadResult:
+        if params.ReleaseContinuationPoints:
+            self._points.pop(bytes(rv.ContinuationPoint or b""), None)
+            return ua.HistoryReadResult()
+        if isinstance(details, ua.ReadEventDetails) and self._events is not None:
+            return await self._read_events(details, rv, self._events)
+        if not isinstance(details, ua.ReadRawModifiedDetails) or details.IsReadModified:
+            return _bad(ua.StatusCodes.BadHistoryOperationUnsupported)
+        return await self._read_raw(details, rv)
 
     async def _read_raw(
         self, details: ua.ReadRawModifiedDetails, rv: ua.HistoryReadValueId

@@ -5,6 +5,7 @@ status for that node, never fail the whole request."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -181,3 +182,33 @@ async def test_history_pages_with_continuation_points_and_refuses_nodes_without_
     plain = rig.node("Plant.Lines.ac_line.Stations.chassis.CurrentOrder")
     refused = await history_page(rig, plain.nodeid, start, end, 5)
     assert refused.StatusCode.value == ua.StatusCodes.BadHistoryOperationUnsupported
+
+
+async def test_a_history_store_that_cannot_be_read_fails_its_nodes_not_the_whole_request(rig, monkeypatch):
+    """One HistoryRead of two nodes whose store fails for one (an I/O error): that node is
+    BadResourceUnavailable, the other is read as ever."""
+    broken = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
+    fine = rig.node("Plant.Lines.ac_line.Stations.coil.Telemetry.furnace_temp_c")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    async with asyncio.timeout(15):
+        while not await fine.read_raw_history(start, datetime.now(UTC)):  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.1)
+    store = rig.face.history
+    failing_key, read_page = store.key(broken.nodeid.to_string()), store.read_page
+
+    async def failing(key, *args):
+        if key == failing_key:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await read_page(key, *args)
+
+    monkeypatch.setattr(store, "read_page", failing)  # our store, not asyncua
+    params = ua.HistoryReadParameters()
+    params.HistoryReadDetails = ua.ReadRawModifiedDetails(
+        IsReadModified=False, StartTime=start, EndTime=datetime.now(UTC), NumValuesPerNode=100
+    )
+    params.TimestampsToReturn, params.ReleaseContinuationPoints = ua.TimestampsToReturn.Both, False
+    params.NodesToRead = [ua.HistoryReadValueId(NodeId=n.nodeid) for n in (broken, fine)]
+    first, second = await rig.client.uaclient.history_read(params)
+    assert first.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
+    assert second.StatusCode.is_good()
+    assert second.HistoryData.DataValues
