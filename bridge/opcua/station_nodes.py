@@ -99,8 +99,20 @@ class StationNodes:
             await node.write_attribute(
                 ua.AttributeIds.AccessLevel, ua.DataValue(ua.Variant(readable, ua.VariantType.Byte))
             )
+        step_view_ms = ua.DataValue(ua.Variant(STEP_VIEW_S * 1000, ua.VariantType.Double))
         for station in self.mapping.stations:
             await self._mark(station, ua.StatusCodes.BadWaitingForInitialData)
+            for path in self._step_paths(station):  # told to clients: sampled no faster than written
+                node = self.values.server.get_node(self.values.nid(path))
+                await node.write_attribute(ua.AttributeIds.MinimumSamplingInterval, step_view_ms)
+
+    def _step_paths(self, station: str) -> list[str]:
+        """The station's step nodes: what `show_steps` writes."""
+        kind, value = self.mapping.station_type(station), self.paths.station_value
+        own = self.paths.station(station)
+        paths = [f"{own}.CurrentOrder", f"{own}.LastCycleTime"]
+        paths += [value(station, "Parameters", n) for n in kind.parameters]
+        return paths + [value(station, "Results", n) for n in kind.results]
 
     def _poll_plan(self, station: str, keys: dict[str, int]) -> tuple[dict[str, Polled], dict[str, Polled]]:
         """Per polled field, settled once (the scan path looks nothing up per value)."""

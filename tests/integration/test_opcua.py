@@ -621,6 +621,9 @@ async def test_a_stations_step_nodes_show_its_latest_step_written_at_most_every_
     assert await rig.node(f"{station}.CurrentOrder").read_value() == ""
     assert writes[-1] == ""
     assert len(writes) < 2 * len(ids), f"each step's begin and end written one by one: {len(writes)}"
+    for path in ("CurrentOrder", "Results.strokes", "Parameters.chassis_size"):  # told to clients
+        minimum = await rig.node(f"{station}.{path}").read_attribute(ua.AttributeIds.MinimumSamplingInterval)
+        assert minimum.Value.Value == 50.0
 
 
 async def test_the_last_steps_values_return_with_the_station_and_survive_a_restart(ac_mapping, tmp_path):
