@@ -5,6 +5,7 @@ acknowledge, confirm and shelve by calling the condition's methods (docs/alarms.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,10 +88,8 @@ async def retained_alarms(line: Line, timeout_s: float = 5.0) -> list[AlarmSeen]
     return sorted(latest.values(), key=lambda a: (-a.severity, a.alarm_id))
 
 
-_SHELVED = {
-    ua.NodeId(IDS.ShelvedStateMachineType_TimedShelved): "shelved for a time",
-    ua.NodeId(IDS.ShelvedStateMachineType_OneShotShelved): "shelved until it returns to normal",
-}
+_TIMED = ua.NodeId(IDS.ShelvedStateMachineType_TimedShelved)
+_ONESHOT = ua.NodeId(IDS.ShelvedStateMachineType_OneShotShelved)
 
 
 async def out_of_service(line: Line) -> list[str]:
@@ -103,15 +102,22 @@ async def out_of_service(line: Line) -> list[str]:
         folder = line.client.get_node(ua.NodeId(paths.alarms(station.BrowseName.Name), line.ns))
         for alarm in await folder.get_children_descriptions():
             conditions.append((f"{station.BrowseName.Name}.{alarm.BrowseName.Name}", alarm.NodeId))
-    members = ("EnabledState/Id", "ShelvingState/CurrentState/Id", "ActiveState/Id")
+    members = ("EnabledState/Id", "ShelvingState/CurrentState/Id", "ShelvingState/UnshelveTime",
+               "ActiveState/Id")  # fmt: skip
     nodes = [line.client.get_node(member_id(c, m)) for _, c in conditions for m in members]
     values = await line.client.read_values(nodes)
     found = []
     for i, (alarm_id, _) in enumerate(conditions):
-        enabled, shelving, active = values[i * len(members) : (i + 1) * len(members)]
-        how = "disabled" if enabled is False else _SHELVED.get(shelving)
-        if how is not None:
-            found.append(f"{alarm_id} {how}" + (" (active)" if active else ""))
+        enabled, shelving, left_ms, active = values[i * len(members) : (i + 1) * len(members)]
+        if enabled is False:
+            how = "disabled"
+        elif shelving == _TIMED:
+            how = f"shelved, {math.ceil(left_ms / 60_000)} min left"
+        elif shelving == _ONESHOT:
+            how = "shelved until it returns to normal"
+        else:
+            continue
+        found.append(f"{alarm_id} {how}" + (" (active)" if active else ""))
     return found
 
 

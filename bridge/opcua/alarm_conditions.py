@@ -52,6 +52,7 @@ CLASSES = {  # ConditionClass: what kind of fault an operator is looking at
 }
 PROCESS = (IDS.ProcessConditionClassType, "Process")
 LIMIT_STATES = {"high_high": "HighHigh", "high": "High", "low": "Low", "low_low": "LowLow"}
+_UNSHELVE_TIME = "ShelvingState/UnshelveTime"  # counts down: computed at each Read (Part 9)
 ACKNOWLEDGE = (IDS.AcknowledgeableConditionType_Acknowledge,)
 CONFIRM = (IDS.AcknowledgeableConditionType_Confirm,)
 COMMENT = (IDS.ConditionType_AddComment,)
@@ -242,7 +243,10 @@ class AlarmConditions:
         for path, (_, _, _, vtype) in node.members.items():
             nodeid = condition_state.member_id(node.condition, path)
             await self.values.write(nodeid, fields.get(path), vtype, at, staged=staged)
-        await self.values.flush(staged)
+        await self.values.flush(staged)  # monitored items are told the change, then ...
+        if _UNSHELVE_TIME in node.members:  # ... a Read gets the time left as it is then (Part 9)
+            nodeid = condition_state.member_id(node.condition, _UNSHELVE_TIME)
+            self.server.iserver.set_attribute_value_callback(nodeid, _time_left(state.unshelve_at))
 
     def fields(self, state: AlarmState, last_severity: int | None = None) -> dict[str, Any]:
         """The condition's event fields as the alarm stands (its variables mirror them)."""
@@ -259,7 +263,7 @@ class AlarmConditions:
             "Comment": ua.LocalizedText(state.comment), "ClientUserId": state.user,
             "Quality": ua.StatusCode(ua.StatusCodes.Good), "SuppressedOrShelved": state.shelved,
             "ShelvingState/CurrentState": ua.LocalizedText(str(state.shelving)),
-            "ShelvingState/UnshelveTime": _remaining_ms(state), "MaxTimeShelved": MAX_SHELVE_S * 1000,
+            _UNSHELVE_TIME: _ms_until(state.unshelve_at), "MaxTimeShelved": MAX_SHELVE_S * 1000,
             "InputNode": node.input_node or ua.NodeId(),
             "ShelvingState/CurrentState/Id": ua.NodeId(condition_state.SHELVING_IDS[state.shelving]),
         }  # fmt: skip
@@ -352,10 +356,21 @@ def _arity(args: tuple[ua.Variant, ...], count: int) -> ua.StatusCode | None:
     return ua.StatusCode(codes.BadArgumentsMissing if len(args) < count else codes.BadTooManyArguments)
 
 
-def _remaining_ms(state: AlarmState) -> float:
-    if state.unshelve_at is None:
-        return 0.0
-    return max(0.0, state.unshelve_at - datetime.now(UTC).timestamp()) * 1000
+def _ms_until(at: float | None) -> float:
+    return 0.0 if at is None else max(0.0, at - datetime.now(UTC).timestamp()) * 1000
+
+
+
+def _time_left(unshelve_at: float | None) -> Callable[[ua.NodeId, ua.AttributeIds], ua.DataValue]:
+    """UnshelveTime counts down (the ms until a timed shelve ends): a value written at the change
+    would read the same an hour later, so each Read computes it."""
+
+    def value(nodeid: ua.NodeId, attr: ua.AttributeIds) -> ua.DataValue:
+        now = datetime.now(UTC)
+        variant = ua.Variant(_ms_until(unshelve_at), ua.VariantType.Double)
+        return ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
+
+    return value
 
 
 async def _add_object(parent: Node, nodeid: ua.NodeId, name: ua.QualifiedName, typedef: int) -> Node:

@@ -146,6 +146,13 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, hour)).is_good()
         shelved = await events.wait_for(furnace(SuppressedOrShelved=True))
         assert field(shelved, "ShelvingState/CurrentState").Text == "TimedShelved"
+        # UnshelveTime counts down: each Read says the time left then, not the time left at the shelve
+        left = olga.get_node(ua.NodeId(f"{shelving.Identifier}.UnshelveTime", ns))
+        first = await left.read_value()
+        assert 3_590_000 < first <= 3_600_000
+        async with asyncio.timeout(5):
+            while await left.read_value() > first - 20:  # noqa: ASYNC110 - polls the server, bounded
+                await asyncio.sleep(0.01)
         too_long = ua.Variant(9 * 3_600_000.0, ua.VariantType.Double)
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, too_long)).value == (
             ua.StatusCodes.BadShelvingTimeOutOfRange

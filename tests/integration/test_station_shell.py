@@ -100,7 +100,7 @@ async def test_alarm_list_ack_confirm_shelve_and_history_at_a_shell(ac_mapping, 
         ] == "coil.furnace_temp_c: shelved for 2 h\n"
         assert rig.bridge.alarms.get("coil.furnace_temp_c").shelved
         code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
-        assert out.splitlines()[-1] == "out of service: coil.furnace_temp_c shelved for a time (active)"
+        assert out.splitlines()[-1] == "out of service: coil.furnace_temp_c shelved, 120 min left (active)"
         assert (await cli("alarm", "unshelve", *alarm))[0] == 0
         assert (await cli("alarm", "disable", *alarm))[:2] == (0, "coil.furnace_temp_c: disabled\n")
         code, out, err = await cli("alarm", "list", "--endpoint", rig.url)
