@@ -4,7 +4,8 @@
 line as JSON; `/api/events` the same, pushed whenever it changes (checked twice a second, so the
 page is at most half a second behind the bridge); `POST /api/orders` submits an order with the same
 checks and messages as the OPC UA method, and `POST /api/orders/{id}/cancel` cancels one;
-`POST /api/alarms/{id}/ack` and `/confirm` answer an alarm of the banner as its OPC UA twins do;
+`POST /api/alarms/{id}/ack` and `/confirm` answer an alarm of the banner as its OPC UA twins do,
+`/unshelve` and `/enable` put one back in service;
 `/api/trends/{station}/{field}?minutes=N` is a field's trend.
 """
 
@@ -251,10 +252,11 @@ class LineView:
         })  # fmt: skip
 
     async def answer_alarm(self, request: Request) -> Response:
-        """Acknowledge or confirm an alarm, with an optional {"comment": …}; refusals as OPC UA's."""
+        """Acknowledge or confirm an alarm, with an optional {"comment": …}, or put one an operator
+        took out of service back (unshelve, enable); refusals as OPC UA's."""
         alarm_id, action = request.path_params["alarm_id"], request.path_params["action"]
-        if action not in ("ack", "confirm"):
-            reason = f"no alarm action {clip(action, 32)!r} (ack, confirm)"
+        if action not in _ALARM_ACTIONS:
+            reason = f"no alarm action {clip(action, 32)!r} ({', '.join(_ALARM_ACTIONS)})"
             return JSONResponse({"reason": reason}, status_code=404)
         body, refusal = await read_json(request.stream, HTTP_BODY_BYTES, 2)
         if refusal is None and not isinstance(body, dict):
@@ -266,9 +268,13 @@ class LineView:
         user = request.scope.get("state", {}).get("user", ("",))[0] or "line view"
         comment = clip(body.get("comment", ""), 256)
         event = f"alarm_{action}"
+        alarms = self.bridge.alarms
         try:
-            answer = self.bridge.alarms.acknowledge if action == "ack" else self.bridge.alarms.confirm
-            alarm = answer(alarm_id, user, comment)
+            if action in ("ack", "confirm"):
+                answer = alarms.acknowledge if action == "ack" else alarms.confirm
+                alarm = answer(alarm_id, user, comment)
+            else:
+                alarm = (alarms.unshelve if action == "unshelve" else alarms.enable)(alarm_id, user)
         except AlarmRefused as exc:
             self._audit(request, event, f"refused {clip(alarm_id, 64)}: {exc.refusal}")
             status = 404 if exc.refusal is Refusal.UNKNOWN else 409
@@ -281,6 +287,9 @@ class LineView:
             return
         user, _role, channel = request.scope.get("state", {}).get("user", ("", "", ""))
         self.audit(event, user, "", outcome, channel)
+
+
+_ALARM_ACTIONS = ("ack", "confirm", "unshelve", "enable")
 
 
 def _out_of_service(alarm: AlarmState) -> dict[str, Any]:

@@ -62,6 +62,7 @@ PAGE = """<!doctype html>
     .alarm .meta, .alarm .answer { grid-column: 1; grid-row: auto; } }
   #out-of-service:empty { display: none; }
   #out-of-service { margin: -.4rem 0 .8rem; font-size: .8rem; color: #444; overflow-wrap: anywhere; }
+  #out-of-service button { font-size: .75rem; padding: 0 .3rem; }
   .station .tag[role=button] { cursor: pointer; }
   #trend-panel { background: #f0f0f0; border: 1px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem;
                  margin-top: .8rem; max-width: 44rem; }
@@ -103,7 +104,7 @@ PAGE = """<!doctype html>
 </div>
 <script>
 "use strict";
-let snapshot = null, formBuilt = false, alarmsShown = "", trendOf = null;
+let snapshot = null, formBuilt = false, alarmsShown = "", outShown = "", trendOf = null;
 const el = (tag, attrs = {}, text) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -348,12 +349,24 @@ function drawAlarms(s) {
 }
 
 function drawOutOfService(s) {
+  const text = JSON.stringify(s.out_of_service || []);
+  if (text === outShown) return;  // redrawn only when it changes: a button stays under the pointer
+  outShown = text;
   const line = document.getElementById("out-of-service");
   const items = (s.out_of_service || []).map((a) => {
     const how = !a.enabled ? "disabled"
       : a.shelving === "OneShotShelved" ? "shelved until it returns to normal"
       : "shelved until " + new Date(a.until * 1000).toLocaleTimeString();
-    return el("span", {"data-alarm": a.id}, a.id + " " + how + (a.user ? " by " + a.user : "") + (a.active ? " (active)" : ""));
+    const item = el("span", {"data-alarm": a.id}, a.id + " " + how + (a.user ? " by " + a.user : "") + (a.active ? " (active)" : "") + " ");
+    const action = a.enabled ? "unshelve" : "enable";
+    const button = el("button", {type: "button", "data-action": action}, action);
+    button.onclick = async () => {
+      const reply = await fetch("/api/alarms/" + encodeURIComponent(a.id) + "/" + action,
+        {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+      if (!reply.ok) item.append(" refused: " + (await reply.json()).reason);
+    };
+    item.append(button);
+    return item;
   });
   line.replaceChildren();
   if (!items.length) return;

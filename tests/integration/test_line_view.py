@@ -296,10 +296,13 @@ async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_p
         disabled = '#out-of-service [data-alarm="pack.offline"]:has-text("disabled by bob")'
         await desk.wait_for_selector(disabled, timeout=10_000)
         await desk.screenshot(path=str(shots / "line-view-out-of-service.png"), full_page=True)
-        bridge.alarms.enable("pack.offline", "bob")
-        bridge.alarms.unshelve("coil.furnace_temp_c", "alice")
+        await desk.click('#out-of-service [data-alarm="pack.offline"] button[data-action="enable"]')
+        await desk.click(shelved + ' button[data-action="unshelve"]')
         await desk.wait_for_selector(row, timeout=10_000)  # back in the banner, still active
         await desk.wait_for_selector(shelved, state="detached", timeout=10_000)
+        await desk.wait_for_selector("#out-of-service:empty", state="attached", timeout=10_000)
+        assert bridge.alarms.get("pack.offline").enabled
+        assert bridge.alarms.get("coil.furnace_temp_c").user == "line view"  # who put it back
         await bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
         await desk.wait_for_selector(row, state="detached", timeout=10_000)
         assert (await desk.inner_text(coil)).strip() == ""
@@ -367,6 +370,13 @@ async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(
                 409,
                 "coil.furnace_temp_c: already acknowledged",
             )
+            unshelve = http.address + "/api/alarms/coil.furnace_temp_c/unshelve"
+            status, reason = await asyncio.to_thread(post_json, unshelve, {})
+            assert (status, "not shelved" in reason) == (409, True), reason
+            shelve = http.address + "/api/alarms/coil.furnace_temp_c/shelve"
+            assert await asyncio.to_thread(post_json, shelve, {}) == (
+                404, "no alarm action 'shelve' (ack, confirm, unshelve, enable)"
+            )  # fmt: skip
         finally:
             await http.stop()
 
