@@ -193,7 +193,7 @@ class SqliteJournal:
 
     def add_alarm(self, alarm: AlarmState, what: str) -> None:
         self._alarms.add((
-            datetime.fromtimestamp(alarm.changed_at, UTC).isoformat(), alarm.alarm_id, what,
+            _iso(alarm.changed_at), alarm.alarm_id, what,
             int(alarm.active), int(alarm.acked), int(alarm.confirmed), str(alarm.shelving),
             alarm.severity, alarm.limit, alarm.value, clip(alarm.message, AUDIT_OUTCOME_CHARS),
             clip(alarm.user, 128), clip(alarm.comment, AUDIT_OUTCOME_CHARS), alarm.unshelve_at,
@@ -420,5 +420,5 @@ class _Transaction:
 
 
 def _iso(epoch_s: float) -> str:
-    """A bound for the `at` column, written as add_alarm writes it (ISO 8601, UTC)."""
+    """The `at` column's form (ISO 8601, UTC): what add_alarm writes and alarm_page's bounds."""
     return datetime.fromtimestamp(max(0.0, epoch_s), UTC).isoformat()
