@@ -34,8 +34,8 @@ from bridge.opcua.uatypes import NO_TIME
 
 log = structlog.get_logger(__name__)
 
-MAX_VALUES_PER_PAGE = 10_000
-C = TypeVar("C", "_Cursor", EventCursor)  # a request for "all" (NumValuesPerNode 0) still comes in pages
+MAX_VALUES_PER_PAGE = 10_000  # a request for "all" (NumValuesPerNode 0) still comes in pages
+C = TypeVar("C", "_Cursor", EventCursor)
 
 
 @dataclass(frozen=True)
