@@ -108,10 +108,13 @@ class StationNodes:
 
     def _step_paths(self, station: str) -> list[str]:
         """The station's step nodes: what `show_steps` writes."""
-        kind, value = self.mapping.station_type(station), self.paths.station_value
         own = self.paths.station(station)
-        paths = [f"{own}.CurrentOrder", f"{own}.LastCycleTime"]
-        paths += [value(station, "Parameters", n) for n in kind.parameters]
+        return [f"{own}.CurrentOrder", f"{own}.LastCycleTime", *self._record_paths(station)]
+
+    def _record_paths(self, station: str) -> list[str]:
+        """Its Parameters and Results: the bridge's record of its last step, not a live read."""
+        kind, value = self.mapping.station_type(station), self.paths.station_value
+        paths = [value(station, "Parameters", n) for n in kind.parameters]
         return paths + [value(station, "Results", n) for n in kind.results]
 
     def _poll_plan(self, station: str, keys: dict[str, int]) -> tuple[dict[str, Polled], dict[str, Polled]]:
@@ -351,8 +354,7 @@ class StationNodes:
         """BadWaitingForInitialData before the first read, BadCommunicationError while the PLC is away."""
         kind = self.mapping.station_type(station)
         value = self.paths.station_value
-        paths = [value(station, "Parameters", n) for n in kind.parameters]
-        paths += [value(station, "Results", n) for n in kind.results]
+        paths = self._record_paths(station)
         if not live_only:
             paths += [value(station, "Telemetry", n) for n in kind.telemetry]
             paths += [f"{self.paths.station(station)}.CycleCount"]
