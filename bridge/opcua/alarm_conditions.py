@@ -77,7 +77,7 @@ STATUS = {
 EXTRA_FIELDS = {  # event fields asyncua's event classes do not declare, or declare as a NodeId
     "MaxTimeShelved": ua.VariantType.Double,  # Duration, ms
     "ShelvingState/CurrentState": ua.VariantType.LocalizedText,
-    "ShelvingState/UnshelveTime": ua.VariantType.Double,
+    _UNSHELVE_TIME: ua.VariantType.Double,
     "LimitState/CurrentState": ua.VariantType.LocalizedText,
     "ShelvingState/CurrentState/Id": ua.VariantType.NodeId,
 }
@@ -358,7 +358,6 @@ def _arity(args: tuple[ua.Variant, ...], count: int) -> ua.StatusCode | None:
 
 def _ms_until(at: float | None) -> float:
     return 0.0 if at is None else max(0.0, at - datetime.now(UTC).timestamp()) * 1000
-
 
 
 def _time_left(unshelve_at: float | None) -> Callable[[ua.NodeId, ua.AttributeIds], ua.DataValue]:
