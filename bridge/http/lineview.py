@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bridge.alarms.book import AlarmBook
 from bridge.alarms.condition import AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
@@ -268,13 +269,8 @@ class LineView:
         user = request.scope.get("state", {}).get("user", ("",))[0] or "line view"
         comment = clip(body.get("comment", ""), 256)
         event = f"alarm_{action}"
-        alarms = self.bridge.alarms
         try:
-            if action in ("ack", "confirm"):
-                answer = alarms.acknowledge if action == "ack" else alarms.confirm
-                alarm = answer(alarm_id, user, comment)
-            else:
-                alarm = (alarms.unshelve if action == "unshelve" else alarms.enable)(alarm_id, user)
+            alarm = _ALARM_ACTIONS[action](self.bridge.alarms, alarm_id, user, comment)
         except AlarmRefused as exc:
             self._audit(request, event, f"refused {clip(alarm_id, 64)}: {exc.refusal}")
             status = 404 if exc.refusal is Refusal.UNKNOWN else 409
@@ -289,7 +285,13 @@ class LineView:
         self.audit(event, user, "", outcome, channel)
 
 
-_ALARM_ACTIONS = ("ack", "confirm", "unshelve", "enable")
+# what each POST /api/alarms/{id}/{action} does: (the book, the alarm, the user, the comment)
+_ALARM_ACTIONS: dict[str, Callable[[AlarmBook, str, str, str], AlarmState]] = {
+    "ack": lambda book, alarm, user, comment: book.acknowledge(alarm, user, comment),
+    "confirm": lambda book, alarm, user, comment: book.confirm(alarm, user, comment),
+    "unshelve": lambda book, alarm, user, _: book.unshelve(alarm, user),
+    "enable": lambda book, alarm, user, _: book.enable(alarm, user),
+}
 
 
 def _out_of_service(alarm: AlarmState) -> dict[str, Any]:
