@@ -27,10 +27,11 @@ from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua import asyncua_seams as seams
 from bridge.opcua import isa95_jobs as jobs
+from bridge.opcua import job_calls as calls
 from bridge.opcua import names
 from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
-from bridge.opcua.isa95_types import JOB_ORDER, STATE, structure
-from bridge.opcua.methods import refused
+from bridge.opcua.isa95_types import STATE, structure
+from bridge.opcua.job_calls import Refused
 from bridge.opcua.uatypes import tid
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
@@ -45,14 +46,6 @@ REFRESH_S = 0.2  # the lists are rewritten at most this often, however fast the 
 ACCESS_DENIED = 1 << 33  # implementation-specific ReturnStatus bit: the caller's role may not do this
 PREPARED = (OrderState.RECEIVED, OrderState.QUEUED, OrderState.STORED)  # no response yet: not started
 AuditCaller = Callable[[str, str], None]
-
-
-class Refused(Exception):
-    """A Job Control call that did not happen: its ReturnStatus bits, the argument and the reason."""
-
-    def __init__(self, bits: int, reason: str, argument: int | None = 0) -> None:
-        super().__init__(reason)
-        self.bits, self.reason, self.argument = bits, reason, argument
 
 
 class JobControl:
@@ -251,13 +244,13 @@ class JobControl:
 
     async def _update(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
         async def update() -> str:
-            order = await self.bridge.engine.update_order(_request(args, self.jc_ns))
+            order = await self.bridge.engine.update_order(calls.request(args, self.jc_ns))
             return order.order_id
 
         return await self._answer("update", args, update)
 
     async def _store_job(self, args: tuple[ua.Variant, ...], *, start: bool) -> str:
-        request = _request(args, self.jc_ns)
+        request = calls.request(args, self.jc_ns)
         if not start and self.bridge.engine.stored_orders() >= MAX_STORED:
             raise Refused(
                 jobs.UNABLE_TO_ACCEPT, f"{MAX_STORED} jobs are stored and not started: start or cancel one"
@@ -268,7 +261,7 @@ class JobControl:
     def _by_id(self, action: str, command: Callable[[str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def method(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
             async def run() -> str:
-                job_id = _job_id(args)
+                job_id = calls.job_id(args)
                 await command(job_id)
                 return job_id
 
@@ -284,7 +277,7 @@ class JobControl:
         self, action: str, args: tuple[ua.Variant, ...], run: Callable[[], Awaitable[str]]
     ) -> ua.CallMethodResult:
         """Run one Job Control call as the caller's role allows; its ReturnStatus, audited."""
-        comment = _comment(args)
+        comment = calls.comment(args)
         try:
             user = current_user.get()
             if user is not None and not at_least(user.lb_role, "operator"):
@@ -313,7 +306,7 @@ class JobControl:
         await self._publish()
         self.audit_caller(f"job_{action}", f"ok {job_id}{comment}")
         log.info("job_command", action=action, order_id=job_id)
-        return _result(jobs.OK, len(args))
+        return calls.result(jobs.OK, len(args))
 
     async def _refused(
         self, action: str, args: tuple[ua.Variant, ...], refused: Refused, comment: str
@@ -322,23 +315,22 @@ class JobControl:
         log.warning("job_refused", action=action, bits=refused.bits, reason=reason)
         self.audit_caller(f"job_{action}", f"refused: {reason}{comment}")
         await self.notice(f"job {action} refused: {reason}", 500)
-        return _result(refused.bits, len(args), refused.argument, reason)
+        return calls.result(refused.bits, len(args), refused.argument, reason)
 
     # -- the response provider's methods ---------------------------------------------------------
 
     async def _response_by_id(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
         try:
-            job_id = _job_id(args)
+            job_id = calls.job_id(args)
         except Refused as refused:
-            return _with_outputs(
-                _result(refused.bits, len(args), 0, refused.reason), structure(jobs.RESPONSE, self.jc_ns)()
-            )
+            answer = calls.result(refused.bits, len(args), 0, refused.reason)
+            return calls.with_outputs(answer, structure(jobs.RESPONSE, self.jc_ns)())
         order = self._jobs.get(job_id) or self.bridge.get(job_id)
         if order is None:
             empty = structure(jobs.RESPONSE, self.jc_ns)(JobOrderID=job_id, JobState=[])
             reason = f"no job {clip(repr(job_id), 60)}"
-            return _with_outputs(_result(jobs.UNKNOWN_JOB_ORDER_ID, 1, 0, reason), empty)
-        return _with_outputs(_result(jobs.OK, 1), self._response(order))
+            return calls.with_outputs(calls.result(jobs.UNKNOWN_JOB_ORDER_ID, 1, 0, reason), empty)
+        return calls.with_outputs(calls.result(jobs.OK, 1), self._response(order))
 
     async def _responses_by_state(self, parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
         """The responses of the listed jobs in the state asked for: its top-level state first, then
@@ -346,14 +338,14 @@ class JobControl:
         wanted = args[0].Value if len(args) == 1 and isinstance(args[0].Value, list) else None
         if not wanted or not all(isinstance(s, structure(STATE, self.jc_ns)) for s in wanted):
             reason = "JobOrderState: ISA95StateDataType[], the top-level state first"
-            return _with_outputs(_result(jobs.INVALID_REQUEST, len(args), 0, reason), [])
-        asked = [_state_key(s) for s in wanted]
+            return calls.with_outputs(calls.result(jobs.INVALID_REQUEST, len(args), 0, reason), [])
+        asked = [calls.state_key(s) for s in wanted]
         found = []
         for order in self._jobs.values():
-            has = {_state_key(s) for s in jobs.job_state(order.state, self.jc_ns)}
+            has = {calls.state_key(s) for s in jobs.job_state(order.state, self.jc_ns)}
             if all(key in has for key in asked):
                 found.append(self._response(order))
-        return _with_outputs(_result(jobs.OK, 1), found)
+        return calls.with_outputs(calls.result(jobs.OK, 1), found)
 
 
 def _when_read(build: Callable[[], list[Any]]) -> Callable[[ua.NodeId, ua.AttributeIds], ua.DataValue]:
@@ -374,58 +366,3 @@ def _when_read(build: Callable[[], list[Any]]) -> Callable[[ua.NodeId, ua.Attrib
 
 def _number(order: Order) -> int:
     return jobs.STATE_NUMBERS[order.state]
-
-
-def _state_key(state: Any) -> tuple[tuple[str, ...], int]:
-    """A job state as compared: the names along its BrowsePath (none for the top level), its number."""
-    elements = state.BrowsePath.Elements if state.BrowsePath is not None else None
-    return tuple(e.TargetName.Name for e in elements or []), int(state.StateNumber)
-
-
-def _request(args: tuple[ua.Variant, ...], ns: int) -> Any:
-    """The order a Store/StoreAndStart/Update call asks for, or Refused/OrderRejected saying why."""
-    if not args or not isinstance(args[0].Value, structure(JOB_ORDER, ns)):
-        raise Refused(jobs.INVALID_REQUEST, "JobOrder: an ISA95JobOrderDataType is required")
-    _check_comment(args)
-    return jobs.order_request(args[0].Value)
-
-
-def _job_id(args: tuple[ua.Variant, ...]) -> str:
-    if not args or args[0].VariantType != ua.VariantType.String or not args[0].Value:
-        raise Refused(jobs.INVALID_REQUEST, "JobOrderID: a non-empty String is required")
-    _check_comment(args)
-    return str(args[0].Value)
-
-
-def _check_comment(args: tuple[ua.Variant, ...]) -> None:
-    if len(args) > 2:
-        raise Refused(jobs.INVALID_REQUEST, f"two arguments at most, got {len(args)}", None)
-    if len(args) == 2 and args[1].Value is not None and args[1].VariantType != ua.VariantType.LocalizedText:
-        raise Refused(jobs.INVALID_REQUEST, "Comment: LocalizedText[] or nothing", 1)
-
-
-def _comment(args: tuple[ua.Variant, ...]) -> str:
-    """The caller's Comment, for the audit trail."""
-    if len(args) < 2 or args[1].VariantType != ua.VariantType.LocalizedText:
-        return ""
-    texts = args[1].Value if isinstance(args[1].Value, list) else [args[1].Value]
-    said = " / ".join(t.Text for t in texts if t is not None and t.Text)
-    return f" (comment: {clip(said, LOGGED_TEXT_CHARS)})" if said else ""
-
-
-def _result(bits: int, count: int, argument: int | None = None, reason: str = "") -> ua.CallMethodResult:
-    """Good, ReturnStatus `bits`, and the refused argument marked with the reason as any refused
-    method call marks it (methods.refused), the call itself Good."""
-    result = ua.CallMethodResult()
-    if reason:
-        result = refused(ua.StatusCodes.BadInvalidArgument, argument, count, reason)
-        result.StatusCode = ua.StatusCode()
-    result.OutputArguments = [ua.Variant(bits, ua.VariantType.UInt64)]
-    return result
-
-
-def _with_outputs(result: ua.CallMethodResult, response: Any) -> ua.CallMethodResult:
-    """The response provider's outputs: the response(s) first, then ReturnStatus."""
-    value = ua.Variant(response, ua.VariantType.ExtensionObject, is_array=isinstance(response, list))
-    result.OutputArguments = [value, *result.OutputArguments]
-    return result
