@@ -134,7 +134,7 @@ class OpcUaFace:
         self._order_events.subscribe()  # before the orders are read: nothing falls in between
         journal = self.bridge.journal
         last = await journal.run(journal.last_steps, list(self.mapping.stations))
-        await stations.restore(*last)  # the step events since then follow it
+        await stations.steps.restore(*last)  # the step events since then follow it
         self._scans.subscribe()
         await self._show_initial_orders()
         await self._order_events.start()
@@ -146,7 +146,7 @@ class OpcUaFace:
         start_supervised(
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)
         )
-        start_supervised(self._tasks, "opcua-station-steps", stations.show_steps)
+        start_supervised(self._tasks, "opcua-station-steps", stations.steps.show)
         log.info("opcua_listening", endpoint=self.endpoint, namespace=self.app_uri)
 
     async def stop(self) -> None:
@@ -192,7 +192,7 @@ class OpcUaFace:
             await self.orders.on_order(event)
         else:
             await self.orders.on_step(event.order, event.step)
-            await self.stations.on_step(event.order, event.step, event.phase)
+            await self.stations.steps.on_step(event.order, event.step, event.phase)
 
     async def _on_scan(self, scan: StationScanned) -> None:
         assert self.stations is not None

@@ -1,12 +1,10 @@
-"""Stations in the address space: state, diagnostics, telemetry and setpoints from each scan event,
-parameters and results from each step event. The scan path is the hot path (docs/telemetry.md):
-everything per field is settled once (`Polled`), only what changed is compared, and a scan's values
-are written at once. A station's step nodes show its latest step, written at most every
-`STEP_VIEW_S` (docs/opcua-model.md)."""
+"""Stations in the address space: state, diagnostics, telemetry and setpoints from each scan event
+(parameters and results from each step event: step_nodes.py). The scan path is the hot path
+(docs/telemetry.md): everything per field is settled once (`Polled`), only what changed is
+compared, and a scan's values are written at once."""
 
 from __future__ import annotations
 
-import asyncio
 import operator
 import time
 from collections.abc import Callable, Collection
@@ -19,8 +17,7 @@ from asyncua import ua
 
 from bridge.counters import BUSY_COUNTS, LinkCounters
 from bridge.domain.events import StationScanned
-from bridge.domain.model import Order, Step, StepPhase, utcnow
-from bridge.follow import at_most_every
+from bridge.domain.model import utcnow
 from bridge.handshake import ResultCode, station_state
 from bridge.mapping.fields import deadband_of, history_of
 from bridge.mapping.model import LineMapping
@@ -28,6 +25,7 @@ from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.notify import value_attribute
 from bridge.opcua.plant import PlantModel
 from bridge.opcua.setpoints import Setpoint
+from bridge.opcua.step_nodes import StepNodes
 from bridge.opcua.uatypes import DIAGNOSTICS, ModelTypes, diagnostic_name, field_variant
 from bridge.opcua.values import Polled, Staged, ValueWriter
 from bridge.service import Bridge
@@ -37,11 +35,6 @@ log = structlog.get_logger(__name__)
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
 # Counters that move on every poll are published at most this often (the others as they change).
 BUSY_COUNTERS_EVERY_S = 1.0
-# A station's step nodes (CurrentOrder, Parameters, LastCycleTime, Results) are written at most this
-# often, showing the latest step: a line at full speed ends a step at each station every few
-# milliseconds, and writing each one was a third of the OPC UA face's cost (docs/engine.md). A change
-# after a quiet spell is written at once; the order's own nodes keep every step.
-STEP_VIEW_S = 0.05
 _MISSING = object()
 
 
@@ -63,12 +56,7 @@ class StationNodes:
         self._quiet_counts: dict[str, tuple[Any, ...]] = {}  # station → its other counters, as last staged
         self._seen: dict[str, tuple[Any, ...]] = {}  # station → what State/Connected/CycleCount came from
         self._own = {name: _OwnNodes.of(self.paths.station(name)) for name in self.mapping.stations}
-        # station → the step whose parameters, and the step whose end, the nodes show: shown again
-        # when the station answers after an outage, and taken from the journal at start
-        self._shown_begun: dict[str, Step] = {}
-        self._shown_ended: dict[str, Step] = {}
-        self._due: dict[str, _StepView] = {}  # station → what its step nodes show at the next write
-        self._steps_changed = asyncio.Event()
+        self.steps = StepNodes(self.mapping, values, plant, self.write_value, self._online.get)
         # station → the last scan this face handled (what is unchanged since is skipped)
         self._last: dict[str, StationScanned] = {}
         self._polled: dict[str, tuple[dict[str, Polled], dict[str, Polled]]] = {}
@@ -99,23 +87,9 @@ class StationNodes:
             await node.write_attribute(
                 ua.AttributeIds.AccessLevel, ua.DataValue(ua.Variant(readable, ua.VariantType.Byte))
             )
-        step_view_ms = ua.DataValue(ua.Variant(STEP_VIEW_S * 1000, ua.VariantType.Double))
         for station in self.mapping.stations:
             await self._mark(station, ua.StatusCodes.BadWaitingForInitialData)
-            for path in self._step_paths(station):  # told to clients: sampled no faster than written
-                node = self.values.server.get_node(self.values.nid(path))
-                await node.write_attribute(ua.AttributeIds.MinimumSamplingInterval, step_view_ms)
-
-    def _step_paths(self, station: str) -> list[str]:
-        """The station's step nodes: what `show_steps` writes."""
-        own = self.paths.station(station)
-        return [f"{own}.CurrentOrder", f"{own}.LastCycleTime", *self._record_paths(station)]
-
-    def _record_paths(self, station: str) -> list[str]:
-        """Its Parameters and Results: the bridge's record of its last step, not a live read."""
-        kind, value = self.mapping.station_type(station), self.paths.station_value
-        paths = [value(station, "Parameters", n) for n in kind.parameters]
-        return paths + [value(station, "Results", n) for n in kind.results]
+        await self.steps.start()
 
     def _poll_plan(self, station: str, keys: dict[str, int]) -> tuple[dict[str, Polled], dict[str, Polled]]:
         """Per polled field, settled once (the scan path looks nothing up per value)."""
@@ -169,87 +143,6 @@ class StationNodes:
             800, Station=setpoint.station, Connected=True, ResultCode=int(ResultCode.READBACK_MISMATCH),
         )  # fmt: skip
         log.error("setpoint_mismatch", station=setpoint.station, setpoint=setpoint.name, reason=reason)
-
-    async def on_step(self, order: Order, step: Step, phase: StepPhase) -> None:
-        """The station's nodes as of the event (`phase`), written by `show_steps`: CurrentOrder,
-        Parameters when it began, LastCycleTime and Results when it ended."""
-        due = self._due.get(step.station)
-        if due is None:
-            due = self._due[step.station] = _StepView()
-        running = phase != StepPhase.CLOSED
-        due.current, due.current_at = (order.order_id if running else ""), utcnow()
-        if phase == StepPhase.BEGUN:
-            due.begun = step
-        finished = not running and step.finished_at is not None
-        if finished:
-            due.ended = step
-        self._steps_changed.set()
-        if finished and step.result_code:  # the station refused or failed the step: an event, at once
-            name = self.mapping.result_codes.get(step.result_code, f"code {step.result_code}")
-            await self.plant.fire(
-                "station", f"station {step.station} ended a step of {order.order_id}: {name}", 700,
-                Station=step.station, Connected=True, ResultCode=step.result_code,
-            )  # fmt: skip
-
-    async def show_steps(self) -> None:
-        """Writes what `on_step` noted, at once after a quiet spell, then at most every STEP_VIEW_S
-        (the face supervises it)."""
-        await at_most_every(STEP_VIEW_S, self._steps_changed, self._show_due)
-
-    async def _show_due(self) -> None:
-        due, self._due = self._due, {}
-        staged: Staged = []
-        for station, view in due.items():
-            current = self.values.nid(f"{self.paths.station(station)}.CurrentOrder")
-            at, withheld = view.current_at, self._online.get(station) is False
-            await self.values.write(current, view.current, ua.VariantType.String, at, staged=staged)
-            if view.begun is not None:
-                self._shown_begun[station] = view.begun
-                if not withheld:  # while the PLC is away, shown when it answers again (_show_again)
-                    await self._show_begun(view.begun, staged)
-            if view.ended is not None:
-                self._shown_ended[station] = view.ended
-                if not withheld:
-                    await self._show_ended(view.ended, staged)
-        await self.values.flush(staged)
-
-    async def restore(self, begun: Collection[Step], ended: Collection[Step]) -> None:
-        """The journal's newest step at each station (`begun`) and newest that ended (`ended`),
-        shown as they were before a restart, with the steps' own timestamps."""
-        for steps, show in ((begun, self._show_begun), (ended, self._show_ended)):
-            staged: Staged = []
-            for step in steps:
-                if step.station in self._fields:  # a station the mapping still has
-                    await show(step, staged)
-            await self.values.flush(staged)
-
-    async def _show_again(self, station: str) -> None:
-        """The last step's values, good again: they are the bridge's own record, withheld only
-        while the station did not answer."""
-        staged: Staged = []
-        if (begun := self._shown_begun.get(station)) is not None:
-            await self._show_begun(begun, staged)
-        if (ended := self._shown_ended.get(station)) is not None:
-            await self._show_ended(ended, staged)
-        await self.values.flush(staged)
-
-    async def _show_begun(self, step: Step, staged: Staged) -> None:
-        self._shown_begun[step.station] = step
-        known, at = self.mapping.station_type(step.station).parameters, step.started_at
-        for name, value in step.parameters.items():
-            if name in known:  # a parameter the mapping (reloaded since?) still declares
-                await self.write_value(step.station, "Parameters", name, value, at, staged=staged)
-
-    async def _show_ended(self, step: Step, staged: Staged) -> None:
-        assert step.finished_at is not None
-        self._shown_ended[step.station] = step
-        cycle_ms = (step.finished_at - step.started_at).total_seconds() * 1000
-        cycle = self.values.nid(f"{self.paths.station(step.station)}.LastCycleTime")
-        await self.values.write(cycle, cycle_ms, ua.VariantType.Double, step.finished_at, staged=staged)
-        known = self.mapping.station_type(step.station).results
-        for name, value in (step.results or {}).items():
-            if name in known:
-                await self.write_value(step.station, "Results", name, value, step.finished_at, staged=staged)
 
     async def on_scan(self, scan: StationScanned) -> None:
         name, online = scan.station, scan.online
@@ -337,7 +230,7 @@ class StationNodes:
         if not online:
             await self._mark(name, ua.StatusCodes.BadCommunicationError, live_only=True)
         elif was is False:
-            await self._show_again(name)
+            await self.steps.show_again(name)
 
     async def _announce_error(self, station: str, reason: str | None) -> None:
         """A station event when a station is held for a handshake it cannot trust, and when that ends."""
@@ -354,24 +247,13 @@ class StationNodes:
         """BadWaitingForInitialData before the first read, BadCommunicationError while the PLC is away."""
         kind = self.mapping.station_type(station)
         value = self.paths.station_value
-        paths = self._record_paths(station)
+        paths = self.steps.record_paths(station)
         if not live_only:
             paths += [value(station, "Telemetry", n) for n in kind.telemetry]
             paths += [f"{self.paths.station(station)}.CycleCount"]
             paths += [value(station, "Setpoints", n) for n in kind.setpoints]
         self._last.pop(station, None)
         await self.values.mark(paths, code)
-
-
-@dataclass(slots=True)
-class _StepView:
-    """What a station's step nodes are to show: its current order (as of `current_at`), the last
-    step that began and the last that ended since they were last written."""
-
-    current: str = ""
-    current_at: datetime | None = None
-    begun: Step | None = None
-    ended: Step | None = None
 
 
 def changed_fields(
