@@ -6,8 +6,9 @@ synchronous="FULL" to survive a power cut as well, at some cost per commit.
 
 Writes run on one writer thread of the journal's own, never on the event loop: the engine builds a
 write's rows from memory as it stands (`*_rows`, on the loop, so no other thread reads objects the
-loop changes) and awaits `commit(rows)`. Audit records are queued and written in batches by the
-same thread. Reads from the loop use a second connection (WAL lets it read while the writer writes).
+loop changes) and awaits `commit(rows)`. Audit records and alarm changes (alarm_rows.py) are
+queued and written in batches by the same thread. Reads from the loop use a second connection
+(WAL lets it read while the writer writes).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bridge.alarms.condition import AlarmState
 from bridge.domain.model import Order, OrderEvent, OrderState, Step, StepPhase, Unit, UnitState
 from bridge.errors import ConfigurationError, JournalUnavailable
+from bridge.journal.alarm_rows import AlarmRows
 from bridge.journal.check import check_database, remedy
 from bridge.journal.queued import QueuedRows
 from bridge.journal.rows import (
@@ -37,15 +38,13 @@ from bridge.journal.rows import (
     replace_order_rows,
     save_order_rows,
 )
-from bridge.journal.schema import ALARM_COLUMNS, ALARM_SQL, AUDIT_SQL, SCHEMA
-from bridge.journal.writer import WriterThread
+from bridge.journal.schema import ALARM_SQL, AUDIT_SQL, SCHEMA
+from bridge.journal.writer import WRITER_WAIT_S, WriterThread
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 AUDIT_QUEUE = 10_000  # audit records waiting for the writer; beyond that the oldest is lost, counted
-WRITER_WAIT_S = 30.0  # the longest a caller that is no coroutine waits for the writer (close, load_audit)
-
 ALARM_QUEUE = 10_000
 
 
@@ -53,7 +52,7 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-class SqliteJournal:
+class SqliteJournal(AlarmRows):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         """Open (or create) the journal; one that is damaged or may not be written stops here with
         ConfigurationError naming the file and what to do, before anything in it is changed."""
@@ -188,51 +187,6 @@ class SqliteJournal:
             (limit,),
         ).fetchall()
         return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
-
-    # -- alarm history: queued like the audit, one row per change --------------------------------
-
-    def add_alarm(self, alarm: AlarmState, what: str) -> None:
-        self._alarms.add((
-            _iso(alarm.changed_at), alarm.alarm_id, what,
-            int(alarm.active), int(alarm.acked), int(alarm.confirmed), str(alarm.shelving),
-            alarm.severity, alarm.limit, alarm.value, clip(alarm.message, AUDIT_OUTCOME_CHARS),
-            clip(alarm.user, 128), clip(alarm.comment, AUDIT_OUTCOME_CHARS), alarm.unshelve_at,
-        ))  # fmt: skip
-
-    def load_alarms(self, alarm: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """The newest `limit` changes (of one alarm, or all), oldest first, once all queued are written."""
-        if not self._closed:
-            self._alarms.written(WRITER_WAIT_S)
-        where, args = ("WHERE alarm = ?", (alarm, limit)) if alarm else ("", (limit,))
-        rows = self._reader.execute(
-            f"SELECT {ALARM_COLUMNS} FROM alarms {where} ORDER BY id DESC LIMIT ?", args
-        ).fetchall()
-        return [dict(row) for row in reversed(rows)]
-
-    def alarm_page(
-        self, alarms: Collection[str] | None, low: float, high: float, ascending: bool, limit: int, after: int
-    ) -> list[dict[str, Any]]:
-        """Changes of `alarms` (None: all) between `low` and `high` (epoch s), past row `after` in
-        the order asked, at most `limit`, each with its row `id`: a page of event history. On the
-        writer thread (`run`), whose connection sees every batch written."""
-        clauses = ["at >= ?", "at <= ?", "id > ?" if ascending else "id < ?"]
-        args: list[Any] = [_iso(low), _iso(high), after]
-        if alarms is not None:
-            clauses.append(f"alarm IN ({','.join('?' * len(alarms))})")
-            args += list(alarms)
-        rows = self._db.execute(
-            f"SELECT id, {ALARM_COLUMNS} FROM alarms WHERE {' AND '.join(clauses)}"
-            f" ORDER BY id {'ASC' if ascending else 'DESC'} LIMIT ?",
-            [*args, limit],
-        ).fetchall()
-        return [dict(row) for row in rows]
-
-    def last_alarms(self) -> dict[str, dict[str, Any]]:
-        """Each alarm's newest row: what a restarted bridge takes up (acknowledged, confirmed, shelved)."""
-        rows = self._reader.execute(
-            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE id IN (SELECT MAX(id) FROM alarms GROUP BY alarm)"
-        ).fetchall()
-        return {row["alarm"]: dict(row) for row in rows}
 
     def reserve(self, units: int) -> tuple[int, int]:
         """The next accept index and the first of `units` fresh unit serials, both unique for the
@@ -418,7 +372,3 @@ class _Transaction:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
 
-
-def _iso(epoch_s: float) -> str:
-    """The `at` column's form (ISO 8601, UTC): what add_alarm writes and alarm_page's bounds."""
-    return datetime.fromtimestamp(max(0.0, epoch_s), UTC).isoformat()

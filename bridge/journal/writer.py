@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _STOP = object()
+WRITER_WAIT_S = 30.0  # the longest a caller that is no coroutine waits for the writer (close, load_audit)
 
 
 class WriterThread:
