@@ -17,6 +17,7 @@ from datetime import datetime
 
 import structlog
 
+from bridge.domain.absence import AbsenceWatch
 from bridge.domain.dispatch import DispatchList, Waiting
 from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.job_commands import JobCommands, made
@@ -57,7 +58,7 @@ class EngineSettings:
     journal_retry_s: float = 0.5  # how often a journal that could not be written is tried again
 
 
-class LineEngine(StationDriver, JobCommands, JournalWrites):
+class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
     def __init__(
         self,
         mapping: LineMapping,
