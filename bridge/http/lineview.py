@@ -49,7 +49,7 @@ TrendSource = Callable[[str, str, float], Awaitable[list[tuple[float, Any]] | No
 class LineView:
     def __init__(self, bridge: Bridge, audit: Callable[..., None] | None = None) -> None:
         self.bridge = bridge
-        self.audit = audit  # with --security: every submit and cancel, as its OPC UA twin
+        self.audit = audit  # every submit, cancel and alarm action, as its OPC UA twin
         self._finished: deque[Order] = deque(maxlen=KEEP_FINISHED)
         self._trends: dict[str, dict[str, deque[tuple[float, float]]]] = {}  # station → field → (t, value)
         # the history store (the OPC UA face's, when it runs): trends of minutes, across restarts
@@ -279,9 +279,16 @@ class LineView:
         return JSONResponse(_alarm(alarm))
 
     def _audit(self, request: Request, event: str, outcome: str) -> None:
+        """Audited with or without --security, as OPC UA audits an anonymous session's calls: who
+        changed the line is asked of the journal, not of the log files."""
         if self.audit is None:
             return
-        user, _role, channel = request.scope.get("state", {}).get("user", ("", "", ""))
+        logged_in = request.scope.get("state", {}).get("user")
+        if logged_in is not None:
+            user, _role, channel = logged_in
+        else:
+            client = request.client
+            user, channel = "anonymous", f"http {client.host}:{client.port}" if client else "http"
         self.audit(event, user, "", outcome, channel)
 
 

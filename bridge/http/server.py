@@ -99,7 +99,7 @@ class HttpFace:
         self.security = security
         self.metrics = LineMetrics(bridge)
         self.auth: BasicAuth | None = None
-        self.view = LineView(bridge, audit=self.bridge.audit if security is not None else None)
+        self.view = LineView(bridge, audit=self.bridge.audit)
         self.app: ASGIApp = Starlette(
             routes=[*self.view.routes(), Route("/metrics", metrics_endpoint(self.metrics.registry))]
         )

@@ -129,6 +129,13 @@ async def test_view_submit_progress_and_refusal_in_a_browser(ac_mapping, tmp_pat
                 raise
             finally:
                 await browser.close()
+        # without --security too, each write is in the journal's audit, as an anonymous OPC UA call's is
+        records = bridge.journal.load_audit(50)  # at, event, user, thumbprint, outcome, channel
+    submits = [(user, outcome.split(":")[0], channel) for _, event, user, _, outcome, channel in records
+               if event == "order_submit"]  # fmt: skip
+    expected = [("anonymous", "ok WEB-1"), ("anonymous", "refused WEB-2")]
+    assert [(user, outcome) for user, outcome, _ in submits] == expected
+    assert all(channel.startswith("http 127.0.0.1:") for _, _, channel in submits)
 
 
 async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac_mapping, tmp_path):
