@@ -2,7 +2,6 @@
 faults a unit once every station it could go to has been away longer than its link allows.
 
 A part of LineEngine, like station_driver.py; the names declared on the class are the engine's.
-A step a station has begun is never given up here: the PLC may still run it.
 """
 
 from __future__ import annotations
