@@ -178,13 +178,7 @@ class AlarmConditions:
             if d.alarm_id in retained:
                 await self._show(state)
             else:  # never raised here: what its variables read until it is
-                node = self._nodes[d.alarm_id]
-                at = datetime.fromtimestamp(state.changed_at, UTC)
-                unraised = {
-                    "EventType": ua.NodeId(TYPES[d.kind]), "Time": at, "ReceiveTime": at,
-                    "Message": ua.LocalizedText(state.message or d.alarm_id),
-                }  # fmt: skip
-                await self._mirror(node, state, self.fields(state) | unraised)
+                await self._mirror(self._nodes[d.alarm_id], state, self.event_as_of(state))
         await self._follower.start()
 
     async def stop(self) -> None:
@@ -203,6 +197,15 @@ class AlarmConditions:
             sources[node.source] = (*sources.get(node.source, ()), alarm_id)
             sources[node.condition] = (alarm_id,)
         return sources
+
+    def event_as_of(self, state: AlarmState) -> dict[str, Any]:
+        """The event the alarm's condition would raise for `state`, as of its change, but for an
+        EventId: what an unraised condition's variables read, and a history row's event."""
+        at = datetime.fromtimestamp(state.changed_at, UTC)
+        return self.fields(state) | {
+            "EventType": ua.NodeId(TYPES[state.definition.kind]), "Time": at, "ReceiveTime": at,
+            "Message": ua.LocalizedText(state.message or state.alarm_id),
+        }  # fmt: skip
 
     def field_types(self) -> dict[str, ua.VariantType]:
         """How each event field travels, by its name (a select clause's browse path)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
@@ -78,14 +77,9 @@ class AlarmHistory:
         return events, more
 
     def _event(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        d = self.conditions.definition(row["alarm"])
-        state = recorded(d, row)
-        at = datetime.fromtimestamp(state.changed_at, UTC)
-        return self.conditions.fields(state) | {
-            "EventId": f"linebridge-alarm-history-{row['id']}".encode(),
-            "EventType": ua.NodeId(TYPES[d.kind]), "Time": at, "ReceiveTime": at,
-            "Message": ua.LocalizedText(state.message or d.alarm_id),
-        }  # fmt: skip
+        state = recorded(self.conditions.definition(row["alarm"]), row)
+        event_id = f"linebridge-alarm-history-{row['id']}".encode()
+        return self.conditions.event_as_of(state) | {"EventId": event_id}
 
     def _select(
         self, fields: Mapping[str, Any], clauses: Collection[ua.SimpleAttributeOperand]
