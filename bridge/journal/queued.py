@@ -35,10 +35,8 @@ class QueuedRows:
 
     def add(self, row: tuple[Any, ...]) -> None:
         with self._lock:
-            if len(self._rows) >= self._limit:
-                self._rows.popleft()
-                self.lost += 1
             self._rows.append(row)
+            self._trim()
             if self._flush_due:
                 return
             self._flush_due = True
@@ -69,14 +67,19 @@ class QueuedRows:
         """`rows` back at the head of the queue, before any added since, the oldest lost beyond the bound."""
         with self._lock:
             self._rows.extendleft(reversed(rows))
-            over = max(0, len(self._rows) - self._limit)
-            for _ in range(over):
-                self._rows.popleft()
-            self.lost += over
+            over = self._trim()
             held = len(self._rows)
         if self._failing != reason or over:  # once per outage, and whenever records are lost
             log.error("rows_not_stored", table=self.name, reason=reason, held=held, lost_so_far=self.lost)
         self._failing = reason
+
+    def _trim(self) -> int:
+        """Under the lock: the oldest records beyond the bound lost, counted; how many."""
+        over = max(0, len(self._rows) - self._limit)
+        for _ in range(over):
+            self._rows.popleft()
+        self.lost += over
+        return over
 
     def written(self, timeout_s: float) -> None:
         """Return once every record queued so far is written (for a reader, and close())."""
