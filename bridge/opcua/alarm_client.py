@@ -96,7 +96,7 @@ async def out_of_service(line: Line) -> list[str]:
     """Each alarm an operator shelved or disabled, as `STATION.NAME how`: a refresh leaves out the
     disabled ones and those back to normal, so each condition's EnabledState and ShelvingState
     are read (what Part 9 gives every condition in the address space)."""
-    paths = names.Paths(line.path.rpartition(".")[2])
+    paths = _paths(line)
     conditions: list[tuple[str, ua.NodeId]] = []
     for station in await line.child("Stations").get_children_descriptions():
         folder = line.client.get_node(ua.NodeId(paths.alarms(station.BrowseName.Name), line.ns))
@@ -143,7 +143,7 @@ async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
     """Enable or disable alarm STATION.NAME (Part 9 Enable/Disable on its condition). A disabled
     alarm waits for nobody, so it is found by its path, not among the retained ones."""
     station, _, name = alarm_id.partition(".")
-    path = names.Paths(line.path.rpartition(".")[2]).alarm(station, name)
+    path = _paths(line).alarm(station, name)
     method = IDS.ConditionType_Enable if enable else IDS.ConditionType_Disable
     action = "enable" if enable else "disable"
     missing = f"no alarm {alarm_id!r} on this line (STATION.NAME, as the mapping names it)"
@@ -151,6 +151,11 @@ async def switch(line: Line, alarm_id: str, *, enable: bool) -> str:
 
 
 _NO_NODE = (ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid)
+
+
+def _paths(line: Line) -> names.Paths:
+    """The bridge's node paths under `line` (its name is the last part of its path)."""
+    return names.Paths(line.path.rpartition(".")[2])
 
 
 async def _call(
