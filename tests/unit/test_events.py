@@ -92,8 +92,6 @@ async def test_a_follower_goes_on_after_a_handler_fails():
     assert not hub.wants(StepChanged)  # stopped: unsubscribed
 
 
-FACES = ("bridge/opcua", "bridge/http")
-
 @pytest.mark.parametrize(("yield_after_s", "order"), [
     (0.0, ["event 0", "other work", "event 1"]),  # handling took its turn: the loop runs
     (60.0, ["event 0", "event 1", "other work"]),  # cheap events: several to a turn
@@ -123,6 +121,8 @@ async def test_a_follower_lets_the_loop_run_within_a_batch_once_its_turn_is_used
         await follower.stop()
     assert seen == order
 
+
+FACES = ("bridge/opcua", "bridge/http")
 
 
 @pytest.mark.parametrize("face", FACES)
