@@ -23,7 +23,9 @@ async def beat(link: ModbusStationLink) -> None:
     heartbeat = link.heartbeat
     assert heartbeat is not None
     failing = False
+    loop = asyncio.get_running_loop()
     while True:
+        began = loop.time()
         try:
             await link.beat()
             if failing:
@@ -35,4 +37,6 @@ async def beat(link: ModbusStationLink) -> None:
                 log.warning("heartbeat_not_written", station=link.station, error=str(exc))
             failing = True
         raise_if_cancelled()  # a cancel a library turned into an answer still ends the beat
-        await asyncio.sleep(heartbeat.period_s)
+        # A period from the last try's start, not its end: a try that failed slowly (every retry
+        # timed out) must not stretch the PLC's wait for a change past its timeout on its own.
+        await asyncio.sleep(max(0.0, began + heartbeat.period_s - loop.time()))

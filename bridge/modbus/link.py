@@ -246,13 +246,21 @@ class ModbusStationLink:
         alive (bridge/modbus/heartbeat.py writes it on its period)."""
         assert self.heartbeat is not None
         address, dev = self.heartbeat.address, self.endpoint.device_id
-        if self._beat_value is None:  # what a bridge before this one left there: the next must differ
+        if self._beat_value is None:  # what an earlier bridge, or a lost answer, left: the next must differ
             reply = await self._conn.request(
                 "read heartbeat", lambda c: c.read_holding_registers(address, count=1, device_id=dev)
             )
             self._beat_value = reply.registers[0] if len(reply.registers) == 1 else 0
         value = next_beat(self._beat_value, self.heartbeat.mode)
-        await self._conn.request("write heartbeat", lambda c: c.write_register(address, value, device_id=dev))
+        try:
+            await self._conn.request(
+                "write heartbeat", lambda c: c.write_register(address, value, device_id=dev)
+            )
+        except StationError:
+            # It may have landed with its answer lost: the same value again would be no change
+            # to the PLC, so the next beat reads what the register holds first.
+            self._beat_value = None
+            raise
         self._beat_value, self._beat_at = value, time.monotonic()
 
     async def start(self, seq: int) -> None:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.domain.model import OrderState
+from bridge.errors import StationError
 from bridge.handshake import PlcState, ResultCode
 from bridge.mapping import apply_deployment, parse_mapping
+from bridge.mapping.model import Endpoint
+from bridge.modbus import ModbusStationLink
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from plc_sim.proxy import FaultMix, FaultyLink, writes_to
 from tests.integration.conftest import PlainClient
 
 
@@ -53,3 +59,39 @@ async def test_a_plc_refuses_a_start_while_the_bridge_is_gone_and_the_line_resum
                 assert after.state == OrderState.COMPLETED, after
                 assert [st.result_code for st in after.steps] == [0] * 7
             assert chassis.status.state == PlcState.IDLE
+
+
+async def test_a_beat_whose_answer_was_lost_is_not_written_again_as_if_new(ac_mapping):
+    """A heartbeat write that reached the PLC but whose answer never came back fails on the bridge's
+    side; the next beat must still change the register, or the PLC counts the bridge gone three
+    periods later while the bridge believes it beats (a start refused with bridge_lost under a lossy
+    network: the chaos test at severity 2 once faulted an order so)."""
+    address = ac_mapping.station_type("coil").handshake.heartbeat.address
+    async with SimulatedLine(ac_mapping, ports=dict.fromkeys(ac_mapping.stations, 0), speed=0) as line:
+        coil = line["coil"]
+        proxy = FaultyLink(("127.0.0.1", coil.port), FaultMix())
+        await proxy.start()
+        deployed = apply_deployment(ac_mapping, {"coil": Endpoint(port=proxy.port, device_id=coil.device_id)})
+        link = ModbusStationLink(deployed, "coil", timeout_s=0.1, backoff_max_s=0.05)
+        try:
+            await link.beat()
+            (before,) = await coil.memory.read("holding", address, 1)
+            # the PLC takes the next value, its answer is lost, and every try after it is dropped
+            heartbeat, retries = writes_to(address), link.policy.attempts - 1
+            proxy.planned = [("lost_reply", heartbeat)] + [("dropped_request", heartbeat)] * retries
+            with pytest.raises(StationError):
+                await link.beat()
+            (landed,) = await coil.memory.read("holding", address, 1)
+            assert landed != before  # the lost answer's write did land
+            async with asyncio.timeout(10):
+                while True:  # the link may be backing off after the failure
+                    try:
+                        await link.beat()
+                        break
+                    except StationError:
+                        await asyncio.sleep(0.05)
+            (after,) = await coil.memory.read("holding", address, 1)
+            assert after != landed, (before, landed, after)
+        finally:
+            await link.close()
+            await proxy.stop()
