@@ -69,6 +69,10 @@ def run(
     http_allowed_host: list[str] = typer.Option(
         [], help="a further name the HTTP face may be reached by (Host header); repeat for more"
     ),
+    max_open_orders: int = typer.Option(
+        10_000, min=1, help="open orders the line holds; a submit past it is refused until some finish"
+    ),
+    max_open_orders_per_client: int = typer.Option(5_000, min=1, help="of those, from one client"),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     finished_in_full: int = typer.Option(
         100, help="built finished orders that keep their nodes; an order is built when a client asks for it"

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import typer
 
-from bridge.errors import ConfigurationError, OrderRejected
+from bridge.domain.admission import OpenOrderLimits
+from bridge.errors import ConfigurationError, LineFull, OrderRejected
 from bridge.lifecycle import collections_paused, settle_heap, stop_on_signals
 from bridge.mapping import LineMapping
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
@@ -38,6 +39,7 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
         telemetry_interval_s=opts["telemetry_interval"],
         step_timeout_s=opts["step_timeout"],
         request_timeout_s=opts["request_timeout"],
+        open_orders=OpenOrderLimits(opts["max_open_orders"], opts["max_open_orders_per_client"]),
     )
     opcua = None
     if not opts["no_opcua"]:
@@ -172,10 +174,13 @@ async def _serve(
                 order.get("options"),
                 quantity=order.get("quantity"),
                 priority=order.get("priority", 0),
+                client="--submit",
             )
             log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
         except OrderRejected as exc:
             log.error("order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason)
+        except LineFull as exc:
+            log.error("order_refused", order_id=order.get("order_id"), reason=exc.reason)
     waiters = [asyncio.create_task(stop.wait())]
     if exit_when_idle:
         waiters.append(asyncio.create_task(bridge.wait_idle()))

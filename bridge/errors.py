@@ -9,6 +9,7 @@ BridgeError
 ├── DecisionRequired        an engineer's decision is needed first (rerun or fail a lost step)
 ├── JournalUnavailable      the journal cannot be written (disk full, I/O error, read-only)
 │   └── AdmissionStopped    an order refused because the journal cannot take it now
+├── LineFull                an order refused because the line holds as many open orders as it takes
 └── OrderRejected           an order that does not fit the mapping; names the field
     ├── UnknownOrder        an order id the bridge has never accepted
     └── OrderFinished       a cancel of an order that already ended
@@ -88,6 +89,15 @@ class JournalUnavailable(BridgeError):
 class AdmissionStopped(JournalUnavailable):
     """New orders are refused while the journal cannot be written (accepting one means journaling
     it); running steps wait, and everything resumes by itself once it can."""
+
+
+class LineFull(BridgeError):
+    """An order refused because the line, or its client, holds as many open orders as it may: not
+    the order's fault, and not for ever (it is taken once some have finished)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class OrderRejected(BridgeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import structlog
 
 from bridge.alarms.book import AlarmBook
 from bridge.counters import LinkCounters
+from bridge.domain.admission import OpenOrderLimits
 from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.events import EventHub
 from bridge.domain.model import Order, OrderEvent
@@ -47,6 +48,7 @@ class BridgeSettings:
     status_poll_max_s: float = 0.1  # the busy poll's ceiling while a step runs (docs/engine.md)
     status_reuse_s: float = 0.05  # a status this young stands in for a new read (docs/handshake.md)
     step_timeout_s: float | None = None
+    open_orders: OpenOrderLimits = field(default_factory=OpenOrderLimits)  # what admission refuses past
     heartbeat: bool = True  # write the heartbeat registers the mapping declares
     journal_synchronous: str = "NORMAL"
     mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
@@ -82,6 +84,7 @@ class Bridge:
                 status_poll_max_s=settings.status_poll_max_s,
                 status_reuse_s=settings.status_reuse_s,
                 step_timeout_s=settings.step_timeout_s,
+                open_orders=settings.open_orders,
             ),
             self.events,
         )
@@ -141,8 +144,12 @@ class Bridge:
         *,
         quantity: Any = None,
         priority: Any = 0,
+        client: str = "",
     ) -> Order:
-        return await self.engine.submit(OrderRequest(order_id, product, options, quantity, priority))
+        """`client`: who submits, as a face can tell (a user, or anonymous at an address), for the
+        per-client limit of open orders (docs/engine.md, "Open-order limits")."""
+        request = OrderRequest(order_id, product, options, quantity, priority)
+        return await self.engine.submit(request, client=client)
 
     async def cancel(self, order_id: str) -> Order:
         return await self.engine.cancel(order_id)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from bridge.domain.absence import AbsenceWatch
+from bridge.domain.admission import OpenOrderLimits, OpenOrders
 from bridge.domain.dispatch import DispatchList, Waiting
 from bridge.domain.events import EventHub, OrderChanged, StepChanged
 from bridge.domain.job_commands import JobCommands, made
@@ -56,6 +57,7 @@ class EngineSettings:
     watcher_queue: int = 10_000
     absence_check_s: float = 0.5  # how often waiting units are checked against absent stations
     journal_retry_s: float = 0.5  # how often a journal that could not be written is tried again
+    open_orders: OpenOrderLimits = field(default_factory=OpenOrderLimits)
 
 
 class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
@@ -92,6 +94,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
         # waits for a lock loses the wake-up (it did: --exit-when-idle after 150 orders never exited).
         self._changed = asyncio.Event()
         self._admission = asyncio.Lock()
+        self._holders = OpenOrders(self.settings.open_orders)  # who holds which open order
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(line=mapping.line.name)
         self.station_steps: dict[str, Step | None] = dict.fromkeys(links)  # the step each station runs
@@ -141,8 +144,9 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
 
     # -- the public API ---------------------------------------------------------------------
 
-    async def submit(self, request: OrderRequest) -> Order:
-        """Accept an order (journaled before this returns) or raise OrderRejected naming the field.
+    async def submit(self, request: OrderRequest, *, client: str = "") -> Order:
+        """Accept an order (journaled before this returns) or raise OrderRejected naming the field,
+        LineFull if the line or `client` holds as many open orders as it may.
 
         Submitting an order id again with the same content returns the existing order unchanged.
         """
@@ -150,7 +154,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
         async with self._admission:  # the id looked up and the order inserted, one admission at a time
             existing = self.get(valid.order_id)
             if existing is None:
-                return await self._admit(valid)
+                return await self._admit(valid, client=client)
         same = (existing.product, existing.options, existing.quantity, existing.priority) == (
             valid.product,
             valid.options,
@@ -164,9 +168,10 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
             )
         return existing
 
-    async def _admit(self, valid: ValidOrder, *, stored: bool = False) -> Order:
+    async def _admit(self, valid: ValidOrder, *, stored: bool = False, client: str = "") -> Order:
         if self._journal_error is not None:
             raise AdmissionStopped(self._journal_error.path, self._journal_error.reason)
+        self._holders.check(client, len(self._orders))  # under the admission lock: nothing between
         try:
             accept_index, first_serial = await self.journal.run(self.journal.reserve, valid.quantity)
         except JournalUnavailable as exc:
@@ -189,6 +194,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
             self._journal_failed(exc)
             raise AdmissionStopped(exc.path, exc.reason) from exc
         self._orders[order.order_id] = order
+        self._holders.hold(order.order_id, client)
         self._emit(order, accepted)
         if not stored:
             await self._set_state(order, OrderState.QUEUED)
@@ -362,6 +368,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
         """Drop a final order from memory once no unit of it is still at a station."""
         if order.state.is_final and all(u.state != UnitState.AT_STATION for u in order.units):
             self._orders.pop(order.order_id, None)
+            self._holders.release(order.order_id)
             self._notify()
 
     def _event(

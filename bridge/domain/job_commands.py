@@ -42,7 +42,7 @@ class JobCommands:
     _units: Callable[[Order, int], list[Unit]]
     _forget_if_settled: Callable[[Order], None]
 
-    async def store_order(self, request: OrderRequest, *, start: bool = False) -> Order:
+    async def store_order(self, request: OrderRequest, *, start: bool = False, client: str = "") -> Order:
         """Accept an order held out of dispatch until `start_order` (ISA-95 Store), journaled as
         stored so a restart keeps it stored; with `start`, one that may run at once (StoreAndStart).
         An id that exists already is refused, whatever its content."""
@@ -50,7 +50,7 @@ class JobCommands:
         async with self._admission:
             if self.get(valid.order_id) is not None:
                 raise OrderRejected("an order with this id exists", field="order_id")
-            return await self._admit(valid, stored=not start)
+            return await self._admit(valid, stored=not start, client=client)
 
     async def cancel_job(self, order_id: str) -> Order:
         """ISA-95 Cancel: only a job that has not started."""

@@ -27,7 +27,7 @@ from bridge.alarms.book import AlarmBook
 from bridge.alarms.condition import AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
-from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, UnknownOrder
+from bridge.errors import JournalUnavailable, LineFull, OrderFinished, OrderRejected, UnknownOrder
 from bridge.follow import Follower
 from bridge.handshake import PlcState, station_state
 from bridge.http.guard import read_json
@@ -194,9 +194,9 @@ class LineView:
         try:
             order = await self.bridge.submit(
                 body.get("order_id"), body.get("product"), body.get("options") or {},
-                quantity=body.get("quantity"), priority=body.get("priority", 0),
+                quantity=body.get("quantity"), priority=body.get("priority", 0), client=_client(request),
             )  # fmt: skip
-        except JournalUnavailable as exc:
+        except (JournalUnavailable, LineFull) as exc:  # not the caller's fault, and not for ever
             return JSONResponse({"field": "", "reason": str(exc)}, status_code=503)
         except OrderRejected as exc:
             self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")
@@ -290,6 +290,15 @@ class LineView:
             client = request.client
             user, channel = "anonymous", f"http {client.host}:{client.port}" if client else "http"
         self.audit(event, user, "", outcome, channel)
+
+
+def _client(request: Request) -> str:
+    """Who submits, for the per-client limit of open orders: the logged-in user, else anonymous
+    at its address."""
+    logged_in = request.scope.get("state", {}).get("user")
+    if logged_in is not None:
+        return str(logged_in[0])
+    return f"anonymous@{request.client.host}" if request.client else "anonymous"
 
 
 # what each POST /api/alarms/{id}/{action} does: (the book, the alarm, the user, the comment)

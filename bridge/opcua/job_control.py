@@ -21,7 +21,7 @@ from asyncua import Node, Server, ua
 
 from bridge.domain.events import OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderState, utcnow
-from bridge.errors import JournalUnavailable, OrderRejected, UnknownOrder, WrongOrderState
+from bridge.errors import JournalUnavailable, LineFull, OrderRejected, UnknownOrder, WrongOrderState
 from bridge.follow import Follower, at_most_every
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
@@ -32,6 +32,7 @@ from bridge.opcua import names
 from bridge.opcua.isa95_model import JOB_EVENT, PROVIDER_TYPE, SUBSTATES_TYPE
 from bridge.opcua.isa95_types import STATE, structure
 from bridge.opcua.job_calls import Refused
+from bridge.opcua.line_calls import caller_client
 from bridge.opcua.uatypes import tid
 from bridge.security.rules import current_user
 from bridge.security.users import at_least
@@ -255,7 +256,7 @@ class JobControl:
             raise Refused(
                 jobs.UNABLE_TO_ACCEPT, f"{MAX_STORED} jobs are stored and not started: start or cancel one"
             )
-        order = await self.bridge.engine.store_order(request, start=start)
+        order = await self.bridge.engine.store_order(request, start=start, client=caller_client())
         return order.order_id
 
     def _by_id(self, action: str, command: Callable[[str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -296,7 +297,7 @@ class JobControl:
         except OrderRejected as exc:
             reason = f"{jobs.job_field(exc.field)}: {exc.reason}"
             return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, reason), comment)
-        except JournalUnavailable as exc:  # AdmissionStopped too: not the caller's fault, not for ever
+        except (JournalUnavailable, LineFull) as exc:  # not the caller's fault, and not for ever
             return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, str(exc)), comment)
         order = self.bridge.engine.get_active(job_id) or (
             None if action == "clear" else self.bridge.get(job_id)

@@ -31,6 +31,15 @@ def audit_with_channel(bridge: Bridge, event: str, user: str, thumbprint: str, o
     bridge.audit(event, user, thumbprint, outcome, str(current_channel.get() or ""))
 
 
+def caller_client() -> str:
+    """Who calls, for the per-client limit of open orders: the logged-in user, else anonymous at
+    its address (known with --security; without it every anonymous caller is one client)."""
+    user, channel = current_user.get(), current_channel.get()
+    if user is not None and user.name:
+        return user.name
+    return f"anonymous@{channel.client.rsplit(':', 1)[0]}" if channel is not None else "anonymous"
+
+
 class LineCalls:
     def __init__(self, bridge: Bridge, plant: PlantModel, orders: OrderNodes) -> None:
         self.bridge, self.plant, self.orders = bridge, plant, orders
@@ -42,7 +51,9 @@ class LineCalls:
         audit_with_channel(self.bridge, event, name, getattr(user, "thumbprint", ""), outcome)
 
     async def submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
-        order = await self.bridge.submit(order_id, product, options, quantity=quantity, priority=priority)
+        order = await self.bridge.submit(
+            order_id, product, options, quantity=quantity, priority=priority, client=caller_client()
+        )
         self.audit_caller("order_submit", f"ok {order.order_id}")
         await self.orders.show(order)
         return order

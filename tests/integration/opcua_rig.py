@@ -12,6 +12,7 @@ from typing import Any
 
 from asyncua import Client, Node, ua
 
+from bridge.domain.admission import OpenOrderLimits
 from bridge.mapping import LineMapping, apply_deployment
 from bridge.mapping.model import Endpoint
 from bridge.opcua.face import OpcUaFace, OpcUaSettings
@@ -61,6 +62,7 @@ async def opcua_rig(
     anonymous: bool = True,
     mapping_file: Path | None = None,
     proxied: tuple[str, ...] = (),
+    open_orders: OpenOrderLimits | None = None,
     **opcua: Any,
 ):
     """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator);
@@ -79,6 +81,7 @@ async def opcua_rig(
             request_timeout_s=0.5,
             mapping_file=mapping_file,
             deployment_file=deployment,
+            open_orders=open_orders or OpenOrderLimits(),
         )
         endpoints, proxies = line.endpoints(), {}
         for name in proxied:

@@ -4,10 +4,7 @@ a bridge over the simulated line. A screenshot is kept in the test's folder when
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import urllib.error
-import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from bridge.security.users import add_user
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.integration.browser import CHROMIUM, FLAGS, needs_chromium
+from tests.integration.http_calls import get_json, get_status, post_json
 from tests.integration.opcua_rig import opcua_rig
 
 playwright = pytest.importorskip("playwright.async_api")
@@ -386,27 +384,3 @@ async def test_trends_come_from_the_history_store_when_the_opcua_face_keeps_one(
             )  # fmt: skip
         finally:
             await http.stop()
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        return json.loads(reply.read())
-
-
-def post_json(url: str, body: object) -> tuple[int, str]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return reply.status, json.loads(reply.read()).get("reason", "")
-    except urllib.error.HTTPError as refused:
-        return refused.code, json.loads(refused.read())["reason"]
-
-
-def get_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status
-    except urllib.error.HTTPError as refused:
-        return refused.code

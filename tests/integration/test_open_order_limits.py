@@ -1,0 +1,76 @@
+"""The order queue is bounded: past its open-order limits, in all or from one client, a submit is
+refused with the limit named (OPC UA BadResourceUnavailable, HTTP 503, ISA-95 UnableToAccept)
+and nothing is journaled; room comes back as orders end (docs/engine.md, "Open-order limits")."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asyncua import ua
+
+from bridge.domain.admission import OpenOrderLimits
+from bridge.domain.model import OrderState
+from bridge.errors import LineFull
+from bridge.http.server import HttpFace, HttpSettings
+from bridge.opcua.isa95_jobs import UNABLE_TO_ACCEPT
+from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, WORK_MASTER, structure
+from tests.integration.http_calls import post_json
+from tests.integration.opcua_rig import opcua_rig
+from tests.integration.orders import until
+
+s = ua.Variant
+
+
+async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(ac_mapping, tmp_path):
+    limits = OpenOrderLimits(per_line=4, per_client=2)
+    async with opcua_rig(ac_mapping, tmp_path / "data", open_orders=limits) as rig:
+        bridge = rig.bridge
+        await rig.line["chassis"].set_fault("stall", 1)  # orders stay open while the test runs
+        http = HttpFace(bridge, HttpSettings(port=0))
+        await http.start()
+        try:
+
+            async def submit(order_id: str) -> ua.CallMethodResult:
+                return await rig.call("SubmitOrder", s(order_id), s("AC-W"), s("{}"))
+
+            # one OPC UA client (anonymous, no --security: every such caller is one client)
+            assert [(await submit(i)).StatusCode.is_good() for i in ("UA-1", "UA-2")] == [True, True]
+            third = await submit("UA-3")
+            assert third.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
+            assert third.InputArgumentDiagnosticInfos[0].AdditionalInfo == (
+                "client 'anonymous' holds 2 open orders, as many as one client may"
+                " (--max-open-orders-per-client)"
+            )
+            assert (await submit("UA-1")).StatusCode.is_good()  # the same order again is no new one
+            # another client still has room, up to the line's limit
+            order = {"order_id": "WEB-1", "product": "AC-W", "options": {}}
+            assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (200, "")
+            assert bridge.get("WEB-1").state == OrderState.QUEUED
+            await bridge.submit("CLI-1", "AC-W", {}, client="--submit")
+            with pytest.raises(LineFull, match=r"^the line holds 4 open orders, as many as it takes"):
+                await bridge.submit("CLI-2", "AC-W", {}, client="--submit")
+            order = {**order, "order_id": "WEB-2"}
+            full = "the line holds 4 open orders, as many as it takes (--max-open-orders)"
+            assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (503, full)
+            jc = await rig.client.get_namespace_index(JOBCONTROL_URI)
+            receiver = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl")
+            work_master = [structure(WORK_MASTER, jc)(ID="AC-W")]
+            job = structure(JOB_ORDER, jc)(JobOrderID="J-1", WorkMasterID=work_master)
+            store = await receiver.get_child(ua.QualifiedName("Store", jc))
+            call = ua.CallMethodRequest(
+                ObjectId=receiver.nodeid, MethodId=store.nodeid, InputArguments=[ua.Variant(job)]
+            )
+            (stored,) = await rig.client.uaclient.call([call])  # an MES hears it as ISA-95 says:
+            assert stored.OutputArguments[0].Value == UNABLE_TO_ACCEPT
+            assert [d.AdditionalInfo for d in stored.InputArgumentDiagnosticInfos] == [full]
+            for refused in ("UA-3", "WEB-2", "CLI-2", "J-1"):  # nothing of them journaled
+                assert bridge.get(refused) is None
+            # an order that ends (cancelled while it waits) gives its client its place back
+            assert bridge.get("UA-2").state == OrderState.QUEUED
+            cancelled = await rig.call("CancelOrder", s("UA-2"))
+            assert cancelled.StatusCode.is_good()
+            await until(lambda: bridge.engine.open_orders == 3)
+            assert (await submit("UA-3")).StatusCode.is_good()
+        finally:
+            await http.stop()
