@@ -50,6 +50,3 @@ class OpenOrders:
             self._held[client] -= 1
             if not self._held[client]:
                 del self._held[client]
-
-    def held_by(self, client: str) -> int:
-        return self._held[client]
