@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import resource
 import signal
 import time
@@ -39,7 +40,6 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
         telemetry_interval_s=opts["telemetry_interval"],
         step_timeout_s=opts["step_timeout"],
         request_timeout_s=opts["request_timeout"],
-        open_orders=OpenOrderLimits(opts["max_open_orders"], opts["max_open_orders_per_client"]),
     )
     opcua = None
     if not opts["no_opcua"]:
@@ -66,6 +66,8 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
             ),
         )
     try:
+        limits = OpenOrderLimits(opts["max_open_orders"], opts["max_open_orders_per_client"])
+        settings = dataclasses.replace(settings, open_orders=limits)  # checked: --config's are not
         if opcua is not None:  # an exposed None endpoint is refused before anything starts
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
         web = None

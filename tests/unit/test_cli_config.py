@@ -55,3 +55,20 @@ def test_a_running_bridge_does_without_rich_but_its_help_screen_does_not():
     shown = runner.invoke(app, ["--help"], env={"COLUMNS": "100"})
     assert shown.exit_code == 0
     assert "╭" in shown.output  # typer still draws its boxed help with rich
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("max_open_orders: 0", "max_open_orders: must be a whole number of at least 1, got 0"),
+        ("max_open_orders_per_client: many", "max_open_orders_per_client: must be a whole number"),
+    ],
+)
+def test_open_order_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
+    """The command line checks its own values (min=1); a file's come past it unchecked."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"{line}\ndata_dir: {tmp_path / 'data'}\n")
+    result = runner.invoke(app, ["run", "--config", str(config), "--no-opcua"])
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not (tmp_path / "data").exists()  # no journal made: nothing started
