@@ -7,9 +7,10 @@ BridgeError
 ├── CodecError              a value that does not fit its register field
 ├── StationError            a PLC that did not answer as the handshake requires
 ├── DecisionRequired        an engineer's decision is needed first (rerun or fail a lost step)
-├── JournalUnavailable      the journal cannot be written (disk full, I/O error, read-only)
-│   └── AdmissionStopped    an order refused because the journal cannot take it now
-├── LineFull                an order refused because the line holds as many open orders as it takes
+├── TryLater                refused for now, through no fault of the request: it may succeed later
+│   ├── JournalUnavailable  the journal cannot be written (disk full, I/O error, read-only)
+│   │   └── AdmissionStopped  an order refused because the journal cannot take it now
+│   └── LineFull            an order refused because the line holds as many open orders as it takes
 └── OrderRejected           an order that does not fit the mapping; names the field
     ├── UnknownOrder        an order id the bridge has never accepted
     └── OrderFinished       a cancel of an order that already ended
@@ -77,13 +78,21 @@ class DecisionRequired(BridgeError):
     """A held station cannot be cleared without saying what becomes of the step its PLC lost."""
 
 
-class JournalUnavailable(BridgeError):
+class TryLater(BridgeError):
+    """A request refused for now, through no fault of its own: the faces answer every kind the
+    same way (OPC UA BadResourceUnavailable, ISA-95 UnableToAccept, HTTP 503), with `reason`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class JournalUnavailable(TryLater):
     """The journal could not commit: nothing the write was for may happen until it can."""
 
     def __init__(self, path: object, reason: str) -> None:
         self.path = path
-        self.reason = reason
-        super().__init__(f"journal {path} cannot be written: {reason}")
+        super().__init__(f"journal {path} cannot be written: {reason}", reason)
 
 
 class AdmissionStopped(JournalUnavailable):
@@ -91,13 +100,12 @@ class AdmissionStopped(JournalUnavailable):
     it); running steps wait, and everything resumes by itself once it can."""
 
 
-class LineFull(BridgeError):
+class LineFull(TryLater):
     """An order refused because the line, or its client, holds as many open orders as it may: not
     the order's fault, and not for ever (it is taken once some have finished)."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
+        super().__init__(reason, reason)
 
 
 class OrderRejected(BridgeError):

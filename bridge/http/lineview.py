@@ -27,7 +27,7 @@ from bridge.alarms.book import AlarmBook
 from bridge.alarms.condition import AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
-from bridge.errors import JournalUnavailable, LineFull, OrderFinished, OrderRejected, UnknownOrder
+from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, TryLater, UnknownOrder
 from bridge.follow import Follower
 from bridge.handshake import PlcState, station_state
 from bridge.http.guard import read_json
@@ -196,7 +196,7 @@ class LineView:
                 body.get("order_id"), body.get("product"), body.get("options") or {},
                 quantity=body.get("quantity"), priority=body.get("priority", 0), client=_client(request),
             )  # fmt: skip
-        except (JournalUnavailable, LineFull) as exc:  # not the caller's fault, and not for ever
+        except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
             return JSONResponse({"field": "", "reason": str(exc)}, status_code=503)
         except OrderRejected as exc:
             self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")

@@ -21,7 +21,7 @@ from asyncua import Node, Server, ua
 
 from bridge.domain.events import OrderChanged, StepChanged
 from bridge.domain.model import Order, OrderState, utcnow
-from bridge.errors import JournalUnavailable, LineFull, OrderRejected, UnknownOrder, WrongOrderState
+from bridge.errors import OrderRejected, TryLater, UnknownOrder, WrongOrderState
 from bridge.follow import Follower, at_most_every
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import LOGGED_TEXT_CHARS, clip
@@ -297,7 +297,7 @@ class JobControl:
         except OrderRejected as exc:
             reason = f"{jobs.job_field(exc.field)}: {exc.reason}"
             return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, reason), comment)
-        except (JournalUnavailable, LineFull) as exc:  # not the caller's fault, and not for ever
+        except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
             return await self._refused(action, args, Refused(jobs.UNABLE_TO_ACCEPT, str(exc)), comment)
         order = self.bridge.engine.get_active(job_id) or (
             None if action == "clear" else self.bridge.get(job_id)

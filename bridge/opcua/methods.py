@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from asyncua import Node, ua
 
-from bridge.errors import JournalUnavailable, LineFull, OrderFinished, OrderRejected, UnknownOrder
+from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, TryLater, UnknownOrder
 from bridge.limits import LOGGED_TEXT_CHARS, OPTIONS_JSON_CHARS, OPTIONS_JSON_DEPTH, clip, nesting_depth
 from bridge.mapping.model import LineMapping
 from bridge.opcua import names
@@ -274,7 +274,7 @@ class LineMethods:
     ) -> MethodResult:
         try:
             order = await self.calls.submit(order_id, product, options, quantity, priority)
-        except (JournalUnavailable, LineFull) as exc:  # not the caller's fault, and not for ever
+        except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
             log.warning("order_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
             return refused(ua.StatusCodes.BadResourceUnavailable, 0, count, str(exc))
         except OrderRejected as exc:
