@@ -3,8 +3,7 @@ like every other queue, so a runaway MES script or a looping page fills neither 
 journal, and one client cannot take every place in the queue (docs/engine.md, "Open-order limits").
 
 An order is open from its admission until it leaves memory (finished and off every station). Who
-holds it is known only while the bridge runs: orders restored from the journal count towards the
-line's limit, not a client's.
+holds it is journaled with it, so a restart gives each client back the orders it held.
 """
 
 from __future__ import annotations

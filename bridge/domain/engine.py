@@ -118,6 +118,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
 
     async def _restore(self, order: Order) -> None:
         self._orders[order.order_id] = order
+        self._holders.hold(order.order_id, order.client)
         if order.state == OrderState.RECEIVED:
             await self._set_state(order, OrderState.QUEUED)
         for unit in order.units:
@@ -185,6 +186,7 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
             priority=valid.priority,
             accept_index=accept_index,
             state=OrderState.STORED if stored else OrderState.RECEIVED,
+            client=client,
         )
         order.units = self._units(order, first_serial)
         accepted = self._event(order, message="stored" if stored else "accepted")

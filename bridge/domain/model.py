@@ -115,6 +115,7 @@ class Order:
     created_at: datetime = field(default_factory=utcnow)
     completed_at: datetime | None = None
     accept_index: int = 0
+    client: str = ""  # who submitted it, for the per-client limit of open orders (docs/engine.md)
     units: list[Unit] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     waiting_for: str | None = None  # why a unit cannot go on (a station away); shown, not journaled

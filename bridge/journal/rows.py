@@ -9,16 +9,18 @@ from typing import Any
 
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.domain.ports import Rows  # statements run in one transaction, each (sql, parameters, many)
+from bridge.journal.schema import ORDER_COLUMNS
 
 
 def add_order_rows(order: Order, event: OrderEvent) -> Rows:
     return [
         (
-            "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({','.join('?' * 13)})",
             (
                 order.order_id, order.product, json.dumps(order.options), order.quantity,
                 order.priority, order.state, order.current_station, order.fault_station,
                 order.result_code, _ts(order.created_at), _ts(order.completed_at), order.accept_index,
+                order.client,
             ),
             False,
         ),

@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS orders (
     result_code INTEGER,
     created_at TEXT NOT NULL,
     completed_at TEXT,
-    accept_index INTEGER NOT NULL
+    accept_index INTEGER NOT NULL,
+    client TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders(state);
 CREATE TABLE IF NOT EXISTS units (
@@ -82,6 +83,10 @@ CREATE TABLE IF NOT EXISTS alarms (
 );
 CREATE INDEX IF NOT EXISTS alarms_by_alarm ON alarms(alarm, id);
 """
+ORDER_COLUMNS = (
+    "order_id, product, options, quantity, priority, state, current_station, fault_station, result_code,"
+    " created_at, completed_at, accept_index, client"
+)
 AUDIT_SQL = "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)"
 ALARM_COLUMNS = (
     "at, alarm, what, active, acked, confirmed, shelving, severity, limit_name, value, message, user,"

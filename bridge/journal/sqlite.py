@@ -91,6 +91,9 @@ class SqliteJournal(AlarmRows):
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(audit)")}
         if "channel" not in columns:
             self._db.execute("ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT ''")
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(orders)")}
+        if "client" not in columns:  # orders from before it was kept: held by nobody after a restart
+            self._db.execute("ALTER TABLE orders ADD COLUMN client TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close both connections."""
@@ -301,6 +304,7 @@ class SqliteJournal(AlarmRows):
             created_at=datetime.fromisoformat(row["created_at"]),
             completed_at=_dt(row["completed_at"]),
             accept_index=row["accept_index"],
+            client=row["client"],
         )
         for u in self._reader.execute(
             "SELECT * FROM units WHERE order_id=? ORDER BY unit_index", (order.order_id,)

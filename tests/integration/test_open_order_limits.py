@@ -13,8 +13,11 @@ from bridge.domain.admission import OpenOrderLimits
 from bridge.domain.model import OrderState
 from bridge.errors import LineFull
 from bridge.http.server import HttpFace, HttpSettings
+from bridge.mapping import apply_deployment
 from bridge.opcua.isa95_jobs import UNABLE_TO_ACCEPT
 from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, WORK_MASTER, structure
+from bridge.service import Bridge, BridgeSettings
+from plc_sim.line import SimulatedLine
 from tests.integration.http_calls import post_json
 from tests.integration.opcua_rig import opcua_rig
 from tests.integration.orders import until
@@ -74,3 +77,31 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             assert (await submit("UA-3")).StatusCode.is_good()
         finally:
             await http.stop()
+
+
+async def test_a_restart_gives_each_client_back_the_open_orders_it_held(ac_mapping, tmp_path):
+    settings = BridgeSettings(data_dir=tmp_path, open_orders=OpenOrderLimits(per_line=10, per_client=2))
+    ports = dict.fromkeys(ac_mapping.stations, 0)
+    async with SimulatedLine(ac_mapping, ports=ports, speed=0, seed=5) as line:
+        await line["chassis"].set_fault("stall", 1)  # orders stay open across the restart
+        mapping = apply_deployment(ac_mapping, line.endpoints())
+        bridge = Bridge(mapping, settings)
+        await bridge.start()
+        try:
+            for order_id in ("A-1", "A-2"):
+                await bridge.submit(order_id, "AC-W", {}, client="mes-a")
+        finally:
+            await bridge.stop()
+        bridge = Bridge(mapping, settings)  # on the same journal
+        await bridge.start()
+        try:
+            assert bridge.engine.open_orders == 2
+            with pytest.raises(LineFull, match=r"^client 'mes-a' holds 2 open orders"):
+                await bridge.submit("A-3", "AC-W", {}, client="mes-a")
+            await bridge.submit("B-1", "AC-W", {}, client="mes-b")
+            await bridge.cancel("A-2")  # a restored order that ends gives its client's place back
+            await until(lambda: bridge.engine.open_orders == 2)
+            await bridge.submit("A-3", "AC-W", {}, client="mes-a")
+            assert bridge.get("A-3").state == OrderState.QUEUED
+        finally:
+            await bridge.stop()
