@@ -32,6 +32,7 @@ from bridge.mapping.reload import reload_changes
 from bridge.modbus import ModbusStationLink, pymodbus_seams
 from bridge.modbus.heartbeat import beat
 from bridge.modbus.scanner import StationScanner
+from bridge.security.refusals import RefusalTally
 from bridge.supervise import start_supervised
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,7 @@ class Bridge:
         self.journal = SqliteJournal(
             settings.data_dir / JOURNAL_FILE, synchronous=settings.journal_synchronous
         )
+        self.refusals = RefusalTally(self._record)  # repeated refusals: one audit row with a count
         self.links = {
             station: ModbusStationLink(
                 mapping,
@@ -126,6 +128,7 @@ class Bridge:
         await self.engine.stop()
         for link in self.links.values():
             await link.close()
+        self.refusals.flush()  # what is still counted is written
         self.journal.close()
         log.info("bridge_stopped")
 
@@ -184,7 +187,17 @@ class Bridge:
 
     def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
         """One audit record from either face (OPC UA, HTTP): one log line (clipped) now, and a row
-        in the journal written with the others queued (one transaction per batch, off the loop)."""
+        in the journal written with the others queued (one transaction per batch, off the loop).
+
+        A refusal (an outcome that begins "refused", or a request `denied` for its role) is tallied:
+        the first from one client in a minute is recorded at once, the rest as one row with their
+        count (security/refusals.py), so a client looping on a refused call fills no disk."""
+        if outcome.startswith("refused") or event == "denied":
+            self.refusals.refused(event, user, thumbprint, outcome, channel)
+        else:
+            self._record(event, user, thumbprint, outcome, channel)
+
+    def _record(self, event: str, user: str, thumbprint: str, outcome: str, channel: str) -> None:
         outcome, user = clip(outcome, AUDIT_OUTCOME_CHARS), clip(user, 128)
         log.info(
             "audit", audit_event=event, user=user, thumbprint=thumbprint, channel=channel, outcome=outcome

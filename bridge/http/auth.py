@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.limits import clip
 from bridge.opcua.channel_guard import LoginBackoff
-from bridge.security.refusals import RefusalTally
 from bridge.security.users import ROLES, RoleUserManager, at_least, load_users
 
 REMEMBER_S = 60.0
@@ -58,7 +57,6 @@ class BasicAuth:
         self.address_backoff = LoginBackoff(
             free=address_free, initial_s=backoff.initial_s, max_s=backoff.max_s
         )  # per address, whatever the user name
-        self.refusals = RefusalTally(audit)
         self._device_key = secrets.token_bytes(32)  # cookies of an earlier run are not honoured
         self._known: dict[tuple[str, str], tuple[str, float]] = {}  # (user, password hash) → role, until
 
@@ -99,7 +97,7 @@ class BasicAuth:
         ]  # fmt: skip
         wait = max(backoff.wait_s(bucket) for backoff, bucket in buckets)
         if wait > 0:  # before the remembered logins: guesses must not be tried against those for free
-            self.refusals.refused("login", shown_user, "refused: backing off", channel, address)
+            self.audit("login", shown_user, "", "refused: backing off", channel)
             return None
         key = (user, hashlib.sha256(password.encode()).hexdigest())
         known = self._known.get(key)
@@ -110,9 +108,7 @@ class BasicAuth:
         if entry is None or entry.get("role") not in ROLES:
             for backoff, bucket in buckets:
                 backoff.failed(bucket)
-            self.refusals.refused(
-                "login", shown_user, "refused: wrong user name or password", channel, address
-            )
+            self.audit("login", shown_user, "", "refused: wrong user name or password", channel)
             return None
         for backoff, bucket in buckets:
             backoff.succeeded(bucket)

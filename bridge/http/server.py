@@ -171,5 +171,3 @@ class HttpFace:
                 await cancel_and_wait([self._task])
         await self.metrics.follower.stop()
         await self.view.follower.stop()
-        if self.auth is not None:
-            self.auth.refusals.flush()

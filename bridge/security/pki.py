@@ -174,9 +174,8 @@ class PkiValidator:
                     file=str(path),
                 )
             if self.audit is not None:
-                self.audit(
-                    "certificate", app_description.ApplicationUri or "", tp, ua.StatusCode(exc.code).name
-                )
+                refused = f"refused: {ua.StatusCode(exc.code).name}"
+                self.audit("certificate", app_description.ApplicationUri or "", tp, refused)
             raise
         if self.audit is not None:
             self.audit("certificate", app_description.ApplicationUri or "", tp, "trusted")

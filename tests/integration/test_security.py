@@ -54,7 +54,7 @@ async def test_untrusted_certificate_is_refused_and_lands_in_rejected(secured):
     rejected = Pki(tmp_path / "pki").certificates(Pki(tmp_path / "pki").rejected)
     assert len(rejected) == 1
     assert rejected[0][1].endswith("stranger")
-    assert any(r[1] == "certificate" and r[4] == "BadCertificateUntrusted" for r in audit(rig))
+    assert any(r[1] == "certificate" and r[4] == "refused: BadCertificateUntrusted" for r in audit(rig))
 
 
 async def test_wrong_password_and_anonymous_are_refused_and_audited(secured):

@@ -89,7 +89,7 @@ async def test_the_trust_flow_works_on_an_empty_pki_folder(ac_mapping, tmp_path)
                 pass
         pki = Pki(tmp_path / "pki")
         (rejected,) = pki.certificates(pki.rejected)
-        assert any(r[1] == "certificate" and r[4] == "BadCertificateUntrusted" for r in audit(rig))
+        assert any(r[1] == "certificate" and r[4] == "refused: BadCertificateUntrusted" for r in audit(rig))
         pki.move(rejected[0][:8], pki.rejected, pki.trusted)  # `linebridge pki trust`
         async with secure_client(rig.url, cert, "olga", "olga-pw"):
             pass

@@ -1,0 +1,41 @@
+"""Repeated refusals: the first few of a kind (event, user, client address) recorded as they come,
+the rest of their window as one row with their count and the last reason."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.security.refusals import RefusalTally, address_of
+
+
+def test_the_address_is_read_from_either_face_s_channel():
+    assert address_of("https 10.0.0.7:51234") == "10.0.0.7"
+    assert address_of("Basic256Sha256/SignAndEncrypt [::1]:4711") == "[::1]"
+    assert address_of("") == ""
+
+
+async def test_a_window_of_refusals_is_a_few_rows_and_a_count_and_another_client_is_its_own():
+    rows: list[tuple[str, ...]] = []
+    tally = RefusalTally(lambda *row: rows.append(row), window_s=0.2, first_n=2)
+    for i in range(6):
+        tally.refused("order_submit", "anonymous", "", f"refused X-{i}: unknown product", "http 10.0.0.7:50")
+    tally.refused("order_submit", "anonymous", "", "refused Y-0: unknown product", "http 10.0.0.8:5000")
+    assert [r[3] for r in rows] == [
+        "refused X-0: unknown product", "refused X-1: unknown product", "refused Y-0: unknown product"
+    ]  # fmt: skip
+    async with asyncio.timeout(5):
+        while len(rows) < 4:  # noqa: ASYNC110 - the window closes by itself
+            await asyncio.sleep(0.02)
+    assert rows[3][3].startswith("refused ×4 more in ")
+    assert rows[3][3].endswith(" s; the last: refused X-5: unknown product")
+    assert rows[3][4] == "http 10.0.0.7:50"
+    tally.flush()
+    assert len(rows) == 4  # the second client refused once: nothing more to say
+
+
+def test_without_an_event_loop_each_refusal_is_recorded_as_it_comes():
+    rows: list[tuple[str, ...]] = []
+    tally = RefusalTally(lambda *row: rows.append(row))
+    tally.refused("login", "x", "", "refused: wrong user name or password", "")
+    tally.refused("login", "x", "", "refused: wrong user name or password", "")
+    assert len(rows) == 2
