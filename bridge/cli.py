@@ -73,6 +73,9 @@ def run(
         10_000, min=1, help="open orders the line holds; a submit past it is refused until some finish"
     ),
     max_open_orders_per_client: int = typer.Option(5_000, min=1, help="of those, from one client"),
+    journal_reserve_mb: float = typer.Option(
+        64.0, min=0, help="MiB of the journal's disk new orders may not take: kept for the orders under way"
+    ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     finished_in_full: int = typer.Option(
         100, help="built finished orders that keep their nodes; an order is built when a client asks for it"

@@ -19,7 +19,7 @@ import structlog
 import typer
 
 from bridge.domain.admission import OpenOrderLimits
-from bridge.errors import ConfigurationError, LineFull, OrderRejected
+from bridge.errors import ConfigurationError, JournalSpaceLow, LineFull, OrderRejected
 from bridge.lifecycle import collections_paused, settle_heap, stop_on_signals
 from bridge.mapping import LineMapping
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
@@ -40,6 +40,7 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
         telemetry_interval_s=opts["telemetry_interval"],
         step_timeout_s=opts["step_timeout"],
         request_timeout_s=opts["request_timeout"],
+        journal_reserve_mb=opts["journal_reserve_mb"],
     )
     opcua = None
     if not opts["no_opcua"]:
@@ -181,7 +182,7 @@ async def _serve(
             log.info("order_submitted", order_id=accepted.order_id, state=str(accepted.state))
         except OrderRejected as exc:
             log.error("order_rejected", order_id=order.get("order_id"), field=exc.field, reason=exc.reason)
-        except LineFull as exc:
+        except (LineFull, JournalSpaceLow) as exc:
             log.error("order_refused", order_id=order.get("order_id"), reason=exc.reason)
     waiters = [asyncio.create_task(stop.wait())]
     if exit_when_idle:

@@ -100,6 +100,18 @@ class AdmissionStopped(JournalUnavailable):
     it); running steps wait, and everything resumes by itself once it can."""
 
 
+class JournalSpaceLow(TryLater):
+    """An order refused because the journal's disk is down to the space kept for the orders under
+    way: whatever filled it, the steps already accepted can still be journaled and finish."""
+
+    def __init__(self, folder: object, free_bytes: int, kept_bytes: int) -> None:
+        reason = (
+            f"the journal's disk ({folder}) is nearly full: {free_bytes / 2**20:.1f} MiB free, under the"
+            f" {kept_bytes / 2**20:.1f} MiB kept for the orders under way (--journal-reserve-mb)"
+        )
+        super().__init__(reason, reason)
+
+
 class LineFull(TryLater):
     """An order refused because the line, or its client, holds as many open orders as it may: not
     the order's fault, and not for ever (it is taken once some have finished)."""

@@ -52,6 +52,7 @@ class BridgeSettings:
     open_orders: OpenOrderLimits = field(default_factory=OpenOrderLimits)  # what admission refuses past
     heartbeat: bool = True  # write the heartbeat registers the mapping declares
     journal_synchronous: str = "NORMAL"
+    journal_reserve_mb: float = 64  # disk space new orders may not take: the orders under way's
     mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
     deployment_file: Path | None = None
 
@@ -61,7 +62,9 @@ class Bridge:
         self.mapping = mapping
         self.settings = settings = settings or BridgeSettings()
         self.journal = SqliteJournal(
-            settings.data_dir / JOURNAL_FILE, synchronous=settings.journal_synchronous
+            settings.data_dir / JOURNAL_FILE,
+            synchronous=settings.journal_synchronous,
+            keep_free_mb=settings.journal_reserve_mb,
         )
         self.refusals = RefusalTally(self._record)  # repeated refusals: one audit row with a count
         self.links = {

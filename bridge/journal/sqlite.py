@@ -39,6 +39,7 @@ from bridge.journal.rows import (
     save_order_rows,
 )
 from bridge.journal.schema import ALARM_SQL, AUDIT_SQL, SCHEMA
+from bridge.journal.space import DiskReserve
 from bridge.journal.writer import WRITER_WAIT_S, WriterThread
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 
@@ -53,10 +54,12 @@ def _dt(value: str | None) -> datetime | None:
 
 
 class SqliteJournal(AlarmRows):
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", keep_free_mb: float = 64) -> None:
         """Open (or create) the journal; one that is damaged or may not be written stops here with
-        ConfigurationError naming the file and what to do, before anything in it is changed."""
+        ConfigurationError naming the file and what to do, before anything in it is changed.
+        `keep_free_mb`: disk space no new order may take (reserve()), for the orders under way."""
         self.path = Path(path)
+        self.space = DiskReserve(self.path.parent, keep_free_mb)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -193,7 +196,9 @@ class SqliteJournal(AlarmRows):
 
     def reserve(self, units: int) -> tuple[int, int]:
         """The next accept index and the first of `units` fresh unit serials, both unique for the
-        life of the journal, in one transaction."""
+        life of the journal, in one transaction: a new order's first write. JournalSpaceLow if
+        the disk is down to the space kept for the orders under way."""
+        self.space.check()
         with _Transaction(self._db, self.path) as db:
             return self._bump(db, "accept_index", 1, start=1), self._bump(
                 db, "unit_serial", units, start=100001

@@ -63,6 +63,7 @@ async def opcua_rig(
     mapping_file: Path | None = None,
     proxied: tuple[str, ...] = (),
     open_orders: OpenOrderLimits | None = None,
+    journal_reserve_mb: float = 64,
     **opcua: Any,
 ):
     """`mapping_file`: what the bridge reloads (with a deployment file pointing at the simulator);
@@ -82,6 +83,7 @@ async def opcua_rig(
             mapping_file=mapping_file,
             deployment_file=deployment,
             open_orders=open_orders or OpenOrderLimits(),
+            journal_reserve_mb=journal_reserve_mb,
         )
         endpoints, proxies = line.endpoints(), {}
         for name in proxied:

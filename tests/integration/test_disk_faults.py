@@ -1,7 +1,8 @@
 """A broken machine under the journal: a full disk (a real, small tmpfs), a damaged journal file and a
 data directory the bridge may not write. Admission stops with a reason that says so, running steps
-wait where they are, and the line resumes by itself when space returns; a journal the bridge
-cannot use stops it with one message naming the file and the remedy."""
+wait where they are, and the line resumes by itself when space returns; new orders are refused
+before the disk is full, so those under way finish; a journal the bridge cannot use stops it with
+one message naming the file and the remedy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +101,33 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
             assert len(steps) == len({(s.unit_index, s.route_index) for s in steps}) == 7
             rows = rig.bridge.journal.load_alarms("pack.held")
             assert [(r["what"], r["active"]) for r in rows[-2:]] == [("activated", 1), ("cleared", 0)]
+
+
+async def test_new_orders_are_refused_before_the_disk_fills_and_those_under_way_finish(ac_mapping, tmp_path):
+    with small_tmpfs(tmp_path / "disk", "16m") as disk:
+        async with opcua_rig(ac_mapping, disk / "data", journal_reserve_mb=1) as rig:
+            bridge, chassis = rig.bridge, rig.line["chassis"]
+            await chassis.set_fault("stall", 1)
+            await bridge.submit("RUN-1", "AC-W", {})
+            await until(lambda: bridge.get("RUN-1").state == OrderState.RUNNING)
+            filler = disk / "filler"  # whatever fills the disk: 768 KiB left, under the 1 MiB kept
+            await asyncio.to_thread(filler.write_bytes, b"\0" * (shutil.disk_usage(disk).free - (768 << 10)))
+
+            refused = await rig.call("SubmitOrder", s("LATE-1"), s("AC-W"), s("{}"))
+            assert refused.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
+            reason = refused.InputArgumentDiagnosticInfos[0].AdditionalInfo
+            assert reason.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: 0.")
+            kept = "under the 1.0 MiB kept for the orders under way (--journal-reserve-mb)"
+            assert reason.endswith(f"MiB free, {kept}")
+            await chassis.set_fault("stall", 0)  # the order under way journals its steps in the space kept
+            await until(lambda: bridge.get("RUN-1").state == OrderState.COMPLETED)
+            assert bridge.engine.journal_fault is None
+            assert bridge.get("LATE-1") is None  # refused, so not kept anywhere
+
+            filler.unlink()
+            after = await rig.call("SubmitOrder", s("AFTER-1"), s("AC-W"), s("{}"))
+            assert after.StatusCode.is_good()
+            await until(lambda: bridge.get("AFTER-1").state == OrderState.COMPLETED)
 
 
 def run_bridge(data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -62,10 +62,12 @@ def test_a_running_bridge_does_without_rich_but_its_help_screen_does_not():
     [
         ("max_open_orders: 0", "max_open_orders: must be a whole number of at least 1, got 0"),
         ("max_open_orders_per_client: many", "max_open_orders_per_client: must be a whole number"),
+        ("journal_reserve_mb: -1", "journal_reserve_mb: must be MiB, 0 or more, got -1"),
+        ("journal_reserve_mb: lots", "journal_reserve_mb: must be MiB, 0 or more, got 'lots'"),
     ],
 )
-def test_open_order_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
-    """The command line checks its own values (min=1); a file's come past it unchecked."""
+def test_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
+    """The command line checks its own values (min=1, min=0); a file's come past it unchecked."""
     config = tmp_path / "bridge.yaml"
     config.write_text(f"{line}\ndata_dir: {tmp_path / 'data'}\n")
     result = runner.invoke(app, ["run", "--config", str(config), "--no-opcua"])

@@ -1,0 +1,38 @@
+"""Disk space kept for the orders under way: a new order is refused before the journal's disk is
+full, so whatever fills it (an order flood, history, logs, another program) the steps already
+accepted can still be journaled and finish (docs/engine.md, "Space kept for the orders under way")."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import structlog
+
+from bridge.errors import ConfigurationError, JournalSpaceLow
+
+log = structlog.get_logger(__name__)
+
+
+class DiskReserve:
+    def __init__(self, folder: Path, keep_free_mb: float) -> None:
+        if isinstance(keep_free_mb, bool) or not isinstance(keep_free_mb, int | float) or keep_free_mb < 0:
+            raise ConfigurationError(f"journal_reserve_mb: must be MiB, 0 or more, got {keep_free_mb!r}")
+        self.folder = folder
+        self.keep_free_bytes = int(keep_free_mb * 2**20)
+        self._low = False
+
+    def check(self) -> None:
+        """JournalSpaceLow if the disk holds less than the space kept (at most a tenth of the file
+        system, so a small one still takes orders); the change logged once each way."""
+        usage = shutil.disk_usage(self.folder)
+        kept = min(self.keep_free_bytes, usage.total // 10)
+        low = usage.free < kept
+        if low != self._low:
+            self._low = low
+            if low:
+                log.warning("journal_space_low", folder=str(self.folder), free=usage.free, kept=kept)
+            else:
+                log.info("journal_space_recovered", folder=str(self.folder), free=usage.free)
+        if low:
+            raise JournalSpaceLow(self.folder, usage.free, kept)
