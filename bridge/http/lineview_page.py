@@ -18,10 +18,13 @@ PAGE = """<!doctype html>
   h2 { font-size: 1rem; margin: 1rem 0 .3rem; }
   h1 { font-size: 1.2rem; margin: 0 0 .2rem; }
   #status { color: #666; font-size: .85rem; margin-bottom: .8rem; }
-  #line { display: flex; gap: .6rem; align-items: stretch; overflow-x: auto; padding-bottom: .5rem; }
-  @media (max-width: 700px) { #line { flex-direction: column; overflow-x: visible; } .arrow { transform: rotate(90deg); } }
+  /* The whole line in view: narrower than the line, it wraps like text instead of scrolling a
+     station out of sight. */
+  #line { display: flex; flex-wrap: wrap; gap: .6rem; align-items: stretch; padding-bottom: .5rem; }
+  @media (max-width: 700px) { #line { flex-direction: column; flex-wrap: nowrap; } #line .station { width: auto; }
+    .arrow { transform: rotate(90deg); } }
   .step { display: flex; flex-direction: column; gap: .4rem; justify-content: center; }
-  .station { border: 2px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem; min-width: 9rem;
+  .station { border: 2px solid #a8a8a8; border-radius: 6px; padding: .4rem .6rem; width: 9.5rem;
              background: #f0f0f0; min-height: 10.5rem; box-sizing: border-box; }
   .station[data-state=offline], .station[data-state=error] { border-color: #c00000; border-width: 3px; }
   .station[data-state=offline] .state, .station[data-state=error] .state { color: #c00000; font-weight: 700; }

@@ -191,7 +191,8 @@ async def test_with_security_the_page_needs_a_login_and_an_operator_to_submit(ac
 
 async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
     """At 1440×900 and 390×844 (screenshots kept in $LINEBRIDGE_SCREENSHOTS, else the test's folder):
-    values carry their units; the order form, with a priority, is reached without scrolling; a
+    values carry their units; every station and the order form, with a priority, are in view
+    without scrolling; a
     busy station is grey like an idle one (told by text and shape) and keeps its box size, an
     offline one is coloured; a phone scrolls no page sideways; values of a PLC that stopped
     answering are marked stale with their age instead of shown as live."""
@@ -205,6 +206,14 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
         submit = await desk.locator("#submit").bounding_box()
         assert submit is not None
         assert submit["y"] + submit["height"] <= 900  # the form without scrolling
+        in_view = """() => {
+            const line = document.getElementById("line"), box = line.getBoundingClientRect();
+            const inside = s => s.getBoundingClientRect().left >= box.left
+                && s.getBoundingClientRect().right <= box.right;
+            const stations = [...line.querySelectorAll(".station")];
+            return line.scrollWidth <= line.clientWidth && stations.every(inside);
+        }"""
+        assert await desk.evaluate(in_view)  # every station, pack too, without scrolling the line
         chassis = '.station[data-station="chassis"]'
         height = await laid_out_height(desk, chassis)
         border = "e => getComputedStyle(e).borderTopColor"
