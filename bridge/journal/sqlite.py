@@ -95,7 +95,7 @@ class SqliteJournal(AlarmRows):
         if "channel" not in columns:
             self._db.execute("ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT ''")
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(orders)")}
-        if "client" not in columns:  # orders from before it was kept: held by nobody after a restart
+        if "client" not in columns:  # orders from before it was kept: the client with no name holds them
             self._db.execute("ALTER TABLE orders ADD COLUMN client TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
