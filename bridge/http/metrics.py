@@ -108,6 +108,11 @@ class LineMetrics(Collector):
         for state, count in active.items():
             orders.add_metric([state.value], count)
         yield orders
+        free, kept = self.bridge.journal.space.room()
+        yield GaugeMetricFamily("linebridge_journal_disk_free_bytes", "free on the journal disk", value=free)
+        yield GaugeMetricFamily(
+            "linebridge_journal_disk_kept_bytes", "below this much free, new orders are refused", value=kept
+        )
         yield from self._alarms()
 
     def _alarms(self) -> Iterator[Metric]:

@@ -22,17 +22,21 @@ class DiskReserve:
         self.keep_free_bytes = int(keep_free_mb * 2**20)
         self._low = False
 
-    def check(self) -> None:
-        """JournalSpaceLow if the disk holds less than the space kept (at most a tenth of the file
-        system, so a small one still takes orders); the change logged once each way."""
+    def room(self) -> tuple[int, int]:
+        """Bytes free on the journal's disk, and bytes kept (at most a tenth of the file system, so
+        a small one still takes orders)."""
         usage = shutil.disk_usage(self.folder)
-        kept = min(self.keep_free_bytes, usage.total // 10)
-        low = usage.free < kept
+        return usage.free, min(self.keep_free_bytes, usage.total // 10)
+
+    def check(self) -> None:
+        """JournalSpaceLow if the disk holds less than the space kept; the change logged once each way."""
+        free, kept = self.room()
+        low = free < kept
         if low != self._low:
             self._low = low
             if low:
-                log.warning("journal_space_low", folder=str(self.folder), free=usage.free, kept=kept)
+                log.warning("journal_space_low", folder=str(self.folder), free=free, kept=kept)
             else:
-                log.info("journal_space_recovered", folder=str(self.folder), free=usage.free)
+                log.info("journal_space_recovered", folder=str(self.folder), free=free)
         if low:
-            raise JournalSpaceLow(self.folder, usage.free, kept)
+            raise JournalSpaceLow(self.folder, free, kept)

@@ -72,6 +72,8 @@ async def test_metrics_follow_the_line(ac_mapping, tmp_path):
     assert value(series, "linebridge_orders_finished_total", state="completed") == 3
     assert value(series, "linebridge_orders_finished_total", state="faulted") == 0
     assert value(series, "linebridge_orders", state="running") == 0
+    free = value(series, "linebridge_journal_disk_free_bytes")
+    assert free > value(series, "linebridge_journal_disk_kept_bytes") > 0  # 64 MiB, or a tenth of the disk
     for station in ("chassis", "coil", "compressor", "charge", "panel", "pack"):
         assert value(series, "linebridge_step_seconds_count", station=station) == 3
         assert value(series, "linebridge_station_connected", station=station) == 1
