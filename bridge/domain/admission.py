@@ -34,10 +34,16 @@ class OpenOrders:
         self._client_of: dict[str, str] = {}
         self._held: Counter[str] = Counter()
 
+    def line_full(self, open_now: int) -> str | None:
+        """Why the line takes no further order from anyone, or None."""
+        if open_now >= self.limits.per_line:
+            return f"the line holds {open_now} open orders, as many as it takes (--max-open-orders)"
+        return None
+
     def check(self, client: str, open_now: int) -> None:
         """LineFull, saying which limit, if one more open order (from `client`) is one too many."""
-        if open_now >= self.limits.per_line:
-            raise LineFull(f"the line holds {open_now} open orders, as many as it takes (--max-open-orders)")
+        if (full := self.line_full(open_now)) is not None:
+            raise LineFull(full)
         held = self._held[client]
         if held >= self.limits.per_client:
             raise LineFull(

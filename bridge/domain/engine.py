@@ -259,6 +259,10 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
     def open_orders(self) -> int:
         return len(self._orders)
 
+    def refusing(self) -> str | None:
+        """Why the engine would refuse any new order now (the journal failing, the line full), or None."""
+        return self.journal_fault or self._holders.line_full(len(self._orders))
+
     async def wait_idle(self) -> None:
         """Return once no order has work left (for tests, tools and --exit-when-idle)."""
         await self._until(lambda: not self._orders)

@@ -103,6 +103,7 @@ class LineView:
             "route": [list(alternatives(step)) for step in first.route],
             "stations": stations,
             "orders": [_order(o) for o in orders],
+            "refusing": self.bridge.refusing(),  # why a new order would be refused now, or None
             # the banner: what waits for an operator, the most severe first; shelved ones left out
             "alarms": [_alarm(a) for a in self.bridge.alarms.retained() if not a.shelved],
             # what an operator took out of the banner (shelved, or disabled): named, so it is not forgotten

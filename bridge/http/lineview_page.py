@@ -18,8 +18,7 @@ PAGE = """<!doctype html>
   h2 { font-size: 1rem; margin: 1rem 0 .3rem; }
   h1 { font-size: 1.2rem; margin: 0 0 .2rem; }
   #status { color: #666; font-size: .85rem; margin-bottom: .8rem; }
-  /* The whole line in view: narrower than the line, it wraps like text instead of scrolling a
-     station out of sight. */
+  /* The whole line in view: narrower than the line, it wraps instead of hiding a station. */
   #line { display: flex; flex-wrap: wrap; gap: .6rem; align-items: stretch; padding-bottom: .5rem; }
   @media (max-width: 700px) { #line { flex-direction: column; flex-wrap: nowrap; } #line .station { width: auto; }
     .arrow { transform: rotate(90deg); } }
@@ -44,7 +43,7 @@ PAGE = """<!doctype html>
   form { margin-top: 1rem; display: grid; grid-template-columns: max-content minmax(0, 16rem); gap: .3rem .6rem; align-items: center; }
   form input, form select { max-width: 100%; box-sizing: border-box; }
   form .hint { grid-column: 2; font-size: .75rem; color: #666; margin-top: -.2rem; }
-  #refusal { color: #c00000; grid-column: 1 / 3; }
+  #refusal { color: #c00000; grid-column: 1 / 3; } #refusing { color: #c00000; font-weight: 600; overflow-wrap: anywhere; }
   #accepted { grid-column: 1 / 3; }
   #order-panel form { margin-top: 0; }
   /* The alarm banner: the one place with strong colour, by priority, with a shape and a word too. */
@@ -102,6 +101,7 @@ PAGE = """<!doctype html>
 </main>
 <aside id="order-panel">
 <h2>New order</h2>
+<div id="refusing" role="status"></div>
 <form id="order-form"></form>
 </aside>
 </div>
@@ -385,6 +385,7 @@ function show(s) {
   drawLine(s);
   drawOrders(s);
   if (!formBuilt) { buildForm(s); formBuilt = true; }
+  document.getElementById("refusing").textContent = s.refusing ? "✕ new orders are refused: " + s.refusing : "";
   document.getElementById("status").textContent = "live · updated " + new Date().toLocaleTimeString();
   document.body.dataset.ready = "yes";
 }

@@ -113,10 +113,13 @@ async def test_new_orders_are_refused_before_the_disk_fills_and_those_under_way_
             filler = disk / "filler"  # whatever fills the disk: 768 KiB left, under the 1 MiB kept
             await asyncio.to_thread(filler.write_bytes, b"\0" * (shutil.disk_usage(disk).free - (768 << 10)))
 
+            said = bridge.refusing()  # what a face shows before anyone submits
             refused = await rig.call("SubmitOrder", s("LATE-1"), s("AC-W"), s("{}"))
             assert refused.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
             reason = refused.InputArgumentDiagnosticInfos[0].AdditionalInfo
             assert reason.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: 0.")
+            assert said is not None
+            assert said.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: 0.")
             kept = "under the 1.0 MiB kept for the orders under way (--journal-reserve-mb)"
             assert reason.endswith(f"MiB free, {kept}")
             await chassis.set_fault("stall", 0)  # the order under way journals its steps in the space kept
@@ -125,6 +128,7 @@ async def test_new_orders_are_refused_before_the_disk_fills_and_those_under_way_
             assert bridge.get("LATE-1") is None  # refused, so not kept anywhere
 
             filler.unlink()
+            assert bridge.refusing() is None
             after = await rig.call("SubmitOrder", s("AFTER-1"), s("AC-W"), s("{}"))
             assert after.StatusCode.is_good()
             await until(lambda: bridge.get("AFTER-1").state == OrderState.COMPLETED)

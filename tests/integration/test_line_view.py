@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.domain.admission import OpenOrderLimits
 from bridge.http.server import HttpFace, HttpSettings
 from bridge.mapping import apply_deployment
 from bridge.opcua.endpoint_security import SecuritySettings
@@ -260,6 +261,27 @@ async def test_the_view_is_an_hmi_at_desk_and_phone_sizes(ac_mapping, tmp_path):
         assert await desk.eval_on_selector(pack, border) != idle_border  # abnormal: coloured
         assert "✕ offline" in (await desk.inner_text(pack + " .state")).lower()
         await desk.screenshot(path=str(shots / "line-view-pack-silent.png"), full_page=True)
+
+
+async def test_the_form_says_why_new_orders_are_refused_before_anyone_submits(ac_mapping, tmp_path):
+    """A line holding as many open orders as it takes: the order form says so, naming the limit,
+    before an operator types an order; once an order ends, the notice goes."""
+    settings = {"open_orders": OpenOrderLimits(per_line=1)}
+    async with browsed_line(ac_mapping, tmp_path, **settings) as (line, bridge, http, browser, shots):
+        page = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await page.goto(http.address + "/")
+        await page.wait_for_function("() => document.body.dataset.ready === 'yes'", timeout=10_000)
+        assert await page.inner_text("#refusing") == ""
+        await line["chassis"].set_fault("stall", 1)  # the order stays open
+        await bridge.submit("ONE-1", "AC-W", {})
+        said = "() => document.getElementById('refusing').textContent.includes('--max-open-orders')"
+        await page.wait_for_function(said, timeout=10_000)
+        notice = await page.inner_text("#refusing")
+        assert notice.startswith("✕ new orders are refused: the line holds 1 open orders, as many as")
+        await page.screenshot(path=str(shots / "line-view-refusing.png"), full_page=True)
+        await bridge.cancel("ONE-1")
+        gone = "() => document.getElementById('refusing').textContent === ''"
+        await page.wait_for_function(gone, timeout=10_000)
 
 
 async def test_the_alarm_banner_shows_and_takes_an_acknowledge(ac_mapping, tmp_path):
