@@ -147,6 +147,8 @@ class OpcUaFace:
             self._tasks, "opcua-retention", functools.partial(self.orders.sweep_finished, retention_s)
         )
         start_supervised(self._tasks, "opcua-station-steps", stations.steps.show)
+        admission = functools.partial(plant.show_admission, self.bridge.refusing)
+        start_supervised(self._tasks, "opcua-admission", admission)
         log.info("opcua_listening", endpoint=self.endpoint, namespace=self.app_uri)
 
     async def stop(self) -> None:

@@ -22,6 +22,8 @@ CANCEL_ORDER = "CancelOrder"
 RELOAD_MAPPING = "ReloadMapping"
 CLEAR_STATION_ERROR = "ClearStationError"
 HISTORY_ROWS_DROPPED = "HistoryRowsDropped"
+ACCEPTING_ORDERS = "AcceptingOrders"
+ORDER_REFUSAL = "OrderRefusal"
 ALARMS = "Alarms"
 
 
@@ -51,6 +53,14 @@ class Paths:
     @property
     def history_rows_dropped(self) -> str:
         return f"{self.line}.{HISTORY_ROWS_DROPPED}"
+
+    @property
+    def accepting_orders(self) -> str:
+        return f"{self.line}.{ACCEPTING_ORDERS}"
+
+    @property
+    def order_refusal(self) -> str:
+        return f"{self.line}.{ORDER_REFUSAL}"
 
     def method(self, name: str) -> str:
         return f"{self.line}.{name}"

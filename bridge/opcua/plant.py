@@ -3,6 +3,8 @@ the line raises, built once at start-up from the mapping (docs/opcua-model.md)."
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from asyncua import Node, Server, ua
@@ -12,7 +14,7 @@ from bridge.mapping.model import LineMapping
 from bridge.opcua import asyncua_seams as seams
 from bridge.opcua import names
 from bridge.opcua.uatypes import ModelTypes
-from bridge.opcua.values import ValueWriter
+from bridge.opcua.values import Staged, ValueWriter
 
 
 class PlantModel:
@@ -46,12 +48,28 @@ class PlantModel:
             ua.QualifiedName(names.HISTORY_ROWS_DROPPED, ns),
             ua.Variant(0, ua.VariantType.UInt64),
         )  # telemetry history rows lost to a full queue (docs/telemetry.md)
+        # whether a new order would be taken now, and why not: for an MES before it sends one
+        await line.add_variable(
+            nid(self.paths.accepting_orders), ua.QualifiedName(names.ACCEPTING_ORDERS, ns), True
+        )
+        await line.add_variable(nid(self.paths.order_refusal), ua.QualifiedName(names.ORDER_REFUSAL, ns), "")
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
         await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
         await plant.add_reference(line.nodeid, ua.ObjectIds.HasNotifier)
         await plant.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
         return line
+
+    async def show_admission(self, refusing: Callable[[], str | None], every_s: float = 0.5) -> None:
+        """AcceptingOrders and OrderRefusal kept to `refusing()` (the bridge's reason any new order
+        would be refused now), looked at every `every_s`: the disk's free space changes unannounced."""
+        while True:
+            reason = refusing() or ""
+            staged: Staged = []
+            self.values.stage_changed(staged, self.paths.accepting_orders, not reason, ua.VariantType.Boolean)
+            self.values.stage_changed(staged, self.paths.order_refusal, reason, ua.VariantType.String)
+            await self.values.flush(staged)
+            await asyncio.sleep(every_s)
 
     async def init_events(self) -> None:
         """An event generator per kind, raised on the line and on the Server object."""

@@ -56,6 +56,11 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             order = {**order, "order_id": "WEB-2"}
             full = "the line holds 4 open orders, as many as it takes (--max-open-orders)"
             assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (503, full)
+            accepting = rig.node("Plant.Lines.ac_line.AcceptingOrders")  # an MES may look first
+            async with asyncio.timeout(10):
+                while await accepting.read_value():  # noqa: ASYNC110 - the face looks twice a second
+                    await asyncio.sleep(0.05)
+            assert await rig.node("Plant.Lines.ac_line.OrderRefusal").read_value() == full
             jc = await rig.client.get_namespace_index(JOBCONTROL_URI)
             receiver = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl")
             work_master = [structure(WORK_MASTER, jc)(ID="AC-W")]
@@ -74,6 +79,10 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             cancelled = await rig.call("CancelOrder", s("UA-2"))
             assert cancelled.StatusCode.is_good()
             await until(lambda: bridge.engine.open_orders == 3)
+            async with asyncio.timeout(10):
+                while not await accepting.read_value():  # noqa: ASYNC110 - the face looks twice a second
+                    await asyncio.sleep(0.05)
+            assert await rig.node("Plant.Lines.ac_line.OrderRefusal").read_value() == ""
             assert (await submit("UA-3")).StatusCode.is_good()
         finally:
             await http.stop()
