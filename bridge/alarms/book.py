@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from bridge.alarms import condition as cond
-from bridge.alarms.condition import AlarmDef, AlarmRefused, AlarmState, Refusal, Shelving
 from bridge.alarms.limits import Pending, judge
+from bridge.domain import alarm_condition as cond
+from bridge.domain.alarm_condition import AlarmDef, AlarmRefused, AlarmState, Refusal, Shelving
 from bridge.domain.events import AlarmChanged, EventHub, OrderChanged, StationScanned
 from bridge.domain.model import OrderState
 from bridge.follow import Follower

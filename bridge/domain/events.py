@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from bridge.alarms.condition import AlarmState
 from bridge.counters import LinkCounters
+from bridge.domain.alarm_condition import AlarmState
 from bridge.domain.model import Order, OrderEvent, Step, StepPhase
 from bridge.handshake import StatusBlock
 from bridge.limits import LogThrottle

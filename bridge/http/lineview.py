@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from bridge.alarms.book import AlarmBook
-from bridge.alarms.condition import AlarmRefused, AlarmState, Refusal
+from bridge.domain.alarm_condition import AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import OrderChanged, StationScanned
 from bridge.domain.model import Order
 from bridge.errors import JournalUnavailable, OrderFinished, OrderRejected, TryLater, UnknownOrder

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.alarms.condition import AlarmState
+from bridge.domain.alarm_condition import AlarmState
 from bridge.journal.queued import QueuedRows
 from bridge.journal.schema import ALARM_COLUMNS
 from bridge.journal.writer import WRITER_WAIT_S

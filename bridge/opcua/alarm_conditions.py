@@ -27,7 +27,7 @@ import structlog
 from asyncua import Node, Server, ua
 from asyncua.server.event_generator import EventGenerator
 
-from bridge.alarms.condition import MAX_SHELVE_S, AlarmDef, AlarmRefused, AlarmState, Refusal
+from bridge.domain.alarm_condition import MAX_SHELVE_S, AlarmDef, AlarmRefused, AlarmState, Refusal
 from bridge.domain.events import AlarmChanged
 from bridge.follow import Follower
 from bridge.lifecycle import breathe

@@ -17,7 +17,7 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.common.ua_utils import get_node_supertypes
 
-from bridge.alarms.condition import recorded
+from bridge.domain.alarm_condition import recorded
 from bridge.journal import SqliteJournal
 from bridge.opcua.alarm_conditions import TYPES, AlarmConditions
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from asyncua import ua
 
-from bridge.alarms.condition import AlarmState, Shelving
+from bridge.domain.alarm_condition import AlarmState, Shelving
 
 IDS = ua.ObjectIds
 VT = ua.VariantType

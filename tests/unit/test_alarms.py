@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.alarms import condition as cond
 from bridge.alarms.book import AlarmBook, definitions
-from bridge.alarms.condition import AlarmDef, AlarmRefused, AlarmState, Refusal, Shelving
 from bridge.alarms.limits import beyond, judge
 from bridge.counters import LinkCounters
+from bridge.domain import alarm_condition as cond
+from bridge.domain.alarm_condition import AlarmDef, AlarmRefused, AlarmState, Refusal, Shelving
 from bridge.domain.events import AlarmChanged, EventHub, OrderChanged, StationScanned
 from bridge.domain.model import OrderEvent, OrderState
 from bridge.journal import SqliteJournal
