@@ -28,7 +28,7 @@ from bridge.opcua.client import show as ua_show
 from bridge.opcua.client import submit as ua_submit
 from bridge.opcua.client import watch as ua_watch
 from bridge.opcua.client import watch_progress as ua_watch_progress
-from bridge.opcua.names import DEFAULT_ENDPOINT
+from bridge.opcua.names import DEFAULT_ENDPOINT, ORDER_REFUSAL
 from bridge.opcua.station_client import list_stations as ua_list_stations
 from bridge.opcua.station_client import result_units as ua_result_units
 from bridge.opcua.station_client import show_station as ua_show_station
@@ -247,7 +247,8 @@ def order_list(
     waits or faulted (finished orders stay for --order-retention; all are in the journal)."""
 
     async def work(client: Client) -> None:
-        listed = await ua_list_orders(await find_line(client, line))
+        found = await find_line(client, line)
+        listed = await ua_list_orders(found)
         orders = [o for o in listed if not state or o["State"] in state]
         typer.echo(f"{'order':<20} {'product':<10} {'state':<10} {'units':>7}  where")
         for o in orders:
@@ -259,6 +260,9 @@ def order_list(
             units = f"{o['Progress']}/{o['Quantity']}"
             typer.echo(f"{o['order_id']:<20} {o['Product']:<10} {o['State']:<10} {units:>7}  {where}")
         typer.echo(f"{len(orders)} order(s)", err=True)
+        refusal = await client.get_node(ua.NodeId(f"{found.path}.{ORDER_REFUSAL}", found.ns)).read_value()
+        if refusal:  # what the next submit would hear, said before it is tried
+            typer.echo(f"new orders are refused: {refusal}", err=True)
 
     client_run(work, endpoint)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -16,19 +15,9 @@ import pytest
 
 from plc_sim.line import SimulatedLine
 from tests.conftest import AC_LINE
+from tests.integration.shell import cli
 
 pytestmark = pytest.mark.slow
-
-
-async def cli(*args: str, timeout_s: float = 60, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    async with asyncio.timeout(timeout_s):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def logged(log: Path) -> list[dict]:

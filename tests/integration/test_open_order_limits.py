@@ -21,6 +21,7 @@ from plc_sim.line import SimulatedLine
 from tests.integration.http_calls import post_json
 from tests.integration.opcua_rig import opcua_rig
 from tests.integration.orders import until
+from tests.integration.shell import cli
 
 s = ua.Variant
 
@@ -61,6 +62,10 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
                 while await accepting.read_value():  # noqa: ASYNC110 - the face looks twice a second
                     await asyncio.sleep(0.05)
             assert await rig.node("Plant.Lines.ac_line.OrderRefusal").read_value() == full
+            code, out, err = await cli("order", "list", "--endpoint", rig.url)  # the shell says so too
+            assert code == 0, err
+            assert f"new orders are refused: {full}" in err
+            assert "UA-1" in out
             jc = await rig.client.get_namespace_index(JOBCONTROL_URI)
             receiver = rig.node("Plant.Lines.ac_line.JobManagement.JobOrderControl")
             work_master = [structure(WORK_MASTER, jc)(ID="AC-W")]

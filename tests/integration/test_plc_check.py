@@ -17,7 +17,7 @@ from bridge.mapping import LineMapping, apply_deployment, parse_mapping
 from bridge.mapping.model import Endpoint
 from plc_sim.faults import Faults
 from plc_sim.plc import SimulatedPlc
-from tests.integration.test_cli_client import cli
+from tests.integration.shell import cli
 from tests.integration.test_heartbeat import quick_heartbeat
 
 

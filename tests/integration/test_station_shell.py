@@ -9,7 +9,7 @@ from bridge.domain.events import AlarmChanged
 from bridge.domain.model import OrderState
 from bridge.handshake import PlcState
 from tests.integration.opcua_rig import opcua_rig
-from tests.integration.test_cli_client import cli
+from tests.integration.shell import cli
 
 
 async def shell(url: str, *args: str) -> tuple[int, str]:
