@@ -104,24 +104,26 @@ async def test_a_full_disk_stops_admission_and_the_line_resumes_by_itself(ac_map
 
 
 async def test_new_orders_are_refused_before_the_disk_fills_and_those_under_way_finish(ac_mapping, tmp_path):
-    with small_tmpfs(tmp_path / "disk", "16m") as disk:
-        async with opcua_rig(ac_mapping, disk / "data", journal_reserve_mb=1) as rig:
+    with small_tmpfs(tmp_path / "disk", "48m") as disk:
+        async with opcua_rig(ac_mapping, disk / "data", journal_reserve_mb=4) as rig:
             bridge, chassis = rig.bridge, rig.line["chassis"]
             await chassis.set_fault("stall", 1)
             await bridge.submit("RUN-1", "AC-W", {})
             await until(lambda: bridge.get("RUN-1").state == OrderState.RUNNING)
-            filler = disk / "filler"  # whatever fills the disk: 768 KiB left, under the 1 MiB kept
-            await asyncio.to_thread(filler.write_bytes, b"\0" * (shutil.disk_usage(disk).free - (768 << 10)))
+            # whatever fills the disk: 3 MiB left (the telemetry history keeps growing), under the 4 kept
+            filler = disk / "filler"
+            await asyncio.to_thread(filler.write_bytes, b"\0" * (shutil.disk_usage(disk).free - (3 << 20)))
 
             said = bridge.refusing()  # what a face shows before anyone submits
             refused = await rig.call("SubmitOrder", s("LATE-1"), s("AC-W"), s("{}"))
             assert refused.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
             reason = refused.InputArgumentDiagnosticInfos[0].AdditionalInfo
-            assert reason.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: 0.")
             assert said is not None
-            assert said.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: 0.")
-            kept = "under the 1.0 MiB kept for the orders under way (--journal-reserve-mb)"
-            assert reason.endswith(f"MiB free, {kept}")
+            kept = " MiB free, under the 4.0 MiB kept for the orders under way (--journal-reserve-mb)"
+            for told in (reason, said):
+                assert told.startswith(f"the journal's disk ({disk / 'data'}) is nearly full: ")
+                assert told.endswith(kept)
+                assert float(told.split("nearly full: ")[1].split(" MiB")[0]) < 4.0
             await chassis.set_fault("stall", 0)  # the order under way journals its steps in the space kept
             await until(lambda: bridge.get("RUN-1").state == OrderState.COMPLETED)
             assert bridge.engine.journal_fault is None
