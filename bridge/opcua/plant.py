@@ -62,13 +62,19 @@ class PlantModel:
 
     async def show_admission(self, refusing: Callable[[], str | None], every_s: float = 0.5) -> None:
         """AcceptingOrders and OrderRefusal kept to `refusing()` (the bridge's reason any new order
-        would be refused now), looked at every `every_s`: the disk's free space changes unannounced."""
+        would be refused now), looked at every `every_s`: the disk's free space changes unannounced.
+        A change between accepting and refusing is also an event, for a SCADA's event list."""
+        shown = ""
         while True:
             reason = refusing() or ""
             staged: Staged = []
             self.values.stage_changed(staged, self.paths.accepting_orders, not reason, ua.VariantType.Boolean)
             self.values.stage_changed(staged, self.paths.order_refusal, reason, ua.VariantType.String)
             await self.values.flush(staged)
+            if bool(reason) != bool(shown):
+                told = f"new orders are refused: {reason}" if reason else "new orders are accepted again"
+                await self.fire("notice", told, 700 if reason else 300)
+            shown = reason
             await asyncio.sleep(every_s)
 
     async def init_events(self) -> None:
