@@ -196,17 +196,18 @@ class Bridge:
     def get(self, order_id: str) -> Order | None:
         return self.engine.get(order_id)
 
-    def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> None:
+    def audit(self, event: str, user: str, thumbprint: str, outcome: str, channel: str = "") -> bool:
         """One audit record from either face (OPC UA, HTTP): one log line (clipped) now, and a row
         in the journal written with the others queued (one transaction per batch, off the loop).
 
         A refusal (an outcome that begins "refused", or a request `denied` for its role) is tallied:
         the first from one client in a minute is recorded at once, the rest as one row with their
-        count (security/refusals.py), so a client looping on a refused call fills no disk."""
+        count (security/refusals.py), so a client looping on a refused call fills no disk. False for
+        a refusal only counted: a face then neither logs nor announces it either."""
         if outcome.startswith("refused") or event == "denied":
-            self.refusals.refused(event, user, thumbprint, outcome, channel)
-        else:
-            self._record(event, user, thumbprint, outcome, channel)
+            return self.refusals.refused(event, user, thumbprint, outcome, channel)
+        self._record(event, user, thumbprint, outcome, channel)
+        return True
 
     def _record(self, event: str, user: str, thumbprint: str, outcome: str, channel: str) -> None:
         outcome, user = clip(outcome, AUDIT_OUTCOME_CHARS), clip(user, 128)

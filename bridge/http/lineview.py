@@ -198,6 +198,8 @@ class LineView:
                 quantity=body.get("quantity"), priority=body.get("priority", 0), client=_client(request),
             )  # fmt: skip
         except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
+            order_id = clip(str(body.get("order_id")), 64)
+            self._audit(request, "order_submit", f"refused {order_id}: {exc.reason}")
             return JSONResponse({"field": "", "reason": str(exc)}, status_code=503)
         except OrderRejected as exc:
             self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")
@@ -215,6 +217,7 @@ class LineView:
             self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: no such order")
             return JSONResponse({"reason": f"no order {clip(order_id, 64)!r}"}, status_code=404)
         except JournalUnavailable as exc:
+            self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: {exc.reason}")
             return JSONResponse({"reason": str(exc)}, status_code=503)
         except OrderFinished as exc:
             self._audit(request, "order_cancel", f"refused {clip(order_id, 64)}: {exc.reason}")

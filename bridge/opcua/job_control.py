@@ -313,9 +313,9 @@ class JobControl:
         self, action: str, args: tuple[ua.Variant, ...], refused: Refused, comment: str
     ) -> ua.CallMethodResult:
         reason = clip(refused.reason, LOGGED_TEXT_CHARS)
-        log.warning("job_refused", action=action, bits=refused.bits, reason=reason)
-        self.audit_caller(f"job_{action}", f"refused: {reason}{comment}")
-        await self.notice(f"job {action} refused: {reason}", 500)
+        if self.audit_caller(f"job_{action}", f"refused: {reason}{comment}"):  # else only counted
+            log.warning("job_refused", action=action, bits=refused.bits, reason=reason)
+            await self.notice(f"job {action} refused: {reason}", 500)
         return calls.result(refused.bits, len(args), refused.argument, reason)
 
     # -- the response provider's methods ---------------------------------------------------------

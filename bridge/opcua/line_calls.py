@@ -16,6 +16,7 @@ from bridge.errors import (
     MappingError,
     MappingIncompatible,
     OrderRejected,
+    TryLater,
 )
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua.order_nodes import OrderNodes
@@ -26,9 +27,9 @@ from bridge.service import Bridge
 log = structlog.get_logger(__name__)
 
 
-def audit_with_channel(bridge: Bridge, event: str, user: str, thumbprint: str, outcome: str) -> None:
+def audit_with_channel(bridge: Bridge, event: str, user: str, thumbprint: str, outcome: str) -> bool:
     """One audit record (Bridge.audit), with the channel of the request being handled."""
-    bridge.audit(event, user, thumbprint, outcome, str(current_channel.get() or ""))
+    return bridge.audit(event, user, thumbprint, outcome, str(current_channel.get() or ""))
 
 
 def caller_client() -> str:
@@ -44,11 +45,12 @@ class LineCalls:
     def __init__(self, bridge: Bridge, plant: PlantModel, orders: OrderNodes) -> None:
         self.bridge, self.plant, self.orders = bridge, plant, orders
 
-    def audit_caller(self, event: str, outcome: str) -> None:
-        """An audit record of the request being handled, with its user and client certificate."""
+    def audit_caller(self, event: str, outcome: str) -> bool:
+        """An audit record of the request being handled, with its user and client certificate;
+        False for a repeated refusal only counted (Bridge.audit)."""
         user = current_user.get()
         name = (user.name or "") if user is not None else "anonymous"
-        audit_with_channel(self.bridge, event, name, getattr(user, "thumbprint", ""), outcome)
+        return audit_with_channel(self.bridge, event, name, getattr(user, "thumbprint", ""), outcome)
 
     async def submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
         order = await self.bridge.submit(
@@ -71,11 +73,19 @@ class LineCalls:
         return order
 
     async def rejected(self, order_id: str, exc: OrderRejected) -> None:
+        """Audited, logged and announced as the audit's tally has it: a client's repeated
+        refusals are ten a minute, then one count (security/refusals.py)."""
+        order_id, reason = clip(order_id, LOGGED_TEXT_CHARS), clip(exc.reason, LOGGED_TEXT_CHARS)
+        if self.audit_caller("order_submit", f"refused {order_id}: {exc}"):
+            log.warning("order_refused", order_id=order_id, field=exc.field, reason=reason)
+            await self.plant.fire("notice", f"order {order_id} refused: {exc}", 500)
+
+    def refused_for_now(self, order_id: str, exc: TryLater) -> None:
+        """A submit refused through no fault of its own (the journal, its disk, a limit): audited
+        and logged as `rejected` is, not announced (the line's admission event says it once)."""
         order_id = clip(order_id, LOGGED_TEXT_CHARS)
-        reason = clip(exc.reason, LOGGED_TEXT_CHARS)
-        log.warning("order_refused", order_id=order_id, field=exc.field, reason=reason)
-        self.audit_caller("order_submit", f"refused {order_id}: {exc}")
-        await self.plant.fire("notice", f"order {order_id} refused: {exc}", 500)
+        if self.audit_caller("order_submit", f"refused {order_id}: {exc.reason}"):
+            log.warning("order_refused", order_id=order_id, reason=exc.reason)
 
     async def reload(self) -> tuple[int, list[str]]:
         """ReloadMapping: audited, logged and announced as an event, whatever the outcome."""

@@ -275,7 +275,7 @@ class LineMethods:
         try:
             order = await self.calls.submit(order_id, product, options, quantity, priority)
         except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
-            log.warning("order_refused", order_id=clip(str(order_id), LOGGED_TEXT_CHARS), reason=exc.reason)
+            self.calls.refused_for_now(str(order_id), exc)
             return refused(ua.StatusCodes.BadResourceUnavailable, 0, count, str(exc))
         except OrderRejected as exc:
             result = refused(ua.StatusCodes.BadInvalidArgument, arg_of(exc.field), count, str(exc))

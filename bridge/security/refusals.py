@@ -48,14 +48,14 @@ class RefusalTally:
         self._open: dict[Key, _Open] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def refused(self, event: str, user: str, thumbprint: str, outcome: str, channel: str) -> None:
-        """One refusal: recorded now if it is one of the first `first_n` of its kind in the window,
-        else counted."""
+    def refused(self, event: str, user: str, thumbprint: str, outcome: str, channel: str) -> bool:
+        """One refusal: recorded now (True) if it is one of the first `first_n` of its kind in the
+        window, else counted (False: a later row says how many; log and announce it only if True)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to close a window (a command, not the service): as it comes
             self._audit(event, user, thumbprint, outcome, channel)
-            return
+            return True
         key = (event, user, address_of(channel))
         now = time.monotonic()
         self._close_expired(now)
@@ -63,17 +63,18 @@ class RefusalTally:
         if entry is not None and entry.recorded < self.first_n:
             entry.recorded += 1
             self._audit(event, user, thumbprint, outcome, channel)
-            return
+            return True
         if entry is not None:
             entry.more += 1
             entry.last, entry.channel = outcome, channel
-            return
+            return False
         if len(self._open) >= self._max_kinds:  # a flood of kinds: write them out early
             self.flush()
         self._open[key] = _Open(now, thumbprint)
         self._audit(event, user, thumbprint, outcome, channel)
         if self._timer is None:
             self._timer = loop.call_later(self.window_s, self._on_timer)
+        return True
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -1,13 +1,14 @@
-"""A client looping on a refused call fills no disk: its first refusals in a minute are audited a
-row each, the rest as one row with their count and the last reason (docs/security.md, "Audit
-trail"); every call is still answered with its own reason, and what is accepted is audited one row
-each."""
+"""A client looping on a refused call fills no disk: its first refusals in a minute are audited
+(and logged) a row each, the rest as one row with their count and the last reason
+(docs/security.md, "Audit trail"); every call is still answered with its own reason, and what is
+accepted is audited one row each."""
 
 from __future__ import annotations
 
 import asyncio
 
 from asyncua import ua
+from structlog.testing import capture_logs
 
 from bridge.http.server import HttpFace, HttpSettings
 from tests.integration.http_calls import post_json
@@ -22,10 +23,13 @@ async def test_three_hundred_refused_submits_are_eleven_audit_rows(ac_mapping, t
         await http.start()
         try:
             answers = []
-            for batch in range(15):
-                answers += await asyncio.gather(
-                    *(rig.call("SubmitOrder", s(f"X-{batch}-{i}"), s("NOPE"), s("{}")) for i in range(20))
-                )
+            with capture_logs() as logs:
+                for batch in range(15):
+                    ids = [f"X-{batch}-{i}" for i in range(20)]
+                    bad = (rig.call("SubmitOrder", s(i), s("NOPE"), s("{}")) for i in ids)
+                    answers += await asyncio.gather(*bad)
+            refusals_logged = [e for e in logs if e["event"] == "order_refused"]
+            assert len(refusals_logged) == 10  # the log follows the audit: no line per call in a flood
             assert len(answers) == 300
             assert not any(a.StatusCode.is_good() for a in answers)
             assert all("NOPE" in a.InputArgumentDiagnosticInfos[1].AdditionalInfo for a in answers)

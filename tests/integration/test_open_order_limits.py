@@ -102,6 +102,9 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             assert [d.AdditionalInfo for d in stored.InputArgumentDiagnosticInfos] == [full]
             for refused in ("UA-3", "WEB-2", "CLI-2", "J-1"):  # nothing of them journaled
                 assert bridge.get(refused) is None
+            audited = [row[4] for row in bridge.journal.load_audit(100)]  # but every door audited it
+            assert f"refused UA-3: {third.InputArgumentDiagnosticInfos[0].AdditionalInfo}" in audited
+            assert f"refused WEB-2: {full}" in audited
             # an order that ends (cancelled while it waits) gives its client its place back
             assert bridge.get("UA-2").state == OrderState.QUEUED
             cancelled = await rig.call("CancelOrder", s("UA-2"))
