@@ -105,6 +105,7 @@ class JournalSpaceLow(TryLater):
     way: whatever filled it, the steps already accepted can still be journaled and finish."""
 
     def __init__(self, folder: object, free_bytes: int, kept_bytes: int) -> None:
+        self.free, self.kept = free_bytes, kept_bytes
         reason = (
             f"the journal's disk ({folder}) is nearly full: {free_bytes / 2**20:.1f} MiB free, under the"
             f" {kept_bytes / 2**20:.1f} MiB kept for the orders under way (--journal-reserve-mb)"

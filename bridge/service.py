@@ -22,7 +22,7 @@ from bridge.domain.engine import EngineSettings, LineEngine
 from bridge.domain.events import EventHub
 from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
-from bridge.errors import ConfigurationError, JournalSpaceLow, MappingIncompatible
+from bridge.errors import ConfigurationError, MappingIncompatible
 from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
@@ -162,8 +162,8 @@ class Bridge:
         someone submits (the journal failing, its disk down to the space kept, the line full)."""
         if (engine := self.engine.refusing()) is not None:
             return engine
-        free, kept = self.journal.space.room()
-        return JournalSpaceLow(self.journal.space.folder, free, kept).reason if free < kept else None
+        short = self.journal.space.short()
+        return short.reason if short is not None else None
 
     async def cancel(self, order_id: str) -> Order:
         return await self.engine.cancel(order_id)

@@ -28,15 +28,19 @@ class DiskReserve:
         usage = shutil.disk_usage(self.folder)
         return usage.free, min(self.keep_free_bytes, usage.total // 10)
 
-    def check(self) -> None:
-        """JournalSpaceLow if the disk holds less than the space kept; the change logged once each way."""
+    def short(self) -> JournalSpaceLow | None:
+        """The refusal a new order gets now if the disk holds less than the space kept, else None."""
         free, kept = self.room()
-        low = free < kept
-        if low != self._low:
-            self._low = low
-            if low:
-                log.warning("journal_space_low", folder=str(self.folder), free=free, kept=kept)
+        return JournalSpaceLow(self.folder, free, kept) if free < kept else None
+
+    def check(self) -> None:
+        """Raise `short()`'s refusal, if any; the change logged once each way."""
+        short = self.short()
+        if (short is not None) != self._low:
+            self._low = short is not None
+            if short is not None:
+                log.warning("journal_space_low", folder=str(self.folder), free=short.free, kept=short.kept)
             else:
-                log.info("journal_space_recovered", folder=str(self.folder), free=free)
-        if low:
-            raise JournalSpaceLow(self.folder, free, kept)
+                log.info("journal_space_recovered", folder=str(self.folder), free=self.room()[0])
+        if short is not None:
+            raise short
