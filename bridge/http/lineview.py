@@ -35,6 +35,7 @@ from bridge.http.lineview_page import PAGE
 from bridge.limits import HTTP_BODY_BYTES, LOGGED_TEXT_CHARS, OPTIONS_JSON_DEPTH, clip
 from bridge.mapping.model import alternatives
 from bridge.mapping.vocabulary import is_number
+from bridge.security.refusals import client_of
 from bridge.service import Bridge
 
 PUSH_EVERY_S = 0.5
@@ -195,7 +196,8 @@ class LineView:
         try:
             order = await self.bridge.submit(
                 body.get("order_id"), body.get("product"), body.get("options") or {},
-                quantity=body.get("quantity"), priority=body.get("priority", 0), client=_client(request),
+                quantity=body.get("quantity"), priority=body.get("priority", 0),
+                client=client_of(*_who(request)),
             )  # fmt: skip
         except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
             order_id = clip(str(body.get("order_id")), 64)
@@ -287,22 +289,18 @@ class LineView:
         changed the line is asked of the journal, not of the log files."""
         if self.audit is None:
             return
-        logged_in = request.scope.get("state", {}).get("user")
-        if logged_in is not None:
-            user, _role, channel = logged_in
-        else:
-            client = request.client
-            user, channel = "anonymous", f"http {client.host}:{client.port}" if client else "http"
+        user, channel = _who(request)
         self.audit(event, user, "", outcome, channel)
 
 
-def _client(request: Request) -> str:
-    """Who submits, for the per-client limit of open orders: the logged-in user, else anonymous
-    at its address."""
+def _who(request: Request) -> tuple[str, str]:
+    """The request's user (or anonymous) and channel, as the audit records them."""
     logged_in = request.scope.get("state", {}).get("user")
     if logged_in is not None:
-        return str(logged_in[0])
-    return f"anonymous@{request.client.host}" if request.client else "anonymous"
+        user, _role, channel = logged_in
+        return str(user), str(channel)
+    client = request.client
+    return "anonymous", f"http {client.host}:{client.port}" if client else "http"
 
 
 # what each POST /api/alarms/{id}/{action} does: (the book, the alarm, the user, the comment)

@@ -21,6 +21,7 @@ from bridge.errors import (
 from bridge.limits import LOGGED_TEXT_CHARS, clip
 from bridge.opcua.order_nodes import OrderNodes
 from bridge.opcua.plant import PlantModel
+from bridge.security.refusals import client_of
 from bridge.security.rules import current_channel, current_user
 from bridge.service import Bridge
 
@@ -32,13 +33,19 @@ def audit_with_channel(bridge: Bridge, event: str, user: str, thumbprint: str, o
     return bridge.audit(event, user, thumbprint, outcome, str(current_channel.get() or ""))
 
 
+def caller() -> tuple[str, str, str]:
+    """The request being handled, as the audit records it: its user (or anonymous), client
+    certificate thumbprint and channel."""
+    user = current_user.get()
+    name = (user.name or "") if user is not None else "anonymous"
+    return name, getattr(user, "thumbprint", ""), str(current_channel.get() or "")
+
+
 def caller_client() -> str:
-    """Who calls, for the per-client limit of open orders: the logged-in user, else anonymous at
-    its address (known with --security; without it every anonymous caller is one client)."""
-    user, channel = current_user.get(), current_channel.get()
-    if user is not None and user.name:
-        return user.name
-    return f"anonymous@{channel.client.rsplit(':', 1)[0]}" if channel is not None else "anonymous"
+    """Who calls, for the per-client limit of open orders (the address is known with --security;
+    without it every anonymous caller is one client)."""
+    name, _thumbprint, channel = caller()
+    return client_of(name, channel)
 
 
 class LineCalls:
@@ -48,9 +55,8 @@ class LineCalls:
     def audit_caller(self, event: str, outcome: str) -> bool:
         """An audit record of the request being handled, with its user and client certificate;
         False for a repeated refusal only counted (Bridge.audit)."""
-        user = current_user.get()
-        name = (user.name or "") if user is not None else "anonymous"
-        return audit_with_channel(self.bridge, event, name, getattr(user, "thumbprint", ""), outcome)
+        name, thumbprint, channel = caller()
+        return self.bridge.audit(event, name, thumbprint, outcome, channel)
 
     async def submit(self, order_id: Any, product: Any, options: Any, quantity: Any, priority: Any) -> Order:
         order = await self.bridge.submit(

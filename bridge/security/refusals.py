@@ -37,6 +37,15 @@ def address_of(channel: str) -> str:
     return where.rsplit(":", 1)[0] if ":" in where else ""
 
 
+def client_of(user: str, channel: str) -> str:
+    """Who a request comes from, for what one client may hold (open orders): the logged-in user,
+    else anonymous at the channel's address, else (no address known) one `anonymous`."""
+    if user and user != "anonymous":
+        return user
+    address = address_of(channel)
+    return f"anonymous@{address}" if address else "anonymous"
+
+
 class RefusalTally:
     def __init__(
         self, audit: Audit, *, window_s: float = 60.0, first_n: int = 10, max_kinds: int = 10_000

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.security.refusals import RefusalTally, address_of
+from bridge.security.refusals import RefusalTally, address_of, client_of
 
 
 def test_the_address_is_read_from_either_face_s_channel():
     assert address_of("https 10.0.0.7:51234") == "10.0.0.7"
     assert address_of("Basic256Sha256/SignAndEncrypt [::1]:4711") == "[::1]"
     assert address_of("") == ""
+
+
+def test_a_client_is_its_user_else_anonymous_at_its_address():
+    assert client_of("olga", "https 10.0.0.7:51234") == "olga"
+    assert client_of("anonymous", "http 10.0.0.7:51234") == "anonymous@10.0.0.7"
+    assert client_of("", "Basic256Sha256/SignAndEncrypt 10.0.0.8:4711") == "anonymous@10.0.0.8"
+    assert client_of("anonymous", "") == "anonymous"  # OPC UA without --security: no address
 
 
 async def test_a_window_of_refusals_is_a_few_rows_and_a_count_and_another_client_is_its_own():
