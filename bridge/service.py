@@ -66,7 +66,7 @@ class Bridge:
             synchronous=settings.journal_synchronous,
             keep_free_mb=settings.journal_reserve_mb,
         )
-        self.refusals = RefusalTally(self._record)  # repeated refusals: one audit row with a count
+        self.refusals = RefusalTally(self._record)  # a client's repeated refusals: a few rows and a count
         self.links = {
             station: ModbusStationLink(
                 mapping,
@@ -201,9 +201,9 @@ class Bridge:
         in the journal written with the others queued (one transaction per batch, off the loop).
 
         A refusal (an outcome that begins "refused", or a request `denied` for its role) is tallied:
-        the first from one client in a minute is recorded at once, the rest as one row with their
-        count (security/refusals.py), so a client looping on a refused call fills no disk. False for
-        a refusal only counted: a face then neither logs nor announces it either."""
+        the first ten from one client in a minute are recorded as they come, the rest as one row
+        with their count (security/refusals.py), so a client looping on a refused call fills no
+        disk. False for a refusal only counted: a face then neither logs nor announces it either."""
         if outcome.startswith("refused") or event == "denied":
             return self.refusals.refused(event, user, thumbprint, outcome, channel)
         self._record(event, user, thumbprint, outcome, channel)

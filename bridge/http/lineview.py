@@ -200,11 +200,10 @@ class LineView:
                 client=client_of(*_who(request)),
             )  # fmt: skip
         except TryLater as exc:  # a full journal or a full line: not the caller's fault, not for ever
-            order_id = clip(str(body.get("order_id")), 64)
-            self._audit(request, "order_submit", f"refused {order_id}: {exc.reason}")
+            self._audit(request, "order_submit", f"refused {_shown_id(body)}: {exc.reason}")
             return JSONResponse({"field": "", "reason": str(exc)}, status_code=503)
         except OrderRejected as exc:
-            self._audit(request, "order_submit", f"refused {clip(str(body.get('order_id')), 64)}: {exc}")
+            self._audit(request, "order_submit", f"refused {_shown_id(body)}: {exc}")
             return JSONResponse(
                 {"field": exc.field, "reason": clip(str(exc), LOGGED_TEXT_CHARS)}, status_code=400
             )
@@ -291,6 +290,11 @@ class LineView:
             return
         user, channel = _who(request)
         self.audit(event, user, "", outcome, channel)
+
+
+def _shown_id(body: dict[str, Any]) -> str:
+    """A submitted order id as a refusal's audit shows it (whatever the client sent, clipped)."""
+    return clip(str(body.get("order_id")), 64)
 
 
 def _who(request: Request) -> tuple[str, str]:
