@@ -260,7 +260,7 @@ def order_list(
             units = f"{o['Progress']}/{o['Quantity']}"
             typer.echo(f"{o['order_id']:<20} {o['Product']:<10} {o['State']:<10} {units:>7}  {where}")
         typer.echo(f"{len(orders)} order(s)", err=True)
-        refusal = await client.get_node(ua.NodeId(f"{found.path}.{ORDER_REFUSAL}", found.ns)).read_value()
+        refusal = await found.child(ORDER_REFUSAL).read_value()
         if refusal:  # what the next submit would hear, said before it is tried
             typer.echo(f"new orders are refused: {refusal}", err=True)
 
