@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,29 @@ class Rig:
 
 def s(value: str) -> ua.Variant:
     return ua.Variant(value, ua.VariantType.String)
+
+
+class Events:
+    """The events a subscription received, to wait on by what they say (never by time)."""
+
+    def __init__(self, timeout_s: float = 10) -> None:
+        self.events: list[Any] = []
+        self.arrived = asyncio.Event()
+        self.timeout_s = timeout_s  # the longest `until` waits unless told
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append(event)
+        self.arrived.set()
+
+    async def until(self, predicate: Callable[[Any], bool], timeout_s: float | None = None) -> Any:
+        """The first event received that `predicate` holds for, waiting for it (bounded)."""
+        async with asyncio.timeout(timeout_s or self.timeout_s):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self.arrived.clear()
+                await self.arrived.wait()
 
 
 @asynccontextmanager

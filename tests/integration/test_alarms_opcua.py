@@ -16,38 +16,13 @@ from asyncua.common.events import get_filter_from_event_type
 from bridge.security.pki import Pki
 from plc_sim.proxy import FaultMix, FaultyLink
 from tests.integration.conftest import NODE_DIR
-from tests.integration.opcua_rig import opcua_rig
+from tests.integration.opcua_rig import Events, opcua_rig
 from tests.integration.secure_rig import secure_client, secured_rig
 
 pytestmark = pytest.mark.slow
 
 IDS = ua.ObjectIds
 FURNACE = "furnace_temp_c"
-
-
-class Events:
-    """The alarm events a client received, to wait on by state (never by time)."""
-
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-        self.changed = asyncio.Event()
-
-    def event_notification(self, event: Any) -> None:
-        self.seen.append(event)
-        self.changed.set()
-
-    async def wait_for(self, predicate, timeout_s: float = 15.0) -> Any:
-        async def scan() -> Any:
-            start = 0
-            while True:
-                for event in self.seen[start:]:
-                    if predicate(event):
-                        return event
-                start = len(self.seen)
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(scan(), timeout_s)
 
 
 def field(event: Any, name: str) -> Any:
@@ -71,7 +46,7 @@ def furnace(**expected: Any):
 
 
 async def subscribe(client: Client) -> tuple[Events, Any]:
-    events = Events()
+    events = Events(timeout_s=15)
     sub = await client.create_subscription(50, events)
     kinds = (IDS.AlarmConditionType, IDS.RefreshStartEventType, IDS.RefreshEndEventType)
     types = [client.get_node(ua.NodeId(kind)) for kind in kinds]
@@ -103,7 +78,7 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
     ):
         events, sub = await subscribe(olga)
         await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 650)  # the furnace runs hot
-        active = await events.wait_for(furnace(ActiveState__Id=True, AckedState__Id=False))
+        active = await events.until(furnace(ActiveState__Id=True, AckedState__Id=False))
         ns = await olga.get_namespace_index("urn:linebridge:ac_line")
         condition = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}", ns)
         assert active.NodeId == condition  # the ConditionId
@@ -125,18 +100,18 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
             ua.StatusCodes.BadEventIdUnknown
         )
         assert (await call(olga, condition, acknowledge, *ack_args(active, "checking the burner"))).is_good()
-        acked = await events.wait_for(furnace(AckedState__Id=True))
+        acked = await events.until(furnace(AckedState__Id=True))
         assert acked.Comment.Text == "checking the burner"
         assert acked.ClientUserId == "olga"
         again = await call(olga, condition, acknowledge, *ack_args(acked, "twice"))
         assert again.value == ua.StatusCodes.BadConditionBranchAlreadyAcked
         confirm = IDS.AcknowledgeableConditionType_Confirm
         assert (await call(olga, condition, confirm, *ack_args(acked, "burner trimmed"))).is_good()
-        confirmed = await events.wait_for(furnace(ConfirmedState__Id=True))
+        confirmed = await events.until(furnace(ConfirmedState__Id=True))
         assert confirmed.Retain is True  # still active
         remark = ack_args(confirmed, "gas supplier called")
         assert (await call(olga, condition, IDS.ConditionType_AddComment, *remark)).is_good()
-        commented = await events.wait_for(lambda e: furnace()(e) and e.Comment.Text == "gas supplier called")
+        commented = await events.until(lambda e: furnace()(e) and e.Comment.Text == "gas supplier called")
         assert field(commented, "ConfirmedState/Id") is True  # a remark changes no state
 
         shelving = ua.NodeId(f"Plant.Lines.ac_line.Stations.coil.Alarms.{FURNACE}.ShelvingState", ns)
@@ -144,7 +119,7 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
         refused = await call(otto, shelving, IDS.ShelvedStateMachineType_TimedShelve, hour)
         assert refused.value == ua.StatusCodes.BadUserAccessDenied
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_TimedShelve, hour)).is_good()
-        shelved = await events.wait_for(furnace(SuppressedOrShelved=True))
+        shelved = await events.until(furnace(SuppressedOrShelved=True))
         assert field(shelved, "ShelvingState/CurrentState").Text == "TimedShelved"
         # UnshelveTime counts down: each Read says the time left then, not the time left at the shelve
         left = olga.get_node(ua.NodeId(f"{shelving.Identifier}.UnshelveTime", ns))
@@ -158,14 +133,14 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
             ua.StatusCodes.BadShelvingTimeOutOfRange
         )
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_Unshelve)).is_good()
-        await events.wait_for(furnace(SuppressedOrShelved=False))
+        await events.until(furnace(SuppressedOrShelved=False))
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_Unshelve)).value == (
             ua.StatusCodes.BadConditionNotShelved
         )
         assert (await call(olga, shelving, IDS.ShelvedStateMachineType_OneShotShelve)).is_good()
-        await events.wait_for(furnace(ShelvingState__CurrentState=ua.LocalizedText("OneShotShelved")))
+        await events.until(furnace(ShelvingState__CurrentState=ua.LocalizedText("OneShotShelved")))
 
-        before = len(events.seen)
+        before = len(events.events)
         refresh = ua.Variant(sub.subscription_id, ua.VariantType.UInt32)
         conditions_type = ua.NodeId(IDS.ConditionType)
         missing = await call(olga, conditions_type, IDS.ConditionType_ConditionRefresh)
@@ -175,13 +150,13 @@ async def test_a_limit_alarm_through_its_life_over_opcua(ac_mapping, tmp_path):
             ua.StatusCodes.BadInvalidArgument  # a Duration in ms, not a flag
         )
         assert (await call(olga, conditions_type, IDS.ConditionType_ConditionRefresh, refresh)).is_good()
-        end = await events.wait_for(lambda e: e.EventType == ua.NodeId(IDS.RefreshEndEventType))
-        refreshed = events.seen[before : events.seen.index(end)]
+        end = await events.until(lambda e: e.EventType == ua.NodeId(IDS.RefreshEndEventType))
+        refreshed = events.events[before : events.events.index(end)]
         assert refreshed[0].EventType == ua.NodeId(IDS.RefreshStartEventType)
         assert [e.NodeId for e in refreshed[1:] if field(e, "ConditionName") == FURNACE] == [condition]
 
         await rig.bridge.write_setpoint("coil", "furnace_setpoint_c", 605)  # back to normal
-        normal = await events.wait_for(furnace(ActiveState__Id=False))
+        normal = await events.until(furnace(ActiveState__Id=False))
         assert normal.Retain is False  # acknowledged and confirmed: nothing left for an operator
         assert field(normal, "ShelvingState/CurrentState").Text == "Unshelved"  # a one-shot ends with it
         assert "back within its limits" in normal.Message.Text
@@ -229,7 +204,7 @@ async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_
         assert (await read(client, offline, "NormalState")) == ua.NodeId()  # OffNormalAlarmType's own
 
         assert (await call(client, condition, IDS.ConditionType_Disable)).is_good()
-        disabled = await events.wait_for(furnace(EnabledState__Id=False))
+        disabled = await events.until(furnace(EnabledState__Id=False))
         assert (disabled.Retain, field(disabled, "EnabledState").Text) == (False, "Disabled")
         assert await read(client, condition, "EnabledState/Id") is False
         assert await read(client, condition, "EventId") == disabled.EventId
@@ -240,13 +215,13 @@ async def test_a_disabled_condition_is_judged_but_tells_nobody_until_enabled(ac_
         async with asyncio.timeout(15):
             while not rig.bridge.alarms.get(f"coil.{FURNACE}").active:  # noqa: ASYNC110 - polls state, bounded
                 await asyncio.sleep(0.02)
-        assert not [e for e in events.seen if furnace(ActiveState__Id=True)(e)]
+        assert not [e for e in events.events if furnace(ActiveState__Id=True)(e)]
         acknowledge = IDS.AcknowledgeableConditionType_Acknowledge
         refused = await call(client, condition, acknowledge, *ack_args(disabled, "not now"))
         assert refused.value == ua.StatusCodes.BadConditionDisabled
 
         assert (await call(client, condition, IDS.ConditionType_Enable)).is_good()
-        enabled = await events.wait_for(furnace(EnabledState__Id=True, ActiveState__Id=True))
+        enabled = await events.until(furnace(EnabledState__Id=True, ActiveState__Id=True))
         assert enabled.Retain is True
         states = ("ActiveState/Id", "AckedState/Id", "Retain")
         assert [await read(client, condition, p) for p in states] == [True, False, True]
@@ -366,15 +341,15 @@ async def test_a_plc_cut_off_at_the_network_raises_its_offline_alarm(ac_mapping,
         events, _ = await subscribe(rig.client)
         proxy = rig.proxies["charge"]
         await proxy.stop()  # the cable is pulled: connections reset, nothing answers on that port
-        offline = await events.wait_for(condition("offline", "charge", ActiveState__Id=True))
+        offline = await events.until(condition("offline", "charge", ActiveState__Id=True))
         assert offline.EventType == ua.NodeId(IDS.SystemOffNormalAlarmType)
         assert offline.ConditionClassId == ua.NodeId(IDS.SystemConditionClassType)
         assert (offline.Severity, offline.Retain) == (800, True)
         assert offline.Message.Text.startswith("charge: the PLC does not answer")
         rig.proxies["charge"] = FaultyLink(proxy.target, FaultMix(), port=proxy.port)
         await rig.proxies["charge"].start()  # plugged in again
-        back = await events.wait_for(condition("offline", "charge", ActiveState__Id=False))
+        back = await events.until(condition("offline", "charge", ActiveState__Id=False))
         assert back.Retain is True  # nobody has acknowledged it yet
         assert field(back, "AckedState/Id") is False
-        others = {e.SourceName for e in events.seen if field(e, "ConditionName") == "offline"}
+        others = {e.SourceName for e in events.events if field(e, "ConditionName") == "offline"}
         assert others == {"charge"}  # only the station behind the pulled cable

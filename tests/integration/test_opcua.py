@@ -16,7 +16,7 @@ from bridge.opcua.face import SCAN_QUEUE
 from bridge.opcua.nodeset import export_nodeset
 from tests.conftest import AC_LINE
 from tests.integration.conftest import holding_but_heartbeat
-from tests.integration.opcua_rig import opcua_rig, s
+from tests.integration.opcua_rig import Events, opcua_rig, s
 
 ORDER_STATES = {state: i for i, state in enumerate(OrderState)}
 STATION_CHILDREN = {
@@ -61,25 +61,6 @@ class StateChanges:
             while value not in self.values:
                 self.changed.clear()
                 await self.changed.wait()
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events: list = []
-        self.arrived = asyncio.Event()
-
-    def event_notification(self, event) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-    async def until(self, predicate, timeout_s: float = 10):
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                self.arrived.clear()
-                await self.arrived.wait()
 
 
 async def until_good(node, timeout_s: float = 5):

@@ -19,30 +19,11 @@ from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, WORK_MASTER, str
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.integration.http_calls import post_json
-from tests.integration.opcua_rig import opcua_rig
+from tests.integration.opcua_rig import Events, opcua_rig
 from tests.integration.orders import until
 from tests.integration.shell import cli
 
 s = ua.Variant
-
-
-class Notices:
-    """The messages of the events a subscription receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.arrived = asyncio.Event()
-
-    def event_notification(self, event) -> None:
-        self.messages.append(event.Message.Text)
-        self.arrived.set()
-
-    async def until(self, start: str) -> str:
-        async with asyncio.timeout(10):
-            while not (found := [m for m in self.messages if m.startswith(start)]):
-                self.arrived.clear()
-                await self.arrived.wait()
-        return found[0]
 
 
 async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(ac_mapping, tmp_path):
@@ -50,7 +31,7 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
     async with opcua_rig(ac_mapping, tmp_path / "data", open_orders=limits) as rig:
         bridge = rig.bridge
         await rig.line["chassis"].set_fault("stall", 1)  # orders stay open while the test runs
-        notices = Notices()  # a SCADA's event list
+        notices = Events()  # a SCADA's event list
         subscription = await rig.client.create_subscription(50, notices)
         await subscription.subscribe_events(rig.client.nodes.server)
         http = HttpFace(bridge, HttpSettings(port=0))
@@ -84,7 +65,8 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
                 while await accepting.read_value():  # noqa: ASYNC110 - the face looks twice a second
                     await asyncio.sleep(0.05)
             assert await rig.node("Plant.Lines.ac_line.OrderRefusal").read_value() == full
-            assert await notices.until("new orders are refused: ") == f"new orders are refused: {full}"
+            refusing = await notices.until(lambda e: e.Message.Text.startswith("new orders are refused: "))
+            assert refusing.Message.Text == f"new orders are refused: {full}"
             code, out, err = await cli("order", "list", "--endpoint", rig.url)  # the shell says so too
             assert code == 0, err
             assert f"new orders are refused: {full}" in err
@@ -114,7 +96,7 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
                 while not await accepting.read_value():  # noqa: ASYNC110 - the face looks twice a second
                     await asyncio.sleep(0.05)
             assert await rig.node("Plant.Lines.ac_line.OrderRefusal").read_value() == ""
-            await notices.until("new orders are accepted again")
+            await notices.until(lambda e: e.Message.Text == "new orders are accepted again")
             assert (await submit("UA-3")).StatusCode.is_good()
         finally:
             await http.stop()
