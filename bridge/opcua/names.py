@@ -50,19 +50,8 @@ class Paths:
         """ISA-95 Job Control: JobOrderControl and JobOrderResults under it (docs/isa95.md)."""
         return f"{self.line}.JobManagement"
 
-    @property
-    def history_rows_dropped(self) -> str:
-        return f"{self.line}.{HISTORY_ROWS_DROPPED}"
-
-    @property
-    def accepting_orders(self) -> str:
-        return f"{self.line}.{ACCEPTING_ORDERS}"
-
-    @property
-    def order_refusal(self) -> str:
-        return f"{self.line}.{ORDER_REFUSAL}"
-
-    def method(self, name: str) -> str:
+    def on_line(self, name: str) -> str:
+        """A variable or method right on the line object (HistoryRowsDropped, SubmitOrder, …)."""
         return f"{self.line}.{name}"
 
     def station(self, name: str) -> str:

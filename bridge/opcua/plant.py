@@ -43,16 +43,12 @@ class PlantModel:
                 nid(self.paths.station(name)), ua.QualifiedName(name, ns), types.station_types[station.type]
             )
             await breathe()  # asyncua builds without yielding: the links get their turn
-        await line.add_variable(
-            nid(self.paths.history_rows_dropped),
-            ua.QualifiedName(names.HISTORY_ROWS_DROPPED, ns),
-            ua.Variant(0, ua.VariantType.UInt64),
-        )  # telemetry history rows lost to a full queue (docs/telemetry.md)
-        # whether a new order would be taken now, and why not: for an MES before it sends one
-        await line.add_variable(
-            nid(self.paths.accepting_orders), ua.QualifiedName(names.ACCEPTING_ORDERS, ns), True
-        )
-        await line.add_variable(nid(self.paths.order_refusal), ua.QualifiedName(names.ORDER_REFUSAL, ns), "")
+        for name, initial in (
+            (names.HISTORY_ROWS_DROPPED, ua.Variant(0, ua.VariantType.UInt64)),  # rows lost to a full queue
+            (names.ACCEPTING_ORDERS, True),  # whether a new order would be taken now, and why not:
+            (names.ORDER_REFUSAL, ""),  # for an MES before it sends one
+        ):
+            await line.add_variable(nid(self.paths.on_line(name)), ua.QualifiedName(name, ns), initial)
         # Server → Plant → line: a client browsing notifiers from the Server object finds the line.
         server_node = self.server.nodes.server
         await server_node.add_reference(plant.nodeid, ua.ObjectIds.HasNotifier)
@@ -64,12 +60,14 @@ class PlantModel:
         """AcceptingOrders and OrderRefusal kept to `refusing()` (the bridge's reason any new order
         would be refused now), looked at every `every_s`: the disk's free space changes unannounced.
         A change between accepting and refusing is also an event, for a SCADA's event list."""
+        accepting = self.paths.on_line(names.ACCEPTING_ORDERS)
+        refusal = self.paths.on_line(names.ORDER_REFUSAL)
         shown = ""
         while True:
             reason = refusing() or ""
             staged: Staged = []
-            self.values.stage_changed(staged, self.paths.accepting_orders, not reason, ua.VariantType.Boolean)
-            self.values.stage_changed(staged, self.paths.order_refusal, reason, ua.VariantType.String)
+            self.values.stage_changed(staged, accepting, not reason, ua.VariantType.Boolean)
+            self.values.stage_changed(staged, refusal, reason, ua.VariantType.String)
             await self.values.flush(staged)
             if bool(reason) != bool(shown):
                 told = f"new orders are refused: {reason}" if reason else "new orders are accepted again"

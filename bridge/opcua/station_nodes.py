@@ -21,6 +21,7 @@ from bridge.domain.model import utcnow
 from bridge.handshake import ResultCode, station_state
 from bridge.mapping.fields import deadband_of, history_of
 from bridge.mapping.model import LineMapping
+from bridge.opcua import names
 from bridge.opcua.history_store import HistoryStore, Row
 from bridge.opcua.notify import value_attribute
 from bridge.opcua.plant import PlantModel
@@ -43,6 +44,7 @@ class StationNodes:
         self.bridge, self.types, self.values, self.plant = bridge, types, values, plant
         self.mapping: LineMapping = bridge.mapping
         self.paths = plant.paths
+        self._dropped_path = self.paths.on_line(names.HISTORY_ROWS_DROPPED)
         # Settled once: polls and steps look fields up many times a second.
         self._fields = {station: self.mapping.resolved_fields(station) for station in self.mapping.stations}
         self._enums = {
@@ -184,7 +186,7 @@ class StationNodes:
         if rows and self.history is not None:
             self.history.add(rows)
             dropped, uint64 = self.history.dropped_rows, ua.VariantType.UInt64
-            self.values.stage_changed(staged, self.paths.history_rows_dropped, dropped, uint64)
+            self.values.stage_changed(staged, self._dropped_path, dropped, uint64)
         await self.values.flush(staged)
         await self._came_or_went(name, online)
 
