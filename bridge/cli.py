@@ -76,6 +76,9 @@ def run(
     journal_reserve_mb: float = typer.Option(
         64.0, min=0, help="MiB of the journal's disk new orders may not take: kept for the orders under way"
     ),
+    journal_retention_days: float = typer.Option(
+        0.0, min=0, help="days finished orders, audit records and alarm changes stay in the journal; 0: all"
+    ),
     order_retention: float = typer.Option(3600.0, help="seconds a finished order stays in the address space"),
     finished_in_full: int = typer.Option(
         100, help="built finished orders that keep their nodes; an order is built when a client asks for it"
@@ -181,6 +184,7 @@ def journal_check(
     typer.echo(
         f"{file}: sound; {counts['orders']} orders ({counts['unfinished']} unfinished),"
         f" {counts['steps']} steps, {counts['audit_rows']} audit records"
+        + (f"; {counts['pruned']} finished orders removed by retention" if counts["pruned"] else "")
     )
 
 

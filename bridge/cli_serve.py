@@ -20,6 +20,7 @@ import typer
 
 from bridge.domain.admission import OpenOrderLimits
 from bridge.errors import ConfigurationError, JournalSpaceLow, LineFull, OrderRejected
+from bridge.journal.retention import retention_s
 from bridge.lifecycle import collections_paused, settle_heap, stop_on_signals
 from bridge.mapping import LineMapping
 from bridge.opcua.endpoint_security import SecuritySettings, check_exposure
@@ -68,7 +69,8 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
         )
     try:
         limits = OpenOrderLimits(opts["max_open_orders"], opts["max_open_orders_per_client"])
-        settings = dataclasses.replace(settings, open_orders=limits)  # checked: --config's are not
+        keep_s = _journal_retention_s(opts["journal_retention_days"], opcua)
+        settings = dataclasses.replace(settings, open_orders=limits, journal_retention_s=keep_s)  # checked
         if opcua is not None:  # an exposed None endpoint is refused before anything starts
             check_exposure(opcua.endpoint, opcua.security, opcua.allow_insecure_remote)
         web = None
@@ -88,6 +90,18 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def _journal_retention_s(days: object, opcua: OpcUaSettings | None) -> float:
+    """--journal-retention-days in seconds, no shorter than the OPC UA face keeps finished orders
+    (which it reads back from the journal when a client asks for one)."""
+    keep_s = retention_s(days)
+    if keep_s and opcua is not None and keep_s < opcua.order_retention_s:
+        raise ConfigurationError(
+            f"journal_retention_days: {days} days is shorter than --order-retention"
+            f" ({opcua.order_retention_s:g} s), for which finished orders stay browsable"
+        )
+    return keep_s
 
 
 def _raise_open_file_limit() -> None:

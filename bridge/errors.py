@@ -13,12 +13,14 @@ BridgeError
 │   └── LineFull            an order refused because the line holds as many open orders as it takes
 └── OrderRejected           an order that does not fit the mapping; names the field
     ├── UnknownOrder        an order id the bridge has never accepted
+    ├── OrderIdRetired      the id of an order retention removed: taken for good
     └── OrderFinished       a cancel of an order that already ended
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bridge.limits import clip
 
@@ -154,4 +156,18 @@ class OrderFinished(OrderRejected):
     def __init__(self, order_id: str, state: str) -> None:
         self.state = state
         reason = f"order {clip(repr(order_id), 60)} is already {state}: nothing to cancel"
+        super().__init__(reason, field="order_id")
+
+
+class OrderIdRetired(OrderRejected):
+    """A new order under the id of one that finished and has left the journal by retention: the
+    journal no longer holds it to answer "same order, already done", and running it would make it
+    twice."""
+
+    def __init__(self, finished: datetime) -> None:
+        self.finished = finished
+        reason = (
+            f"an order with this id finished {finished:%Y-%m-%d %H:%M} UTC and has since left the journal"
+            " (--journal-retention-days); a new order needs a new id"
+        )
         super().__init__(reason, field="order_id")

@@ -24,6 +24,7 @@ from bridge.domain.model import Order, OrderEvent
 from bridge.domain.orders import OrderRequest
 from bridge.errors import ConfigurationError, MappingIncompatible
 from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.journal.pruner import JournalPruner
 from bridge.lifecycle import cancel_and_wait
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
 from bridge.mapping import load_deployment, load_mapping
@@ -53,6 +54,8 @@ class BridgeSettings:
     heartbeat: bool = True  # write the heartbeat registers the mapping declares
     journal_synchronous: str = "NORMAL"
     journal_reserve_mb: float = 64  # disk space new orders may not take: the orders under way's
+    journal_retention_s: float = 0  # older finished orders, audit, alarm history leave the journal; 0: keep
+    journal_prune_every_s: float = 3600.0
     mapping_file: Path | None = None  # where the mapping came from: what `reload_mapping` reads again
     deployment_file: Path | None = None
 
@@ -66,6 +69,10 @@ class Bridge:
             synchronous=settings.journal_synchronous,
             keep_free_mb=settings.journal_reserve_mb,
         )
+        self.pruner = JournalPruner(
+            self.journal, settings.journal_retention_s, lambda: self.mapping.stations, self.audit,
+            every_s=settings.journal_prune_every_s,
+        )  # fmt: skip
         self.refusals = RefusalTally(self._record)  # a client's repeated refusals: a few rows and a count
         self.links = {
             station: ModbusStationLink(
@@ -95,6 +102,7 @@ class Bridge:
         )
         self.alarms = AlarmBook(mapping, self.events, self.journal, self.held)
         self._link_tasks: list[asyncio.Task[None]] = []  # heartbeats and scanners: the links' own work
+        self._journal_tasks: list[asyncio.Task[None]] = []  # retention
         # Set-up that must be done before any station link runs (OpcUaFace.prepare: seconds of CPU on
         # the loop, which the links' progress watchdog would take for dead PLCs); see start().
         self.before_links: list[Callable[[], Awaitable[object]]] = []
@@ -120,6 +128,8 @@ class Bridge:
                     start_supervised(self._link_tasks, f"heartbeat-{station}", functools.partial(beat, link))
         await self.engine.start()
         await self.alarms.start()  # subscribes before the first poll
+        if self.settings.journal_retention_s > 0:
+            start_supervised(self._journal_tasks, "journal-retention", self.pruner.run)
         if self.settings.telemetry_interval_s > 0:
             for station, scanner in self.scanners.items():
                 start_supervised(self._link_tasks, f"scanner-{station}", scanner.run)
@@ -127,6 +137,7 @@ class Bridge:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._link_tasks)
+        await cancel_and_wait(self._journal_tasks)
         await self.alarms.stop()
         await self.engine.stop()
         for link in self.links.values():

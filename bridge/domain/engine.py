@@ -31,6 +31,7 @@ from bridge.errors import (
     AdmissionStopped,
     JournalUnavailable,
     OrderFinished,
+    OrderIdRetired,
     OrderRejected,
     UnknownOrder,
 )
@@ -172,6 +173,8 @@ class LineEngine(StationDriver, AbsenceWatch, JobCommands, JournalWrites):
     async def _admit(self, valid: ValidOrder, *, stored: bool = False, client: str = "") -> Order:
         if self._journal_error is not None:
             raise AdmissionStopped(self._journal_error.path, self._journal_error.reason)
+        if (finished := self.journal.pruned_at(valid.order_id)) is not None:
+            raise OrderIdRetired(finished)
         self._holders.check(client, len(self._orders))  # under the admission lock: nothing between
         try:
             accept_index, first_serial = await self.journal.run(self.journal.reserve, valid.quantity)

@@ -76,6 +76,10 @@ class OrderJournal(Protocol):
 
     def last_seq(self, station: str) -> int | None: ...
 
+    def pruned_at(self, order_id: str) -> datetime | None:
+        """When the order finished, if journal retention has removed it since."""
+        ...
+
     def reserve(self, units: int) -> tuple[int, int]:
         """(accept index, first unit serial) for a new order of `units` units."""
         ...

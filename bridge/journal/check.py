@@ -35,6 +35,7 @@ def check_journal(path: Path) -> tuple[list[str], dict[str, int]]:
             ).fetchone()[0],
             "steps": db.execute("SELECT count(*) FROM steps").fetchone()[0],
             "audit_rows": db.execute("SELECT count(*) FROM audit").fetchone()[0],
+            "pruned": db.execute("SELECT count(*) FROM pruned").fetchone()[0] if "pruned" in tables else 0,
         }
         return [], counts
     except sqlite3.Error as exc:

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS orders (
     client TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders(state);
+CREATE INDEX IF NOT EXISTS orders_completed ON orders(completed_at, order_id);
 CREATE TABLE IF NOT EXISTS units (
     order_id TEXT NOT NULL REFERENCES orders(order_id),
     unit_index INTEGER NOT NULL,
@@ -53,7 +54,9 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS events_order ON events(order_id);
 CREATE TABLE IF NOT EXISTS cleared (order_id TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pruned (order_id TEXT PRIMARY KEY, completed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

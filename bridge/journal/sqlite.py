@@ -28,6 +28,7 @@ from bridge.errors import ConfigurationError, JournalUnavailable
 from bridge.journal.alarm_rows import AlarmRows
 from bridge.journal.check import check_database, remedy
 from bridge.journal.queued import QueuedRows
+from bridge.journal.retention import Cursor, Pruned, prune_batch, pruned_at
 from bridge.journal.rows import (
     Rows,
     add_order_rows,
@@ -203,6 +204,15 @@ class SqliteJournal(AlarmRows):
             return self._bump(db, "accept_index", 1, start=1), self._bump(
                 db, "unit_serial", units, start=100001
             )
+
+    def prune(self, before: datetime, stations: Collection[str], cursor: Cursor) -> Pruned:
+        """One batch of retention (retention.py), in a transaction of its own: on the writer thread."""
+        with _Transaction(self._db, self.path) as db:
+            return prune_batch(db, before.isoformat(), stations, cursor)
+
+    def pruned_at(self, order_id: str) -> datetime | None:
+        """When `order_id` finished, if retention has removed it since: its id stays taken."""
+        return _dt(pruned_at(self._reader, order_id))
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, count: int, *, start: int) -> int:
@@ -380,4 +390,3 @@ class _Transaction:
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
-

@@ -64,6 +64,8 @@ def test_a_running_bridge_does_without_rich_but_its_help_screen_does_not():
         ("max_open_orders_per_client: many", "max_open_orders_per_client: must be a whole number"),
         ("journal_reserve_mb: -1", "journal_reserve_mb: must be MiB, 0 or more, got -1"),
         ("journal_reserve_mb: lots", "journal_reserve_mb: must be MiB, 0 or more, got 'lots'"),
+        ("journal_retention_days: -2", "journal_retention_days: must be days, 0 (keep all) or more, got -2"),
+        ("journal_retention_days: soon", "journal_retention_days: must be days, 0 (keep all) or more"),
     ],
 )
 def test_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
@@ -74,3 +76,13 @@ def test_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, n
     assert result.exit_code == 2, result.output
     assert named in result.output
     assert not (tmp_path / "data").exists()  # no journal made: nothing started
+
+
+def test_a_journal_retention_shorter_than_the_order_retention_is_refused(tmp_path):
+    """The OPC UA face reads a finished order of its retention back from the journal when asked."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"journal_retention_days: 0.01\norder_retention: 3600\ndata_dir: {tmp_path / 'data'}\n")
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "journal_retention_days: 0.01 days is shorter than --order-retention (3600 s)" in result.output
+    assert not (tmp_path / "data").exists()
