@@ -3,9 +3,9 @@ every 100 ms with an OPC UA subscriber), all orders at once and then paced at 10
 once more with that telemetry polled and published by a second bridge process (what a process of
 its own would leave of the telemetry's cost); the order path at scale as `linebridge run` runs it
 (1,000 orders with and without OPC UA, restart and memory with them retained), then telemetry at
-plant scale, in one run."""
+plant scale, then journal retention on a long line's journal, in one run."""
 
-from bench import order_path, telemetry, throughput
+from bench import order_path, retention, telemetry, throughput
 
 LOAD = ["--telemetry-load", "125"]
 PACED = ["--rate", "10"]
@@ -33,3 +33,5 @@ print()
 order_path.main([])
 print()
 telemetry.main([])
+print()
+retention.main([])
