@@ -11,6 +11,7 @@ import yaml
 
 from bridge.cli_alarms import alarm_app
 from bridge.cli_client import health, mapping_app, nodeset_app, order_app, station_app
+from bridge.cli_journal import journal_app
 from bridge.cli_plc import load_mapping_or_exit, plc_app
 from bridge.cli_security import audit, pki_app, user_app
 from bridge.errors import ConfigurationError, MappingError
@@ -160,32 +161,6 @@ def mapping_schema(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-
-
-journal_app = typer.Typer(no_args_is_help=True, help="The order journal (SQLite) in the data directory.")
-
-
-@journal_app.command("check")
-def journal_check(
-    path: Path | None = typer.Argument(None, help="a journal file (default: DATA_DIR/journal.sqlite)"),
-    data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
-) -> None:
-    """Say whether a journal is sound (read only: nothing in it is changed); exit 1 if it is not."""
-    from bridge.journal import JOURNAL_FILE
-    from bridge.journal.check import check_journal
-
-    file = path or data_dir / JOURNAL_FILE
-    problems, counts = check_journal(file)
-    if problems:
-        typer.echo(f"{file}: NOT sound", err=True)
-        for problem in problems:
-            typer.echo(f"  {problem}", err=True)
-        raise typer.Exit(1)
-    typer.echo(
-        f"{file}: sound; {counts['orders']} orders ({counts['unfinished']} unfinished),"
-        f" {counts['steps']} steps, {counts['audit_rows']} audit records"
-        + (f"; {counts['pruned']} finished orders removed by retention" if counts["pruned"] else "")
-    )
 
 
 app.add_typer(journal_app, name="journal")

@@ -1,9 +1,15 @@
-"""Journal retention against the real simulated line and the real SQLite file: old finished orders
-leave the journal, their ids stay taken, and the line goes on numbering its steps after them, also
-across a restart; audit and alarm history are trimmed too, each alarm's last change kept."""
+"""What the journal keeps and hands out, against the real simulated line and the real SQLite file.
+
+Retention: old finished orders leave the journal, their ids stay taken, and the line goes on
+numbering its steps after them, also across a restart; audit and alarm history are trimmed too,
+each alarm's last change kept. Export: `linebridge journal export` as a shell runs it, beside the
+running bridge, a row per step with the unit's serial, parameters and results."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -169,3 +175,46 @@ def _alarm_definitions(mapping):
 
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+async def test_export_gives_a_row_per_step_beside_the_running_bridge(ac_mapping, line, tmp_path):
+    mapping = apply_deployment(ac_mapping, line.endpoints())
+    async with Bridge(mapping, settings(tmp_path)) as bridge:
+        capacities = (9000, 18000, 24000)
+        done = await run_orders(bridge, "E", 3, options=lambda i: {"capacity_btu": capacities[i]})
+        await bridge.engine.store_order(_request("E-never"))
+        await bridge.cancel("E-never")  # ended before any step: one row with no station
+        data = str(tmp_path / "data")
+
+        code, out, err = await cli("journal", "export", "--data-dir", data)
+        assert code == 0, err
+        rows = list(csv.DictReader(io.StringIO(out)))
+        steps = sum(len(order.steps) for order in done)
+        assert len(rows) == steps + 1
+        assert f"{steps + 1} rows exported from" in err
+        never = [r for r in rows if r["order_id"] == "E-never"]
+        assert [(r["state"], r["station"], r["serial"]) for r in never] == [("cancelled", "", "")]
+        for order, capacity in zip(done, capacities, strict=True):
+            mine = [r for r in rows if r["order_id"] == order.order_id]
+            assert [r["station"] for r in mine] == [step.station for step in order.steps]
+            assert {r["serial"] for r in mine} == {str(order.units[0].serial)}
+            assert json.loads(mine[0]["options"])["capacity_btu"] == capacity
+            tested = next(r for r in mine if r["station"].startswith("test_"))
+            assert json.loads(tested["results"])["passed"] is True
+            assert {r["result_code"] for r in mine} == {"0"}
+
+        target = tmp_path / "out.jsonl"
+        later = "2099-01-01"
+        jsonl = ("--format", "jsonl", "-o", str(target))
+        code, _, err = await cli("journal", "export", "--data-dir", data, *jsonl)
+        assert code == 0, err
+        objects = [json.loads(line) for line in target.read_text().splitlines()]
+        assert len(objects) == steps + 1
+        assert all(isinstance(o["parameters"], dict) for o in objects if o["station"])
+        code, out, err = await cli("journal", "export", "--data-dir", data, "--since", later)
+        assert (code, out.splitlines()[1:]) == (0, [])  # the header alone
+
+    code, _, err = await cli("journal", "export", "--data-dir", data, "--since", "yesterday")
+    assert code == 2
+    assert "--since" in err
+    assert "'yesterday' is not an ISO 8601 date or time" in err
