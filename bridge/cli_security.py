@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bridge.errors import ConfigurationError
-from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.journal import JOURNAL_FILE
 from bridge.security.pki import Pki
 from bridge.security.users import ROLES, add_certificate_user, add_user
 
@@ -96,10 +96,25 @@ def audit(
     data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
     limit: int = typer.Option(100, help="the last N records"),
 ) -> None:
-    """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads."""
-    journal = SqliteJournal(data_dir / JOURNAL_FILE)
+    """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads.
+    Read only (beside a running bridge too); a data directory with no journal is an error, not an
+    empty trail."""
+    import sqlite3
+
+    from bridge.journal.export import audit_rows, open_read_only
+
+    file = data_dir / JOURNAL_FILE
+    if not file.is_file():
+        typer.echo(f"{file}: no such file", err=True)
+        raise typer.Exit(1)
     try:
-        for at, event, user, tp, outcome, channel in journal.load_audit(limit):
-            typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")
-    finally:
-        journal.close()
+        db = open_read_only(file)
+        try:
+            rows = audit_rows(db, limit)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        typer.echo(f"{file}: cannot read the audit trail: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for at, event, user, tp, outcome, channel in rows:
+        typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")

@@ -1,9 +1,8 @@
-"""Finished orders out of the journal, one row per station step, for the plant's own records (a
-quality database, a spreadsheet, an archive before retention removes them): which unit serial got
-which parameters at which station, and what the station reported.
-
-Read only (a journal of a running bridge may be read as it works: WAL), a chunk of orders at a
-time by their completion time, so a long journal costs memory for one chunk, not all of it.
+"""What the journal hands to people and other programs, read only (a journal of a running bridge
+may be read as it works: WAL): finished orders, one row per station step, for the plant's own
+records (a quality database, a spreadsheet, an archive before retention removes them), and the
+audit trail. Orders go a chunk at a time by completion time, so a long journal costs memory for
+one chunk, not all of it.
 """
 
 from __future__ import annotations
@@ -60,6 +59,14 @@ def step_rows(
         if len(orders) < chunk:
             return
         after = (orders[-1]["completed_at"], orders[-1]["order_id"])
+
+
+def audit_rows(db: sqlite3.Connection, limit: int) -> list[tuple[str, ...]]:
+    """The newest `limit` audit records, oldest first: (at, event, user, thumbprint, outcome, channel)."""
+    rows = db.execute(
+        "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+    ).fetchall()
+    return [tuple(row) for row in reversed(rows)]
 
 
 def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:

@@ -184,6 +184,8 @@ async def test_export_gives_a_row_per_step_beside_the_running_bridge(ac_mapping,
         done = await run_orders(bridge, "E", 3, options=lambda i: {"capacity_btu": capacities[i]})
         await bridge.engine.store_order(_request("E-never"))
         await bridge.cancel("E-never")  # ended before any step: one row with no station
+        bridge.audit("order_cancel", "olga", "", "ok E-never")
+        assert bridge.journal.load_audit()[-1][2] == "olga"  # written, not only queued
         data = str(tmp_path / "data")
 
         code, out, err = await cli("journal", "export", "--data-dir", data)
@@ -213,6 +215,15 @@ async def test_export_gives_a_row_per_step_beside_the_running_bridge(ac_mapping,
         assert all(isinstance(o["parameters"], dict) for o in objects if o["station"])
         code, out, err = await cli("journal", "export", "--data-dir", data, "--since", later)
         assert (code, out.splitlines()[1:]) == (0, [])  # the header alone
+
+    code, out, err = await cli("audit", "--data-dir", data)  # read only, the bridge stopped or not
+    assert code == 0, err
+    assert "order_cancel    olga" in out.splitlines()[-1]
+    for command in (("audit",), ("journal", "export")):  # a wrong folder is an error, and stays empty
+        code, out, err = await cli(*command, "--data-dir", str(tmp_path / "typo"))
+        assert (code, out) == (1, "")
+        assert "typo/journal.sqlite: no such file" in err
+    assert not (tmp_path / "typo").exists()
 
     code, _, err = await cli("journal", "export", "--data-dir", data, "--since", "yesterday")
     assert code == 2
