@@ -9,7 +9,7 @@ import typer
 from asyncua import Client
 
 from bridge.cli_client import ENDPOINT, LINE, client_run
-from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.journal import JOURNAL_FILE
 from bridge.opcua.alarm_client import alarm_line, answer, out_of_service, retained_alarms, switch
 from bridge.opcua.client import find_line
 
@@ -110,12 +110,13 @@ def alarm_history(
     limit: int = typer.Option(100, help="the last N changes"),
 ) -> None:
     """Every change of the alarms from the journal: activated, cleared, acknowledged (who, comment)…"""
-    journal = SqliteJournal(data_dir / JOURNAL_FILE)
-    try:
-        for row in journal.load_alarms(alarm_id, limit):
-            who = f"  by {row['user']}" if row["user"] else ""
-            who += f": {row['comment']}" if row["user"] and row["comment"] else ""
-            change = f"{row['at']}  {row['alarm']:<28} {row['what']:<12} sev {row['severity']:>4}"
-            typer.echo(f"{change}  {row['message']}{who}")
-    finally:
-        journal.close()
+    from bridge.cli_journal import read_journal
+    from bridge.journal.reads import alarm_rows
+
+    with read_journal(data_dir / JOURNAL_FILE) as db:
+        rows = alarm_rows(db, alarm_id, limit)
+    for row in rows:
+        who = f"  by {row['user']}" if row["user"] else ""
+        who += f": {row['comment']}" if row["user"] and row["comment"] else ""
+        change = f"{row['at']}  {row['alarm']:<28} {row['what']:<12} sev {row['severity']:>4}"
+        typer.echo(f"{change}  {row['message']}{who}")

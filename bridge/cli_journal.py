@@ -7,12 +7,33 @@ import contextlib
 import enum
 import sqlite3
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 journal_app = typer.Typer(no_args_is_help=True, help="The order journal (SQLite) in the data directory.")
+
+
+@contextlib.contextmanager
+def read_journal(file: Path) -> Iterator[sqlite3.Connection]:
+    """The journal at `file`, read only (beside a running bridge too). A missing file, or one SQLite
+    cannot read, exits 1 saying so: a mistyped folder must not read as an empty journal."""
+    from bridge.journal.reads import open_read_only
+
+    if not file.is_file():
+        typer.echo(f"{file}: no such file", err=True)
+        raise typer.Exit(1)
+    try:
+        db = open_read_only(file)
+        try:
+            yield db
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        typer.echo(f"{file}: cannot read it: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @journal_app.command("check")
@@ -67,23 +88,14 @@ def journal_export(
     """Finished orders, a row per station step (unit serial, station, times, the parameters written,
     the results read back). Read only; works beside a running bridge."""
     from bridge.journal import JOURNAL_FILE
-    from bridge.journal.export import open_read_only, step_rows, write_csv, write_jsonl
+    from bridge.journal.export import step_rows, write_csv, write_jsonl
 
     low, high = _moment(since, "--since"), _moment(until, "--until")
     file = path or data_dir / JOURNAL_FILE
-    if not file.is_file():
-        typer.echo(f"{file}: no such file", err=True)
-        raise typer.Exit(1)
     write = write_csv if fmt is ExportFormat.csv else write_jsonl
-    try:
-        db = open_read_only(file)
-        try:
-            with output.open("w", newline="") if output else contextlib.nullcontext(sys.stdout) as out:
-                count = write(step_rows(db, low, high), out)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        typer.echo(f"{file}: cannot export: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with (  # the output is opened once the journal is: a missing journal leaves no empty file
+        read_journal(file) as db,
+        output.open("w", newline="") if output else contextlib.nullcontext(sys.stdout) as out,
+    ):
+        count = write(step_rows(db, low, high), out)
     typer.echo(f"{count} rows exported from {file}" + (f" to {output}" if output else ""), err=True)
-

@@ -99,22 +99,10 @@ def audit(
     """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads.
     Read only (beside a running bridge too); a data directory with no journal is an error, not an
     empty trail."""
-    import sqlite3
+    from bridge.cli_journal import read_journal
+    from bridge.journal.reads import audit_rows
 
-    from bridge.journal.export import audit_rows, open_read_only
-
-    file = data_dir / JOURNAL_FILE
-    if not file.is_file():
-        typer.echo(f"{file}: no such file", err=True)
-        raise typer.Exit(1)
-    try:
-        db = open_read_only(file)
-        try:
-            rows = audit_rows(db, limit)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        typer.echo(f"{file}: cannot read the audit trail: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with read_journal(data_dir / JOURNAL_FILE) as db:
+        rows = audit_rows(db, limit)
     for at, event, user, tp, outcome, channel in rows:
         typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.domain.alarm_condition import AlarmState
 from bridge.journal.queued import QueuedRows
+from bridge.journal.reads import alarm_rows
 from bridge.journal.schema import ALARM_COLUMNS
 from bridge.journal.writer import WRITER_WAIT_S
 from bridge.limits import AUDIT_OUTCOME_CHARS, clip
@@ -36,11 +37,7 @@ class AlarmRows:
         """The newest `limit` changes (of one alarm, or all), oldest first, once all queued are written."""
         if not self._closed:
             self._alarms.written(WRITER_WAIT_S)
-        where, args = ("WHERE alarm = ?", (alarm, limit)) if alarm else ("", (limit,))
-        rows = self._reader.execute(
-            f"SELECT {ALARM_COLUMNS} FROM alarms {where} ORDER BY id DESC LIMIT ?", args
-        ).fetchall()
-        return [dict(row) for row in reversed(rows)]
+        return alarm_rows(self._reader, alarm, limit)
 
     def alarm_page(
         self, alarms: Collection[str] | None, low: float, high: float, ascending: bool, limit: int, after: int

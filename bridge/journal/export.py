@@ -1,8 +1,9 @@
-"""What the journal hands to people and other programs, read only (a journal of a running bridge
-may be read as it works: WAL): finished orders, one row per station step, for the plant's own
-records (a quality database, a spreadsheet, an archive before retention removes them), and the
-audit trail. Orders go a chunk at a time by completion time, so a long journal costs memory for
-one chunk, not all of it.
+"""Finished orders out of the journal, one row per station step, for the plant's own records (a
+quality database, a spreadsheet, an archive before retention removes them): which unit serial got
+which parameters at which station, and what the station reported.
+
+Read only (a journal of a running bridge may be read as it works: WAL), a chunk of orders at a
+time by their completion time, so a long journal costs memory for one chunk, not all of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 from bridge.domain.model import OrderState
@@ -35,12 +35,6 @@ _STEPS = (
 )
 
 
-def open_read_only(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    return db
-
-
 def step_rows(
     db: sqlite3.Connection, since: datetime | None, until: datetime | None, chunk: int = 500
 ) -> Iterator[dict[str, Any]]:
@@ -59,14 +53,6 @@ def step_rows(
         if len(orders) < chunk:
             return
         after = (orders[-1]["completed_at"], orders[-1]["order_id"])
-
-
-def audit_rows(db: sqlite3.Connection, limit: int) -> list[tuple[str, ...]]:
-    """The newest `limit` audit records, oldest first: (at, event, user, thumbprint, outcome, channel)."""
-    rows = db.execute(
-        "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-    ).fetchall()
-    return [tuple(row) for row in reversed(rows)]
 
 
 def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:

@@ -28,6 +28,7 @@ from bridge.errors import ConfigurationError, JournalUnavailable
 from bridge.journal.alarm_rows import AlarmRows
 from bridge.journal.check import check_database, remedy
 from bridge.journal.queued import QueuedRows
+from bridge.journal.reads import audit_rows
 from bridge.journal.retention import Cursor, Pruned, prune_batch, pruned_at
 from bridge.journal.rows import (
     Rows,
@@ -189,11 +190,7 @@ class SqliteJournal(AlarmRows):
         """The newest `limit` records, oldest first, once every record queued so far is written."""
         if not self._closed:
             self._audit.written(WRITER_WAIT_S)
-        rows = self._reader.execute(
-            "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
+        return audit_rows(self._reader, limit)
 
     def reserve(self, units: int) -> tuple[int, int]:
         """The next accept index and the first of `units` fresh unit serials, both unique for the

@@ -219,11 +219,11 @@ async def test_export_gives_a_row_per_step_beside_the_running_bridge(ac_mapping,
     code, out, err = await cli("audit", "--data-dir", data)  # read only, the bridge stopped or not
     assert code == 0, err
     assert "order_cancel    olga" in out.splitlines()[-1]
-    for command in (("audit",), ("journal", "export")):  # a wrong folder is an error, and stays empty
+    for command in (("audit",), ("alarm", "history"), ("journal", "export")):  # a wrong folder: an error
         code, out, err = await cli(*command, "--data-dir", str(tmp_path / "typo"))
         assert (code, out) == (1, "")
         assert "typo/journal.sqlite: no such file" in err
-    assert not (tmp_path / "typo").exists()
+    assert not (tmp_path / "typo").exists()  # nothing made there
 
     code, _, err = await cli("journal", "export", "--data-dir", data, "--since", "yesterday")
     assert code == 2
