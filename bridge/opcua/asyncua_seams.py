@@ -122,6 +122,14 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
+CHANNEL_SEAMS = ("UaProcessor._process_message", "iserver.asyncio_transports")  # a request's client
+
+
+def missing_of(server: Server, names: tuple[str, ...]) -> list[str]:
+    """Which of the seams named (as SEAMS names them) this asyncua lacks."""
+    return [seam.name for seam in SEAMS if seam.name in names and not seam.present(server)]
+
+
 def asyncua_version() -> str:
     return version("asyncua")
 

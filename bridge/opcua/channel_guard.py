@@ -97,6 +97,44 @@ def _policy_name(uri: str) -> str:
     return uri.rsplit("#", 1)[-1] or "?"
 
 
+def _channel(policy_uri: str, mode: ua.MessageSecurityMode, client: str) -> Channel:
+    return Channel(_policy_name(policy_uri), mode.name.rstrip("_"), client)
+
+
+def peer_of(transport: Any) -> tuple[str, str]:
+    """A client connection's address, and its address:port."""
+    peer = transport.get_extra_info("peername")
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+    return address, f"{address}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else address
+
+
+def tag_channels(server: Server) -> bool:
+    """Without --security nothing is guarded, but each request still carries its client's address
+    (`current_channel`, policy None): the audit then says which host submitted an order, and the
+    per-client limits (open orders, the refusal tally) tell anonymous clients apart. The guard's
+    two seams; on an asyncua without them the callers stay one `anonymous` client, and the start
+    says so (False)."""
+    gone = asyncua_seams.missing_of(server, asyncua_seams.CHANNEL_SEAMS)
+    if gone:
+        log.warning("opcua_client_addresses_unknown", lacking=gone, effect="anonymous callers are one client")
+        return False
+
+    def attach(transport: Any) -> None:
+        channel = _channel(SecurityPolicyNone.URI, ua.MessageSecurityMode.None_, peer_of(transport)[1])
+
+        async def tagged(process: Callable[..., Awaitable[Any]], *request: Any) -> Any:
+            current_channel.set(channel)
+            return await process(*request)
+
+        asyncua_seams.hook_process_message(
+            transport.get_protocol().processor, lambda process: functools.partial(tagged, process)
+        )
+
+    iserver = server.iserver
+    iserver.asyncio_transports = _GuardedTransports(attach, iserver.asyncio_transports)
+    return True
+
+
 class ChannelGuard:
     def __init__(
         self,
@@ -125,9 +163,7 @@ class ChannelGuard:
 
     def attach(self, transport: Any) -> None:
         processor = transport.get_protocol().processor
-        peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-        client = f"{address}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else address
+        address, client = peer_of(transport)
         open_channel, connection = (
             processor.open_secure_channel,
             asyncua_seams.processor_connection(processor),
@@ -149,7 +185,7 @@ class ChannelGuard:
             process: Callable[..., Awaitable[Any]], typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any
         ) -> Any:
             policy = connection.security_policy
-            channel = Channel(_policy_name(policy.URI), policy.Mode.name, client)
+            channel = _channel(policy.URI, policy.Mode, client)
             current_channel.set(channel)
             if typeid not in _DISCOVERY and (
                 (policy.URI, policy.Mode) not in self._offered or policy.permissions is None

@@ -11,7 +11,7 @@ import structlog
 from asyncua import Server, ua
 
 from bridge.errors import ConfigurationError
-from bridge.opcua.channel_guard import ChannelGuard, LoginBackoff
+from bridge.opcua.channel_guard import ChannelGuard, LoginBackoff, tag_channels
 from bridge.security.pki import AuditHook, Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
 from bridge.security.users import LocalDemoUserManager, RoleUserManager, der_thumbprint
@@ -62,6 +62,7 @@ async def secure_server(
     if security is None:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.iserver.user_manager = LocalDemoUserManager()
+        tag_channels(server)  # no guard, but each request's client address is still known
         return
     pki = Pki(security.pki_dir)
     await pki.ensure_server_certificate(app_uri)

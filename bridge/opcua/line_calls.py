@@ -42,8 +42,7 @@ def caller() -> tuple[str, str, str]:
 
 
 def caller_client() -> str:
-    """Who calls, for the per-client limit of open orders (the address is known with --security;
-    without it every anonymous caller is one client)."""
+    """Who calls, for the per-client limit of open orders: the user, else anonymous at its address."""
     name, _thumbprint, channel = caller()
     return client_of(name, channel)
 

@@ -4,7 +4,7 @@ A client guessing passwords, or a script hammering a face with a wrong login, us
 row (one fsync) per request: 3,000 rows in 33 s, the journal's disk and the event loop paying for
 the attacker. An anonymous OPC UA client calling SubmitOrder with a bad order in a loop added
 2,300 rows a second, about 60 GB of journal a day. Here the first `first_n` refusals of a kind
-(event, user, client address) in a window are recorded as they come, as before; further ones are
+(event, user, door and client address) in a window are recorded as they come, as before; further ones are
 counted, and when the window closes one row says how many more there were and what the last one
 was. Nothing is lost: `flush()` at stop writes what is still counted.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Audit = Callable[[str, str, str, str, str], None]  # event, user, thumbprint, outcome, channel
-Key = tuple[str, str, str]  # event, user, address
+Key = tuple[str, str, str, str]  # event, user, door (the face, or the OPC UA policy), address
 
 
 @dataclass
@@ -32,9 +32,15 @@ class _Open:
 
 def address_of(channel: str) -> str:
     """The client's address in a channel as the faces write it ("https 10.0.0.7:51234",
-    "Basic256Sha256/SignAndEncrypt 10.0.0.7:4711"); "" for none (OPC UA without --security)."""
+    "Basic256Sha256/SignAndEncrypt 10.0.0.7:4711"); "" for none (the Python API, `--submit`)."""
     where = channel.rsplit(" ", 1)[-1]
     return where.rsplit(":", 1)[0] if ":" in where else ""
+
+
+def door_of(channel: str) -> str:
+    """The way in of a channel ("https", "Basic256Sha256/SignAndEncrypt"): one door's flood of
+    refusals does not hide another's few from the same host."""
+    return channel.rsplit(" ", 1)[0] if " " in channel else ""
 
 
 def client_of(user: str, channel: str) -> str:
@@ -65,7 +71,7 @@ class RefusalTally:
         except RuntimeError:  # no loop to close a window (a command, not the service): as it comes
             self._audit(event, user, thumbprint, outcome, channel)
             return True
-        key = (event, user, address_of(channel))
+        key = (event, user, door_of(channel), address_of(channel))
         now = time.monotonic()
         self._close_expired(now)
         entry = self._open.get(key)
@@ -97,7 +103,7 @@ class RefusalTally:
 
     def _write(self, key: Key, entry: _Open, now: float) -> None:
         if entry.more:
-            event, user, _address = key
+            event, user, *_where = key
             seconds = max(1, round(now - entry.since))
             outcome = f"refused ×{entry.more} more in {seconds} s; the last: {entry.last}"
             self._audit(event, user, entry.thumbprint, outcome, entry.channel)

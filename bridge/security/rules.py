@@ -38,7 +38,7 @@ class Channel:
         return f"{self.policy}/{self.mode} {self.client}"
 
 
-# The channel of the request being handled (set by the channel guard with --security).
+# The channel of the request being handled (set by the channel guard, or by tag_channels without it).
 current_channel: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
     "current_channel", default=None
 )

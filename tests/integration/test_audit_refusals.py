@@ -50,4 +50,6 @@ async def test_three_hundred_refused_submits_are_eleven_audit_rows(ac_mapping, t
     assert counted[0].startswith("refused ×290 more in ")
     assert "; the last: refused X-14-" in counted[0]
     assert [r[4] for r in rows if r[4].startswith("ok")] == ["ok G-1"]
+    (accepted,) = [r[5] for r in rows if r[4] == "ok G-1"]
+    assert accepted.startswith("None/None 127.0.0.1:")  # no --security, but the client's address
     assert [r[5].split()[0] for r in rows if r[4].startswith("refused W-1")] == ["http"]  # its own client

@@ -41,22 +41,24 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             async def submit(order_id: str) -> ua.CallMethodResult:
                 return await rig.call("SubmitOrder", s(order_id), s("AC-W"), s("{}"))
 
-            # one OPC UA client (anonymous, no --security: every such caller is one client)
+            # an anonymous OPC UA client (no --security) is known by its address
             assert [(await submit(i)).StatusCode.is_good() for i in ("UA-1", "UA-2")] == [True, True]
             third = await submit("UA-3")
             assert third.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
-            assert third.InputArgumentDiagnosticInfos[0].AdditionalInfo == (
-                "client 'anonymous' holds 2 open orders, as many as one client may"
+            held = (
+                "client 'anonymous@127.0.0.1' holds 2 open orders, as many as one client may"
                 " (--max-open-orders-per-client)"
             )
+            assert third.InputArgumentDiagnosticInfos[0].AdditionalInfo == held
             assert (await submit("UA-1")).StatusCode.is_good()  # the same order again is no new one
-            # another client still has room, up to the line's limit
+            # the same host through the line view is the same client
             order = {"order_id": "WEB-1", "product": "AC-W", "options": {}}
-            assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (200, "")
-            assert bridge.get("WEB-1").state == OrderState.QUEUED
+            assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (503, held)
+            # another client still has room, up to the line's limit
             await bridge.submit("CLI-1", "AC-W", {}, client="--submit")
+            await bridge.submit("CLI-2", "AC-W", {}, client="--submit")
             with pytest.raises(LineFull, match=r"^the line holds 4 open orders, as many as it takes"):
-                await bridge.submit("CLI-2", "AC-W", {}, client="--submit")
+                await bridge.submit("CLI-3", "AC-W", {}, client="--submit")
             order = {**order, "order_id": "WEB-2"}
             full = "the line holds 4 open orders, as many as it takes (--max-open-orders)"
             assert await asyncio.to_thread(post_json, http.address + "/api/orders", order) == (503, full)
@@ -82,7 +84,7 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             (stored,) = await rig.client.uaclient.call([call])  # an MES hears it as ISA-95 says:
             assert stored.OutputArguments[0].Value == UNABLE_TO_ACCEPT
             assert [d.AdditionalInfo for d in stored.InputArgumentDiagnosticInfos] == [full]
-            for refused in ("UA-3", "WEB-2", "CLI-2", "J-1"):  # nothing of them journaled
+            for refused in ("UA-3", "WEB-1", "WEB-2", "CLI-3", "J-1"):  # nothing of them journaled
                 assert bridge.get(refused) is None
             audited = [row[4] for row in bridge.journal.load_audit(100)]  # but every door audited it
             assert f"refused UA-3: {third.InputArgumentDiagnosticInfos[0].AdditionalInfo}" in audited

@@ -13,10 +13,12 @@ from asyncua import Server
 from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.uaprocessor import UaProcessor
 from pymodbus.framer.base import FramerBase
+from structlog.testing import capture_logs
 
 from bridge.errors import ConfigurationError
 from bridge.modbus import pymodbus_seams
 from bridge.opcua import asyncua_seams
+from bridge.opcua.channel_guard import tag_channels
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAM_MODULES = {"bridge/opcua/asyncua_seams.py", "bridge/modbus/pymodbus_seams.py"}
@@ -57,6 +59,20 @@ def test_the_channel_guard_seams_matter_only_with_security(monkeypatch):
         ConfigurationError, match=r"^--security: .*UaProcessor\._process_message.*channel guard"
     ):
         asyncua_seams.check(Server(), secured=True)
+
+
+def test_without_security_a_missing_channel_seam_leaves_anonymous_callers_one_client(monkeypatch):
+    """The unsecured server only tags each request with its client's address; without the seam it
+    starts all the same (nothing is guarded there), and says what it lost."""
+    assert tag_channels(Server()) is True
+    monkeypatch.delattr(UaProcessor, "_process_message")
+    server = Server()
+    with capture_logs() as logs:
+        assert tag_channels(server) is False
+    assert [(e["event"], e["lacking"]) for e in logs] == [
+        ("opcua_client_addresses_unknown", ["UaProcessor._process_message"])
+    ]
+    assert type(server.iserver.asyncio_transports) is list  # asyncua's own, untouched
 
 
 def test_a_changed_pymodbus_framer_stops_the_bridge(monkeypatch):
