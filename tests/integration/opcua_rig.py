@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +151,31 @@ async def bounded(what: str, work: Coroutine[Any, Any, None], timeout_s: float =
             other.print_stack(limit=8, file=sys.stderr)
         raise AssertionError(f"{what} did not finish within {timeout_s} s")
     task.result()
+
+
+@asynccontextmanager
+async def from_another_host(url: str, source: str = "127.0.0.2") -> AsyncIterator[str]:
+    """`url` as a client on another host reaches it: a TCP forwarder whose connections to the
+    server leave from `source` (loopback holds all of 127/8), so the server sees that address."""
+    host, port = url.removeprefix("opc.tcp://").rstrip("/").rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(forward, "127.0.0.1", 0)
+    try:
+        yield f"opc.tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asyncua import ua
+from asyncua import Client, ua
 
 from bridge.domain.admission import OpenOrderLimits
 from bridge.domain.model import OrderState
@@ -19,7 +19,7 @@ from bridge.opcua.isa95_types import JOB_ORDER, JOBCONTROL_URI, WORK_MASTER, str
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.integration.http_calls import post_json
-from tests.integration.opcua_rig import Events, opcua_rig
+from tests.integration.opcua_rig import Events, from_another_host, opcua_rig
 from tests.integration.orders import until
 from tests.integration.shell import cli
 
@@ -102,6 +102,26 @@ async def test_past_its_open_order_limits_a_submit_is_refused_naming_the_limit(a
             assert (await submit("UA-3")).StatusCode.is_good()
         finally:
             await http.stop()
+
+
+async def test_anonymous_opcua_clients_on_two_hosts_each_have_their_share(ac_mapping, tmp_path):
+    """No --security: each caller is known by its address, in the limit and in the audit."""
+    limits = OpenOrderLimits(per_line=10, per_client=1)
+    async with opcua_rig(ac_mapping, tmp_path / "data", open_orders=limits) as rig:
+        await rig.line["chassis"].set_fault("stall", 1)  # orders stay open while the test runs
+        assert (await rig.call("SubmitOrder", s("A-1"), s("AC-W"), s("{}"))).StatusCode.is_good()
+        refused = await rig.call("SubmitOrder", s("A-2"), s("AC-W"), s("{}"))
+        assert refused.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
+        why = refused.InputArgumentDiagnosticInfos[0].AdditionalInfo
+        assert why.startswith("client 'anonymous@127.0.0.1' holds 1 open orders")
+        async with from_another_host(rig.url) as url, Client(url, timeout=10) as other:
+            line = other.get_node(ua.NodeId("Plant.Lines.ac_line", rig.ns))
+            method = ua.NodeId("Plant.Lines.ac_line.SubmitOrder", rig.ns)
+            await line.call_method(method, "B-1", "AC-W", "{}")
+        assert rig.bridge.get("B-1").state == OrderState.QUEUED
+        channels = {row[4]: row[5] for row in rig.bridge.journal.load_audit(100) if row[1] == "order_submit"}
+        assert channels["ok A-1"].startswith("None/None 127.0.0.1:")
+        assert channels["ok B-1"].startswith("None/None 127.0.0.2:")
 
 
 async def test_a_restart_gives_each_client_back_the_open_orders_it_held(ac_mapping, tmp_path):
