@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|")
     run("defaults (10 anonymous)", [], args.sessions, args.items)
     cap = str(args.sessions)
-    run(f"{cap} anonymous allowed", ["--max-sessions", cap, "--max-anonymous-sessions", cap],
-        args.sessions, args.items)  # fmt: skip
+    run(f"{cap} anonymous allowed, from one host", [
+        "--max-sessions", cap, "--max-anonymous-sessions", cap,
+        "--max-sessions-per-client", cap, "--max-connections-per-client", cap,
+    ], args.sessions, args.items)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -95,6 +95,10 @@ def run(
     ),
     max_sessions: int = typer.Option(50, help="OPC UA sessions at once (BadTooManySessions past it)"),
     max_anonymous_sessions: int = typer.Option(10, help="of those, anonymous ones"),
+    max_sessions_per_client: int = typer.Option(8, help="OPC UA sessions from one client address"),
+    max_connections_per_client: int = typer.Option(
+        16, help="OPC UA connections open at once from one client address (past it: closed at once)"
+    ),
     max_subscriptions_per_session: int = typer.Option(10, help="OPC UA subscriptions one session may hold"),
     max_monitored_items_per_session: int = typer.Option(10_000, help="monitored items one session may hold"),
     max_session_timeout: float = typer.Option(

@@ -62,6 +62,8 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
             limits=SessionLimits(
                 max_sessions=opts["max_sessions"],
                 max_anonymous_sessions=opts["max_anonymous_sessions"],
+                max_sessions_per_client=opts["max_sessions_per_client"],
+                max_connections_per_client=opts["max_connections_per_client"],
                 max_subscriptions_per_session=opts["max_subscriptions_per_session"],
                 max_monitored_items_per_session=opts["max_monitored_items_per_session"],
                 max_session_timeout_s=opts["max_session_timeout"],

@@ -13,9 +13,8 @@ connection's message processor is guarded here:
   SignAndEncrypt channel); its password is checked in a worker thread; failures from one client
   address back off (LoginBackoff); anonymous attempts are refused and audited.
 
-asyncua has no hook for new connections. Its protocol appends each transport to the internal
-server's `asyncio_transports` list once the connection's processor exists, so that list is
-replaced (before the server starts) by one that guards each processor as it arrives.
+asyncua has no hook for new connections; connections.py makes one, and tells the guard of each
+connection as it arrives (once its processor exists).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
 from bridge.limits import clip
 from bridge.opcua import asyncua_seams
+from bridge.opcua.connections import ClientConnections, peer_of
 from bridge.security.pki import AuditHook
 from bridge.security.rules import Channel, current_channel
 from bridge.security.users import RoleUserManager, checked_login
@@ -101,23 +101,10 @@ def _channel(policy_uri: str, mode: ua.MessageSecurityMode, client: str) -> Chan
     return Channel(_policy_name(policy_uri), mode.name.rstrip("_"), client)
 
 
-def peer_of(transport: Any) -> tuple[str, str]:
-    """A client connection's address, and its address:port."""
-    peer = transport.get_extra_info("peername")
-    address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-    return address, f"{address}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else address
-
-
-def tag_channels(server: Server) -> bool:
+def tag_channels(connections: ClientConnections) -> None:
     """Without --security nothing is guarded, but each request still carries its client's address
     (`current_channel`, policy None): the audit then says which host submitted an order, and the
-    per-client limits (open orders, the refusal tally) tell anonymous clients apart. The guard's
-    two seams; on an asyncua without them the callers stay one `anonymous` client, and the start
-    says so (False)."""
-    gone = asyncua_seams.missing_of(server, asyncua_seams.CHANNEL_SEAMS)
-    if gone:
-        log.warning("opcua_client_addresses_unknown", lacking=gone, effect="anonymous callers are one client")
-        return False
+    per-client limits (open orders, sessions, the refusal tally) tell anonymous clients apart."""
 
     def attach(transport: Any) -> None:
         channel = _channel(SecurityPolicyNone.URI, ua.MessageSecurityMode.None_, peer_of(transport)[1])
@@ -130,9 +117,7 @@ def tag_channels(server: Server) -> bool:
             transport.get_protocol().processor, lambda process: functools.partial(tagged, process)
         )
 
-    iserver = server.iserver
-    iserver.asyncio_transports = _GuardedTransports(attach, iserver.asyncio_transports)
-    return True
+    connections.watch(attach)
 
 
 class ChannelGuard:
@@ -153,13 +138,13 @@ class ChannelGuard:
             free=ADDRESS_FREE_FAILURES, initial_s=backoff.initial_s, max_s=backoff.max_s
         )
 
-    def install(self) -> None:
-        """Guard every connection from now on; call before the server starts listening. Fails
-        closed: if asyncua no longer has a name the guard hooks, the server does not start
-        (asyncua_seams.check), since an unguarded `--security` server would serve the None channel."""
+    def install(self, connections: ClientConnections) -> None:
+        """Guard every connection from now on (`connections` tells of each); call before the server
+        starts listening. Fails closed: if asyncua no longer has a name the guard hooks, the server
+        does not start (asyncua_seams.check), since an unguarded `--security` server would serve
+        the None channel."""
         asyncua_seams.check(self._server, secured=True)
-        iserver = self._server.iserver
-        iserver.asyncio_transports = _GuardedTransports(self.attach, iserver.asyncio_transports)
+        connections.watch(self.attach)
 
     def attach(self, transport: Any) -> None:
         processor = transport.get_protocol().processor
@@ -258,15 +243,3 @@ class ChannelGuard:
         except Exception:  # asyncua refuses the token itself, with its own status
             return None
         return await asyncio.to_thread(self._users.check_password, username, password)
-
-
-class _GuardedTransports(list[Any]):
-    """The internal server's transport list, telling the guard of each new connection."""
-
-    def __init__(self, on_append: Callable[[Any], None], existing: list[Any]) -> None:
-        super().__init__(existing)
-        self._on_append = on_append
-
-    def append(self, transport: Any) -> None:
-        super().append(transport)
-        self._on_append(transport)

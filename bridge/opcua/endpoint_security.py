@@ -12,6 +12,7 @@ from asyncua import Server, ua
 
 from bridge.errors import ConfigurationError
 from bridge.opcua.channel_guard import ChannelGuard, LoginBackoff, tag_channels
+from bridge.opcua.connections import ClientConnections
 from bridge.security.pki import AuditHook, Pki, PkiValidator
 from bridge.security.rules import RoleRuleset
 from bridge.security.users import LocalDemoUserManager, RoleUserManager, der_thumbprint
@@ -57,12 +58,17 @@ def check_exposure(endpoint: str, security: SecuritySettings | None, allow_insec
 
 
 async def secure_server(
-    server: Server, app_uri: str, security: SecuritySettings | None, offers_none: bool, audit: AuditHook
+    server: Server,
+    app_uri: str,
+    security: SecuritySettings | None,
+    offers_none: bool,
+    audit: AuditHook,
+    connections: ClientConnections,
 ) -> None:
     if security is None:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.iserver.user_manager = LocalDemoUserManager()
-        tag_channels(server)  # no guard, but each request's client address is still known
+        tag_channels(connections)  # no guard, but each request's client address is still known
         return
     pki = Pki(security.pki_dir)
     await pki.ensure_server_certificate(app_uri)
@@ -78,7 +84,7 @@ async def secure_server(
         initial_s=security.login_backoff_s,
         max_s=security.login_backoff_max_s,
     )
-    ChannelGuard(server, policies, users, audit, backoff).install()
+    ChannelGuard(server, policies, users, audit, backoff).install(connections)
     server.set_certificate_validator(PkiValidator(pki, audit=audit))  # type: ignore[arg-type]
     log.info("opcua_security", pki=str(security.pki_dir), policies=[p.name for p in policies])
 

@@ -12,6 +12,7 @@ from asyncua import Server
 from bridge.errors import ConfigurationError
 from bridge.lifecycle import cancel_and_wait
 from bridge.opcua import asyncua_seams, wire
+from bridge.opcua.connections import ClientConnections
 from bridge.opcua.endpoint_security import AuditHook, audit_sessions, check_exposure, secure_server
 from bridge.opcua.notify import share_notified_values
 from bridge.opcua.session_limits import SessionLedger
@@ -31,9 +32,11 @@ async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit
     server.set_server_name(settings.server_name)
     await server.set_application_uri(app_uri)
     offers_none = check_exposure(settings.endpoint, settings.security, settings.allow_insecure_remote)
-    await secure_server(server, app_uri, settings.security, offers_none, audit)
-    audit_sessions(server, audit)
     sessions = SessionLedger(server, settings.limits)
+    connections = ClientConnections(server, settings.limits.max_connections_per_client, sessions.refuse)
+    await secure_server(server, app_uri, settings.security, offers_none, audit, connections)
+    connections.install()
+    audit_sessions(server, audit)
     sessions.install()
     share_notified_values(server)
     wire.install()

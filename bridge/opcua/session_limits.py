@@ -1,5 +1,6 @@
-"""What one OPC UA client may claim: sessions (anonymous ones fewer), subscriptions and monitored
-items per session, and how long an abandoned session keeps them.
+"""What one OPC UA client may claim: sessions (anonymous ones fewer, and a share per client address),
+subscriptions and monitored items per session, and how long an abandoned session keeps them
+(connections per client address: connections.py).
 
 asyncua caps subscriptions only for the whole server (1,000): one anonymous client took every slot
 and every other client got BadTooManySubscriptions; 200 sessions × 1,000 monitored items grew the
@@ -24,6 +25,8 @@ from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 
 from bridge.limits import LogThrottle
+from bridge.security.refusals import address_of
+from bridge.security.rules import current_channel
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +35,8 @@ log = structlog.get_logger(__name__)
 class SessionLimits:
     max_sessions: int = 50
     max_anonymous_sessions: int = 10
+    max_sessions_per_client: int = 8  # from one client address (connections.py tells it)
+    max_connections_per_client: int = 16  # open at once from one address, sessions or not
     max_subscriptions_per_session: int = 10
     max_monitored_items_per_session: int = 10_000
     max_monitored_items: int = 50_000  # all sessions together (~1.8 KB each in asyncua)
@@ -47,6 +52,8 @@ class SessionLedger:
         self._subs = server.iserver.subscription_service
         self.sessions: set[Any] = set()
         self.anonymous: set[Any] = set()
+        self.per_client: Counter[str] = Counter()  # sessions per client address ("": unknown)
+        self._client_of: dict[Any, str] = {}
         self._items: Counter[int] = Counter()  # subscription id → monitored items it holds
         self.refused: Counter[str] = Counter()
         self._throttle = LogThrottle()
@@ -62,12 +69,19 @@ class SessionLedger:
         create_items, delete_items = subs.create_monitored_items, subs.delete_monitored_items
 
         def creating(name: str, *args: Any, external: bool = False, **kwargs: Any) -> Any:
-            if external and len(self.sessions) >= self.limits.max_sessions:
-                self._refused("sessions", self.limits.max_sessions)
+            if not external:
+                return create_session(name, *args, external=external, **kwargs)
+            if len(self.sessions) >= self.limits.max_sessions:
+                self.refuse("sessions", self.limits.max_sessions)
+                raise ServiceError(ua.StatusCodes.BadTooManySessions)
+            client = address_of(str(current_channel.get() or ""))  # "": not known (connections.py)
+            if client and self.per_client[client] >= self.limits.max_sessions_per_client:
+                self.refuse("sessions_per_client", self.limits.max_sessions_per_client)
                 raise ServiceError(ua.StatusCodes.BadTooManySessions)
             session = create_session(name, *args, external=external, **kwargs)
-            if external:
-                self._guard_activation(session)
+            self._client_of[session] = client
+            self.per_client[client] += 1
+            self._guard_activation(session)
             return session
 
         def opened(session: Any) -> None:
@@ -77,12 +91,16 @@ class SessionLedger:
         def closed(session: Any) -> None:
             self.sessions.discard(session)
             self.anonymous.discard(session)
+            if (client := self._client_of.pop(session, None)) is not None:
+                self.per_client[client] -= 1
+                if self.per_client[client] <= 0:
+                    del self.per_client[client]
             unregister(session)
 
         async def subscribing(params: Any, call: Any, session_id: ua.NodeId, *rest: Any, **kw: Any) -> Any:
             held = sum(1 for sub in subs.subscriptions.values() if sub.session_id == session_id)
             if held >= self.limits.max_subscriptions_per_session:
-                self._refused("subscriptions_per_session", self.limits.max_subscriptions_per_session)
+                self.refuse("subscriptions_per_session", self.limits.max_subscriptions_per_session)
                 raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
             return await create_subscription(params, call, session_id, *rest, **kw)
 
@@ -96,7 +114,7 @@ class SessionLedger:
             results = list(await create_items(params)) if params.ItemsToCreate else []
             self._items[params.SubscriptionId] += sum(1 for r in results if r.StatusCode.is_good())
             if len(wanted) > len(params.ItemsToCreate):
-                self._refused("monitored_items", len(wanted) - len(params.ItemsToCreate))
+                self.refuse("monitored_items", len(wanted) - len(params.ItemsToCreate))
                 too_many = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)
                 for _ in wanted[len(params.ItemsToCreate) :]:
                     results.append(ua.MonitoredItemCreateResult(StatusCode=too_many))
@@ -125,7 +143,7 @@ class SessionLedger:
             ) or token is None
             full = len(self.anonymous) >= self.limits.max_anonymous_sessions
             if anonymous and session not in self.anonymous and full:
-                self._refused("anonymous_sessions", self.limits.max_anonymous_sessions)
+                self.refuse("anonymous_sessions", self.limits.max_anonymous_sessions)
                 raise ServiceError(ua.StatusCodes.BadTooManySessions)
             result = activate(params, *args, **kwargs)
             if anonymous:
@@ -147,7 +165,7 @@ class SessionLedger:
             self.limits.max_monitored_items_per_session - mine, self.limits.max_monitored_items - total
         )
 
-    def _refused(self, what: str, limit: int) -> None:
+    def refuse(self, what: str, limit: int) -> None:
         """Counted; logged at most every 10 s a kind, so a client hammering a cap is no log flood."""
         self.refused[what] += 1
         if self._throttle.due(what):

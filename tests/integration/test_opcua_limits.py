@@ -1,13 +1,16 @@
-"""What one OPC UA client may claim: its share of sessions, subscriptions and monitored items, and
-the spec's Bad code past it, while other clients keep theirs."""
+"""What one OPC UA client may claim: its share of connections, sessions, subscriptions and
+monitored items, and the spec's Bad code past it, while other clients keep theirs."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asyncua import Client, ua
+from asyncua.ua.ua_binary import uatcp_to_binary
 
 from bridge.opcua.session_limits import SessionLimits
-from tests.integration.opcua_rig import opcua_rig
+from tests.integration.opcua_rig import from_another_host, opcua_rig
 
 LIMITS = SessionLimits(
     max_sessions=6, max_anonymous_sessions=3, max_subscriptions_per_session=4,
@@ -92,3 +95,53 @@ async def test_an_abandoned_session_is_timed_out_within_the_configured_bound(rig
         assert client.session_timeout <= LIMITS.max_session_timeout_s * 1000
     finally:
         await client.disconnect()
+
+
+async def test_one_host_holds_its_share_of_connections_and_sessions_and_another_host_gets_in(
+    ac_mapping, tmp_path
+):
+    """asyncua caps connections only for the whole server (1,000 from anyone): one host holding
+    them shut every other client out. Now each client address has a share of both."""
+    limits = SessionLimits(max_sessions_per_client=2, max_connections_per_client=4)
+    async with opcua_rig(ac_mapping, tmp_path / "data", limits=limits) as rig:  # its client: one of each
+        held, answers = [], []
+        for _ in range(5):  # bare connections that say Hello: answered while the host has room
+            reader, writer = await asyncio.open_connection(*_host_port(rig.url))
+            writer.write(uatcp_to_binary(ua.MessageType.Hello, ua.Hello(EndpointUrl=rig.url)))
+            held.append(writer)
+            answers.append(await asyncio.wait_for(reader.read(3), 10))
+            if answers[-1] != b"ACK":
+                break
+        assert answers == [b"ACK", b"ACK", b"ACK", b""]  # the fourth closed at once, unanswered
+        assert rig.face.sessions.refused["connections_per_client"] == 1
+        async with from_another_host(rig.url) as url, Client(url, timeout=10) as other:
+            assert await other.nodes.server.read_browse_name()  # its own share
+        for writer in held:
+            writer.close()
+
+        second = Client(rig.url, timeout=10)  # connections freed; sessions: the rig's and this one
+        await _until_connects(second)
+        try:
+            with pytest.raises(ua.UaStatusCodeError, match="BadTooManySessions"):
+                await Client(rig.url, timeout=10).connect()
+            assert rig.face.sessions.refused["sessions_per_client"] == 1
+            async with from_another_host(rig.url) as url, Client(url, timeout=10) as other:
+                assert await other.nodes.server.read_browse_name()
+        finally:
+            await second.disconnect()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("opc.tcp://").rstrip("/").rsplit(":", 1)
+    return host, int(port)
+
+
+async def _until_connects(client: Client, timeout_s: float = 10) -> None:
+    """Connect once the server has seen the closed connections go (it learns it as the loop turns)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                await client.connect()
+                return
+            except (ConnectionError, TimeoutError, ua.UaError):
+                await asyncio.sleep(0.05)

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from bridge.errors import ConfigurationError
 from bridge.modbus import pymodbus_seams
 from bridge.opcua import asyncua_seams
-from bridge.opcua.channel_guard import tag_channels
+from bridge.opcua.connections import ClientConnections
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAM_MODULES = {"bridge/opcua/asyncua_seams.py", "bridge/modbus/pymodbus_seams.py"}
@@ -61,14 +61,15 @@ def test_the_channel_guard_seams_matter_only_with_security(monkeypatch):
         asyncua_seams.check(Server(), secured=True)
 
 
-def test_without_security_a_missing_channel_seam_leaves_anonymous_callers_one_client(monkeypatch):
-    """The unsecured server only tags each request with its client's address; without the seam it
-    starts all the same (nothing is guarded there), and says what it lost."""
-    assert tag_channels(Server()) is True
+def test_without_security_a_missing_connection_seam_leaves_anonymous_callers_one_client(monkeypatch):
+    """Without --security the connection seams only count connections and tag each request with
+    its client's address; without them the server starts all the same (nothing is guarded there),
+    and says what it lost."""
+    assert ClientConnections(Server(), 16, lambda *_: None).install() is True
     monkeypatch.delattr(UaProcessor, "_process_message")
     server = Server()
     with capture_logs() as logs:
-        assert tag_channels(server) is False
+        assert ClientConnections(server, 16, lambda *_: None).install() is False
     assert [(e["event"], e["lacking"]) for e in logs] == [
         ("opcua_client_addresses_unknown", ["UaProcessor._process_message"])
     ]
