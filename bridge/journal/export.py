@@ -15,19 +15,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from bridge.domain.model import OrderState
+from bridge.journal.reads import finished_orders
 
 COLUMNS = (
     "order_id", "product", "options", "quantity", "state", "completed_at", "unit", "serial", "station",
     "seq", "started_at", "finished_at", "result_code", "parameters", "results",
 )  # fmt: skip
 JSON_COLUMNS = ("options", "parameters", "results")
-_FINAL = (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED)
-_ORDERS = (
-    "SELECT order_id, product, options, quantity, state, completed_at FROM orders"
-    " WHERE completed_at >= ? AND completed_at < ? AND (completed_at, order_id) > (?, ?)"
-    f" AND +state IN ({','.join('?' * len(_FINAL))}) ORDER BY completed_at, order_id LIMIT ?"
-)
 _STEPS = (
     "SELECT s.unit_index AS unit, u.serial, s.station, s.seq, s.started_at, s.finished_at, s.result_code,"
     " s.parameters, s.results FROM steps s JOIN units u USING (order_id, unit_index)"
@@ -44,7 +38,7 @@ def step_rows(
     high = (until or datetime.now(UTC)).isoformat()
     after = ("", "")
     while True:
-        orders = db.execute(_ORDERS, (low, high, *after, *_FINAL, chunk)).fetchall()
+        orders = finished_orders(db, low, high, after, chunk)
         for order in orders:
             steps = db.execute(_STEPS, (order["order_id"],)).fetchall()
             for step in steps or [None]:

@@ -7,7 +7,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bridge.domain.model import OrderState
 from bridge.journal.schema import ALARM_COLUMNS
+
+FINAL_STATES = (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED)
+_FINISHED = (  # by the (completed_at, order_id) index past the cursor (`+state`: not by the state's index)
+    "SELECT order_id, product, options, quantity, state, completed_at FROM orders"
+    " WHERE completed_at >= ? AND completed_at < ? AND (completed_at, order_id) > (?, ?)"
+    f" AND +state IN ({','.join('?' * len(FINAL_STATES))}) ORDER BY completed_at, order_id LIMIT ?"
+)
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -29,3 +37,12 @@ def alarm_rows(db: sqlite3.Connection, alarm: str | None, limit: int) -> list[di
     where, args = ("WHERE alarm = ?", (alarm, limit)) if alarm else ("", (limit,))
     rows = db.execute(f"SELECT {ALARM_COLUMNS} FROM alarms {where} ORDER BY id DESC LIMIT ?", args).fetchall()
     return [dict(row) for row in reversed(rows)]
+
+
+def finished_orders(
+    db: sqlite3.Connection, since: str, before: str, after: tuple[str, str], limit: int
+) -> list[sqlite3.Row]:
+    """At most `limit` orders finished in [since, before) (ISO 8601, the journal's form) past
+    `after`, a (completed_at, order_id) cursor, oldest first: a page costs no more late in a long
+    journal than early."""
+    return db.execute(_FINISHED, (since, before, *after, *FINAL_STATES, limit)).fetchall()

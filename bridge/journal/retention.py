@@ -16,15 +16,11 @@ import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from bridge.domain.model import OrderState, StepPhase
+from bridge.domain.model import StepPhase
 from bridge.errors import ConfigurationError
+from bridge.journal.reads import finished_orders
 
-BATCH = 50  # orders, audit records or alarm changes in one transaction: ~3 ms of the writer (bench.retention)
-_FINAL = (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED)
-_FINISHED = (  # by the (completed_at, order_id) index past the cursor (`+state`: not by the state's index)
-    "SELECT order_id, completed_at FROM orders WHERE completed_at < ? AND (completed_at, order_id) > (?, ?)"
-    f" AND +state IN ({','.join('?' * len(_FINAL))}) ORDER BY completed_at, order_id LIMIT ?"
-)
+BATCH = 50  # orders, audit records or alarm changes in one transaction: a few ms (bench.retention)
 
 
 def retention_s(days: object) -> float:
@@ -61,8 +57,12 @@ def prune_batch(db: sqlite3.Connection, before: str, stations: Collection[str], 
     """One batch of each kind older than `before` (ISO 8601, the journal's form), inside the
     caller's transaction."""
     held = _newest_step_orders(db, stations)
-    rows = db.execute(_FINISHED, (before, *cursor.order, *_FINAL, BATCH)).fetchall()
-    gone = [(oid, at) for oid, at in rows if oid not in held and not _has_open_step(db, oid)]
+    rows = finished_orders(db, "", before, cursor.order, BATCH)
+    gone = [
+        (row["order_id"], row["completed_at"])
+        for row in rows
+        if row["order_id"] not in held and not _has_open_step(db, row["order_id"])
+    ]
     if gone:
         db.executemany("INSERT OR IGNORE INTO pruned (order_id, completed_at) VALUES (?,?)", gone)
         ids = [(order_id,) for order_id, _ in gone]
@@ -73,7 +73,7 @@ def prune_batch(db: sqlite3.Connection, before: str, stations: Collection[str], 
         db, "alarms", "(SELECT MAX(id) FROM alarms newer WHERE newer.alarm = alarms.alarm) AS newest",
         before, cursor.alarm,
     )  # fmt: skip
-    order_end = (rows[-1][1], rows[-1][0]) if rows else cursor.order
+    order_end = (rows[-1]["completed_at"], rows[-1]["order_id"]) if rows else cursor.order
     done = len(rows) < BATCH and not audit_left and not alarms_left
     return Pruned(len(gone), audit, alarms, Cursor(order_end, audit_end, alarm_end, done))
 
