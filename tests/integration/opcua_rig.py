@@ -19,6 +19,7 @@ from bridge.opcua.face import OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from plc_sim.proxy import FaultMix, FaultyLink
+from tests.integration.loopback import loopback_server
 
 
 @dataclass
@@ -173,9 +174,5 @@ async def from_another_host(url: str, source: str = "127.0.0.2") -> AsyncIterato
         up_reader, up_writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-    server = await asyncio.start_server(forward, "127.0.0.1", 0)
-    try:
-        yield f"opc.tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with loopback_server(forward) as local:
+        yield f"opc.tcp://127.0.0.1:{local}/"

@@ -24,6 +24,7 @@ from bridge.security.users import add_user
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
 from tests.integration.browser import CHROMIUM, FLAGS, needs_chromium
+from tests.integration.loopback import loopback_server
 
 ORDER = {"order_id": "H-1", "product": "AC-W", "options": {}}
 
@@ -112,12 +113,8 @@ async def attacker_site(pages: dict[str, str]):
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with loopback_server(serve) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.slow
