@@ -141,8 +141,9 @@ async def _run(
             from bridge.http.server import HttpFace
 
             http = HttpFace(bridge, web, opcua.security if opcua is not None else None)
-            if face is not None:  # the line view's trends read the OPC UA face's history store
+            if face is not None:  # the line view's trends: its history store; /metrics: its clients' claims
                 http.view.trend_source = face.trend
+                http.metrics.opcua_claims = face.claims
         try:
             if http is not None:
                 await http.start()  # ConfigurationError likewise

@@ -11,7 +11,7 @@ docs/metrics.md lists the series; docs/grafana-dashboard.json shows them.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
@@ -28,11 +28,16 @@ REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 STEP_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+# What OPC UA clients hold now, and were refused since start by limit (the OPC UA face's claims)
+ClaimsSource = Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]
+
+
 class LineMetrics(Collector):
     """One registry per bridge (tests run several in a process)."""
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
+        self.opcua_claims: ClaimsSource | None = None  # the OPC UA face's, when it runs
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
             "linebridge_station_request_seconds", "duration of one Modbus request, all its tries",
@@ -114,6 +119,23 @@ class LineMetrics(Collector):
             "linebridge_journal_disk_kept_bytes", "below this much free, new orders are refused", value=kept
         )
         yield from self._alarms()
+        if self.opcua_claims is not None:
+            yield from self._claims(*self.opcua_claims())
+
+    @staticmethod
+    def _claims(held: Mapping[str, int], refused: Mapping[str, int]) -> Iterator[Metric]:
+        holding = GaugeMetricFamily(
+            "linebridge_opcua_clients_hold", "what OPC UA clients hold now", labels=["what"]
+        )
+        for what, count in held.items():
+            holding.add_metric([what], count)
+        yield holding
+        refusals = CounterMetricFamily(
+            "linebridge_opcua_refused", "OPC UA requests refused past a client's share", labels=["limit"]
+        )
+        for limit, count in refused.items():
+            refusals.add_metric([limit], count)
+        yield refusals
 
     def _alarms(self) -> Iterator[Metric]:
         """Every alarm's state, each series from the start (a dashboard's table and an alert rule

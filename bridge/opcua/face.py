@@ -72,6 +72,10 @@ class OpcUaFace:
         self._tasks: list = []
         self.values: ValueWriter | None = None  # the plant's node ids, once started
 
+    def claims(self) -> tuple[dict[str, int], dict[str, int]]:
+        """What OPC UA clients hold now and were refused since start (SessionLedger.claims)."""
+        return self.sessions.claims() if self.sessions is not None else ({}, {})
+
     @property
     def app_uri(self) -> str:
         """The server's application URI, also the namespace of the plant's instances."""

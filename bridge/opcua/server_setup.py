@@ -35,7 +35,8 @@ async def configure(server: Server, app_uri: str, settings: OpcUaSettings, audit
     sessions = SessionLedger(server, settings.limits)
     connections = ClientConnections(server, settings.limits.max_connections_per_client, sessions.refuse)
     await secure_server(server, app_uri, settings.security, offers_none, audit, connections)
-    connections.install()
+    if connections.install():
+        sessions.connections = connections
     audit_sessions(server, audit)
     sessions.install()
     share_notified_values(server)

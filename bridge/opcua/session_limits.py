@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from asyncua import Server, ua
@@ -28,7 +28,16 @@ from bridge.limits import LogThrottle
 from bridge.security.refusals import address_of
 from bridge.security.rules import current_channel
 
+if TYPE_CHECKING:
+    from bridge.opcua.connections import ClientConnections
+
 log = structlog.get_logger(__name__)
+
+# What a client may be refused, each a series of /metrics from the start (at 0)
+REFUSALS = (
+    "connections_per_client", "sessions", "sessions_per_client", "anonymous_sessions",
+    "subscriptions_per_session", "monitored_items",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,19 @@ class SessionLedger:
         self._client_of: dict[Any, str] = {}
         self._items: Counter[int] = Counter()  # subscription id → monitored items it holds
         self.refused: Counter[str] = Counter()
+        self.connections: ClientConnections | None = None  # set by server_setup once installed
         self._throttle = LogThrottle()
+
+    def claims(self) -> tuple[dict[str, int], dict[str, int]]:
+        """What clients hold now, and what they were refused since start, by limit (for /metrics)."""
+        open_now = self.connections.open if self.connections is not None else Counter()
+        held = {
+            "sessions": len(self.sessions),
+            "anonymous_sessions": len(self.anonymous),
+            "connections": sum(open_now.values()),
+            "client_addresses": len(open_now),
+        }
+        return held, {what: self.refused[what] for what in REFUSALS}
 
     def install(self) -> None:
         iserver, subs = self._iserver, self._subs

@@ -4,6 +4,7 @@ Origin header), blocking: tests run them with asyncio.to_thread."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -30,3 +31,28 @@ def get_status(url: str) -> int:
             return reply.status
     except urllib.error.HTTPError as refused:
         return refused.code
+
+
+def scrape(address: str) -> dict[str, float]:
+    """`name{labels}` → value, from the text format."""
+    with urllib.request.urlopen(f"{address}/metrics", timeout=5) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def value(series: dict[str, float], name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    matches = [v for k, v in series.items() if k.split("{")[0] == name and _labels(k) == wanted]
+    assert len(matches) == 1, (name, labels, [k for k in series if k.startswith(name)][:5])
+    return matches[0]
+
+
+def _labels(key: str) -> str:
+    inside = key.partition("{")[2].rstrip("}")
+    return ",".join(sorted(part for part in re.findall(r'\w+="[^"]*"', inside) if not part.startswith("le=")))

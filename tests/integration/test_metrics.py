@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.request
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -16,36 +15,13 @@ from bridge.domain.events import AlarmChanged
 from bridge.errors import ConfigurationError
 from bridge.http.server import HttpFace, HttpSettings
 from bridge.mapping import apply_deployment
+from bridge.opcua.face import OpcUaFace, OpcUaSettings
 from bridge.service import Bridge, BridgeSettings
 from plc_sim.line import SimulatedLine
+from tests.integration.http_calls import scrape, value
 from tests.integration.orders import run_orders
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
-
-
-def scrape(address: str) -> dict[str, float]:
-    """`name{labels}` → value, from the text format."""
-    with urllib.request.urlopen(f"{address}/metrics", timeout=5) as reply:
-        assert reply.headers["Content-Type"].startswith("text/plain")
-        text = reply.read().decode()
-    series = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            series[name] = float(value)
-    return series
-
-
-def value(series: dict[str, float], name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    matches = [v for k, v in series.items() if k.split("{")[0] == name and _labels(k) == wanted]
-    assert len(matches) == 1, (name, labels, [k for k in series if k.startswith(name)][:5])
-    return matches[0]
-
-
-def _labels(key: str) -> str:
-    inside = key.partition("{")[2].rstrip("}")
-    return ",".join(sorted(part for part in re.findall(r'\w+="[^"]*"', inside) if not part.startswith("le=")))
 
 
 async def test_metrics_follow_the_line(ac_mapping, tmp_path):
@@ -152,7 +128,10 @@ async def test_the_dashboard_asks_only_for_what_metrics_has(ac_mapping, tmp_path
     wanted = {name for expr in exprs for name in re.findall(r"\blinebridge_[a-z_]+", expr)}
     assert len(wanted) >= 10
     bridge = Bridge(ac_mapping, BridgeSettings(data_dir=tmp_path, telemetry_interval_s=0))
+    face = OpcUaFace(bridge, OpcUaSettings(endpoint="opc.tcp://127.0.0.1:0/"))
+    await face.prepare()  # its clients' claims: the server made, not listening
     http = HttpFace(bridge, HttpSettings(port=0))
+    http.metrics.opcua_claims = face.claims  # as `linebridge run` wires it
     await http.start()
     try:
         series = await asyncio.to_thread(scrape, http.address)

@@ -9,7 +9,9 @@ import pytest
 from asyncua import Client, ua
 from asyncua.ua.ua_binary import uatcp_to_binary
 
-from bridge.opcua.session_limits import SessionLimits
+from bridge.http.server import HttpFace, HttpSettings
+from bridge.opcua.session_limits import REFUSALS, SessionLimits
+from tests.integration.http_calls import scrape, value
 from tests.integration.opcua_rig import from_another_host, opcua_rig
 
 LIMITS = SessionLimits(
@@ -145,3 +147,25 @@ async def _until_connects(client: Client, timeout_s: float = 10) -> None:
                 return
             except (ConnectionError, TimeoutError, ua.UaError):
                 await asyncio.sleep(0.05)
+
+
+async def test_metrics_say_what_opcua_clients_hold_and_were_refused(rig):
+    """What an operator alerts on when a client hits its share (docs/metrics.md)."""
+    http = HttpFace(rig.bridge, HttpSettings(port=0))
+    http.metrics.opcua_claims = rig.face.claims  # as `linebridge run` wires it
+    await http.start()
+    try:
+        series = await asyncio.to_thread(scrape, http.address)
+        what = ("sessions", "connections", "client_addresses")
+        held = {w: value(series, "linebridge_opcua_clients_hold", what=w) for w in what}
+        assert held == dict.fromkeys(what, 1)  # the rig's own client
+        assert {value(series, "linebridge_opcua_refused_total", limit=w) for w in REFUSALS} == {0}
+        subscriptions = [await rig.client.create_subscription(100, Quiet()) for _ in range(4)]
+        with pytest.raises(ua.UaStatusCodeError, match="BadTooManySubscriptions"):
+            await rig.client.create_subscription(100, Quiet())
+        series = await asyncio.to_thread(scrape, http.address)
+        assert value(series, "linebridge_opcua_refused_total", limit="subscriptions_per_session") == 1
+        for subscription in subscriptions:
+            await subscription.delete()
+    finally:
+        await http.stop()
