@@ -64,7 +64,7 @@ class ExportFormat(enum.StrEnum):
     jsonl = "jsonl"
 
 
-def _moment(text: str | None, option: str) -> datetime | None:
+def moment(text: str | None, option: str) -> datetime | None:
     """An ISO 8601 date or time; without a zone, UTC (the journal's)."""
     if text is None:
         return None
@@ -90,7 +90,7 @@ def journal_export(
     from bridge.journal import JOURNAL_FILE
     from bridge.journal.export import step_rows, write_csv, write_jsonl
 
-    low, high = _moment(since, "--since"), _moment(until, "--until")
+    low, high = moment(since, "--since"), moment(until, "--until")
     file = path or data_dir / JOURNAL_FILE
     write = write_csv if fmt is ExportFormat.csv else write_jsonl
     with (  # the output is opened once the journal is: a missing journal leaves no empty file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import typer
@@ -94,15 +95,23 @@ def user_add(
 
 def audit(
     data_dir: Path = typer.Option(Path("var"), help="where the journal lives"),
-    limit: int = typer.Option(100, help="the last N records"),
+    limit: int = typer.Option(100, min=0, help="the last N records; 0: all of them"),
+    since: str | None = typer.Option(None, help="only records from this on (ISO 8601; UTC if no zone)"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="a JSON object a line, for a SIEM or a script"),
 ) -> None:
     """Print the audit trail: sessions, logins, certificate checks, orders, setpoint writes, reloads.
     Read only (beside a running bridge too); a data directory with no journal is an error, not an
     empty trail."""
-    from bridge.cli_journal import read_journal
-    from bridge.journal.reads import audit_rows
+    from bridge.cli_journal import moment, read_journal
+    from bridge.journal.reads import AUDIT_COLUMNS, all_audit_rows, audit_rows
 
+    low = moment(since, "--since")
+    start = low.isoformat() if low else ""
     with read_journal(data_dir / JOURNAL_FILE) as db:
-        rows = audit_rows(db, limit)
-    for at, event, user, tp, outcome, channel in rows:
-        typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")
+        rows = all_audit_rows(db, start) if limit == 0 else iter(audit_rows(db, limit, start))
+        for row in rows:
+            if jsonl:
+                typer.echo(json.dumps(dict(zip(AUDIT_COLUMNS, row, strict=True)), separators=(",", ":")))
+                continue
+            at, event, user, tp, outcome, channel = row
+            typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")

@@ -4,6 +4,7 @@ command line's (read only, beside a running bridge: WAL) ask the same questions 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,25 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
-def audit_rows(db: sqlite3.Connection, limit: int) -> list[tuple[str, str, str, str, str, str]]:
-    """The newest `limit` audit records, oldest first: (at, event, user, thumbprint, outcome, channel)."""
+AUDIT_COLUMNS = ("at", "event", "user", "thumbprint", "outcome", "channel")
+
+
+AuditRow = tuple[str, str, str, str, str, str]
+
+
+def audit_rows(db: sqlite3.Connection, limit: int, since: str = "") -> list[AuditRow]:
+    """The newest `limit` audit records written at or after `since` (ISO 8601), oldest first."""
     rows = db.execute(
-        "SELECT at, event, user, thumbprint, outcome, channel FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?", (since, limit)
     ).fetchall()
     return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
+
+
+def all_audit_rows(db: sqlite3.Connection, since: str = "", chunk: int = 1000) -> Iterator[AuditRow]:
+    """Every audit record written at or after `since`, oldest first, a chunk in memory at a time."""
+    cursor = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE at >= ? ORDER BY id", (since,))
+    while rows := cursor.fetchmany(chunk):
+        yield from (tuple(row) for row in rows)  # type: ignore[misc]
 
 
 def alarm_rows(db: sqlite3.Connection, alarm: str | None, limit: int) -> list[dict[str, Any]]:

@@ -219,6 +219,13 @@ async def test_export_gives_a_row_per_step_beside_the_running_bridge(ac_mapping,
     code, out, err = await cli("audit", "--data-dir", data)  # read only, the bridge stopped or not
     assert code == 0, err
     assert "order_cancel    olga" in out.splitlines()[-1]
+    code, out, err = await cli("audit", "--data-dir", data, "--limit", "0", "--jsonl")  # for a SIEM
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[-1] == {**records[-1], "event": "order_cancel", "user": "olga", "outcome": "ok E-never"}
+    assert set(records[0]) == {"at", "event", "user", "thumbprint", "outcome", "channel"}
+    code, out, err = await cli("audit", "--data-dir", data, "--since", "2099-01-01", "--jsonl")
+    assert (code, out) == (0, "")
     for command in (("audit",), ("alarm", "history"), ("journal", "export")):  # a wrong folder: an error
         code, out, err = await cli(*command, "--data-dir", str(tmp_path / "typo"))
         assert (code, out) == (1, "")
