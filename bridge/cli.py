@@ -101,6 +101,9 @@ def run(
     ),
     max_subscriptions_per_session: int = typer.Option(10, help="OPC UA subscriptions one session may hold"),
     max_monitored_items_per_session: int = typer.Option(10_000, help="monitored items one session may hold"),
+    max_queue_size: int = typer.Option(
+        10, min=1, help="values a monitored item may queue between publishes (asked 0 or 1: 1)"
+    ),
     max_session_timeout: float = typer.Option(
         120.0, help="seconds an OPC UA session whose client has gone keeps its subscriptions, at most"
     ),

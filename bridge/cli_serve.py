@@ -66,6 +66,7 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
                 max_connections_per_client=opts["max_connections_per_client"],
                 max_subscriptions_per_session=opts["max_subscriptions_per_session"],
                 max_monitored_items_per_session=opts["max_monitored_items_per_session"],
+                max_queue_size=opts["max_queue_size"],
                 max_session_timeout_s=opts["max_session_timeout"],
             ),
         )

@@ -75,6 +75,7 @@ def _seam(owner: Any, attr: str, used_by: str, *, how: str = "method", security:
 
 _GUARD, _SESSIONS, _NOTIFY = "channel_guard.py", "session_limits.py, endpoint_security.py", "notify.py"
 _ITEMS, _SUBS = MonitoredItemService, SubscriptionService
+_ITEM_SRV = "plant.py, job_control.py, notify.py, session_limits.py"
 SEAMS: tuple[Seam, ...] = (
     # the secure channel guard: without it --security would serve the None channel
     _seam(UaProcessor, "_process_message", _GUARD, security=True),
@@ -93,6 +94,7 @@ SEAMS: tuple[Seam, ...] = (
     _seam(_SUBS, "create_subscription", _SESSIONS),
     _seam(_SUBS, "create_monitored_items", _SESSIONS),
     _seam(_SUBS, "delete_monitored_items", _SESSIONS),
+    _seam(_SUBS, "modify_monitored_items", _SESSIONS),
     _seam("iserver.subscription_service", "subscriptions", _SESSIONS, how="live"),
     # the telemetry fast path: equal to asyncua's own, byte for byte (tests/unit/test_notify.py)
     _seam(_ITEMS, "_monitored_items", _NOTIFY, how="init"),
@@ -107,7 +109,7 @@ SEAMS: tuple[Seam, ...] = (
     _seam(AttributeValue, "datachange_callbacks", _NOTIFY, how="init"),
     _seam(ua_binary, "create_dataclass_serializer", "wire.py"),
     # events built only while some monitored item watches events
-    _seam(InternalSubscription, "monitored_item_srv", "plant.py, job_control.py", how="init"),
+    _seam(InternalSubscription, "monitored_item_srv", _ITEM_SRV, how="init"),
     _seam(_ITEMS, "_monitored_events", "plant.py, job_control.py", how="init"),
     # the rest of the server's life
     _seam("iserver", "bind_condition_methods", "server_setup.py", how="live"),

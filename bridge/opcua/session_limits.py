@@ -25,6 +25,7 @@ from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 
 from bridge.limits import LogThrottle
+from bridge.opcua import asyncua_seams
 from bridge.security.refusals import address_of
 from bridge.security.rules import current_channel
 
@@ -49,6 +50,8 @@ class SessionLimits:
     max_subscriptions_per_session: int = 10
     max_monitored_items_per_session: int = 10_000
     max_monitored_items: int = 50_000  # all sessions together (~1.8 KB each in asyncua)
+    max_queue_size: int = 10  # values a data item may queue between publishes (0 or 1 asked: 1)
+    max_event_queue_size: int = 1_000  # events an event item may queue (0 asked: this many)
     max_session_timeout_s: float = 120.0  # an abandoned session and its subscriptions live this long
 
 
@@ -88,6 +91,7 @@ class SessionLedger:
         register, unregister = iserver.register_external_session, iserver.unregister_external_session
         create_subscription = subs.create_subscription
         create_items, delete_items = subs.create_monitored_items, subs.delete_monitored_items
+        modify_items = subs.modify_monitored_items
 
         def creating(name: str, *args: Any, external: bool = False, **kwargs: Any) -> Any:
             if not external:
@@ -129,6 +133,9 @@ class SessionLedger:
             sub = subs.subscriptions.get(params.SubscriptionId)
             if sub is None:
                 return await create_items(params)  # asyncua answers BadSubscriptionIdInvalid
+            for item in params.ItemsToCreate:
+                asked = item.RequestedParameters
+                asked.QueueSize = self._queue_size(item.ItemToMonitor.AttributeId, asked.QueueSize)
             room = self._room(sub.session_id)
             wanted = list(params.ItemsToCreate)
             params.ItemsToCreate = wanted[: max(room, 0)]
@@ -147,12 +154,24 @@ class SessionLedger:
             self._items[params.SubscriptionId] = max(0, self._items[params.SubscriptionId] - gone)
             return results
 
+        def modifying(params: ua.ModifyMonitoredItemsParameters) -> list[ua.MonitoredItemModifyResult]:
+            sub = subs.subscriptions.get(params.SubscriptionId)
+            if sub is not None:  # else asyncua answers BadSubscriptionIdInvalid
+                _handles, items = asyncua_seams.item_tables(sub.monitored_item_srv)
+                for item in params.ItemsToModify:
+                    data = items.get(item.MonitoredItemId)
+                    watched = data.read_value_id.AttributeId if data is not None else ua.AttributeIds.Value
+                    asked = item.RequestedParameters
+                    asked.QueueSize = self._queue_size(watched, asked.QueueSize)
+            return modify_items(params)  # asyncua takes a modified queue size as asked, unrevised
+
         iserver.create_session = creating
         iserver.register_external_session = opened
         iserver.unregister_external_session = closed
         subs.create_subscription = subscribing
         subs.create_monitored_items = monitoring
         subs.delete_monitored_items = unmonitoring
+        subs.modify_monitored_items = modifying
 
     def _guard_activation(self, session: Any) -> None:
         activate = session.activate_session
@@ -174,6 +193,15 @@ class SessionLedger:
             return result
 
         session.activate_session = activating
+
+    def _queue_size(self, attribute: int, asked: int) -> int:
+        """The queue an item gets (Part 4, 7.21): a data item asking 0 or 1 gets 1 (asyncua gave it
+        its whole cap, 10,000), more up to `max_queue_size`; an event item up to its own cap. What
+        a client that never asks for a publish can make the bridge hold is then items × the cap."""
+        if attribute == ua.AttributeIds.EventNotifier:
+            cap = self.limits.max_event_queue_size
+            return cap if asked <= 0 else min(asked, cap)
+        return 1 if asked <= 1 else min(asked, self.limits.max_queue_size)
 
     def _room(self, session_id: ua.NodeId) -> int:
         """Monitored items `session_id` may still create (its share, and what the server has left)."""

@@ -169,3 +169,45 @@ async def test_metrics_say_what_opcua_clients_hold_and_were_refused(rig):
             await subscription.delete()
     finally:
         await http.stop()
+
+
+async def test_an_item_queues_at_most_its_share_however_it_asks(rig):
+    """asyncua gave a data item asking a queue of 0 its whole cap (10,000 values) and took a modified
+    queue size as asked: a client that never asks for a publish grew the bridge without end (+15 MB
+    in 80 s with 10,000 items on this line's slow telemetry, and rising). Part 4, 7.21: 0 or 1 is 1."""
+    sub = await rig.client.create_subscription(100, Quiet())
+    node = rig.node("Plant.Lines.ac_line.AcceptingOrders").nodeid
+
+    message = ua.SimpleAttributeOperand(
+        TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType), BrowsePath=[ua.QualifiedName("Message", 0)],
+        AttributeId=ua.AttributeIds.Value,
+    )  # fmt: skip
+
+    def item(queue: int, handle: int, events: bool = False) -> ua.MonitoredItemCreateRequest:
+        asked = ua.MonitoringParameters(ClientHandle=handle, QueueSize=queue, SamplingInterval=0)
+        watched = ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value)
+        if events:
+            asked.Filter = ua.EventFilter(SelectClauses=[message], WhereClause=ua.ContentFilter())
+            server = ua.NodeId(ua.ObjectIds.Server)
+            watched = ua.ReadValueId(NodeId=server, AttributeId=ua.AttributeIds.EventNotifier)
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=watched, MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=asked
+        )
+
+    asked = [item(0, 1), item(1, 2), item(7, 3), item(10_000, 4), item(0, 5, events=True)]
+    created = await rig.client.uaclient.create_monitored_items(ua.CreateMonitoredItemsParameters(
+        SubscriptionId=sub.subscription_id, TimestampsToReturn=ua.TimestampsToReturn.Both,
+        ItemsToCreate=asked,
+    ))  # fmt: skip
+    assert [r.StatusCode.is_good() for r in created] == [True] * 5
+    share = SessionLimits().max_queue_size
+    assert [r.RevisedQueueSize for r in created] == [1, 1, 7, share, SessionLimits().max_event_queue_size]
+    modified = await rig.client.uaclient.modify_monitored_items(ua.ModifyMonitoredItemsParameters(
+        SubscriptionId=sub.subscription_id, TimestampsToReturn=ua.TimestampsToReturn.Both,
+        ItemsToModify=[ua.MonitoredItemModifyRequest(
+            MonitoredItemId=created[0].MonitoredItemId,
+            RequestedParameters=ua.MonitoringParameters(ClientHandle=1, QueueSize=5_000, SamplingInterval=0),
+        )],
+    ))  # fmt: skip
+    assert [r.RevisedQueueSize for r in modified] == [share]
+    await sub.delete()
