@@ -133,19 +133,28 @@ class SessionLedger:
             sub = subs.subscriptions.get(params.SubscriptionId)
             if sub is None:
                 return await create_items(params)  # asyncua answers BadSubscriptionIdInvalid
+            answers: list[Any] = []  # per item asked: a refusal, or None for asyncua's answer
+            taken = []
+            room = self._room(sub.session_id)
             for item in params.ItemsToCreate:
                 asked = item.RequestedParameters
                 asked.QueueSize = self._queue_size(item.ItemToMonitor.AttributeId, asked.QueueSize)
-            room = self._room(sub.session_id)
-            wanted = list(params.ItemsToCreate)
-            params.ItemsToCreate = wanted[: max(room, 0)]
-            results = list(await create_items(params)) if params.ItemsToCreate else []
+                if _event_item_without_filter(item):  # asyncua failed the whole request (BadInternalError)
+                    answers.append(ua.StatusCode(ua.StatusCodes.BadMonitoredItemFilterInvalid))
+                elif len(taken) >= room:
+                    answers.append(ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems))
+                else:
+                    answers.append(None)
+                    taken.append(item)
+            params.ItemsToCreate = taken
+            created = iter(list(await create_items(params)) if taken else [])
+            results = [
+                next(created) if a is None else ua.MonitoredItemCreateResult(StatusCode=a) for a in answers
+            ]
             self._items[params.SubscriptionId] += sum(1 for r in results if r.StatusCode.is_good())
-            if len(wanted) > len(params.ItemsToCreate):
-                self.refuse("monitored_items", len(wanted) - len(params.ItemsToCreate))
-                too_many = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)
-                for _ in wanted[len(params.ItemsToCreate) :]:
-                    results.append(ua.MonitoredItemCreateResult(StatusCode=too_many))
+            over = ua.StatusCodes.BadTooManyMonitoredItems
+            if too_many := sum(1 for a in answers if a is not None and a.value == over):
+                self.refuse("monitored_items", too_many)
             return results
 
         def unmonitoring(params: ua.DeleteMonitoredItemsParameters) -> list[ua.StatusCode]:
@@ -220,3 +229,8 @@ class SessionLedger:
         if self._throttle.due(what):
             log.warning("opcua_limit_reached", limit_of=what, limit=limit, refused_so_far=self.refused[what])
 
+
+def _event_item_without_filter(item: ua.MonitoredItemCreateRequest) -> bool:
+    """An item on events must say which fields it wants (an EventFilter, Part 4, 7.22.3)."""
+    events = item.ItemToMonitor.AttributeId == ua.AttributeIds.EventNotifier
+    return events and not isinstance(item.RequestedParameters.Filter, ua.EventFilter)

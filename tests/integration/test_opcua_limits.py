@@ -4,6 +4,7 @@ monitored items, and the spec's Bad code past it, while other clients keep their
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from asyncua import Client, ua
@@ -171,7 +172,7 @@ async def test_metrics_say_what_opcua_clients_hold_and_were_refused(rig):
         await http.stop()
 
 
-async def test_an_item_queues_at_most_its_share_however_it_asks(rig):
+async def test_an_item_queues_at_most_its_share_however_it_asks_and_a_bad_one_fails_alone(rig):
     """asyncua gave a data item asking a queue of 0 its whole cap (10,000 values) and took a modified
     queue size as asked: a client that never asks for a publish grew the bridge without end (+15 MB
     in 80 s with 10,000 items on this line's slow telemetry, and rising). Part 4, 7.21: 0 or 1 is 1."""
@@ -183,11 +184,12 @@ async def test_an_item_queues_at_most_its_share_however_it_asks(rig):
         AttributeId=ua.AttributeIds.Value,
     )  # fmt: skip
 
-    def item(queue: int, handle: int, events: bool = False) -> ua.MonitoredItemCreateRequest:
+    def item(queue: int, handle: int, events: bool = False, filtered: bool = True) -> Any:
         asked = ua.MonitoringParameters(ClientHandle=handle, QueueSize=queue, SamplingInterval=0)
         watched = ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value)
         if events:
-            asked.Filter = ua.EventFilter(SelectClauses=[message], WhereClause=ua.ContentFilter())
+            if filtered:
+                asked.Filter = ua.EventFilter(SelectClauses=[message], WhereClause=ua.ContentFilter())
             server = ua.NodeId(ua.ObjectIds.Server)
             watched = ua.ReadValueId(NodeId=server, AttributeId=ua.AttributeIds.EventNotifier)
         return ua.MonitoredItemCreateRequest(
@@ -195,13 +197,16 @@ async def test_an_item_queues_at_most_its_share_however_it_asks(rig):
         )
 
     asked = [item(0, 1), item(1, 2), item(7, 3), item(10_000, 4), item(0, 5, events=True)]
+    asked.append(item(0, 6, events=True, filtered=False))  # asyncua failed the whole request with it
     created = await rig.client.uaclient.create_monitored_items(ua.CreateMonitoredItemsParameters(
         SubscriptionId=sub.subscription_id, TimestampsToReturn=ua.TimestampsToReturn.Both,
         ItemsToCreate=asked,
     ))  # fmt: skip
-    assert [r.StatusCode.is_good() for r in created] == [True] * 5
+    assert [r.StatusCode.is_good() for r in created] == [True] * 5 + [False]
+    assert created[5].StatusCode.value == ua.StatusCodes.BadMonitoredItemFilterInvalid
     share = SessionLimits().max_queue_size
-    assert [r.RevisedQueueSize for r in created] == [1, 1, 7, share, SessionLimits().max_event_queue_size]
+    queues = [r.RevisedQueueSize for r in created[:5]]
+    assert queues == [1, 1, 7, share, SessionLimits().max_event_queue_size]
     modified = await rig.client.uaclient.modify_monitored_items(ua.ModifyMonitoredItemsParameters(
         SubscriptionId=sub.subscription_id, TimestampsToReturn=ua.TimestampsToReturn.Both,
         ItemsToModify=[ua.MonitoredItemModifyRequest(
