@@ -69,11 +69,11 @@ def moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        moment = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not an ISO 8601 date or time (2026-12-01, 2026-12-01T06:00)",
                                  param_hint=option) from None  # fmt: skip
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @journal_app.command("export")
