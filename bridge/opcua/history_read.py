@@ -4,9 +4,10 @@ spec's Bad code for a node that keeps no history.
 asyncua's HistoryManager hands every request to the storage and turns a timestamp into the
 continuation point: it never says more values exist when NumValuesPerNode cut them off, cannot
 release a point, and answers Good with nothing for a node that is not historized. Here a point is
-an opaque random token naming where the next page starts; the server keeps the newest
-`max_points` of them (Part 4's MaxHistoryContinuationPoints is per session; asyncua tells a history
-manager no session, so the cap is the server's), and an unknown or released token is
+an opaque random token naming where the next page starts; the server keeps the newest 100 of each
+client address (Part 4's MaxHistoryContinuationPoints is per session; asyncua tells a history
+manager no session, but the request's channel names its client), so one client opening page after
+page drops its own oldest, never another's; an unknown or released token is
 BadContinuationPointInvalid. Event history (ReadEventDetails) is the alarms' (alarm_history.py),
 paged the same way.
 """
@@ -17,7 +18,7 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from bridge.errors import JournalUnavailable
 from bridge.opcua.alarm_history import MAX_EVENTS_PER_PAGE, AlarmHistory, EventCursor
 from bridge.opcua.history_store import HistoryStore
 from bridge.opcua.uatypes import NO_TIME
+from bridge.security.refusals import address_of
+from bridge.security.rules import current_channel
 
 log = structlog.get_logger(__name__)
 
@@ -54,13 +57,14 @@ class _Cursor:
 class PagedHistory(HistoryManager):  # type: ignore[misc]
     def __init__(
         self, iserver: InternalServer, store: HistoryStore, events: AlarmHistory | None = None,
-        *, max_points: int = 1000,
+        *, max_points: int = 10_000, max_points_per_client: int = 100,
     ) -> None:  # fmt: skip
         super().__init__(iserver)
         self.storage = store
         self._store, self._events = store, events
-        self._points: OrderedDict[bytes, _Cursor | EventCursor] = OrderedDict()
-        self._max_points = max_points
+        self._points: OrderedDict[bytes, tuple[str, _Cursor | EventCursor]] = OrderedDict()  # → owner, cursor
+        self._held: Counter[str] = Counter()  # points per client address
+        self._max_points, self.points_per_client = max_points, max_points_per_client
 
     async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
         """Each node's result on its own: asyncua lets an exception fail the whole request, so a
@@ -84,7 +88,7 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
         self, params: ua.HistoryReadParameters, details: Any, rv: ua.HistoryReadValueId
     ) -> ua.HistoryReadResult:
         if params.ReleaseContinuationPoints:
-            self._points.pop(bytes(rv.ContinuationPoint or b""), None)
+            self._drop(bytes(rv.ContinuationPoint or b""))
             return ua.HistoryReadResult()
         if isinstance(details, ua.ReadEventDetails) and self._events is not None:
             return await self._read_events(details, rv, self._events)
@@ -139,16 +143,32 @@ class PagedHistory(HistoryManager):  # type: ignore[misc]
 
     def _taken(self, rv: ua.HistoryReadValueId, kind: type[C]) -> C | None:
         """The cursor `rv`'s continuation point names (used up), if it is a `kind` of this node."""
-        cursor = self._points.pop(bytes(rv.ContinuationPoint), None)
+        cursor = self._drop(bytes(rv.ContinuationPoint))
         return cursor if isinstance(cursor, kind) and cursor.node == rv.NodeId else None
 
     def _keep(self, cursor: _Cursor | EventCursor) -> bytes:
-        """A continuation point for `cursor`, the oldest dropped beyond `max_points`."""
+        """A continuation point for `cursor`: past its client's share, that client's oldest is
+        dropped (not another client's); past `max_points` in all, the oldest."""
+        client = address_of(str(current_channel.get() or ""))
+        if self._held[client] >= self.points_per_client:
+            self._drop(next(token for token, (owner, _) in self._points.items() if owner == client))
         token = os.urandom(16)
-        self._points[token] = cursor
+        self._points[token] = (client, cursor)
+        self._held[client] += 1
         while len(self._points) > self._max_points:
-            self._points.popitem(last=False)
+            self._drop(next(iter(self._points)))
         return token
+
+    def _drop(self, token: bytes) -> _Cursor | EventCursor | None:
+        """The cursor `token` names, forgotten (None if it names none)."""
+        entry = self._points.pop(token, None)
+        if entry is None:
+            return None
+        client, cursor = entry
+        self._held[client] -= 1
+        if self._held[client] <= 0:
+            del self._held[client]
+        return cursor
 
 
 def _first(node: ua.NodeId, key: int, details: ua.ReadRawModifiedDetails) -> _Cursor:

@@ -9,10 +9,10 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from asyncua import ua
+from asyncua import Client, ua
 
 from bridge.domain.model import OrderState
-from tests.integration.opcua_rig import opcua_rig, s
+from tests.integration.opcua_rig import from_another_host, opcua_rig, s
 
 HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
 
@@ -127,7 +127,7 @@ async def test_cancel_of_a_finished_order_is_refused_with_bad_invalid_state(rig)
     await rig.line["chassis"].set_fault("stall", 0)
 
 
-async def history_page(rig, nodeid, start, end, per_node, point=b""):
+async def history_page(client, nodeid, start, end, per_node, point=b""):
     details = ua.ReadRawModifiedDetails()
     details.IsReadModified = False
     details.StartTime, details.EndTime = start, end
@@ -141,7 +141,7 @@ async def history_page(rig, nodeid, start, end, per_node, point=b""):
     read.NodeId = nodeid
     read.ContinuationPoint = point
     params.NodesToRead.append(read)
-    (result,) = await rig.client.uaclient.history_read(params)
+    (result,) = await client.uaclient.history_read(params)
     return result
 
 
@@ -156,7 +156,7 @@ async def test_history_pages_with_continuation_points_and_refuses_nodes_without_
     pages, point = [], b""
     async with asyncio.timeout(15):
         while True:
-            result = await history_page(rig, node.nodeid, start, end, 5, point)
+            result = await history_page(rig.client, node.nodeid, start, end, 5, point)
             assert result.StatusCode.is_good(), result.StatusCode
             pages.append(result.HistoryData.DataValues)
             point = result.ContinuationPoint
@@ -167,7 +167,7 @@ async def test_history_pages_with_continuation_points_and_refuses_nodes_without_
     assert paged == [v.SourceTimestamp for v in everything][: len(paged)]
     assert len(paged) >= len(everything)  # every value once, in order, nothing skipped
 
-    first = await history_page(rig, node.nodeid, start, end, 5)
+    first = await history_page(rig.client, node.nodeid, start, end, 5)
     assert first.ContinuationPoint
     params = ua.HistoryReadParameters()
     params.HistoryReadDetails = ua.ReadRawModifiedDetails(StartTime=start, EndTime=end, NumValuesPerNode=5)
@@ -176,11 +176,11 @@ async def test_history_pages_with_continuation_points_and_refuses_nodes_without_
     params.NodesToRead.append(release)
     (released,) = await rig.client.uaclient.history_read(params)
     assert released.StatusCode.is_good()
-    stale = await history_page(rig, node.nodeid, start, end, 5, first.ContinuationPoint)
+    stale = await history_page(rig.client, node.nodeid, start, end, 5, first.ContinuationPoint)
     assert stale.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
 
     plain = rig.node("Plant.Lines.ac_line.Stations.chassis.CurrentOrder")
-    refused = await history_page(rig, plain.nodeid, start, end, 5)
+    refused = await history_page(rig.client, plain.nodeid, start, end, 5)
     assert refused.StatusCode.value == ua.StatusCodes.BadHistoryOperationUnsupported
 
 
@@ -212,3 +212,26 @@ async def test_a_history_store_that_cannot_be_read_fails_its_nodes_not_the_whole
     assert first.StatusCode.value == ua.StatusCodes.BadResourceUnavailable
     assert second.StatusCode.is_good()
     assert second.HistoryData.DataValues
+
+
+async def test_one_client_opening_pages_drops_its_own_oldest_continuation_point_not_anothers(rig):
+    """asyncua tells the history manager no session, and the server's 1,000 points were anyone's:
+    a client opening page after page invalidated every other client's paging."""
+    node = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    async with asyncio.timeout(15):
+        while len(await node.read_raw_history(start, datetime.now(UTC))) < 3:  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.1)
+    end = datetime.now(UTC)
+    rig.face.server.iserver.history_manager.points_per_client = 3  # 100 by default
+    async with from_another_host(rig.url) as url, Client(url, timeout=10) as other:
+        theirs = await history_page(other, node.nodeid, start, end, 1)
+        mine = [await history_page(rig.client, node.nodeid, start, end, 1) for _ in range(5)]
+        assert all(page.ContinuationPoint for page in [theirs, *mine])
+        going_on = await history_page(other, node.nodeid, start, end, 1,
+                                      theirs.ContinuationPoint)  # fmt: skip
+        assert going_on.StatusCode.is_good()
+    dropped = await history_page(rig.client, node.nodeid, start, end, 1, mine[0].ContinuationPoint)
+    assert dropped.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+    kept = await history_page(rig.client, node.nodeid, start, end, 1, mine[-1].ContinuationPoint)
+    assert kept.StatusCode.is_good()
