@@ -43,34 +43,8 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
         request_timeout_s=opts["request_timeout"],
         journal_reserve_mb=opts["journal_reserve_mb"],
     )
-    opcua = None
-    if not opts["no_opcua"]:
-        data_dir = Path(opts["data_dir"])
-        secure = None
-        if opts["security"]:
-            secure = SecuritySettings(
-                pki_dir=Path(opts["pki_dir"] or data_dir / "pki"),
-                users_file=Path(opts["users"] or data_dir / "users.yaml"),
-                allow_none_endpoint=opts["allow_none_endpoint"],
-            )
-        opcua = OpcUaSettings(
-            endpoint=opts["opcua_endpoint"],
-            order_retention_s=opts["order_retention"],
-            finished_in_full=opts["finished_in_full"],
-            security=secure,
-            allow_insecure_remote=opts["allow_insecure_remote"],
-            limits=SessionLimits(
-                max_sessions=opts["max_sessions"],
-                max_anonymous_sessions=opts["max_anonymous_sessions"],
-                max_sessions_per_client=opts["max_sessions_per_client"],
-                max_connections_per_client=opts["max_connections_per_client"],
-                max_subscriptions_per_session=opts["max_subscriptions_per_session"],
-                max_monitored_items_per_session=opts["max_monitored_items_per_session"],
-                max_queue_size=opts["max_queue_size"],
-                max_session_timeout_s=opts["max_session_timeout"],
-            ),
-        )
     try:
+        opcua = _opcua_settings(opts)  # its limits checked: --config's come unchecked
         limits = OpenOrderLimits(opts["max_open_orders"], opts["max_open_orders_per_client"])
         keep_s = _journal_retention_s(opts["journal_retention_days"], opcua)
         settings = dataclasses.replace(settings, open_orders=limits, journal_retention_s=keep_s)  # checked
@@ -93,6 +67,37 @@ def serve(line: LineMapping, orders: list[dict[str, Any]], opts: dict[str, Any])
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def _opcua_settings(opts: dict[str, Any]) -> OpcUaSettings | None:
+    """The OPC UA face's settings from the options, or None with --no-opcua."""
+    if opts["no_opcua"]:
+        return None
+    data_dir = Path(opts["data_dir"])
+    secure = None
+    if opts["security"]:
+        secure = SecuritySettings(
+            pki_dir=Path(opts["pki_dir"] or data_dir / "pki"),
+            users_file=Path(opts["users"] or data_dir / "users.yaml"),
+            allow_none_endpoint=opts["allow_none_endpoint"],
+        )
+    return OpcUaSettings(
+        endpoint=opts["opcua_endpoint"],
+        order_retention_s=opts["order_retention"],
+        finished_in_full=opts["finished_in_full"],
+        security=secure,
+        allow_insecure_remote=opts["allow_insecure_remote"],
+        limits=SessionLimits(
+            max_sessions=opts["max_sessions"],
+            max_anonymous_sessions=opts["max_anonymous_sessions"],
+            max_sessions_per_client=opts["max_sessions_per_client"],
+            max_connections_per_client=opts["max_connections_per_client"],
+            max_subscriptions_per_session=opts["max_subscriptions_per_session"],
+            max_monitored_items_per_session=opts["max_monitored_items_per_session"],
+            max_queue_size=opts["max_queue_size"],
+            max_session_timeout_s=opts["max_session_timeout"],
+        ),
+    )
 
 
 def _journal_retention_s(days: object, opcua: OpcUaSettings | None) -> float:

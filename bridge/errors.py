@@ -33,6 +33,12 @@ class ConfigurationError(BridgeError):
     """A configuration file that cannot be used as it is."""
 
 
+def count_option(option: str, value: object, least: int = 1) -> None:
+    """A count from `--config` (the command line checks its own): a whole number, `least` or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(f"{option}: must be a whole number of at least {least}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MappingIssue:
     """One problem in a mapping, located by its dotted YAML path."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from bridge.errors import ConfigurationError, LineFull
+from bridge.errors import LineFull, count_option
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,8 @@ class OpenOrderLimits:
     per_client: int = 5_000  # half the line's: one client leaves room for another
 
     def __post_init__(self) -> None:  # a --config file's values come unchecked by the command line
-        limits = {"max_open_orders": self.per_line, "max_open_orders_per_client": self.per_client}
-        for option, value in limits.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{option}: must be a whole number of at least 1, got {value!r}")
+        count_option("max_open_orders", self.per_line)
+        count_option("max_open_orders_per_client", self.per_client)
 
 
 class OpenOrders:

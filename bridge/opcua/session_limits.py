@@ -16,6 +16,7 @@ service's `create_subscription`, `create_monitored_items` and `delete_monitored_
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import structlog
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 
+from bridge.errors import ConfigurationError, count_option
 from bridge.limits import LogThrottle
 from bridge.opcua import asyncua_seams
 from bridge.security.refusals import address_of
@@ -53,6 +55,14 @@ class SessionLimits:
     max_queue_size: int = 10  # values a data item may queue between publishes (0 or 1 asked: 1)
     max_event_queue_size: int = 1_000  # events an event item may queue (0 asked: this many)
     max_session_timeout_s: float = 120.0  # an abandoned session and its subscriptions live this long
+
+    def __post_init__(self) -> None:  # a --config file's values come unchecked by the command line
+        for field in dataclasses.fields(self):
+            if field.name != "max_session_timeout_s":
+                count_option(field.name, getattr(self, field.name))
+        timeout = self.max_session_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ConfigurationError(f"max_session_timeout: must be seconds, more than 0, got {timeout!r}")
 
 
 class SessionLedger:

@@ -86,3 +86,22 @@ def test_a_journal_retention_shorter_than_the_order_retention_is_refused(tmp_pat
     assert result.exit_code == 2, result.output
     assert "journal_retention_days: 0.01 days is shorter than --order-retention (3600 s)" in result.output
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("max_sessions_per_client: 0", "max_sessions_per_client: must be a whole number of at least 1, got"),
+        ("max_connections_per_client: many", "max_connections_per_client: must be a whole number"),
+        ("max_queue_size: 2.5", "max_queue_size: must be a whole number of at least 1, got 2.5"),
+        ("max_session_timeout: 0", "max_session_timeout: must be seconds, more than 0, got 0"),
+    ],
+)
+def test_opcua_shares_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
+    """A 0 there would refuse every client; a word would fail deep in the server's start."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"{line}\ndata_dir: {tmp_path / 'data'}\n")
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not (tmp_path / "data").exists()
