@@ -127,6 +127,17 @@ async def test_cancel_of_a_finished_order_is_refused_with_bad_invalid_state(rig)
     await rig.line["chassis"].set_fault("stall", 0)
 
 
+async def history_of_press_force(rig, values: int):
+    """The chassis press force node, once its history of the last 5 s holds `values` values (bounded),
+    and that window (start, end)."""
+    node = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    async with asyncio.timeout(15):
+        while len(await node.read_raw_history(start, datetime.now(UTC))) < values:  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.1)
+    return node, start, datetime.now(UTC)
+
+
 async def history_page(client, nodeid, start, end, per_node, point=b""):
     details = ua.ReadRawModifiedDetails()
     details.IsReadModified = False
@@ -146,12 +157,7 @@ async def history_page(client, nodeid, start, end, per_node, point=b""):
 
 
 async def test_history_pages_with_continuation_points_and_refuses_nodes_without_history(rig):
-    node = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
-    start = datetime.now(UTC) - timedelta(seconds=5)
-    async with asyncio.timeout(15):
-        while len(await node.read_raw_history(start, datetime.now(UTC))) < 12:  # noqa: ASYNC110 - bounded
-            await asyncio.sleep(0.1)
-    end = datetime.now(UTC)
+    node, start, end = await history_of_press_force(rig, values=12)
     everything = await node.read_raw_history(start, end)
     pages, point = [], b""
     async with asyncio.timeout(15):
@@ -217,12 +223,7 @@ async def test_a_history_store_that_cannot_be_read_fails_its_nodes_not_the_whole
 async def test_one_client_opening_pages_drops_its_own_oldest_continuation_point_not_anothers(rig):
     """asyncua tells the history manager no session, and the server's 1,000 points were anyone's:
     a client opening page after page invalidated every other client's paging."""
-    node = rig.node("Plant.Lines.ac_line.Stations.chassis.Telemetry.press_force_kn")
-    start = datetime.now(UTC) - timedelta(seconds=5)
-    async with asyncio.timeout(15):
-        while len(await node.read_raw_history(start, datetime.now(UTC))) < 3:  # noqa: ASYNC110 - bounded
-            await asyncio.sleep(0.1)
-    end = datetime.now(UTC)
+    node, start, end = await history_of_press_force(rig, values=3)
     rig.face.server.iserver.history_manager.points_per_client = 3  # 100 by default
     async with from_another_host(rig.url) as url, Client(url, timeout=10) as other:
         theirs = await history_page(other, node.nodeid, start, end, 1)

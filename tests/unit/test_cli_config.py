@@ -66,13 +66,18 @@ def test_a_running_bridge_does_without_rich_but_its_help_screen_does_not():
         ("journal_reserve_mb: lots", "journal_reserve_mb: must be MiB, 0 or more, got 'lots'"),
         ("journal_retention_days: -2", "journal_retention_days: must be days, 0 (keep all) or more, got -2"),
         ("journal_retention_days: soon", "journal_retention_days: must be days, 0 (keep all) or more"),
+        ("max_sessions_per_client: 0", "max_sessions_per_client: must be a whole number of at least 1, got"),
+        ("max_connections_per_client: many", "max_connections_per_client: must be a whole number"),
+        ("max_queue_size: 2.5", "max_queue_size: must be a whole number of at least 1, got 2.5"),
+        ("max_session_timeout: 0", "max_session_timeout: must be seconds, more than 0, got 0"),
     ],
 )
 def test_limits_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
-    """The command line checks its own values (min=1, min=0); a file's come past it unchecked."""
+    """The command line checks its own values (min=1, min=0); a file's come past it unchecked (a 0
+    OPC UA share would refuse every client; a word would fail deep in the server's start)."""
     config = tmp_path / "bridge.yaml"
     config.write_text(f"{line}\ndata_dir: {tmp_path / 'data'}\n")
-    result = runner.invoke(app, ["run", "--config", str(config), "--no-opcua"])
+    result = runner.invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 2, result.output
     assert named in result.output
     assert not (tmp_path / "data").exists()  # no journal made: nothing started
@@ -85,23 +90,4 @@ def test_a_journal_retention_shorter_than_the_order_retention_is_refused(tmp_pat
     result = runner.invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 2, result.output
     assert "journal_retention_days: 0.01 days is shorter than --order-retention (3600 s)" in result.output
-    assert not (tmp_path / "data").exists()
-
-
-@pytest.mark.parametrize(
-    ("line", "named"),
-    [
-        ("max_sessions_per_client: 0", "max_sessions_per_client: must be a whole number of at least 1, got"),
-        ("max_connections_per_client: many", "max_connections_per_client: must be a whole number"),
-        ("max_queue_size: 2.5", "max_queue_size: must be a whole number of at least 1, got 2.5"),
-        ("max_session_timeout: 0", "max_session_timeout: must be seconds, more than 0, got 0"),
-    ],
-)
-def test_opcua_shares_from_a_file_are_checked_before_anything_starts(tmp_path, line, named):
-    """A 0 there would refuse every client; a word would fail deep in the server's start."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text(f"{line}\ndata_dir: {tmp_path / 'data'}\n")
-    result = runner.invoke(app, ["run", "--config", str(config)])
-    assert result.exit_code == 2, result.output
-    assert named in result.output
     assert not (tmp_path / "data").exists()
