@@ -19,6 +19,7 @@ BridgeError
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +38,15 @@ def count_option(option: str, value: object, least: int = 1) -> None:
     """A count from `--config` (the command line checks its own): a whole number, `least` or more."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ConfigurationError(f"{option}: must be a whole number of at least {least}, got {value!r}")
+
+
+def amount_option(option: str, value: object, must: str, *, zero: bool = True) -> float:
+    """An amount from `--config` (MiB, days, seconds): a finite number, 0 or more (more than 0 with
+    `zero=False`); `must` says so in the message ("MiB, 0 or more")."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
+        raise ConfigurationError(f"{option}: must be {must}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ twice). Each batch is one short transaction on the journal's writer thread, betw
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from bridge.domain.model import StepPhase
-from bridge.errors import ConfigurationError
+from bridge.errors import amount_option
 from bridge.journal.reads import finished_orders
 
 BATCH = 50  # orders, audit records or alarm changes in one transaction: a few ms (bench.retention)
@@ -25,9 +24,7 @@ BATCH = 50  # orders, audit records or alarm changes in one transaction: a few m
 
 def retention_s(days: object) -> float:
     """`--journal-retention-days` in seconds; 0 keeps everything."""
-    if isinstance(days, bool) or not isinstance(days, int | float) or not math.isfinite(days) or days < 0:
-        raise ConfigurationError(f"journal_retention_days: must be days, 0 (keep all) or more, got {days!r}")
-    return float(days) * 86_400
+    return amount_option("journal_retention_days", days, "days, 0 (keep all) or more") * 86_400
 
 
 @dataclass(frozen=True)

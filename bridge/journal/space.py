@@ -9,17 +9,16 @@ from pathlib import Path
 
 import structlog
 
-from bridge.errors import ConfigurationError, JournalSpaceLow
+from bridge.errors import JournalSpaceLow, amount_option
 
 log = structlog.get_logger(__name__)
 
 
 class DiskReserve:
     def __init__(self, folder: Path, keep_free_mb: float) -> None:
-        if isinstance(keep_free_mb, bool) or not isinstance(keep_free_mb, int | float) or keep_free_mb < 0:
-            raise ConfigurationError(f"journal_reserve_mb: must be MiB, 0 or more, got {keep_free_mb!r}")
         self.folder = folder
-        self.keep_free_bytes = int(keep_free_mb * 2**20)
+        keep_mb = amount_option("journal_reserve_mb", keep_free_mb, "MiB, 0 or more")  # --config's unchecked
+        self.keep_free_bytes = int(keep_mb * 2**20)
         self._low = False
 
     def room(self) -> tuple[int, int]:

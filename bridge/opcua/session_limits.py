@@ -25,7 +25,7 @@ import structlog
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 
-from bridge.errors import ConfigurationError, count_option
+from bridge.errors import amount_option, count_option
 from bridge.limits import LogThrottle
 from bridge.opcua import asyncua_seams
 from bridge.security.refusals import address_of
@@ -60,9 +60,7 @@ class SessionLimits:
         for field in dataclasses.fields(self):
             if field.name != "max_session_timeout_s":
                 count_option(field.name, getattr(self, field.name))
-        timeout = self.max_session_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ConfigurationError(f"max_session_timeout: must be seconds, more than 0, got {timeout!r}")
+        amount_option("max_session_timeout", self.max_session_timeout_s, "seconds, more than 0", zero=False)
 
 
 class SessionLedger:
