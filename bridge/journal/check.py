@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from bridge.journal.reads import open_read_only
+
 
 def check_database(db: sqlite3.Connection) -> list[str]:
     """SQLite's own verdict on a journal: [] when sound, else what is wrong (quick_check)."""
@@ -17,7 +19,7 @@ def check_journal(path: Path) -> tuple[list[str], dict[str, int]]:
     if not path.is_file():
         return [f"{path}: no such file"], {}
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = open_read_only(path)
     except sqlite3.Error as exc:
         return [f"{path}: {exc}"], {}
     try:
