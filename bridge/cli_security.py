@@ -103,7 +103,7 @@ def audit(
     Read only (beside a running bridge too); a data directory with no journal is an error, not an
     empty trail."""
     from bridge.cli_journal import moment, read_journal
-    from bridge.journal.reads import AUDIT_COLUMNS, all_audit_rows, audit_rows
+    from bridge.journal.reads import AUDIT_FIELDS, all_audit_rows, audit_rows
 
     low = moment(since, "--since")
     start = low.isoformat() if low else ""
@@ -111,7 +111,7 @@ def audit(
         rows = all_audit_rows(db, start) if limit == 0 else iter(audit_rows(db, limit, start))
         for row in rows:
             if jsonl:
-                typer.echo(json.dumps(dict(zip(AUDIT_COLUMNS, row, strict=True)), separators=(",", ":")))
+                typer.echo(json.dumps(dict(zip(AUDIT_FIELDS, row, strict=True)), separators=(",", ":")))
                 continue
             at, event, user, tp, outcome, channel = row
             typer.echo(f"{at}  {event:<15} {user or '-':<20} {tp or '-':<40} {channel or '-'}  {outcome}")

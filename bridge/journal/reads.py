@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.domain.model import OrderState
-from bridge.journal.schema import ALARM_COLUMNS
+from bridge.journal.schema import ALARM_COLUMNS, AUDIT_COLUMNS
 
 FINAL_STATES = (OrderState.COMPLETED, OrderState.FAULTED, OrderState.CANCELLED)
 _FINISHED = (  # by the (completed_at, order_id) index past the cursor (`+state`: not by the state's index)
@@ -25,7 +25,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
-AUDIT_COLUMNS = ("at", "event", "user", "thumbprint", "outcome", "channel")
+AUDIT_FIELDS = tuple(name.strip() for name in AUDIT_COLUMNS.split(","))  # as a record's keys
 
 
 AuditRow = tuple[str, str, str, str, str, str]
@@ -34,14 +34,14 @@ AuditRow = tuple[str, str, str, str, str, str]
 def audit_rows(db: sqlite3.Connection, limit: int, since: str = "") -> list[AuditRow]:
     """The newest `limit` audit records written at or after `since` (ISO 8601), oldest first."""
     rows = db.execute(
-        f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?", (since, limit)
+        f"SELECT {AUDIT_COLUMNS} FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?", (since, limit)
     ).fetchall()
     return [tuple(row) for row in reversed(rows)]  # type: ignore[misc]
 
 
 def all_audit_rows(db: sqlite3.Connection, since: str = "", chunk: int = 1000) -> Iterator[AuditRow]:
     """Every audit record written at or after `since`, oldest first, a chunk in memory at a time."""
-    cursor = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE at >= ? ORDER BY id", (since,))
+    cursor = db.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE at >= ? ORDER BY id", (since,))
     while rows := cursor.fetchmany(chunk):
         yield from (tuple(row) for row in rows)  # type: ignore[misc]
 

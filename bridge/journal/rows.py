@@ -9,13 +9,13 @@ from typing import Any
 
 from bridge.domain.model import Order, OrderEvent, Step, Unit
 from bridge.domain.ports import Rows  # statements run in one transaction, each (sql, parameters, many)
-from bridge.journal.schema import ORDER_COLUMNS
+from bridge.journal.schema import ORDER_SQL
 
 
 def add_order_rows(order: Order, event: OrderEvent) -> Rows:
     return [
         (
-            f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({','.join('?' * 13)})",
+            ORDER_SQL,
             (
                 order.order_id, order.product, json.dumps(order.options), order.quantity,
                 order.priority, order.state, order.current_station, order.fault_station,

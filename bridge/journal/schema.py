@@ -90,9 +90,18 @@ ORDER_COLUMNS = (
     "order_id, product, options, quantity, priority, state, current_station, fault_station, result_code,"
     " created_at, completed_at, accept_index, client"
 )
-AUDIT_SQL = "INSERT INTO audit (at, event, user, thumbprint, outcome, channel) VALUES (?,?,?,?,?,?)"
+AUDIT_COLUMNS = "at, event, user, thumbprint, outcome, channel"
 ALARM_COLUMNS = (
     "at, alarm, what, active, acked, confirmed, shelving, severity, limit_name, value, message, user,"
     " comment, unshelve_at"
 )
-ALARM_SQL = f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES ({','.join('?' * 14)})"
+
+
+def insert_sql(table: str, columns: str) -> str:
+    """An INSERT of `columns` (comma-separated), one placeholder each: the count cannot drift."""
+    return f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * len(columns.split(',')))})"
+
+
+ORDER_SQL = insert_sql("orders", ORDER_COLUMNS)
+AUDIT_SQL = insert_sql("audit", AUDIT_COLUMNS)
+ALARM_SQL = insert_sql("alarms", ALARM_COLUMNS)
