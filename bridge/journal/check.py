@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -52,10 +53,19 @@ def remedy(path: Path, reason: str) -> str:
     if "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
         todo = (f"the bridge may not write {path.parent}: give its user write access to that folder"
                 " and the file, or choose another --data-dir")  # fmt: skip
-    elif "full" in lowered or "no space" in lowered:
+    elif "full" in lowered or "no space" in lowered or ("i/o error" in lowered and _disk_full(path.parent)):
         todo = f"the disk holding {path.parent} is full: free space there, then start again"
     else:
         todo = (f"the file is damaged: move it aside and keep it for recovery (a new journal starts"
                 f" empty), or restore it from a backup; `linebridge journal check {path}` says whether a"
                 " journal is sound")  # fmt: skip
     return f"journal {path} cannot be used: {reason}. {todo}. Nothing was changed."
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether `folder`'s disk is (all but) full: on one, SQLite opening a sound journal in WAL mode
+    says "disk I/O error", and the remedy for a damaged file would send a sound one aside."""
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False

@@ -143,6 +143,21 @@ def run_bridge(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
+def test_a_sound_journal_on_a_full_disk_is_told_to_free_space_not_to_be_moved_aside(tmp_path):
+    """SQLite opening it says "disk I/O error"; the damaged-file remedy would send it aside."""
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        journal = disk / "data" / "journal.sqlite"
+        SqliteJournal(journal).close()
+        fill(disk / "filler")
+        with pytest.raises(ConfigurationError) as refused:
+            SqliteJournal(journal)
+        message = str(refused.value)
+        assert f"the disk holding {journal.parent} is full: free space there, then start again" in message
+        assert "move it aside" not in message
+        (disk / "filler").unlink()
+        SqliteJournal(journal).close()  # space back: the same journal opens
+
+
 def test_a_damaged_journal_stops_the_bridge_with_one_message_and_is_not_touched(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
